@@ -1,0 +1,110 @@
+"""Where a measurement was taken: hardware key and software versions, recorded everywhere."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+__all__ = ["environment_fingerprint", "environment_differences", "hardware_key", "COMPARED_FIELDS"]
+
+# Libraries whose versions change backend behaviour; recorded when installed.
+_LIBRARIES = ("torch", "torchao", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "tensorrt",
+              "torch-tensorrt", "triton", "numpy", "transformers")
+
+#: Fields whose difference between a baseline and now makes a latency comparison suspect.
+COMPARED_FIELDS = ("hardware_key", "torch", "cuda", "driver", "torchao", "onnxruntime", "onnxruntime-gpu",
+                   "tensorrt", "torch-tensorrt", "triton", "python")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"\((R|TM)\)|CPU|@.*$|Processor", "", text, flags=re.IGNORECASE)
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "unknown"
+
+
+def hardware_key(device: torch.device | str | None = None) -> str:
+    """A filesystem-safe name for the hardware: ``NVIDIA-H100-80GB-HBM3`` or ``cpu-x86_64-<model>``.
+
+    Two identical GPUs share a key, so their results compare against the same baseline.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        name = props.name
+        gib = round(props.total_memory / 2**30)
+        if not re.search(r"\d+\s*GB", name):
+            name = f"{name} {gib}GB"
+        return _slug(name.replace("NVIDIA ", "NVIDIA-"))
+    return f"cpu-{platform.machine()}-{_slug(_cpu_model())}"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(device_str: str) -> tuple[tuple[str, Any], ...]:
+    device = torch.device(device_str)
+    env: dict[str, Any] = {
+        "hardware_key": hardware_key(device),
+        "device_type": device.type,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
+    for lib in _LIBRARIES:
+        if lib != "torch":
+            env[lib] = _version(lib)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["gpu"] = props.name
+        env["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
+        env["gpu_index"] = device.index if device.index is not None else torch.cuda.current_device()
+        env["compute_capability"] = f"{props.major}.{props.minor}"
+        env["driver"] = _nvidia_driver()
+    return tuple(env.items())
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        import pynvml  # from nvidia-ml-py
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:
+        return None
+
+
+def environment_fingerprint(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Hardware and software versions for results, baselines and artifacts (cached per device)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return dict(_fingerprint(str(device)))
+
+
+def environment_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The compared fields that differ, as ``{field: (old, new)}`` (pure; for verdict text)."""
+    return {k: (old.get(k), new.get(k)) for k in COMPARED_FIELDS if old.get(k) != new.get(k)}

@@ -1,0 +1,60 @@
+"""Exceptions raised by aitune-ci.
+
+The tree::
+
+    AituneCIError                 base: catch this to catch everything below
+    ├── SpecError                 a TuneSpec (or a tune_* fixture) is wrong; says which field and why
+    ├── BackendError              a backend name is unknown or a backend cannot be used
+    │   └── BackendUnavailable    the backend exists but cannot run here (reason attached)
+    ├── DataFileError             a baseline / result / history file is corrupt or of an unknown schema
+    └── ArtifactError             a .ait file is unsafe, corrupt, or not loadable here
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AituneCIError",
+    "ArtifactError",
+    "BackendError",
+    "BackendUnavailable",
+    "DataFileError",
+    "SpecError",
+]
+
+
+class AituneCIError(Exception):
+    """Base class of every error aitune-ci raises on purpose."""
+
+
+class SpecError(AituneCIError, ValueError):
+    """A TuneSpec field (or what a tune_* fixture returned) is not what is expected."""
+
+
+class BackendError(AituneCIError):
+    """A backend is unknown, or cannot be used as asked."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend exists but cannot run on this machine; ``reason`` says why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"backend {name!r} is unavailable: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class DataFileError(AituneCIError):
+    """A JSON file aitune-ci reads is corrupt, truncated, or of an unknown schema.
+
+    The message always names the file and the command that regenerates it.
+    """
+
+    def __init__(self, path: object, problem: str, fix: str) -> None:
+        super().__init__(f"{path}: {problem}. To fix: {fix}")
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+
+
+class ArtifactError(AituneCIError):
+    """A .ait artifact is unsafe, corrupt, from another environment, or cannot be loaded."""

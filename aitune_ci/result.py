@@ -1,0 +1,304 @@
+"""Results of a tune: plain frozen data with ``to_json()`` / ``from_json()`` beside each type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, Mapping
+
+from aitune_ci.errors import DataFileError
+
+__all__ = [
+    "AccuracyReport",
+    "BackendResult",
+    "BackendStatus",
+    "LatencyStats",
+    "LeafMetrics",
+    "RESULT_SCHEMA_VERSION",
+    "TuneResult",
+]
+
+RESULT_SCHEMA_VERSION = 1
+
+#: ok: built, accurate, measured. inaccurate: built and measured but failed its accuracy gate.
+#: failed: raised during build, run or validation. unavailable: cannot run here (reason given).
+BackendStatus = Literal["ok", "inaccurate", "failed", "unavailable"]
+
+
+def _round(x: float | None, digits: int = 6) -> float | None:
+    """Round for stable, diff-friendly JSON (6 significant digits)."""
+    if x is None:
+        return None
+    if x != x or x in (float("inf"), float("-inf")):
+        return x  # JSON encoder writes NaN/Infinity; readers accept them
+    return float(f"{x:.{digits}g}")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one backend at one batch size, in milliseconds per call.
+
+    ``round_medians_ms`` holds the median of each interleaved round: their spread is the
+    between-window noise that a single window's CI understates.
+    """
+
+    median_ms: float
+    mean_ms: float
+    min_ms: float
+    p90_ms: float
+    p99_ms: float
+    iqr_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    cv: float
+    iterations: int
+    rounds: int
+    batch_size: int | None = None
+    round_medians_ms: tuple[float, ...] = ()
+    peak_memory_bytes: int | None = None
+
+    @property
+    def throughput(self) -> float | None:
+        """Items per second at ``batch_size`` (None when the batch size is unknown)."""
+        if not self.batch_size or self.median_ms <= 0:
+            return None
+        return self.batch_size * 1000.0 / self.median_ms
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float):
+                v = _round(v)
+            elif f.name == "round_medians_ms":
+                v = [_round(x) for x in v]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LatencyStats":
+        kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        kwargs["round_medians_ms"] = tuple(kwargs.get("round_medians_ms", ()))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class LeafMetrics:
+    """How one output leaf (worst over all samples) compares with the fp32 eager reference."""
+
+    path: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    cosine: float
+    sqnr_db: float
+    rmse_ratio: float | None
+    nan_count: int
+    inf_count: int
+    passed: bool
+    reason: str = ""
+    worst_sample: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["shape"] = list(self.shape)
+        for k in ("max_abs", "max_rel", "mean_abs", "cosine", "sqnr_db", "rmse_ratio"):
+            out[k] = _round(out[k])
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LeafMetrics":
+        kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        kwargs["shape"] = tuple(kwargs.get("shape", ()))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """Every leaf's metrics, the gate that was applied, and the overall pass/fail."""
+
+    passed: bool
+    precision: str
+    gate: str
+    leaves: tuple[LeafMetrics, ...] = ()
+    reason: str = ""
+    samples_checked: int = 0
+
+    @property
+    def worst(self) -> LeafMetrics | None:
+        """The leaf with the lowest SQNR (the one to show in a one-line summary)."""
+        return min(self.leaves, key=lambda m: m.sqnr_db) if self.leaves else None
+
+    def summary(self) -> str:
+        w = self.worst
+        if w is None:
+            return self.reason or ("ok" if self.passed else "failed")
+        sqnr = "inf" if w.sqnr_db == float("inf") else f"{w.sqnr_db:.1f}"
+        return f"max_abs {w.max_abs:.2e}, SQNR {sqnr} dB, cos {w.cosine:.5f}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "precision": self.precision,
+            "gate": self.gate,
+            "reason": self.reason,
+            "samples_checked": self.samples_checked,
+            "leaves": [leaf.to_json() for leaf in self.leaves],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AccuracyReport":
+        return cls(
+            passed=data["passed"],
+            precision=data["precision"],
+            gate=data.get("gate", ""),
+            reason=data.get("reason", ""),
+            samples_checked=data.get("samples_checked", 0),
+            leaves=tuple(LeafMetrics.from_json(x) for x in data.get("leaves", ())),
+        )
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """Everything measured for one backend of one model (or one submodule)."""
+
+    backend: str
+    status: BackendStatus
+    precision: str = "fp32"
+    description: str = ""
+    module: str = ""
+    build_s: float | None = None
+    latency: LatencyStats | None = None
+    sweep: tuple[LatencyStats, ...] = ()
+    accuracy: AccuracyReport | None = None
+    error: str | None = None
+    selected: bool = False
+    selection_note: str = ""
+
+    @property
+    def usable(self) -> bool:
+        """Built, accurate and measured: a candidate for selection."""
+        return self.status == "ok" and self.latency is not None
+
+    @property
+    def throughput_by_batch(self) -> dict[int, float]:
+        return {s.batch_size: s.throughput for s in self.sweep if s.batch_size and s.throughput}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "status": self.status,
+            "precision": self.precision,
+            "description": self.description,
+            "module": self.module,
+            "build_s": _round(self.build_s, 4),
+            "latency": self.latency.to_json() if self.latency else None,
+            "sweep": [s.to_json() for s in self.sweep],
+            "accuracy": self.accuracy.to_json() if self.accuracy else None,
+            "error": self.error,
+            "selected": self.selected,
+            "selection_note": self.selection_note,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "BackendResult":
+        return cls(
+            backend=data["backend"],
+            status=data["status"],
+            precision=data.get("precision", "fp32"),
+            description=data.get("description", ""),
+            module=data.get("module", ""),
+            build_s=data.get("build_s"),
+            latency=LatencyStats.from_json(data["latency"]) if data.get("latency") else None,
+            sweep=tuple(LatencyStats.from_json(s) for s in data.get("sweep", ())),
+            accuracy=AccuracyReport.from_json(data["accuracy"]) if data.get("accuracy") else None,
+            error=data.get("error"),
+            selected=data.get("selected", False),
+            selection_note=data.get("selection_note", ""),
+        )
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The outcome of tuning one spec: every backend's result, the winner, and the environment.
+
+    For module-level tuning, ``backends`` holds one row per (module, backend) with ``module`` set,
+    plus whole-model rows with ``module == ""``; ``module_choice`` maps module -> winning backend.
+    """
+
+    name: str
+    strategy: str
+    device: str
+    backends: tuple[BackendResult, ...]
+    winner: str | None
+    winner_reason: str
+    environment: Mapping[str, Any]
+    spec: Mapping[str, Any] = field(default_factory=dict)
+    batch_axis: int | None = None
+    dynamic_axes: Mapping[str, Any] = field(default_factory=dict)
+    module_choice: Mapping[str, str] = field(default_factory=dict)
+    tune_s: float = 0.0
+    created_at: str = ""
+    schema_version: int = RESULT_SCHEMA_VERSION
+
+    def backend(self, name: str, module: str = "") -> BackendResult | None:
+        """The result row of backend ``name`` (for ``module``, whole model by default)."""
+        for b in self.backends:
+            if b.backend == name and b.module == module:
+                return b
+        return None
+
+    @property
+    def reference(self) -> BackendResult | None:
+        return self.backend("eager")
+
+    def with_backends(self, backends: tuple[BackendResult, ...]) -> "TuneResult":
+        return replace(self, backends=backends)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "strategy": self.strategy,
+            "device": self.device,
+            "winner": self.winner,
+            "winner_reason": self.winner_reason,
+            "module_choice": dict(self.module_choice),
+            "batch_axis": self.batch_axis,
+            "dynamic_axes": dict(self.dynamic_axes),
+            "tune_s": _round(self.tune_s, 4),
+            "created_at": self.created_at,
+            "environment": dict(self.environment),
+            "spec": dict(self.spec),
+            "backends": [b.to_json() for b in self.backends],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: object = "<result>") -> "TuneResult":
+        """Parse a result; an unknown schema or a malformed file raises DataFileError naming ``source``."""
+        fix = "re-run the tune (`aitune-ci run` or `pytest --aitune`) to regenerate it"
+        if not isinstance(data, Mapping):
+            raise DataFileError(source, f"expected a JSON object, found {type(data).__name__}", fix)
+        version = data.get("schema_version")
+        if version != RESULT_SCHEMA_VERSION:
+            raise DataFileError(
+                source, f"unknown result schema_version {version!r} (this aitune-ci reads {RESULT_SCHEMA_VERSION})", fix
+            )
+        try:
+            return cls(
+                name=data["name"],
+                strategy=data["strategy"],
+                device=data["device"],
+                backends=tuple(BackendResult.from_json(b) for b in data["backends"]),
+                winner=data.get("winner"),
+                winner_reason=data.get("winner_reason", ""),
+                environment=data.get("environment", {}),
+                spec=data.get("spec", {}),
+                batch_axis=data.get("batch_axis"),
+                dynamic_axes=data.get("dynamic_axes", {}),
+                module_choice=data.get("module_choice", {}),
+                tune_s=data.get("tune_s", 0.0),
+                created_at=data.get("created_at", ""),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataFileError(source, f"malformed result ({type(exc).__name__}: {exc})", fix) from None

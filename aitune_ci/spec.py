@@ -1,0 +1,243 @@
+"""TuneSpec: what a user declares about one model, validated the moment it is built."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+
+from aitune_ci.errors import SpecError
+from aitune_ci.tolerance import Tolerance, ToleranceSpec
+
+__all__ = ["Sample", "Strategy", "TuneSpec", "normalize_sample", "sample_signature", "STRATEGIES"]
+
+Strategy = Literal["max-throughput", "min-latency", "first-wins", "one-backend"]
+STRATEGIES: tuple[str, ...] = ("max-throughput", "min-latency", "first-wins", "one-backend")
+
+#: One call's inputs, normalized: positional args and keyword args.
+Sample = tuple[tuple[Any, ...], dict[str, Any]]
+
+_SAMPLE_FORMS = (
+    "a Tensor, a tuple of positional args, a dict of keyword args, or an (args_tuple, kwargs_dict) pair"
+)
+
+
+def normalize_sample(sample: Any, index: int = 0) -> Sample:
+    """Turn any accepted sample form into ``(args, kwargs)``.
+
+    A 2-tuple whose first item is a tuple and second a dict is read as ``(args, kwargs)``; wrap a
+    genuine (tuple, dict) positional pair as ``((a, b), {})`` to pass it positionally.
+    """
+    if isinstance(sample, torch.Tensor):
+        return (sample,), {}
+    if isinstance(sample, dict):
+        _check_keys(sample, index)
+        return (), dict(sample)
+    if isinstance(sample, list):
+        raise SpecError(
+            f"TuneSpec.samples[{index}] is a list; expected {_SAMPLE_FORMS}. "
+            "Use a tuple for several positional args."
+        )
+    if isinstance(sample, tuple):
+        if len(sample) == 2 and isinstance(sample[0], tuple) and isinstance(sample[1], dict):
+            _check_keys(sample[1], index)
+            return tuple(sample[0]), dict(sample[1])
+        if not sample:
+            raise SpecError(f"TuneSpec.samples[{index}] is an empty tuple; expected {_SAMPLE_FORMS}")
+        return tuple(sample), {}
+    raise SpecError(f"TuneSpec.samples[{index}] is a {type(sample).__name__}; expected {_SAMPLE_FORMS}")
+
+
+def _check_keys(kwargs: Mapping[Any, Any], index: int) -> None:
+    bad = [k for k in kwargs if not isinstance(k, str)]
+    if bad:
+        raise SpecError(f"TuneSpec.samples[{index}] has non-string keyword names {bad!r}")
+
+
+def sample_signature(sample: Sample) -> list[dict[str, Any]]:
+    """A JSON-able description of a sample's tensors: path, shape, dtype (non-tensors by type)."""
+    args, kwargs = sample
+    out: list[dict[str, Any]] = []
+
+    def visit(path: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            out.append({"path": path, "shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")})
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                visit(f"{path}.{i}", v)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                visit(f"{path}.{k}", v)
+        else:
+            out.append({"path": path, "type": type(value).__name__, "value": repr(value)[:80]})
+
+    for i, a in enumerate(args):
+        visit(f"args.{i}", a)
+    for k, v in kwargs.items():
+        visit(f"kwargs.{k}", v)
+    return out
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """A model to tune, its sample inputs, and how to choose among backends.
+
+    Attributes:
+        model: the eager ``torch.nn.Module`` (the reference; never modified in place).
+        samples: one or more inputs (see :func:`normalize_sample` for the accepted forms).
+            Samples of different shapes let dynamic axes be detected.
+        backends: backend names to try; ``None`` means every registered backend that is
+            available for the device. ``"eager"`` is always measured as the reference.
+        strategy: how the winner is chosen (``max-throughput``, ``min-latency``, ``first-wins``,
+            ``one-backend``).
+        modules: dotted submodule paths to tune separately, or ``None`` for the whole model.
+        dtype: the dtype the model and floating inputs run at.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present).
+        dynamic_axes: ``"auto"`` (detect from samples), ``None`` (static) or an explicit mapping.
+        tolerance: ``None`` for per-precision defaults, a :class:`Tolerance`, or a mapping from
+            output leaf path (globs allowed) to Tolerance.
+        name: a display name; the pytest plugin uses the fixture name.
+    """
+
+    model: torch.nn.Module
+    samples: Sequence[Any]
+    backends: Sequence[str] | None = None
+    strategy: Strategy = "min-latency"
+    modules: Sequence[str] | None = None
+    dtype: torch.dtype = torch.float32
+    device: str = "auto"
+    dynamic_axes: Any = "auto"
+    tolerance: ToleranceSpec = None
+    name: str | None = None
+    normalized_samples: tuple[Sample, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, torch.nn.Module):
+            raise SpecError(
+                f"TuneSpec.model must be a torch.nn.Module, got {type(self.model).__name__}. "
+                "Wrap a plain function in an nn.Module whose forward calls it."
+            )
+        if isinstance(self.samples, (torch.Tensor, dict)) or not isinstance(self.samples, Sequence) or isinstance(
+            self.samples, (str, bytes)
+        ):
+            raise SpecError(
+                f"TuneSpec.samples must be a list of samples, got {type(self.samples).__name__}; "
+                "wrap a single input as samples=[x]"
+            )
+        if len(self.samples) == 0:
+            raise SpecError("TuneSpec.samples is empty; give at least one sample input, e.g. samples=[torch.randn(8, 16)]")
+        object.__setattr__(
+            self, "normalized_samples", tuple(normalize_sample(s, i) for i, s in enumerate(self.samples))
+        )
+        if self.strategy not in STRATEGIES:
+            raise SpecError(
+                f"TuneSpec.strategy {self.strategy!r} is unknown{_did_you_mean(str(self.strategy), STRATEGIES)}; "
+                f"expected one of {', '.join(STRATEGIES)}"
+            )
+        if not isinstance(self.dtype, torch.dtype):
+            raise SpecError(f"TuneSpec.dtype must be a torch.dtype such as torch.float32, got {self.dtype!r}")
+        self._validate_device()
+        self._validate_backends()
+        if self.modules is not None:
+            if isinstance(self.modules, str) or not all(isinstance(m, str) and m for m in self.modules):
+                raise SpecError(f"TuneSpec.modules must be a list of dotted submodule names, got {self.modules!r}")
+            names = dict(self.model.named_modules())
+            for m in self.modules:
+                if m not in names:
+                    raise SpecError(
+                        f"TuneSpec.modules: {type(self.model).__name__} has no submodule {m!r}"
+                        f"{_did_you_mean(m, [n for n in names if n])}"
+                    )
+        if not (self.tolerance is None or isinstance(self.tolerance, Tolerance)):
+            if not isinstance(self.tolerance, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, Tolerance) for k, v in self.tolerance.items()
+            ):
+                raise SpecError(
+                    "TuneSpec.tolerance must be None, an ait.Tolerance, or a dict of output path -> ait.Tolerance; "
+                    f"got {self.tolerance!r}"
+                )
+        if self.name is not None and not isinstance(self.name, str):
+            raise SpecError(f"TuneSpec.name must be a string, got {self.name!r}")
+
+    def _validate_device(self) -> None:
+        if not isinstance(self.device, (str, torch.device)):
+            raise SpecError(f"TuneSpec.device must be a string such as 'cuda' or 'cpu', got {self.device!r}")
+        device = str(self.device)
+        if device == "auto":
+            return
+        try:
+            parsed = torch.device(device)
+        except RuntimeError as exc:
+            raise SpecError(f"TuneSpec.device {device!r} is not a device torch knows: {exc}") from None
+        if parsed.type == "cuda":
+            if not torch.cuda.is_available():
+                raise SpecError(
+                    f"TuneSpec.device is {device!r} but CUDA is not available on this machine "
+                    f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}). "
+                    "Use device='auto' to fall back to the CPU, or run on a GPU runner."
+                )
+            if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+                raise SpecError(
+                    f"TuneSpec.device is {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+                )
+        elif parsed.type != "cpu":
+            raise SpecError(f"TuneSpec.device {device!r} is not supported; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+
+    def _validate_backends(self) -> None:
+        if self.backends is None:
+            return
+        if isinstance(self.backends, str) or not isinstance(self.backends, Sequence):
+            raise SpecError(f"TuneSpec.backends must be a list of backend names, got {self.backends!r}")
+        from aitune_ci.backends.registry import backend_names
+
+        known = backend_names()
+        for b in self.backends:
+            if not isinstance(b, str):
+                raise SpecError(f"TuneSpec.backends must hold backend names (strings), got {b!r}")
+            if b not in known:
+                raise SpecError(
+                    f"TuneSpec.backends: unknown backend {b!r}{_did_you_mean(b, known)}. "
+                    "Run `aitune-ci backends` to list them."
+                )
+        if len(set(self.backends)) != len(self.backends):
+            raise SpecError(f"TuneSpec.backends lists a backend twice: {list(self.backends)!r}")
+
+    @property
+    def resolved_device(self) -> torch.device:
+        """The device the tune runs on (``auto`` resolved)."""
+        if str(self.device) == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or type(self.model).__name__
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able summary for results, baselines and artifact manifests."""
+        return {
+            "name": self.display_name,
+            "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+            "backends": list(self.backends) if self.backends is not None else None,
+            "strategy": self.strategy,
+            "modules": list(self.modules) if self.modules is not None else None,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.resolved_device),
+            "samples": [sample_signature(s) for s in self.normalized_samples],
+            "tolerance": _tolerance_json(self.tolerance),
+        }
+
+
+def _tolerance_json(tol: ToleranceSpec) -> Any:
+    if tol is None:
+        return None
+    if isinstance(tol, Tolerance):
+        return tol.to_json()
+    return {k: v.to_json() for k, v in tol.items()}
+
+
+def _did_you_mean(word: str, choices: Sequence[str] | set[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
