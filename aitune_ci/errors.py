@@ -7,7 +7,8 @@ The tree::
     ├── BackendError              a backend name is unknown or a backend cannot be used
     │   └── BackendUnavailable    the backend exists but cannot run here (reason attached)
     ├── DataFileError             a baseline / result / history file is corrupt or of an unknown schema
-    └── ArtifactError             a .ait file is unsafe, corrupt, or not loadable here
+    ├── ArtifactError             a .ait file is unsafe, corrupt, or not loadable here
+    └── GitHubError               the GitHub API refused or failed a request (status attached)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "DataFileError",
+    "GitHubError",
     "SpecError",
 ]
 
@@ -58,3 +60,14 @@ class DataFileError(AituneCIError):
 
 class ArtifactError(AituneCIError):
     """A .ait artifact is unsafe, corrupt, from another environment, or cannot be loaded."""
+
+
+class GitHubError(AituneCIError):
+    """The GitHub API refused or failed a request; ``status`` is the HTTP status (None: no answer).
+
+    The message says what to change (permissions, repository, token) and never holds the token.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
