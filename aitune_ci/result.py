@@ -98,11 +98,14 @@ class LeafMetrics:
     passed: bool
     reason: str = ""
     worst_sample: int = 0
+    #: max over elements of |cand - ref| / (atol + rtol·|ref|): allclose holds when <= 1
+    #: (None when no atol/rtol applied). Needed because allclose is elementwise.
+    allclose_ratio: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["shape"] = list(self.shape)
-        for k in ("max_abs", "max_rel", "mean_abs", "cosine", "sqnr_db", "rmse_ratio"):
+        for k in ("max_abs", "max_rel", "mean_abs", "cosine", "sqnr_db", "rmse_ratio", "allclose_ratio"):
             out[k] = _round(out[k])
         return out
 
@@ -240,6 +243,9 @@ class TuneResult:
     tune_s: float = 0.0
     created_at: str = ""
     schema_version: int = RESULT_SCHEMA_VERSION
+    #: In-process objects (built callables, the model, samples) for ``ait.save`` and paired
+    #: comparisons; never serialized, absent on a result read from JSON.
+    runtime: Any = field(default=None, compare=False, repr=False)
 
     def backend(self, name: str, module: str = "") -> BackendResult | None:
         """The result row of backend ``name`` (for ``module``, whole model by default)."""

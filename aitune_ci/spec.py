@@ -99,6 +99,8 @@ class TuneSpec:
         tolerance: ``None`` for per-precision defaults, a :class:`Tolerance`, or a mapping from
             output leaf path (globs allowed) to Tolerance.
         name: a display name; the pytest plugin uses the fixture name.
+        max_batch: the largest batch the ``max-throughput`` sweep tries (default: 8x the first
+            sample's batch, at most 1024); the sweep also stops when doubling gains < 5%.
     """
 
     model: torch.nn.Module
@@ -111,6 +113,7 @@ class TuneSpec:
     dynamic_axes: Any = "auto"
     tolerance: ToleranceSpec = None
     name: str | None = None
+    max_batch: int | None = None
     normalized_samples: tuple[Sample, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +161,8 @@ class TuneSpec:
                     "TuneSpec.tolerance must be None, an ait.Tolerance, or a dict of output path -> ait.Tolerance; "
                     f"got {self.tolerance!r}"
                 )
+        if self.max_batch is not None and (not isinstance(self.max_batch, int) or self.max_batch < 1):
+            raise SpecError(f"TuneSpec.max_batch must be a positive int or None, got {self.max_batch!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise SpecError(f"TuneSpec.name must be a string, got {self.name!r}")
 

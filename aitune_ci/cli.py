@@ -1,0 +1,87 @@
+"""The ``aitune-ci`` command: demo, backends, and (as they land) run/report/comment/merge/inspect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main"]
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from aitune_ci.backends.registry import backends
+    from aitune_ci.report.terminal import format_table
+
+    rows = backends(args.device)
+    table = [[r.name, "yes" if r.available else "no", r.precision, "AOT" if r.ahead_of_time else "JIT", r.reason] for r in rows]
+    print(format_table(["backend", "available", "precision", "kind", "reason"], table))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from aitune_ci.atomic import atomic_write_text
+    from aitune_ci.engine import tune
+    from aitune_ci.examples import cnn_spec, encoder_spec
+    from aitune_ci.measure import MeasureConfig
+    from aitune_ci.report.terminal import format_tune_table
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = [cnn_spec(backends=args.backends, device=args.device), encoder_spec(backends=args.backends, device=args.device)]
+    config = MeasureConfig(max_total_s=args.measure_seconds)
+    tables = []
+    for spec in specs:
+        result = tune(spec, measure_config=config)
+        table = format_tune_table(result)
+        tables.append(table)
+        print("\n" + table + "\n", flush=True)
+        path = out / f"{result.name}.json"
+        atomic_write_text(path, json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+        print(f"wrote {path}")
+    atomic_write_text(out / "demo.md", "# aitune-ci demo\n\n" + "\n\n".join(f"```\n{t}\n```" for t in tables) + "\n")
+    print(f"wrote {out / 'demo.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aitune-ci", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("backends", help="list every backend, whether it can run here, and why not")
+    p.add_argument("--device", default=None, metavar="DEVICE", help="cpu or cuda. Default: cuda if present, else cpu.")
+    p.set_defaults(func=_cmd_backends)
+
+    p = sub.add_parser("demo", help="tune the bundled example models on this machine and write a report")
+    p.add_argument("--out", default="reports/demo", metavar="DIR", help="where result JSON goes. Default: reports/demo")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="cpu, cuda or auto. Default: auto")
+    p.add_argument(
+        "--backends", type=lambda s: [b.strip() for b in s.split(",") if b.strip()], default=None, metavar="A,B",
+        help="comma-separated backend names. Default: every available backend",
+    )
+    p.add_argument(
+        "--measure-seconds", type=float, default=4.0, metavar="S",
+        help="measurement budget per model (interleaved rounds). Default: 4.0",
+    )
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from aitune_ci.errors import AituneCIError
+
+    try:
+        return int(args.func(args) or 0)
+    except AituneCIError as exc:
+        print(f"aitune-ci: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""``ait.tune(spec)``: build every backend, validate it against eager, measure, and choose.
+
+The engine is the only place that ties the pieces together; each piece (accuracy, measurement,
+strategies, dynamic axes) is a module of its own that knows nothing about the others.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.utils import _pytree as pytree
+
+from aitune_ci.accuracy import compare_outputs
+from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.registry import get_backend
+from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
+from aitune_ci.environment import environment_fingerprint
+from aitune_ci.measure import MeasureConfig, measure
+from aitune_ci.result import BackendResult, TuneResult
+from aitune_ci.spec import Sample, TuneSpec, sample_signature
+from aitune_ci.strategies import SWEEP_MIN_GAIN, select, sweep_batch_sizes
+
+__all__ = ["tune", "Progress", "TuneRuntime", "default_backend_names"]
+
+Progress = Callable[[str], None]
+
+# Looser precision classes win when a backend's class and the spec's dtype disagree.
+_LOOSENESS = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3, "fp8": 4, "int8": 4}
+_DTYPE_PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp32"}
+
+
+@dataclass
+class TuneRuntime:
+    """What a tune leaves in memory: the model, samples, and every built callable (for ``ait.save``)."""
+
+    model: torch.nn.Module
+    samples: list[Sample]
+    dynamic_axes: DynamicAxes
+    backends: dict[str, Backend] = field(default_factory=dict)
+    built: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    contexts: dict[str, BuildContext] = field(default_factory=dict)
+    workdir: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _stderr_progress(message: str) -> None:
+    print(f"[aitune] {message}", file=sys.stderr, flush=True)
+
+
+def default_backend_names(device: torch.device) -> list[str]:
+    """Every registered backend that is available on ``device`` (eager first)."""
+    from aitune_ci.backends.registry import backends
+
+    return [row.name for row in backends(device) if row.available]
+
+
+def _to_device(sample: Sample, device: torch.device, dtype: torch.dtype) -> Sample:
+    def move(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
+        return x
+
+    args, kwargs = sample
+    return tuple(pytree.tree_map(move, list(args))), pytree.tree_map(move, kwargs)
+
+
+def _resize_batch(sample: Sample, batch: BatchAxis, size: int) -> Sample:
+    """The sample with every batched tensor repeated/trimmed to ``size`` along the batch dim."""
+
+    def resize(path: str, x: Any) -> Any:
+        if path not in batch.paths or not isinstance(x, torch.Tensor):
+            return x
+        have = x.shape[batch.dim]
+        reps = -(-size // have)
+        tiled = x.repeat(*[reps if d == batch.dim else 1 for d in range(x.dim())])
+        return tiled.narrow(batch.dim, 0, size).contiguous()
+
+    args, kwargs = sample
+    return (
+        tuple(resize(f"args.{i}", a) for i, a in enumerate(args)),
+        {k: resize(f"kwargs.{k}", v) for k, v in kwargs.items()},
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    """The exception and where it came from, short enough for a table cell and a JSON file."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if len(text) > 1500:
+        text = text[:1500] + " …"
+    return text + where
+
+
+def _effective_precision(backend_precision: str, dtype: torch.dtype) -> str:
+    spec_precision = _DTYPE_PRECISION.get(dtype, "fp32")
+    return max(backend_precision, spec_precision, key=lambda p: _LOOSENESS.get(p, 0))
+
+
+def _fp64_reference(model: torch.nn.Module, samples: Sequence[Sample], device: torch.device) -> list[Any] | None:
+    """fp64 outputs for the RMSE-ratio gate; None when the model cannot run in fp64 (it is optional)."""
+    try:
+        model64 = copy.deepcopy(model).to(torch.float64)
+        with torch.inference_mode():
+            return [model64(*a, **k) for a, k in (_to_device(s, device, torch.float64) for s in samples)]
+    except Exception:
+        return None
+
+
+def _call(fn: Callable[..., Any], sample: Sample) -> Any:
+    args, kwargs = sample
+    with torch.inference_mode():
+        return fn(*args, **kwargs)
+
+
+def _bind(fn: Callable[..., Any], sample: Sample) -> Callable[[], Any]:
+    args, kwargs = sample
+    return lambda: fn(*args, **kwargs)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def tune(
+    spec: TuneSpec,
+    *,
+    measure_config: MeasureConfig | None = None,
+    progress: Progress | None = _stderr_progress,
+    backends: Sequence[str] | None = None,
+) -> TuneResult:
+    """Build, validate and measure every backend of ``spec``, then choose the winner.
+
+    Args:
+        spec: what to tune.
+        measure_config: measurement budget and rounds (defaults suit a CI run).
+        progress: called with one line per step (``None`` for silence).
+        backends: overrides ``spec.backends`` (the plugin's ``--aitune-backends`` filter).
+
+    Returns:
+        A TuneResult with one row per backend; backends that raise are recorded as FAILED with the
+        error text and the tune goes on. ``result.runtime`` keeps the built callables for ``ait.save``.
+    """
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    device = spec.resolved_device
+    measure_config = measure_config or MeasureConfig()
+    names = list(backends if backends is not None else (spec.backends or default_backend_names(device)))
+    if "eager" in names:
+        names.remove("eager")
+    names.insert(0, "eager")  # the reference is always built and measured first
+
+    model = spec.model.eval().to(device)
+    if spec.dtype != torch.float32:
+        reference_model = copy.deepcopy(model).to(torch.float32)
+        model = model.to(spec.dtype)
+    else:
+        reference_model = model
+    samples = [_to_device(s, device, spec.dtype) for s in spec.normalized_samples]
+    signatures = [sample_signature(s) for s in samples]
+    if spec.dynamic_axes == "auto":
+        dynamic_axes = detect_dynamic_axes(signatures)
+    elif spec.dynamic_axes is None:
+        dynamic_axes = {}
+    else:
+        dynamic_axes = explicit_dynamic_axes(spec.dynamic_axes, signatures)
+    batch_axis = detect_batch_axis(signatures)
+    if spec.strategy == "max-throughput" and batch_axis is not None:
+        # The sweep calls every backend at other batch sizes: ahead-of-time backends must be built
+        # with a dynamic batch dim, or they would be rebuilt (or fail) at every size.
+        for path in batch_axis.paths:
+            dynamic_axes.setdefault(path, {}).setdefault(batch_axis.dim, "batch")
+
+    say(f"{spec.display_name}: {len(names)} backends on {device} ({', '.join(names)})")
+    reference_samples = [_to_device(s, device, torch.float32) for s in spec.normalized_samples]
+    reference = [_call(reference_model, s) for s in reference_samples]
+    fp64 = _fp64_reference(reference_model, spec.normalized_samples, device)
+
+    tmp = tempfile.TemporaryDirectory(prefix="aitune-")
+    runtime = TuneRuntime(model=model, samples=samples, dynamic_axes=dynamic_axes, workdir=tmp)
+    rows: dict[str, BackendResult] = {}
+    for index, name in enumerate(names, start=1):
+        rows[name] = _build_and_validate(
+            name, index, len(names), spec, model, samples, reference, fp64, dynamic_axes, device, Path(tmp.name), runtime, say
+        )
+
+    measured = {n: fn for n, fn in runtime.built.items() if rows[n].status in ("ok", "inaccurate")}
+    if measured:
+        say(f"{spec.display_name}: measuring {len(measured)} backends in interleaved rounds")
+        t0 = time.perf_counter()
+        stats = measure({n: _bind(fn, samples[0]) for n, fn in measured.items()}, device, measure_config, on_progress=say)
+        for n, s in stats.items():
+            batch = batch_axis.base_size if batch_axis else None
+            rows[n] = _replace_row(rows[n], latency=_with_batch(s, batch))
+        say(f"{spec.display_name}: measured in {time.perf_counter() - t0:.1f} s")
+
+    if spec.strategy == "max-throughput" and batch_axis is not None:
+        _batch_sweep(spec, rows, runtime, batch_axis, device, measure_config, say)
+
+    selection = select(list(rows.values()), spec.strategy, order=names)
+    say(f"{spec.display_name}: winner {selection.winner or '(none)'} — {selection.reason}")
+    return TuneResult(
+        name=spec.display_name,
+        strategy=spec.strategy,
+        device=str(device),
+        backends=selection.rows,
+        winner=selection.winner,
+        winner_reason=selection.reason,
+        environment=environment_fingerprint(device),
+        spec=spec.summary(),
+        batch_axis=batch_axis.dim if batch_axis else None,
+        dynamic_axes={p: {str(d): n for d, n in dims.items()} for p, dims in dynamic_axes.items()},
+        tune_s=time.perf_counter() - started,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        runtime=runtime,
+    )
+
+
+def _replace_row(row: BackendResult, **changes: Any) -> BackendResult:
+    from dataclasses import replace
+
+    return replace(row, **changes)
+
+
+def _with_batch(stats: Any, batch: int | None) -> Any:
+    from dataclasses import replace
+
+    return replace(stats, batch_size=batch) if batch is not None else stats
+
+
+def _build_and_validate(
+    name: str,
+    index: int,
+    total: int,
+    spec: TuneSpec,
+    model: torch.nn.Module,
+    samples: list[Sample],
+    reference: list[Any],
+    fp64: list[Any] | None,
+    dynamic_axes: DynamicAxes,
+    device: torch.device,
+    workroot: Path,
+    runtime: TuneRuntime,
+    say: Progress,
+) -> BackendResult:
+    label = f"[{index}/{total}] {spec.display_name} · {name}"
+    try:
+        backend = get_backend(name)
+    except Exception as exc:
+        return BackendResult(backend=name, status="failed", error=_error_text(exc))
+    precision = _effective_precision(str(backend.precision), spec.dtype)
+    base = BackendResult(backend=name, status="failed", precision=precision, description=backend.describe())
+    ok, reason = backend.available(device)
+    if not ok:
+        say(f"{label}: unavailable — {reason}")
+        return _replace_row(base, status="unavailable", error=reason)
+
+    workdir = workroot / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = BuildContext(device=device, dtype=spec.dtype, workdir=workdir, dynamic_axes=dynamic_axes, options=backend.options)
+    say(f"{label}: building…")
+    t0 = time.perf_counter()
+    try:
+        built = backend.build(model, samples, ctx)
+        outputs = [_call(built, s) for s in samples]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as exc:
+        say(f"{label}: FAILED after {time.perf_counter() - t0:.1f} s — {_error_text(exc)}")
+        return _replace_row(base, build_s=time.perf_counter() - t0, error=_error_text(exc))
+    build_s = time.perf_counter() - t0
+    try:
+        report = compare_outputs(reference, outputs, precision, spec.tolerance, fp64_reference=fp64)
+    except Exception as exc:
+        say(f"{label}: FAILED validating outputs — {_error_text(exc)}")
+        return _replace_row(base, build_s=build_s, error=f"validation: {_error_text(exc)}")
+    runtime.backends[name] = backend
+    runtime.built[name] = built
+    runtime.contexts[name] = ctx
+    status = "ok" if report.passed else "inaccurate"
+    say(f"{label}: built in {build_s:.1f} s, accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})")
+    return _replace_row(base, status=status, build_s=build_s, accuracy=report, error=None if report.passed else report.reason)
+
+
+def _batch_sweep(
+    spec: TuneSpec,
+    rows: dict[str, BackendResult],
+    runtime: TuneRuntime,
+    batch_axis: BatchAxis,
+    device: torch.device,
+    config: MeasureConfig,
+    say: Progress,
+) -> None:
+    """Throughput at powers of two on the batch axis, until doubling gains < 5% or memory runs out."""
+    base = batch_axis.base_size
+    cap = spec.max_batch or min(max(base * 8, 8), 1024)
+    active = [n for n, r in rows.items() if r.usable and n in runtime.built]
+    sweeps: dict[str, list[Any]] = {n: [] for n in active}
+    for size in sweep_batch_sizes(base, cap):
+        if not active:
+            break
+        sample = _resize_batch(runtime.samples[0], batch_axis, size)
+        fns = {}
+        for n in list(active):
+            try:
+                _call(runtime.built[n], sample)  # first call at a new shape: compile/allocate outside timing
+                fns[n] = _bind(runtime.built[n], sample)
+            except Exception as exc:
+                why = "out of memory" if _is_oom(exc) else _error_text(exc)
+                say(f"{spec.display_name} · {n}: batch sweep stops before {size} ({why})")
+                active.remove(n)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        if not fns:
+            break
+        say(f"{spec.display_name}: batch {size}: measuring {', '.join(fns)}")
+        stats = measure(fns, device, config, on_progress=None)
+        for n, s in stats.items():
+            s = _with_batch(s, size)
+            previous = sweeps[n][-1] if sweeps[n] else None
+            sweeps[n].append(s)
+            if previous is not None and previous.throughput and s.throughput:
+                if s.throughput < previous.throughput * (1 + SWEEP_MIN_GAIN):
+                    active.remove(n)
+    for n, sweep in sweeps.items():
+        rows[n] = _replace_row(rows[n], sweep=tuple(sweep))

@@ -1,0 +1,61 @@
+"""Plain-text tables for the terminal (pure: result data in, text out)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from aitune_ci.result import BackendResult, TuneResult
+
+__all__ = ["format_table", "format_tune_table"]
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    """Align columns; indexes in ``right`` are right-aligned (numbers)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def _row(r: BackendResult, eager_ms: float | None) -> list[str]:
+    lat = r.latency
+    speedup = f"{eager_ms / lat.median_ms:.2f}x" if lat and eager_ms and lat.median_ms > 0 else "-"
+    ci = f"[{_ms(lat.ci_low_ms)}, {_ms(lat.ci_high_ms)}]" if lat else "-"
+    if r.status in ("failed", "unavailable"):
+        accuracy = (r.error or "").splitlines()[0][:70] if r.error else "-"
+    else:
+        accuracy = ("ok: " if r.accuracy and r.accuracy.passed else "FAIL: ") + (r.accuracy.summary() if r.accuracy else "")
+    build = f"{r.build_s:.1f}s" if r.build_s is not None else "-"
+    best_tp = max(r.throughput_by_batch.items(), key=lambda kv: kv[1], default=None)
+    tp = f"{best_tp[1]:.0f}/s @{best_tp[0]}" if best_tp else "-"
+    return [
+        ("* " if r.selected else "  ") + r.backend,
+        r.status.upper(),
+        _ms(lat.median_ms if lat else None),
+        ci,
+        speedup,
+        tp,
+        build,
+        accuracy,
+    ]
+
+
+def format_tune_table(result: TuneResult) -> str:
+    """The demo's table: one row per backend, the winner starred, then the winner's reason."""
+    eager = result.reference
+    eager_ms = eager.latency.median_ms if eager and eager.latency else None
+    headers = ["backend", "status", "median ms", "95% CI", "vs eager", "throughput", "build", "accuracy / reason"]
+    rows = [_row(r, eager_ms) for r in result.backends]
+    title = f"{result.name} ({result.device}, strategy {result.strategy})"
+    footer = f"winner: {result.winner or '(none)'} — {result.winner_reason}"
+    return "\n".join([title, format_table(headers, rows, right=(2, 4, 5, 6)), footer])
