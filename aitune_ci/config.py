@@ -1,0 +1,279 @@
+"""Verdict policy from the repo's ``[tool.aitune]`` table: thresholds, acknowledged changes, quarantine.
+
+Policy lives in ``pyproject.toml`` (reviewed in PRs, next to the baselines) and never in code::
+
+    [tool.aitune]
+    threshold = 0.05             # default latency tolerance: 5% slower still passes
+    alpha = 0.05                 # false-alarm rate controlled over the whole run (Benjamini-Hochberg)
+    sqnr_drop_db = 3.0           # an SQNR drop larger than this is an accuracy regression
+    max_confirmations = 2        # re-measurements of a suspected latency regression before it fails
+    noise_k = 3.0                # effective threshold >= noise_k x measured between-run noise
+    quarantine = ["tune_x[tensorrt]"]          # reported, never fails
+
+    [tool.aitune.thresholds]
+    tune_resnet = 0.08                         # every backend of one fixture
+    "tune_resnet[inductor]" = 0.10             # one (fixture, backend) check: wins over the above
+
+    [tool.aitune.acknowledged]
+    "tune_resnet[aoti]" = { reason = "expected 8% slower: fused attention off (#123)", max_slowdown = 0.10 }
+    "tune_bert[torchao-int8wo]" = "new torchao quantizer, SQNR 2 dB lower"
+
+Threshold precedence for one check: ``thresholds["fixture[backend]"]`` > ``thresholds["fixture"]``
+> the run's ``--aitune-threshold`` (``RepoConfig.with_default_threshold``) > ``threshold`` > 0.05.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aitune_ci.errors import AituneCIError
+
+__all__ = ["Acknowledgement", "ConfigError", "Policy", "RepoConfig", "check_id"]
+
+_CHECK_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\[\]\s]+\])?$")
+
+
+class ConfigError(AituneCIError, ValueError):
+    """``[tool.aitune]`` in pyproject.toml holds an unknown key or a value of the wrong type."""
+
+    def __init__(self, path: object, key: str, problem: str) -> None:
+        super().__init__(f"{path}: [tool.aitune] {key}: {problem}")
+        self.path = path
+        self.key = key
+        self.problem = problem
+
+
+def check_id(fixture: str, backend: str | None = None) -> str:
+    """The id of one check, as pytest shows it and as config keys spell it: ``tune_resnet[inductor]``."""
+    return fixture if backend is None else f"{fixture}[{backend}]"
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """A change the team accepted on purpose, with the reason shown in every verdict it touches.
+
+    Attributes:
+        reason: why the change is expected (shown verbatim in the verdict).
+        max_slowdown: the largest relative slowdown accepted (0.10 = 10%); beyond it the check
+            regresses again. None accepts any slowdown. An acknowledgement also accepts an SQNR
+            drop; it never hides a backend that now fails (quarantine that instead).
+    """
+
+    reason: str
+    max_slowdown: float | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How one (fixture, backend) check is judged.
+
+    Attributes:
+        threshold: relative slowdown tolerated (0.05 = 5%).
+        alpha: false-alarm rate, controlled over all checks of the run (Benjamini-Hochberg).
+        sqnr_drop_db: SQNR drop (dB) against the baseline that counts as an accuracy regression.
+        max_confirmations: how many times a suspected latency regression is re-measured before it
+            fails; 0 fails on the first measurement.
+        noise_k: the effective threshold is at least ``noise_k`` times the between-run noise (see
+            ``aitune_ci.verdict`` for why 3).
+        noise_floor: the smallest between-run noise (relative) assumed when history shows less:
+            one run cannot prove a machine steadier than this.
+        sqnr_ceiling_db: SQNR above this is float rounding; drops above it are not regressions.
+        acknowledged: an accepted change for this check, or None.
+        quarantined: report this check but never fail it.
+    """
+
+    threshold: float = 0.05
+    alpha: float = 0.05
+    sqnr_drop_db: float = 3.0
+    max_confirmations: int = 2
+    noise_k: float = 3.0
+    noise_floor: float = 0.005
+    sqnr_ceiling_db: float = 80.0
+    acknowledged: Acknowledgement | None = None
+    quarantined: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "sqnr_drop_db", "noise_k", "noise_floor", "sqnr_ceiling_db"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0 or not math.isfinite(value):
+                raise ValueError(f"Policy.{name} must be a finite number >= 0, got {value!r}")
+        if not _is_number(self.alpha) or not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"Policy.alpha must be within (0, 1), got {self.alpha!r}")
+        if not isinstance(self.max_confirmations, int) or isinstance(self.max_confirmations, bool):
+            raise ValueError(f"Policy.max_confirmations must be an integer, got {self.max_confirmations!r}")
+        if self.max_confirmations < 0:
+            raise ValueError(f"Policy.max_confirmations must be >= 0, got {self.max_confirmations!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Scalar keys of [tool.aitune] (each is the Policy field of that name) -> what a valid value is.
+_SCALARS: dict[str, str] = {
+    "threshold": "a number >= 0, e.g. 0.05 for 5%",
+    "alpha": "a number within (0, 1), e.g. 0.05",
+    "sqnr_drop_db": "a number of dB >= 0, e.g. 3.0",
+    "max_confirmations": "an integer >= 0, e.g. 2",
+    "noise_k": "a number >= 0, e.g. 3.0",
+    "noise_floor": "a number >= 0, e.g. 0.005",
+    "sqnr_ceiling_db": "a number of dB >= 0, e.g. 80",
+}
+_TABLES = ("thresholds", "acknowledged", "quarantine")
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """The parsed ``[tool.aitune]`` table; ``policy_for`` gives the policy of one check."""
+
+    defaults: Policy = field(default_factory=Policy)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    acknowledged: Mapping[str, Acknowledgement] = field(default_factory=dict)
+    quarantine: frozenset[str] = frozenset()
+    source: str = "<defaults>"
+
+    @classmethod
+    def load(cls, pyproject_path: str | Path) -> RepoConfig:
+        """Read ``[tool.aitune]`` from ``pyproject_path``; a missing file or table gives the defaults.
+
+        Raises:
+            ConfigError: invalid TOML, an unknown key, or a value of the wrong type (the message
+                names the file and the key).
+        """
+        path = Path(pyproject_path)
+        if not path.is_file():
+            return cls(source=str(path))
+        tomllib = _tomllib()
+        try:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(path, "(file)", f"not valid TOML ({exc})") from None
+        table = data.get("tool", {}).get("aitune", {}) if isinstance(data.get("tool"), dict) else {}
+        return cls.from_table(table, source=path)
+
+    @classmethod
+    def from_table(cls, table: Any, source: object = "pyproject.toml") -> RepoConfig:
+        """Validate a ``[tool.aitune]`` table already parsed from TOML (see ``load``)."""
+        if not isinstance(table, dict):
+            raise ConfigError(source, "(table)", f"expected a table, found {type(table).__name__}")
+        unknown = sorted(set(table) - set(_SCALARS) - set(_TABLES))
+        if unknown:
+            known = ", ".join(sorted([*_SCALARS, *_TABLES]))
+            raise ConfigError(source, unknown[0], f"unknown key; the known keys are: {known}")
+        kwargs = {key: table[key] for key in _SCALARS if key in table}
+        for key, value in kwargs.items():
+            try:
+                Policy(**{key: value})
+            except ValueError:
+                raise ConfigError(source, key, f"expected {_SCALARS[key]}, found {value!r}") from None
+        defaults = Policy(**kwargs)
+        return cls(
+            defaults=defaults,
+            thresholds=_parse_thresholds(table.get("thresholds", {}), source),
+            acknowledged=_parse_acknowledged(table.get("acknowledged", {}), source),
+            quarantine=_parse_quarantine(table.get("quarantine", []), source),
+            source=str(source),
+        )
+
+    def with_default_threshold(self, threshold: float) -> RepoConfig:
+        """This config with the run's default threshold (``--aitune-threshold``); per-key ones still win."""
+        return replace(self, defaults=replace(self.defaults, threshold=threshold))
+
+    def is_quarantined(self, fixture: str, backend: str | None = None) -> bool:
+        """Whether ``fixture[backend]`` (or the whole fixture) is quarantined."""
+        return fixture in self.quarantine or (backend is not None and check_id(fixture, backend) in self.quarantine)
+
+    def policy_for(self, fixture: str, backend: str | None = None) -> Policy:
+        """The policy of one check: per-backend key, then per-fixture key, then the defaults."""
+        key = check_id(fixture, backend)
+        threshold = self.thresholds.get(key, self.thresholds.get(fixture, self.defaults.threshold))
+        ack = self.acknowledged.get(key) if backend is not None else None
+        return replace(
+            self.defaults,
+            threshold=threshold,
+            acknowledged=ack if ack is not None else self.acknowledged.get(fixture),
+            quarantined=self.is_quarantined(fixture, backend),
+        )
+
+
+def _tomllib() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    try:  # Python 3.10
+        import tomli
+    except ImportError:
+        raise AituneCIError(
+            "reading [tool.aitune] on Python 3.10 needs the 'tomli' package: pip install tomli"
+        ) from None
+    return tomli
+
+
+def _check_key(key: Any, source: object, table: str) -> str:
+    if not isinstance(key, str) or not _CHECK_RE.match(key):
+        raise ConfigError(
+            source, f"{table}.{key}", 'keys name a fixture or one check, e.g. tune_resnet or "tune_resnet[inductor]"'
+        )
+    return key
+
+
+def _parse_thresholds(value: Any, source: object) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ConfigError(source, "thresholds", f"expected a table of check -> number, found {type(value).__name__}")
+    out: dict[str, float] = {}
+    for key, threshold in value.items():
+        _check_key(key, source, "thresholds")
+        if not _is_number(threshold) or threshold < 0 or not math.isfinite(threshold):
+            raise ConfigError(source, f"thresholds.{key}", f"expected a number >= 0 such as 0.05, found {threshold!r}")
+        out[key] = float(threshold)
+    return out
+
+
+def _parse_acknowledged(value: Any, source: object) -> dict[str, Acknowledgement]:
+    if not isinstance(value, dict):
+        raise ConfigError(source, "acknowledged", f"expected a table of check -> entry, found {type(value).__name__}")
+    out: dict[str, Acknowledgement] = {}
+    for key, entry in value.items():
+        _check_key(key, source, "acknowledged")
+        where = f"acknowledged.{key}"
+        if isinstance(entry, str):
+            entry = {"reason": entry}
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                source, where, f'expected a reason string or {{ reason = "...", max_slowdown = 0.1 }}, found {entry!r}'
+            )
+        extra = sorted(set(entry) - {"reason", "max_slowdown"})
+        if extra:
+            raise ConfigError(source, f"{where}.{extra[0]}", "unknown key; an entry has `reason` and `max_slowdown`")
+        reason = entry.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(
+                source, f"{where}.reason", "required: a non-empty string saying why the change is expected"
+            )
+        max_slowdown = entry.get("max_slowdown")
+        if max_slowdown is not None and (
+            not _is_number(max_slowdown) or max_slowdown < 0 or not math.isfinite(max_slowdown)
+        ):
+            raise ConfigError(
+                source, f"{where}.max_slowdown", f"expected a number >= 0 such as 0.1, found {max_slowdown!r}"
+            )
+        out[key] = Acknowledgement(reason.strip(), None if max_slowdown is None else float(max_slowdown))
+    return out
+
+
+def _parse_quarantine(value: Any, source: object) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise ConfigError(
+            source, "quarantine", f'expected a list of checks such as ["tune_x[tensorrt]"], found {value!r}'
+        )
+    for item in value:
+        _check_key(item, source, "quarantine")
+    return frozenset(value)
