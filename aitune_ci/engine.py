@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,7 +29,7 @@ from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.spec import Sample, TuneSpec, sample_signature
 from aitune_ci.strategies import SWEEP_MIN_GAIN, select, sweep_batch_sizes
 
-__all__ = ["tune", "Progress", "TuneRuntime", "default_backend_names"]
+__all__ = ["tune", "remeasure", "Progress", "TuneRuntime", "default_backend_names"]
 
 Progress = Callable[[str], None]
 
@@ -49,6 +49,8 @@ class TuneRuntime:
     built: dict[str, Callable[..., Any]] = field(default_factory=dict)
     contexts: dict[str, BuildContext] = field(default_factory=dict)
     workdir: tempfile.TemporaryDirectory[str] | None = None
+    measure_config: MeasureConfig | None = None
+    batch_size: int | None = None
 
 
 def _stderr_progress(message: str) -> None:
@@ -196,10 +198,12 @@ def tune(
     if measured:
         say(f"{spec.display_name}: measuring {len(measured)} backends in interleaved rounds")
         t0 = time.perf_counter()
-        stats = measure({n: _bind(fn, samples[0]) for n, fn in measured.items()}, device, measure_config, on_progress=say)
+        runtime.batch_size = batch_axis.base_size if batch_axis else None
+        runtime.measure_config = measure_config
+        fns = {n: _bind(fn, samples[0]) for n, fn in measured.items()}
+        stats = measure(fns, device, measure_config, batch_size=runtime.batch_size, on_progress=say)
         for n, s in stats.items():
-            batch = batch_axis.base_size if batch_axis else None
-            rows[n] = _replace_row(rows[n], latency=_with_batch(s, batch))
+            rows[n] = _replace_row(rows[n], latency=s)
         say(f"{spec.display_name}: measured in {time.perf_counter() - t0:.1f} s")
 
     if spec.strategy == "max-throughput" and batch_axis is not None:
@@ -225,15 +229,7 @@ def tune(
 
 
 def _replace_row(row: BackendResult, **changes: Any) -> BackendResult:
-    from dataclasses import replace
-
     return replace(row, **changes)
-
-
-def _with_batch(stats: Any, batch: int | None) -> Any:
-    from dataclasses import replace
-
-    return replace(stats, batch_size=batch) if batch is not None else stats
 
 
 def _build_and_validate(
@@ -322,9 +318,8 @@ def _batch_sweep(
         if not fns:
             break
         say(f"{spec.display_name}: batch {size}: measuring {', '.join(fns)}")
-        stats = measure(fns, device, config, on_progress=None)
+        stats = measure(fns, device, config, batch_size=size)
         for n, s in stats.items():
-            s = _with_batch(s, size)
             previous = sweeps[n][-1] if sweeps[n] else None
             sweeps[n].append(s)
             if previous is not None and previous.throughput and s.throughput:
@@ -332,3 +327,18 @@ def _batch_sweep(
                     active.remove(n)
     for n, sweep in sweeps.items():
         rows[n] = _replace_row(rows[n], sweep=tuple(sweep))
+
+
+def remeasure(result: TuneResult, backend: str) -> BackendResult:
+    """Measure ``backend`` of a finished tune again (interleaved with eager), for confirmations.
+
+    Needs ``result.runtime`` (the built callables); returns the backend's row with new latency.
+    """
+    runtime: TuneRuntime | None = result.runtime
+    row = result.backend(backend)
+    if runtime is None or row is None or backend not in runtime.built:
+        raise ValueError(f"cannot re-measure {backend!r}: its built module is no longer in memory")
+    names = [backend] + (["eager"] if backend != "eager" and "eager" in runtime.built else [])
+    fns = {n: _bind(runtime.built[n], runtime.samples[0]) for n in names}
+    stats = measure(fns, torch.device(result.device), runtime.measure_config, batch_size=runtime.batch_size)
+    return _replace_row(row, latency=stats[backend])

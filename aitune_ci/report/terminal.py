@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from aitune_ci.result import BackendResult, TuneResult
 
@@ -59,3 +59,27 @@ def format_tune_table(result: TuneResult) -> str:
     title = f"{result.name} ({result.device}, strategy {result.strategy})"
     footer = f"winner: {result.winner or '(none)'} — {result.winner_reason}"
     return "\n".join([title, format_table(headers, rows, right=(2, 4, 5, 6)), footer])
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:+.1f}%"
+
+
+def format_verdict_table(verdicts: Sequence[Any]) -> str:
+    """The ``pytest --aitune`` summary: one row per check, regressions first."""
+    order = {"REGRESSED": 0, "FAILED": 1, "IMPROVED": 2, "NEW": 3, "PASS": 4, "SKIPPED": 5}
+    rows = []
+    for v in sorted(verdicts, key=lambda v: (order.get(v.kind, 9), v.fixture, v.backend)):
+        ci = f"[{_pct(v.delta_ci[0])}, {_pct(v.delta_ci[1])}]" if v.delta_ci else "-"
+        kind = v.kind + (f" ({', '.join(v.reasons)})" if v.reasons else "")
+        rows.append(
+            [
+                f"{v.fixture}[{v.backend}]",
+                f"{_ms(v.baseline_median_ms)} → {_ms(v.current_median_ms)}",
+                _pct(v.delta),
+                ci,
+                f"±{v.mde * 100:.1f}%" if v.mde is not None else "-",
+                kind,
+            ]
+        )
+    return format_table(["check", "median ms (baseline → now)", "Δ", "95% CI of Δ", "MDE", "verdict"], rows, right=(2,))

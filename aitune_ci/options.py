@@ -1,0 +1,88 @@
+"""The ``--aitune-*`` options, added by one helper shared by pytest and the ``aitune-ci`` CLI.
+
+Every option is also an ini key (``aitune_dir = ...`` under ``[tool.pytest.ini_options]``); the
+command line wins over the ini file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["OPTIONS", "Shard", "parse_shard", "parse_threshold", "parse_backends", "add_options"]
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"i/n"`` with 1 <= i <= n (1-based, as people count shards in a CI matrix)."""
+    try:
+        i, n = (int(p) for p in str(text).split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--aitune-shard expects i/n such as 1/4, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--aitune-shard {text!r}: i must be between 1 and n")
+    return Shard(i, n)
+
+
+def parse_threshold(text: str) -> float:
+    """A relative latency tolerance: ``0.05`` or ``5%``."""
+    s = str(text).strip()
+    try:
+        value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--aitune-threshold expects a fraction (0.05) or percent (5%), got {text!r}") from None
+    if not 0 < value < 10:
+        raise argparse.ArgumentTypeError(f"--aitune-threshold {text!r} is out of range (0, 10)")
+    return value
+
+
+def parse_backends(text: str) -> list[str]:
+    return [b.strip() for b in str(text).split(",") if b.strip()]
+
+
+@dataclass(frozen=True)
+class _Option:
+    flag: str
+    dest: str
+    help: str
+    action: str = "store"
+    type: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    default: Any = None
+    ini_type: str | None = "string"
+
+
+OPTIONS: tuple[_Option, ...] = (
+    _Option("--aitune", "aitune", "tune every tune_* fixture, check it against its baseline. Default: off", "store_true", ini_type="bool", default=False),
+    _Option("--aitune-dir", "aitune_dir", "where baselines, artifacts and history live. Default: .aitune", metavar="DIR", default=".aitune"),
+    _Option("--aitune-update", "aitune_update", "write new baselines (and artifacts) for every tuned fixture. Default: off", "store_true", ini_type="bool", default=False),
+    _Option("--aitune-update-new-only", "aitune_update_new_only", "write baselines only where none exists yet. Default: off", "store_true", ini_type="bool", default=False),
+    _Option("--aitune-threshold", "aitune_threshold", "latency tolerance before a slowdown can fail: fraction or percent. Default: 5%", type=parse_threshold, metavar="FRACTION", default=None),
+    _Option("--aitune-backends", "aitune_backends", "only these backends (comma-separated). Default: each spec's own list", type=parse_backends, metavar="A,B", default=None),
+    _Option("--aitune-report", "aitune_report", "write a report; suffix picks the format: .html, .md or .json (repeatable). Default: none", "append", metavar="PATH", default=None, ini_type="linelist"),
+    _Option("--aitune-shard", "aitune_shard", "run only shard i of n (fixtures split evenly, 1-based). Default: all", type=parse_shard, metavar="I/N", default=None),
+    _Option("--aitune-strict", "aitune_strict", "a missing baseline fails instead of reporting NEW. Default: off", "store_true", ini_type="bool", default=False),
+    _Option("--aitune-rebuild", "aitune_rebuild", "rebuild even when a matching artifact could be reused. Default: off", "store_true", ini_type="bool", default=False),
+    _Option("--aitune-measure-seconds", "aitune_measure_seconds", "measurement budget per fixture (interleaved rounds). Default: 4", type=float, metavar="S", default=None),
+)
+
+
+def add_options(addoption: Callable[..., Any], prefix: str = "") -> None:
+    """Add every option through ``addoption`` (pytest's group.addoption or argparse's add_argument)."""
+    for opt in OPTIONS:
+        kwargs: dict[str, Any] = {"dest": opt.dest, "action": opt.action, "help": opt.help}
+        if opt.action == "store":
+            kwargs.update(type=opt.type, metavar=opt.metavar)
+        elif opt.action == "append":
+            kwargs.update(metavar=opt.metavar)
+        kwargs["default"] = None
+        addoption(prefix + opt.flag.removeprefix("--") if prefix else opt.flag, **kwargs)

@@ -1,0 +1,284 @@
+"""The state of one ``pytest --aitune`` run: plans, tunes, verdicts, baselines, and the summary.
+
+Plain class with no pytest hooks: ``plugin.py`` creates one per run (in ``config.stash``) and its
+hooks only call into it, so this logic is testable without pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from aitune_ci.discovery import FixturePlan
+from aitune_ci.errors import AituneCIError, DataFileError
+
+__all__ = ["AituneSession", "CheckOutcome", "SessionOptions", "RUN_SCHEMA_VERSION"]
+
+RUN_SCHEMA_VERSION = 1
+SELECTION = "selection"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """The resolved ``--aitune-*`` options (command line over ini)."""
+
+    root: Path
+    directory: Path
+    update: bool = False
+    update_new_only: bool = False
+    threshold: float | None = None
+    backends: list[str] | None = None
+    reports: list[str] = field(default_factory=list)
+    shard: Any = None
+    strict: bool = False
+    rebuild: bool = False
+    measure_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What one item concluded: ``passed`` / ``failed`` / ``skipped`` and the text to show."""
+
+    outcome: str
+    message: str
+    verdict: Any = None
+
+
+@dataclass
+class _FixtureState:
+    plan: FixturePlan
+    selected: set[str] = field(default_factory=set)
+    result: Any = None
+    baseline: Any = None
+    baseline_error: DataFileError | None = None
+    error: str | None = None
+    verdicts: dict[str, Any] = field(default_factory=dict)
+    updated: bool = False
+    done: set[str] = field(default_factory=set)
+
+
+class AituneSession:
+    """Tunes each fixture once (lazily, on its first item) and answers each item's check."""
+
+    def __init__(self, options: SessionOptions, progress: Callable[[str], None] | None = None) -> None:
+        from aitune_ci.config import RepoConfig
+
+        self.options = options
+        self.progress = progress or (lambda _m: None)
+        pyproject = options.root / "pyproject.toml"
+        self.repo_config = RepoConfig.load(pyproject) if pyproject.is_file() else RepoConfig()
+        if options.threshold is not None:
+            self.repo_config = self.repo_config.with_default_threshold(options.threshold)
+        self.fixtures: dict[str, _FixtureState] = {}
+        self.verdicts: list[Any] = []
+        self.results: list[Any] = []
+        self.started = time.time()
+
+    # -- collection -----------------------------------------------------------------------------
+    def add_plan(self, plan: FixturePlan) -> None:
+        if plan.name in self.fixtures:
+            return  # an override lower in the tree; the first definition found wins
+        self.fixtures[plan.name] = _FixtureState(plan)
+
+    def select(self, fixture: str, check: str) -> None:
+        """Record that the item ``fixture[check]`` survived deselection (so only it gets tuned)."""
+        self.fixtures[fixture].selected.add(check)
+
+    # -- running --------------------------------------------------------------------------------
+    def _store(self) -> Any:
+        from aitune_ci.baseline import BaselineStore
+
+        return BaselineStore(self.options.directory / "baselines")
+
+    def _ensure_tuned(self, state: _FixtureState) -> None:
+        if state.result is not None or state.error is not None:
+            return
+        plan = state.plan
+        if plan.error:
+            state.error = plan.error
+            return
+        from aitune_ci.engine import tune
+        from aitune_ci.environment import hardware_key
+        from aitune_ci.measure import MeasureConfig
+
+        spec = plan.spec
+        hw = hardware_key(spec.resolved_device)
+        try:
+            state.baseline = self._store().read(hw, plan.name)
+        except DataFileError as exc:
+            state.baseline_error = exc
+        backends = [b for b in plan.backends if b in state.selected or b == "eager"]
+        config = MeasureConfig(max_total_s=self.options.measure_seconds) if self.options.measure_seconds else None
+        t0 = time.perf_counter()
+        try:
+            state.result = tune(spec, backends=backends, measure_config=config, progress=self.progress)
+        except AituneCIError as exc:
+            state.error = f"{plan.name}: {exc}"
+            return
+        except Exception as exc:  # the engine records backend errors itself; this is a broken spec/model
+            state.error = f"{plan.name}: tuning raised {type(exc).__name__}: {exc}"
+            return
+        self.progress(f"{plan.name}: tuned in {time.perf_counter() - t0:.1f} s")
+        self.results.append(state.result)
+        if state.baseline_error is None or self.options.update:
+            self._judge(state)
+        self._maybe_update(state)
+
+    def _maybe_update(self, state: _FixtureState) -> None:
+        from aitune_ci.baseline import Baseline
+
+        opts = self.options
+        if not (opts.update or (opts.update_new_only and state.baseline is None and state.baseline_error is None)):
+            return
+        previous = state.baseline if state.baseline_error is None else None
+        baseline = Baseline.from_result(state.result, previous)
+        path = self._store().write(baseline)
+        state.updated = True
+        self.progress(f"{state.plan.name}: baseline written to {path}")
+
+    def _judge(self, state: _FixtureState) -> None:
+        """Verdicts for every tuned backend of a fixture, with confirmations, then BH over the fixture.
+
+        A suspected regression is re-measured up to ``policy.max_confirmations`` times; the
+        measurements are pooled (each re-measurement is a fresh window), so only a slowdown that
+        survives fresh windows fails. Benjamini-Hochberg then runs over the fixture's checks.
+        """
+        from aitune_ci.engine import remeasure
+        from aitune_ci.verdict import apply_run_correction, compare_backend, pool_latency
+
+        fixture = state.plan.name
+        env_diff = self._env_diff(state)
+        verdicts = []
+        for row in state.result.backends:
+            if row.module:
+                continue
+            policy = self.repo_config.policy_for(fixture, row.backend)
+            base = self._baseline_row(state, row.backend)
+            verdict = compare_backend(fixture, base, row, policy, env_diff=env_diff)
+            runs = [row.latency] if row.latency is not None else []
+            while verdict.needs_confirmation and runs and row.backend in state.result.runtime.built:
+                self.progress(
+                    f"{fixture} · {row.backend}: suspected {verdict.kind.lower()} ({verdict.delta:+.1%}), "
+                    f"re-measuring ({len(runs)}/{policy.max_confirmations})"
+                )
+                runs.append(remeasure(state.result, row.backend).latency)
+                pooled = replace(row, latency=pool_latency(runs))
+                verdict = compare_backend(fixture, base, pooled, policy, env_diff=env_diff, confirmations=len(runs) - 1)
+            verdicts.append(verdict)
+        for verdict in apply_run_correction(verdicts):
+            state.verdicts[verdict.backend] = verdict
+            self.verdicts.append(verdict)
+
+    def _baseline_row(self, state: _FixtureState, backend: str) -> Any:
+        if state.baseline is None:
+            return None
+        return state.baseline.backends.get(backend)
+
+    def _env_diff(self, state: _FixtureState) -> Mapping[str, Any]:
+        from aitune_ci.environment import environment_differences
+
+        if state.baseline is None:
+            return {}
+        return environment_differences(dict(state.baseline.environment), dict(state.result.environment))
+
+    def check(self, fixture: str, check: str) -> CheckOutcome:
+        """The outcome of item ``fixture[check]`` (``check`` is a backend name or ``selection``)."""
+        state = self.fixtures[fixture]
+        self._ensure_tuned(state)
+        try:
+            if state.error:
+                return CheckOutcome("failed", state.error)
+            if state.baseline_error is not None and not self.options.update:
+                return CheckOutcome("failed", f"{state.baseline_error}")
+            if check == SELECTION:
+                return self._check_selection(state)
+            return self._check_backend(state, check)
+        finally:
+            state.done.add(check)
+            if state.done >= state.selected and state.result is not None:
+                self._release(state)
+
+    def _check_backend(self, state: _FixtureState, backend: str) -> CheckOutcome:
+        fixture = state.plan.name
+        if state.baseline is None and self.options.strict and not state.updated:
+            return CheckOutcome(
+                "failed",
+                f"{fixture}[{backend}]: no baseline for this hardware and --aitune-strict is set. Create it with:\n"
+                f"    pytest --aitune --aitune-update-new-only -k {fixture}",
+            )
+        verdict = state.verdicts.get(backend)
+        if verdict is None:
+            return CheckOutcome("failed", f"{fixture}: backend {backend!r} was not tuned")
+        if verdict.kind == "SKIPPED":
+            return CheckOutcome("skipped", verdict.message, verdict)
+        if state.updated:
+            return CheckOutcome("passed", f"baseline updated (was {verdict.kind} against the old one)", verdict)
+        return CheckOutcome("failed" if verdict.fails else "passed", verdict.message, verdict)
+
+    def _check_selection(self, state: _FixtureState) -> CheckOutcome:
+        from aitune_ci.verdict import winner_change
+
+        result = state.result
+        if result.winner is None:
+            return CheckOutcome("failed", f"{state.plan.name}: no backend could be selected — {result.winner_reason}")
+        text = f"{state.plan.name}: winner {result.winner} ({result.winner_reason})"
+        changed = winner_change(state.baseline, result) if state.baseline is not None else None
+        if changed:
+            text += f"; {changed}"
+        return CheckOutcome("passed", text)
+
+    def _release(self, state: _FixtureState) -> None:
+        """Drop compiled modules once a fixture's items are done; keep the plain result data."""
+        state.result = replace(state.result, runtime=None)
+        if state.plan.teardown is not None:
+            try:
+                next(state.plan.teardown)
+            except StopIteration:
+                pass
+            state.plan.teardown = None
+
+    # -- reporting ------------------------------------------------------------------------------
+    def run_json(self) -> dict[str, Any]:
+        """Everything this run found, for ``--aitune-report x.json`` and for merging shards."""
+        return {
+            "schema_version": RUN_SCHEMA_VERSION,
+            "started": self.started,
+            "results": [r.to_json() for r in self.results],
+            "verdicts": [v.to_json() for v in self.verdicts],
+        }
+
+    def absorb(self, data: Mapping[str, Any]) -> None:
+        """Merge what an xdist worker found (its ``run_json``) into this controller's session."""
+        from aitune_ci.result import TuneResult
+        from aitune_ci.verdict import Verdict
+
+        self.results.extend(TuneResult.from_json(r) for r in data.get("results", ()))
+        self.verdicts.extend(Verdict.from_json(v) for v in data.get("verdicts", ()))
+
+    def summary_lines(self) -> list[str]:
+        from aitune_ci.report.terminal import format_verdict_table
+        from aitune_ci.verdict import count_line
+
+        if not self.verdicts and not self.results:
+            return []
+        lines = [format_verdict_table(self.verdicts)] if self.verdicts else []
+        lines.append(count_line(self.verdicts))
+        return lines
+
+    def write_reports(self) -> list[Path]:
+        from aitune_ci.atomic import atomic_write_text
+
+        written = []
+        for target in self.options.reports:
+            path = Path(target)
+            if path.suffix == ".json":
+                atomic_write_text(path, json.dumps(self.run_json(), indent=2, sort_keys=True) + "\n")
+            else:
+                from aitune_ci.report import render_report
+
+                atomic_write_text(path, render_report(self.run_json(), path.suffix))
+            written.append(path)
+        return written
