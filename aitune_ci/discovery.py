@@ -87,5 +87,7 @@ def evaluate_plan(
         names.insert(0, "eager")
     if backend_filter:
         names = [b for b in names if b in backend_filter or b == "eager"]
+    if value.modules:
+        names.append("mixed")  # the model with each submodule's winner swapped in
     plan.backends = names
     return plan

@@ -6,6 +6,7 @@ strategies, dynamic axes) is a module of its own that knows nothing about the ot
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import sys
@@ -14,7 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils import _pytree as pytree
@@ -24,12 +25,17 @@ from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.registry import get_backend
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
 from aitune_ci.environment import environment_fingerprint
+from aitune_ci.gpu_health import GpuMonitor
 from aitune_ci.measure import MeasureConfig, measure
+from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
 from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.spec import Sample, TuneSpec, sample_signature
 from aitune_ci.strategies import SWEEP_MIN_GAIN, select, sweep_batch_sizes
 
-__all__ = ["tune", "remeasure", "Progress", "TuneRuntime", "default_backend_names"]
+__all__ = ["tune", "remeasure", "Progress", "TuneRuntime", "default_backend_names", "MIXED"]
+
+#: The row name of the model with each tuned submodule's winner swapped in.
+MIXED = "mixed"
 
 Progress = Callable[[str], None]
 
@@ -45,10 +51,14 @@ class TuneRuntime:
     model: torch.nn.Module
     samples: list[Sample]
     dynamic_axes: DynamicAxes
-    backends: dict[str, Backend] = field(default_factory=dict)
-    built: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    contexts: dict[str, BuildContext] = field(default_factory=dict)
+    #: keyed by backend name (whole model) or ``(submodule_path, backend_name)``
+    backends: dict[Any, Backend] = field(default_factory=dict)
+    built: dict[Any, Callable[..., Any]] = field(default_factory=dict)
+    contexts: dict[Any, BuildContext] = field(default_factory=dict)
     workdir: tempfile.TemporaryDirectory[str] | None = None
+    #: submodule path -> winning backend, for module-level tuning (built under (path, name) keys)
+    module_choice: dict[str, str] = field(default_factory=dict)
+    gpu_health: dict[str, Any] = field(default_factory=dict)
     measure_config: MeasureConfig | None = None
     batch_size: int | None = None
 
@@ -128,6 +138,23 @@ def _bind(fn: Callable[..., Any], sample: Sample) -> Callable[[], Any]:
     return lambda: fn(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def _health_watch(device: torch.device, runtime: TuneRuntime, block: str, say: Progress) -> Iterator[None]:
+    """Record GPU clocks/temperature/power/throttling while a measurement block runs (CUDA only)."""
+    if device.type != "cuda":
+        yield
+        return
+    monitor = GpuMonitor(device_index=device.index if device.index is not None else torch.cuda.current_device()).start()
+    try:
+        yield
+    finally:
+        summary = monitor.stop()
+        if summary is not None:
+            runtime.gpu_health[block] = summary.to_json()
+            if summary.throttled:
+                say(f"measurement block {block!r} ran THROTTLED ({', '.join(summary.throttle_reasons)}): compare with care")
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -156,6 +183,7 @@ def tune(
     device = spec.resolved_device
     measure_config = measure_config or MeasureConfig()
     names = list(backends if backends is not None else (spec.backends or default_backend_names(device)))
+    names = [n for n in names if n != MIXED]  # a result row, not a backend
     if "eager" in names:
         names.remove("eager")
     names.insert(0, "eager")  # the reference is always built and measured first
@@ -188,20 +216,28 @@ def tune(
 
     tmp = tempfile.TemporaryDirectory(prefix="aitune-")
     runtime = TuneRuntime(model=model, samples=samples, dynamic_axes=dynamic_axes, workdir=tmp)
+    runtime.batch_size = batch_axis.base_size if batch_axis else None
+    runtime.measure_config = measure_config
     rows: dict[str, BackendResult] = {}
     for index, name in enumerate(names, start=1):
+        label = f"[{index}/{len(names)}] {spec.display_name} · {name}"
         rows[name] = _build_and_validate(
-            name, index, len(names), spec, model, samples, reference, fp64, dynamic_axes, device, Path(tmp.name), runtime, say
+            label, name, "", spec, model, samples, reference, fp64, dynamic_axes, device, Path(tmp.name), runtime, say
         )
 
-    measured = {n: fn for n, fn in runtime.built.items() if rows[n].status in ("ok", "inaccurate")}
+    module_rows: list[BackendResult] = []
+    if spec.modules:
+        module_rows = _tune_modules(spec, names, model, samples, rows, device, Path(tmp.name), runtime, say, batch_axis)
+        if runtime.module_choice:
+            rows[MIXED] = _build_mixed(spec, model, samples, reference, fp64, module_rows, runtime, say)
+
+    measured = {n: fn for n, fn in runtime.built.items() if n in rows and rows[n].status in ("ok", "inaccurate")}
     if measured:
         say(f"{spec.display_name}: measuring {len(measured)} backends in interleaved rounds")
         t0 = time.perf_counter()
-        runtime.batch_size = batch_axis.base_size if batch_axis else None
-        runtime.measure_config = measure_config
         fns = {n: _bind(fn, samples[0]) for n, fn in measured.items()}
-        stats = measure(fns, device, measure_config, batch_size=runtime.batch_size, on_progress=say)
+        with _health_watch(device, runtime, "main", say):
+            stats = measure(fns, device, measure_config, batch_size=runtime.batch_size, on_progress=say)
         for n, s in stats.items():
             rows[n] = _replace_row(rows[n], latency=s)
         say(f"{spec.display_name}: measured in {time.perf_counter() - t0:.1f} s")
@@ -209,14 +245,18 @@ def tune(
     if spec.strategy == "max-throughput" and batch_axis is not None:
         _batch_sweep(spec, rows, runtime, batch_axis, device, measure_config, say)
 
-    selection = select(list(rows.values()), spec.strategy, order=names)
+    selection = select(list(rows.values()), spec.strategy, order=names + ([MIXED] if MIXED in rows else []))
     say(f"{spec.display_name}: winner {selection.winner or '(none)'} — {selection.reason}")
+    if MIXED in rows:
+        say(f"{spec.display_name}: {_mixed_gain_text(selection.rows)}")
     return TuneResult(
         name=spec.display_name,
         strategy=spec.strategy,
         device=str(device),
-        backends=selection.rows,
+        backends=tuple(selection.rows) + tuple(module_rows),
         winner=selection.winner,
+        module_choice=dict(runtime.module_choice),
+        gpu_health=dict(runtime.gpu_health),
         winner_reason=selection.reason,
         environment=environment_fingerprint(device),
         spec=spec.summary(),
@@ -233,11 +273,11 @@ def _replace_row(row: BackendResult, **changes: Any) -> BackendResult:
 
 
 def _build_and_validate(
+    label: str,
     name: str,
-    index: int,
-    total: int,
+    module_path: str,
     spec: TuneSpec,
-    model: torch.nn.Module,
+    module: torch.nn.Module,
     samples: list[Sample],
     reference: list[Any],
     fp64: list[Any] | None,
@@ -247,25 +287,29 @@ def _build_and_validate(
     runtime: TuneRuntime,
     say: Progress,
 ) -> BackendResult:
-    label = f"[{index}/{total}] {spec.display_name} · {name}"
+    """Build one backend on ``module`` and validate it on every sample; never raises.
+
+    A usable build is stored in ``runtime`` (under ``name`` for the whole model, under
+    ``(module_path, name)`` for a submodule).
+    """
     try:
         backend = get_backend(name)
     except Exception as exc:
-        return BackendResult(backend=name, status="failed", error=_error_text(exc))
+        return BackendResult(backend=name, status="failed", module=module_path, error=_error_text(exc))
     precision = _effective_precision(str(backend.precision), spec.dtype)
-    base = BackendResult(backend=name, status="failed", precision=precision, description=backend.describe())
+    base = BackendResult(backend=name, status="failed", precision=precision, description=backend.describe(), module=module_path)
     ok, reason = backend.available(device)
     if not ok:
         say(f"{label}: unavailable — {reason}")
         return _replace_row(base, status="unavailable", error=reason)
 
-    workdir = workroot / name
+    workdir = workroot / (f"{module_path}--{name}" if module_path else name)
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(device=device, dtype=spec.dtype, workdir=workdir, dynamic_axes=dynamic_axes, options=backend.options)
     say(f"{label}: building…")
     t0 = time.perf_counter()
     try:
-        built = backend.build(model, samples, ctx)
+        built = backend.build(module, samples, ctx)
         outputs = [_call(built, s) for s in samples]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -278,12 +322,115 @@ def _build_and_validate(
     except Exception as exc:
         say(f"{label}: FAILED validating outputs — {_error_text(exc)}")
         return _replace_row(base, build_s=build_s, error=f"validation: {_error_text(exc)}")
-    runtime.backends[name] = backend
-    runtime.built[name] = built
-    runtime.contexts[name] = ctx
+    key = (module_path, name) if module_path else name
+    runtime.backends[key] = backend  # type: ignore[index]
+    runtime.built[key] = built  # type: ignore[index]
+    runtime.contexts[key] = ctx  # type: ignore[index]
     status = "ok" if report.passed else "inaccurate"
     say(f"{label}: built in {build_s:.1f} s, accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})")
     return _replace_row(base, status=status, build_s=build_s, accuracy=report, error=None if report.passed else report.reason)
+
+
+def _tune_modules(
+    spec: TuneSpec,
+    names: list[str],
+    model: torch.nn.Module,
+    samples: list[Sample],
+    whole_rows: dict[str, BackendResult],
+    device: torch.device,
+    workroot: Path,
+    runtime: TuneRuntime,
+    say: Progress,
+    batch_axis: BatchAxis | None,
+) -> list[BackendResult]:
+    """Tune each submodule on the inputs it really receives; choose the fastest accurate backend each.
+
+    Submodules always use min-latency: a batch sweep per submodule would not say anything about
+    the whole model's throughput, which the mixed model's own end-to-end row measures.
+    """
+    captured = capture_module_inputs(model, samples, list(spec.modules or ()))
+    named = dict(model.named_modules())
+    out: list[BackendResult] = []
+    for path, calls in captured.items():
+        submodule = named[path]
+        signatures = [sample_signature(c) for c in calls]
+        axes = detect_dynamic_axes(signatures)
+        sub_batch = detect_batch_axis(signatures)
+        if spec.strategy == "max-throughput" and batch_axis is not None and sub_batch is not None:
+            for p in sub_batch.paths:
+                axes.setdefault(p, {}).setdefault(sub_batch.dim, "batch")
+        reference = [_call(submodule, c) for c in calls]
+        fp64 = _fp64_reference(submodule, calls, device) if spec.dtype == torch.float32 else None
+        rows: dict[str, BackendResult] = {}
+        for index, name in enumerate(names, start=1):
+            label = f"[{index}/{len(names)}] {spec.display_name}.{path} · {name}"
+            rows[name] = _build_and_validate(
+                label, name, path, spec, submodule, calls, reference, fp64, axes, device, workroot, runtime, say
+            )
+        fns = {
+            n: _bind(runtime.built[(path, n)], calls[0])  # type: ignore[index]
+            for n, r in rows.items()
+            if r.status in ("ok", "inaccurate")
+        }
+        if fns:
+            say(f"{spec.display_name}.{path}: measuring {len(fns)} backends in interleaved rounds")
+            for n, s in measure(fns, device, runtime.measure_config).items():
+                rows[n] = _replace_row(rows[n], latency=s)
+        selection = select(list(rows.values()), "min-latency")
+        if selection.winner is not None:
+            runtime.module_choice[path] = selection.winner
+        say(f"{spec.display_name}.{path}: chose {selection.winner or '(none)'} — {selection.reason}")
+        out.extend(selection.rows)
+    return out
+
+
+def _build_mixed(
+    spec: TuneSpec,
+    model: torch.nn.Module,
+    samples: list[Sample],
+    reference: list[Any],
+    fp64: list[Any] | None,
+    module_rows: list[BackendResult],
+    runtime: TuneRuntime,
+    say: Progress,
+) -> BackendResult:
+    """Swap each submodule's winner into (a shallow copy of) the model; validate it end to end."""
+    choice = runtime.module_choice
+    description = ", ".join(f"{p}={b}" for p, b in choice.items())
+    precisions = [r.precision for r in module_rows if r.selected]
+    precision = max(precisions or ["fp32"], key=lambda p: _LOOSENESS.get(p, 0))
+    base = BackendResult(backend=MIXED, status="failed", precision=precision, description=description)
+    t0 = time.perf_counter()
+    try:
+        mixed = with_submodules_replaced(
+            model,
+            {p: CallableModule(runtime.built[(p, b)], f"{b}") for p, b in choice.items()},  # type: ignore[index]
+        )
+        outputs = [_call(mixed, s) for s in samples]
+        report = compare_outputs(reference, outputs, precision, spec.tolerance, fp64_reference=fp64)
+    except Exception as exc:
+        say(f"{spec.display_name} · mixed: FAILED — {_error_text(exc)}")
+        return _replace_row(base, error=_error_text(exc))
+    build_s = sum(r.build_s or 0.0 for r in module_rows if r.selected) + (time.perf_counter() - t0)
+    runtime.built[MIXED] = mixed
+    say(f"{spec.display_name} · mixed ({description}): accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})")
+    return _replace_row(
+        base,
+        status="ok" if report.passed else "inaccurate",
+        build_s=build_s,
+        accuracy=report,
+        error=None if report.passed else report.reason,
+    )
+
+
+def _mixed_gain_text(rows: Sequence[BackendResult]) -> str:
+    mixed = next((r for r in rows if r.backend == MIXED and r.latency), None)
+    singles = [r for r in rows if r.backend != MIXED and r.usable]
+    if mixed is None or not singles:
+        return "mixed model not measured"
+    best = min(singles, key=lambda r: r.latency.median_ms)  # type: ignore[union-attr]
+    gain = best.latency.median_ms / mixed.latency.median_ms  # type: ignore[union-attr]
+    return f"mixed model is {gain:.2f}x the speed of the best whole-model backend ({best.backend})"
 
 
 def _batch_sweep(
@@ -318,7 +465,8 @@ def _batch_sweep(
         if not fns:
             break
         say(f"{spec.display_name}: batch {size}: measuring {', '.join(fns)}")
-        stats = measure(fns, device, config, batch_size=size)
+        with _health_watch(device, runtime, f"batch {size}", say):
+            stats = measure(fns, device, config, batch_size=size)
         for n, s in stats.items():
             previous = sweeps[n][-1] if sweeps[n] else None
             sweeps[n].append(s)

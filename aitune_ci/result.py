@@ -240,6 +240,8 @@ class TuneResult:
     batch_axis: int | None = None
     dynamic_axes: Mapping[str, Any] = field(default_factory=dict)
     module_choice: Mapping[str, str] = field(default_factory=dict)
+    #: GPU clocks/temperature/power/throttling per measurement block (empty on CPU)
+    gpu_health: Mapping[str, Any] = field(default_factory=dict)
     tune_s: float = 0.0
     created_at: str = ""
     schema_version: int = RESULT_SCHEMA_VERSION
@@ -270,6 +272,7 @@ class TuneResult:
             "winner": self.winner,
             "winner_reason": self.winner_reason,
             "module_choice": dict(self.module_choice),
+            "gpu_health": dict(self.gpu_health),
             "batch_axis": self.batch_axis,
             "dynamic_axes": dict(self.dynamic_axes),
             "tune_s": _round(self.tune_s, 4),
@@ -303,6 +306,7 @@ class TuneResult:
                 batch_axis=data.get("batch_axis"),
                 dynamic_axes=data.get("dynamic_axes", {}),
                 module_choice=data.get("module_choice", {}),
+                gpu_health=data.get("gpu_health", {}),
                 tune_s=data.get("tune_s", 0.0),
                 created_at=data.get("created_at", ""),
             )

@@ -52,13 +52,18 @@ def _row(r: BackendResult, eager_ms: float | None) -> list[str]:
 
 def format_tune_table(result: TuneResult) -> str:
     """The demo's table: one row per backend, the winner starred, then the winner's reason."""
-    eager = result.reference
-    eager_ms = eager.latency.median_ms if eager and eager.latency else None
     headers = ["backend", "status", "median ms", "95% CI", "vs eager", "throughput", "build", "accuracy / reason"]
-    rows = [_row(r, eager_ms) for r in result.backends]
-    title = f"{result.name} ({result.device}, strategy {result.strategy})"
-    footer = f"winner: {result.winner or '(none)'} — {result.winner_reason}"
-    return "\n".join([title, format_table(headers, rows, right=(2, 4, 5, 6)), footer])
+    parts = [f"{result.name} ({result.device}, strategy {result.strategy})"]
+    modules = [""] + [m for m in dict.fromkeys(r.module for r in result.backends) if m]
+    for module in modules:
+        rows_of = [r for r in result.backends if r.module == module]
+        eager = next((r for r in rows_of if r.backend == "eager"), None)
+        eager_ms = eager.latency.median_ms if eager and eager.latency else None
+        if module:
+            parts.append(f"submodule {module} (chose {result.module_choice.get(module, '(none)')}):")
+        parts.append(format_table(headers, [_row(r, eager_ms) for r in rows_of], right=(2, 4, 5, 6)))
+    parts.append(f"winner: {result.winner or '(none)'} — {result.winner_reason}")
+    return "\n".join(parts)
 
 
 def _pct(x: float | None) -> str:

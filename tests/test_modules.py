@@ -1,0 +1,91 @@
+"""Module-level tuning: input capture, swapping without touching the user's model, end-to-end mix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from aitune_ci.engine import MIXED, tune
+from aitune_ci.errors import SpecError
+from aitune_ci.measure import MeasureConfig
+from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
+from aitune_ci.spec import TuneSpec
+
+
+class Composite(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+        self.head = nn.Linear(16, 4)
+        self.unused = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return self.head(self.backbone(x)) * scale
+
+
+class Shared(nn.Module):
+    """Calls one block twice: with the same structure (fine) or, if asked, different ranks."""
+
+    def __init__(self, vary: bool) -> None:
+        super().__init__()
+        self.block = nn.Linear(4, 4)
+        self.vary = vary
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return self.block(y.unsqueeze(0) if self.vary else y)
+
+
+def test_capture_records_what_each_submodule_really_receives():
+    model = Composite().eval()
+    x = torch.randn(3, 8)
+    got = capture_module_inputs(model, [((x,), {"scale": 2.0})], ["backbone", "head"])
+    assert torch.equal(got["backbone"][0][0][0], x)
+    assert got["head"][0][0][0].shape == (3, 16)
+
+
+def test_a_module_that_is_never_called_is_a_clear_error():
+    with pytest.raises(SpecError, match="'unused' is never called"):
+        capture_module_inputs(Composite().eval(), [((torch.randn(1, 8),), {})], ["unused"])
+
+
+def test_a_shared_block_called_twice_gives_two_samples():
+    got = capture_module_inputs(Shared(vary=False).eval(), [((torch.randn(2, 4),), {})], ["block"])
+    assert len(got["block"]) == 2
+
+
+def test_varying_input_structure_is_a_clear_error():
+    with pytest.raises(SpecError, match="called with varying input structures"):
+        capture_module_inputs(Shared(vary=True).eval(), [((torch.randn(2, 4),), {})], ["block"])
+
+
+def test_swapping_leaves_the_users_model_untouched_and_shares_weights():
+    model = Composite().eval()
+    marker = CallableModule(lambda t: torch.zeros(t.shape[0], 16), "zeros")
+    mixed = with_submodules_replaced(model, {"backbone.0": marker})
+    assert isinstance(model.backbone[0], nn.Linear)
+    assert mixed.backbone[0] is marker
+    assert mixed.head.weight is model.head.weight  # no copy of the weights
+    x = torch.randn(2, 8)
+    assert torch.allclose(mixed(x), model.head(torch.zeros(2, 16)))
+
+
+def test_module_level_tune_chooses_per_module_and_validates_the_mix_end_to_end():
+    torch.manual_seed(0)
+    spec = TuneSpec(
+        model=Composite().eval(),
+        samples=[torch.randn(4, 8)],
+        backends=["eager", "torchao-int8wo"],
+        modules=["backbone", "head"],
+    )
+    result = tune(spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=None)
+    assert set(result.module_choice) == {"backbone", "head"}
+    module_rows = [r for r in result.backends if r.module]
+    assert {r.module for r in module_rows} == {"backbone", "head"}
+    assert sum(r.selected for r in module_rows if r.module == "head") == 1
+    mixed = result.backend(MIXED)
+    assert mixed is not None and mixed.status == "ok" and mixed.latency is not None
+    assert mixed.description == ", ".join(f"{p}={b}" for p, b in result.module_choice.items())
+    out = result.runtime.built[MIXED](spec.normalized_samples[0][0][0])
+    assert out.shape == (4, 4)
