@@ -146,31 +146,40 @@ class AituneSession:
         measurements are pooled (each re-measurement is a fresh window), so only a slowdown that
         survives fresh windows fails. Benjamini-Hochberg then runs over the fixture's checks.
         """
-        from aitune_ci.engine import remeasure
-        from aitune_ci.verdict import apply_run_correction, compare_backend, pool_latency
+        from aitune_ci.verdict import apply_run_correction
 
-        fixture = state.plan.name
         env_diff = self._env_diff(state)
-        verdicts = []
-        for row in state.result.backends:
-            if row.module:
-                continue
-            policy = self.repo_config.policy_for(fixture, row.backend)
-            base = self._baseline_row(state, row.backend)
-            verdict = compare_backend(fixture, base, row, policy, env_diff=env_diff)
-            runs = [row.latency] if row.latency is not None else []
-            while verdict.needs_confirmation and runs and row.backend in state.result.runtime.built:
-                self.progress(
-                    f"{fixture} · {row.backend}: suspected {verdict.kind.lower()} ({verdict.delta:+.1%}), "
-                    f"re-measuring ({len(runs)}/{policy.max_confirmations})"
-                )
-                runs.append(remeasure(state.result, row.backend).latency)
-                pooled = replace(row, latency=pool_latency(runs))
-                verdict = compare_backend(fixture, base, pooled, policy, env_diff=env_diff, confirmations=len(runs) - 1)
-            verdicts.append(verdict)
+        verdicts = [self._judge_row(state, row, env_diff) for row in state.result.backends if not row.module]
         for verdict in apply_run_correction(verdicts):
             state.verdicts[verdict.backend] = verdict
             self.verdicts.append(verdict)
+
+    def _judge_row(self, state: _FixtureState, row: Any, env_diff: Mapping[str, Any]) -> Any:
+        """One backend's verdict, re-measured while suspected (``judge_with_confirmations``)."""
+        from aitune_ci.engine import remeasure
+        from aitune_ci.verdict import judge_with_confirmations
+
+        fixture, backend, result = state.plan.name, row.backend, state.result
+        policy = self.repo_config.policy_for(fixture, backend)
+
+        def again() -> Any:
+            return remeasure(result, backend).latency
+
+        def say(verdict: Any, measured: int) -> None:
+            self.progress(
+                f"{fixture} · {backend}: suspected {verdict.kind.lower()} ({verdict.delta:+.1%}), "
+                f"re-measuring ({measured}/{policy.max_confirmations})"
+            )
+
+        return judge_with_confirmations(
+            fixture,
+            self._baseline_row(state, backend),
+            row,
+            policy,
+            again if backend in result.runtime.built else None,
+            env_diff=env_diff,
+            on_suspect=say,
+        )
 
     def _baseline_row(self, state: _FixtureState, backend: str) -> Any:
         if state.baseline is None:

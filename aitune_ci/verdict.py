@@ -36,7 +36,7 @@ cancels in the ratio, so its CI is the noise; a regression is ``ratio - 1 > thre
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from statistics import NormalDist, median
@@ -58,6 +58,7 @@ __all__ = [
     "apply_run_correction",
     "compare_backend",
     "count_line",
+    "judge_with_confirmations",
     "pool_latency",
     "summary_counts",
     "winner_change",
@@ -500,6 +501,40 @@ def compare_backend(
     if kind is VerdictKind.IMPROVED and test is not None:
         verdict = replace(verdict, notes=verdict.notes + (f"faster with p={_p(test.p_faster)}",))
     return _finish(verdict)
+
+
+def judge_with_confirmations(
+    fixture: str,
+    baseline: BackendBaseline | None,
+    current: BackendResult,
+    policy: Policy,
+    remeasure: Callable[[], LatencyStats] | None,
+    env_diff: Mapping[str, tuple[Any, Any]] | None = None,
+    *,
+    on_suspect: Callable[[Verdict, int], None] | None = None,
+) -> Verdict:
+    """``compare_backend``, then re-measure a suspected latency regression until it is settled.
+
+    This is the plugin's confirmation procedure (and the one ``bench/verdict_quality.py`` measures):
+    while the verdict ``needs_confirmation``, take one more measurement, pool every measurement so
+    far with ``pool_latency`` and judge again with ``confirmations = len(runs) - 1``. Run
+    ``apply_run_correction`` over all of a run's verdicts afterwards.
+
+    Args:
+        remeasure: takes one fresh measurement of ``current``'s backend; None when it can no longer
+            be measured (the first verdict is then returned as is).
+        on_suspect: called with the suspicious verdict and the number of measurements so far,
+            before each re-measurement (for progress lines).
+    """
+    verdict = compare_backend(fixture, baseline, current, policy, env_diff=env_diff)
+    runs = [current.latency] if current.latency is not None else []
+    while verdict.needs_confirmation and runs and remeasure is not None:
+        if on_suspect is not None:
+            on_suspect(verdict, len(runs))
+        runs.append(remeasure())
+        pooled = replace(current, latency=pool_latency(runs))
+        verdict = compare_backend(fixture, baseline, pooled, policy, env_diff=env_diff, confirmations=len(runs) - 1)
+    return verdict
 
 
 def _failure_text(current: BackendResult) -> str:

@@ -1,0 +1,92 @@
+"""The confirmation loop shared by the plugin and the verdict-quality bench: re-measure while suspected."""
+
+from __future__ import annotations
+
+from statistics import median
+
+from aitune_ci.baseline import BackendBaseline, LatencySummary
+from aitune_ci.config import Policy
+from aitune_ci.result import BackendResult, LatencyStats
+from aitune_ci.verdict import LATENCY, Verdict, VerdictKind, judge_with_confirmations
+
+# Seven rounds with ~2% spread between them.
+ROUNDS = (10.0, 10.2, 9.8, 10.1, 9.9, 10.25, 9.75)
+
+
+def stats(factor: float = 1.0) -> LatencyStats:
+    r = tuple(x * factor for x in ROUNDS)
+    m = median(r)
+    return LatencyStats(
+        median_ms=m,
+        mean_ms=sum(r) / len(r),
+        min_ms=min(r),
+        p90_ms=max(r),
+        p99_ms=max(r),
+        iqr_ms=0.02 * m,
+        ci_low_ms=0.99 * m,
+        ci_high_ms=1.01 * m,
+        cv=0.01,
+        iterations=20 * len(r),
+        rounds=len(r),
+        round_medians_ms=r,
+    )
+
+
+BASELINE = BackendBaseline(status="ok", latency=LatencySummary.from_stats(stats()))
+
+
+class Remeasure:
+    """Returns the given factors' stats in turn and counts the calls (a scripted re-measurement)."""
+
+    def __init__(self, *factors: float) -> None:
+        self.factors = list(factors)
+        self.calls = 0
+
+    def __call__(self) -> LatencyStats:
+        self.calls += 1
+        return stats(self.factors.pop(0))
+
+
+def judge(first: float, remeasure: Remeasure | None, policy: Policy | None = None, **kw) -> Verdict:
+    row = BackendResult(backend="eager", status="ok", latency=stats(first))
+    return judge_with_confirmations("tune_mlp", BASELINE, row, policy or Policy(), remeasure, **kw)
+
+
+def test_steady_run_is_not_remeasured():
+    again = Remeasure()
+    v = judge(1.0, again)
+    assert v.kind is VerdictKind.PASS
+    assert again.calls == 0 and v.confirmations == 0
+
+
+def test_slowdown_that_persists_fails_after_every_confirmation():
+    again = Remeasure(1.3, 1.3)
+    v = judge(1.3, again)
+    assert again.calls == 2
+    assert v.kind is VerdictKind.REGRESSED and v.reasons == (LATENCY,)
+    assert v.confirmations == 2 and not v.needs_confirmation and v.fails
+
+
+def test_one_slow_window_is_cleared_by_a_normal_remeasurement_and_stops_there():
+    again = Remeasure(1.0, 1.0)
+    v = judge(1.3, again)
+    assert again.calls == 1 and v.confirmations == 1
+    assert v.kind is not VerdictKind.REGRESSED and not v.fails and not v.needs_confirmation
+
+
+def test_confirmations_stop_at_the_policy_limit():
+    again = Remeasure(1.3, 1.3, 1.3, 1.3)
+    v = judge(1.3, again, Policy(max_confirmations=1))
+    assert again.calls == 1 and v.confirmations == 1 and v.fails
+
+
+def test_without_a_way_to_remeasure_the_first_verdict_stands():
+    v = judge(1.3, None)
+    assert v.kind is VerdictKind.REGRESSED and v.needs_confirmation and v.confirmations == 0
+
+
+def test_on_suspect_sees_each_suspicion_before_its_remeasurement():
+    seen: list[tuple[int, int]] = []
+    again = Remeasure(1.3, 1.3)
+    judge(1.3, again, on_suspect=lambda verdict, measured: seen.append((verdict.confirmations, measured)))
+    assert seen == [(0, 1), (1, 2)]
