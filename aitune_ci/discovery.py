@@ -29,6 +29,20 @@ class FixturePlan:
     backends: list[str] = field(default_factory=list)
     teardown: Iterator[Any] | None = None
 
+    def finish(self) -> str | None:
+        """Run the rest of a yield fixture (its teardown), at most once; the error text if it raised."""
+        teardown, self.teardown = self.teardown, None
+        if teardown is None:
+            return None
+        try:
+            next(teardown)
+        except StopIteration:
+            return None
+        except Exception as exc:
+            return f"{self.name}: teardown raised {type(exc).__name__}: {exc}"
+        teardown.close()
+        return f"{self.name}: a tune fixture must yield exactly once; it yielded again"
+
     @property
     def location(self) -> tuple[str, int]:
         try:
@@ -48,7 +62,11 @@ def find_tune_fixtures(module: types.ModuleType) -> list[tuple[str, Callable[...
 
 
 def evaluate_plan(
-    name: str, func: Callable[..., Any], source: str, backend_filter: list[str] | None, device_backends: Callable[[Any], list[str]]
+    name: str,
+    func: Callable[..., Any],
+    source: str,
+    backend_filter: list[str] | None,
+    device_backends: Callable[[Any], list[str]],
 ) -> FixturePlan:
     """Call the fixture function and decide its backends; never raises (errors go into the plan)."""
     from aitune_ci.spec import TuneSpec

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aitune_ci.discovery import evaluate_plan, find_tune_fixtures
+from aitune_ci.discovery import FixturePlan, evaluate_plan, find_tune_fixtures
 
 if TYPE_CHECKING:  # pragma: no cover
     from aitune_ci.options import Shard
     from aitune_ci.session import AituneSession
 
-__all__ = ["AituneItem", "AituneCheckFailed", "generate_items", "apply_shard"]
+__all__ = ["AituneItem", "AituneCheckFailed", "generate_items", "apply_shard", "fixture_of", "fixture_scheduler"]
 
 SELECTION = "selection"
+
+# ``conftest.py::tune_x[eager]`` (xdist may append ``@group``); fixture names are unique in a run.
+_ITEM_ID = re.compile(r"::(tune_\w+)\[[^\[\]]+\](@[^\]]*)?$")
 
 
 class AituneCheckFailed(Exception):
@@ -32,7 +36,7 @@ class AituneItem(pytest.Item):
         self.check = check
         self._location_hint = location_hint
         self.add_marker(pytest.mark.aitune)
-        # pytest-xdist --dist loadgroup keeps a fixture's items on one worker (one tune, one GPU).
+        # Groups a fixture's items under pytest-xdist's own loadgroup too (see fixture_scheduler).
         self.add_marker(pytest.mark.xdist_group(name=f"aitune-{fixture}"))
 
     def runtest(self) -> None:
@@ -73,11 +77,17 @@ def _parent_for(session: pytest.Session, collectors: dict[str, pytest.Collector]
 
 def _conftest_modules(session: pytest.Session) -> list[types.ModuleType]:
     plugins = session.config.pluginmanager.get_plugins()
-    mods = [p for p in plugins if isinstance(p, types.ModuleType) and Path(getattr(p, "__file__", "") or "").name == "conftest.py"]
+    mods = [
+        p
+        for p in plugins
+        if isinstance(p, types.ModuleType) and Path(getattr(p, "__file__", "") or "").name == "conftest.py"
+    ]
     return sorted(mods, key=lambda m: m.__file__ or "")
 
 
-def generate_items(session: pytest.Session, state: "AituneSession", collectors: dict[str, pytest.Collector]) -> list[AituneItem]:
+def generate_items(
+    session: pytest.Session, state: AituneSession, collectors: dict[str, pytest.Collector]
+) -> list[AituneItem]:
     """Items for every tune fixture in conftest files and collected test modules."""
     from aitune_ci.engine import default_backend_names
 
@@ -94,20 +104,28 @@ def generate_items(session: pytest.Session, state: "AituneSession", collectors: 
             sources.append((node, module, Path(key)))
 
     items: list[AituneItem] = []
-    seen: set[str] = set()
+    seen: dict[str, FixturePlan] = {}
     for parent, module, path in sources:
         for name, func in find_tune_fixtures(module):
-            if name in seen:
-                continue
-            seen.add(name)
             rel = _relative(path, session.config.rootpath)
+            if name in seen:
+                first = seen[name]
+                if func is not first.func:  # not merely the same fixture imported into another module
+                    first.error = (
+                        f"{name} is defined twice, in {first.source} and in {rel}: its baseline is the file "
+                        f"{name}.json, so tune fixture names must be unique. Rename one of them."
+                    )
+                continue
             plan = evaluate_plan(name, func, rel, state.options.backends, default_backend_names)
+            seen[name] = plan
             state.add_plan(plan)
             checks = plan.backends if plan.error is None else []
             location = plan.location
             for check in [*checks, SELECTION]:
                 items.append(
-                    AituneItem.from_parent(parent, name=f"{name}[{check}]", fixture=name, check=check, location_hint=location)
+                    AituneItem.from_parent(
+                        parent, name=f"{name}[{check}]", fixture=name, check=check, location_hint=location
+                    )
                 )
     return items
 
@@ -119,7 +137,7 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def apply_shard(items: list[pytest.Item], shard: "Shard") -> tuple[list[pytest.Item], list[pytest.Item]]:
+def apply_shard(items: list[pytest.Item], shard: Shard) -> tuple[list[pytest.Item], list[pytest.Item]]:
     """Keep aitune items whose fixture falls in this shard; other tests are untouched.
 
     Fixtures (not items) are dealt round-robin in name order, so a fixture is tuned on exactly one
@@ -134,3 +152,32 @@ def apply_shard(items: list[pytest.Item], shard: "Shard") -> tuple[list[pytest.I
         else:
             kept.append(item)
     return kept, dropped
+
+
+def fixture_of(nodeid: str) -> str | None:
+    """The tune fixture of an aitune item's node id, or None for any other test."""
+    match = _ITEM_ID.search(nodeid)
+    return match.group(1) if match else None
+
+
+def fixture_scheduler(config: pytest.Config, log: Any) -> Any:
+    """An xdist scheduler that sends all items of one tune fixture to one worker.
+
+    Items of a fixture share one tune, so split across workers the fixture would be tuned (and its
+    baseline written) once per worker. Other tests are scheduled one by one, as ``--dist load``
+    does, and ``xdist_group`` suffixes are honoured as ``--dist loadgroup`` does. (xdist's own
+    loadgroup cannot be relied on: it renames items through a private attribute that pytest 9.2
+    no longer reads.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            fixture = fixture_of(nodeid)
+            if fixture is not None:
+                return f"aitune:{fixture}"
+            if nodeid.rfind("@") > nodeid.rfind("]"):
+                return nodeid.split("@")[-1]
+            return nodeid
+
+    return FixtureScheduling(config, log)

@@ -76,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
         rebuild=bool(_option(config, "aitune_rebuild")),
         measure_seconds=_option(config, "aitune_measure_seconds"),
     )
+
     def progress(message: str) -> None:
         # Tuning runs inside a test item, where output is captured: suspend capture, as
         # pytest-benchmark does, so a long tune shows what it is doing while it does it.
@@ -97,12 +98,22 @@ def pytest_configure(config: pytest.Config) -> None:
     except Exception as exc:  # a bad [tool.aitune] table is a usage error, not a crash
         raise pytest.UsageError(str(exc)) from None
     config.stash[_collectors_key] = {}
-    # Items of one fixture share one tune: under xdist they must stay on one worker.
-    if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"
 
 
-def _session(config: pytest.Config) -> "AituneSession | None":
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist (controller): keep each tune fixture's items on one worker, so it is tuned once.
+
+    Replaces ``--dist load`` (what ``-n N`` means) and ``loadgroup``; other modes are left alone.
+    """
+    if _session(config) is None or config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from aitune_ci.items import fixture_scheduler
+
+    return fixture_scheduler(config, log)
+
+
+def _session(config: pytest.Config) -> AituneSession | None:
     return config.stash.get(session_key, None)
 
 
@@ -116,29 +127,48 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[Any]:
     return report
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Add one item per (tune fixture, backend) plus a selection item, before -k/-m deselection."""
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
+    """Add one item per (tune fixture, backend) plus a selection item, then apply --aitune-shard.
+
+    As a wrapper, the items are added before any other plugin's hook runs (so -k/-m deselect them
+    like any test) and the shard is taken after them (so it splits what was selected).
+    """
     state = _session(config)
     if state is None:
-        return
-    from aitune_ci.items import generate_items
+        return (yield)
+    from aitune_ci.items import apply_shard, generate_items
 
-    items.extend(generate_items(session, state, config.stash[_collectors_key]))
+    generated = generate_items(session, state, config.stash[_collectors_key])
+    _report_collected(session, generated)
+    items.extend(generated)
+    result = yield
+    if state.options.shard is not None:
+        kept, dropped = apply_shard(items, state.options.shard)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
+    return result
+
+
+def _report_collected(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """Announce generated items as collected, so "collected N items" (and N - deselected) counts them."""
+    by_parent: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_parent.setdefault(item.parent.nodeid if item.parent else "", []).append(item)
+    for nodeid, group in by_parent.items():
+        session.ihook.pytest_collectreport(report=pytest.CollectReport(nodeid, "passed", None, group))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Apply --aitune-shard and record which checks survived deselection (only those get tuned)."""
+    """Record which checks survived deselection and sharding: only their backends get tuned."""
     state = _session(session.config)
     if state is None:
         return
-    from aitune_ci.items import AituneItem, apply_shard
+    from aitune_ci.items import AituneItem
 
-    if state.options.shard is not None:
-        kept, dropped = apply_shard(session.items, state.options.shard)
-        if dropped:
-            session.config.hook.pytest_deselected(items=dropped)
-            session.items[:] = kept
     for item in session.items:
         if isinstance(item, AituneItem):
             state.select(item.fixture, item.check)
@@ -158,11 +188,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _session(config)
     if state is None:
         return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for problem in state.close():
+        if reporter is not None:
+            reporter.write_line(f"aitune: {problem}")
     if hasattr(config, "workeroutput"):
         config.workeroutput[_WORKER_KEY] = json.dumps(state.run_json())
         return
     for path in state.write_reports():
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(f"aitune: report written to {os.fspath(path)}")
 

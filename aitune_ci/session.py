@@ -242,12 +242,16 @@ class AituneSession:
     def _release(self, state: _FixtureState) -> None:
         """Drop compiled modules once a fixture's items are done; keep the plain result data."""
         state.result = replace(state.result, runtime=None)
-        if state.plan.teardown is not None:
-            try:
-                next(state.plan.teardown)
-            except StopIteration:
-                pass
-            state.plan.teardown = None
+        problem = state.plan.finish()
+        if problem:
+            self.progress(problem)
+
+    def close(self) -> list[str]:
+        """Tear down every yield fixture still open: deselected, in another shard, or failed to tune.
+
+        Fixtures are set up at collection, whether or not their items run. Returns what went wrong.
+        """
+        return [problem for state in self.fixtures.values() if (problem := state.plan.finish())]
 
     # -- reporting ------------------------------------------------------------------------------
     def run_json(self) -> dict[str, Any]:

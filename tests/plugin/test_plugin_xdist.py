@@ -1,0 +1,66 @@
+"""Under pytest-xdist: each fixture tuned once on one worker, baselines intact, verdicts merged on the controller."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytest.importorskip("xdist")
+
+# "[gw1] [ 50%] PASSED conftest.py::tune_a[eager]" (pytest -v under xdist)
+_WORKER_LINE = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] (PASSED|FAILED) (\S+::(tune_\w+)\[[^\]]+\])")
+
+
+@pytest.fixture
+def two_fixtures(project):
+    project.add_fixture("tune_a", backends=("eager", "eager-bf16"))
+    project.add_fixture("tune_b", backends=("eager", "eager-bf16"), where="test_models.py")
+    return project
+
+
+def _workers_by_fixture(result: pytest.RunResult) -> dict[str, set[str]]:
+    workers: dict[str, set[str]] = {}
+    for line in result.outlines:
+        match = _WORKER_LINE.match(line)
+        if match:
+            workers.setdefault(match.group(4), set()).add(match.group(1))
+    return workers
+
+
+def test_update_then_rerun_under_two_workers(two_fixtures):
+    """Two xdist runs (each starts two workers that import torch, so keep it to two)."""
+    project = two_fixtures
+
+    update = project.tune("-n", "2", "-v", "--aitune-update", subprocess=True)
+
+    assert update.ret == pytest.ExitCode.OK, update.stdout.str()
+    update.assert_outcomes(passed=6)
+    workers = _workers_by_fixture(update)
+    assert set(workers) == {"tune_a", "tune_b"}
+    assert all(len(w) == 1 for w in workers.values()), f"a fixture's items were split over workers: {workers}"
+    assert project.count_line(update) == "aitune: 4 new"  # each check once: no fixture tuned twice
+    assert set(project.baselines()) == {"tune_a", "tune_b"}
+    for name in ("tune_a", "tune_b"):
+        data = json.loads(project.baseline_path(name).read_text())  # valid JSON, not interleaved writes
+        assert data["fixture"] == name
+        assert set(data["backends"]) == {"eager", "eager-bf16"}
+        assert len(data["backends"]["eager"]["noise_history"]) == 1  # written once, by one worker
+
+    # The controller's summary must carry what the workers judged: make one check IMPROVED.
+    project.scale_latency("tune_b", "eager", project.FACTOR)
+    rerun = project.tune("-n", "2", "--aitune-report", "run.json", subprocess=True)
+
+    assert rerun.ret == pytest.ExitCode.OK, rerun.stdout.str()
+    rerun.assert_outcomes(passed=6)
+    assert project.verdicts(rerun) == {
+        "tune_a[eager]": "PASS",
+        "tune_a[eager-bf16]": "PASS",
+        "tune_b[eager]": "IMPROVED",
+        "tune_b[eager-bf16]": "PASS",
+    }
+    assert project.count_line(rerun) == "aitune: 3 passed, 1 improved"
+    report = json.loads((project.path / "run.json").read_text())  # written by the controller
+    assert sorted(r["name"] for r in report["results"]) == ["tune_a", "tune_b"]
+    assert len(report["verdicts"]) == 4
