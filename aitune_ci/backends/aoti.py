@@ -1,0 +1,308 @@
+"""AOTInductor: ``torch.export`` then compile to a ``.pt2`` package that loads with no compile.
+
+Dynamic axes become ``torch.export.Dim`` objects, one per axis name (so two inputs sharing the
+name ``batch`` must agree), from 1 to ``dim_max`` (unbounded by default). A model that
+specialises a named axis makes export raise; the build then retries with ``Dim.AUTO``, which
+lets export keep what it can dynamic, and records that in the metadata.
+
+The package carries its own weights and machine code for one device type (and CPU ISA or GPU
+architecture): a payload from another machine must be rebuilt, not loaded.
+
+Until one package has loaded in a child process, packages are loaded there first: on the GPU
+image with torch 2.11.0+cu130, ``aoti_load_package`` segfaults for every package (CPU or CUDA,
+even one ``nn.Linear``), and a segfault would end the whole run instead of failing one backend.
+One good probe per process and device type is taken to mean the loader works here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.utils._pytree as pytree
+
+from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.inductor import (
+    axes_from_json,
+    axes_to_json,
+    check_dynamic_axes,
+    forward_signature,
+    inductor_toolchain,
+    iter_tensors,
+    payload_file,
+)
+from aitune_ci.backends.registry import register_backend
+from aitune_ci.errors import BackendError
+from aitune_ci.spec import Sample
+
+__all__ = ["PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "export_dynamic_shapes", "probe_load"]
+
+#: The package file ``build`` writes into ``ctx.workdir`` and ``save`` copies.
+PACKAGE_FILE = "model.pt2"
+
+
+def export_dynamic_shapes(
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+    *,
+    auto: bool = False,
+    dim_max: int | None = None,
+) -> Any:
+    """``dynamic_shapes`` for ``torch.export.export`` from ``{input_path: {dim: name}}``.
+
+    Returns None for static shapes, else a ``torch.export.ShapesCollection`` keyed by the sample's
+    tensors (export maps them back onto its args/kwargs structure). With ``auto``, every dynamic
+    axis is ``Dim.AUTO`` instead of a named ``Dim``.
+    """
+    if not dynamic_axes:
+        return None
+    dims: dict[str, Any] = {}
+
+    def dim_for(name: str) -> Any:
+        if auto:
+            return torch.export.Dim.AUTO
+        if name not in dims:
+            dims[name] = torch.export.Dim(_identifier(name), min=1, max=dim_max)
+        return dims[name]
+
+    shapes = torch.export.ShapesCollection()
+    for path, tensor in iter_tensors(args, kwargs):
+        axes = dynamic_axes.get(path)
+        if axes:
+            shapes[tensor] = {dim % tensor.dim(): dim_for(name) for dim, name in axes.items()}
+    return shapes
+
+
+def _identifier(name: str) -> str:
+    """A Dim name must be a Python identifier; ``seq-len`` becomes ``seq_len``."""
+    ident = re.sub(r"\W", "_", name)
+    return ident if ident.isidentifier() else f"d_{ident}"
+
+
+_PROBE = (
+    "import sys, torch\n"
+    "index = int(sys.argv[2])\n"
+    "torch._inductor.aoti_load_package(sys.argv[1], **({'device_index': index} if index >= 0 else {}))\n"
+)
+
+
+def probe_load(package: Path, device: torch.device, timeout_s: float = 300) -> None:
+    """Load ``package`` in a child process; raise BackendError if that crashes or fails.
+
+    Costs a Python start and a torch import (seconds); it turns a loader segfault into an error.
+    """
+    index = device.index if device.type == "cuda" and device.index is not None else -1
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(package), str(index)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BackendError(f"loading {package} in a probe process took over {timeout_s:.0f} s") from exc
+    if proc.returncode < 0:
+        try:
+            how = signal.Signals(-proc.returncode).name
+        except ValueError:
+            how = f"signal {-proc.returncode}"
+        raise BackendError(
+            f"torch._inductor.aoti_load_package crashed ({how}) loading {package} in a probe process; "
+            f"torch {torch.__version__}'s AOTInductor loader is broken on this machine. "
+            "Use another backend here, or another torch build."
+        )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise BackendError(f"torch._inductor.aoti_load_package failed on {package}: {tail[0]}")
+
+
+class AOTICompiled:
+    """A loaded AOTInductor package, callable like the module, returning its output structure.
+
+    Some torch versions return the package's outputs as a flat list; the exported output spec
+    rebuilds the original pytree (a dict stays a dict). Outputs already structured pass through
+    unchanged, since flattening them gives the same leaves.
+    """
+
+    def __init__(
+        self,
+        runner: Callable[..., Any],
+        *,
+        package_path: Path,
+        out_spec: pytree.TreeSpec | None,
+        dynamic_axes: Mapping[str, Mapping[int, str]],
+        dim_mode: str,
+        signature: Any = None,
+    ) -> None:
+        self.runner = runner
+        self.package_path = Path(package_path)
+        self.out_spec = out_spec
+        self.dynamic_axes = {path: dict(dims) for path, dims in dynamic_axes.items()}
+        #: ``named`` (one Dim per axis name), ``auto`` (Dim.AUTO fallback) or ``static``.
+        self.dim_mode = dim_mode
+        if signature is not None:
+            self.__signature__ = signature
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.runner(*args, **kwargs)
+        if self.out_spec is None:
+            return out
+        leaves = pytree.tree_leaves(out)
+        if len(leaves) != self.out_spec.num_leaves:
+            return out
+        return pytree.tree_unflatten(leaves, self.out_spec)
+
+
+@register_backend("aoti")
+class AOTIBackend(Backend):
+    """AOTInductor ``.pt2`` packages: compiled once, loaded later with no compilation.
+
+    Options:
+        dim_max: upper bound of every dynamic axis (default: unbounded).
+        inductor_configs: passed to ``aoti_compile_and_package`` (e.g. ``{"max_autotune": True}``).
+        probe: load each package in a child process first (default True; see the module docstring).
+    """
+
+    precision = "fp32"
+    ahead_of_time = True
+    payload_is_device_specific = True
+
+    def __init__(
+        self, dim_max: int | None = None, inductor_configs: Mapping[str, Any] | None = None, probe: bool = True
+    ) -> None:
+        options: dict[str, Any] = {}
+        if dim_max is not None:
+            if not isinstance(dim_max, int) or dim_max < 2:
+                raise BackendError(f"aoti option dim_max must be an int >= 2, got {dim_max!r}")
+            options["dim_max"] = dim_max
+        if inductor_configs:
+            options["inductor_configs"] = dict(inductor_configs)
+        if not probe:
+            options["probe"] = False
+        super().__init__(**options)
+
+    def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
+        ok, reason = super().available(device)
+        if not ok:
+            return ok, reason
+        if not hasattr(torch._inductor, "aoti_compile_and_package"):
+            return False, f"torch {torch.__version__} has no torch._inductor.aoti_compile_and_package; needs torch>=2.6"
+        return inductor_toolchain(device)
+
+    def build(self, module: torch.nn.Module, samples: Sequence[Sample], ctx: BuildContext) -> Callable[..., Any]:
+        """Export on the first sample, compile the package, load it, and run every sample once."""
+        check_dynamic_axes(samples, ctx.dynamic_axes)
+        args, kwargs = samples[0]
+        ep, dim_mode = self.export(module, args, kwargs, ctx.dynamic_axes)
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        package = ctx.workdir / PACKAGE_FILE
+        with torch.no_grad():
+            torch._inductor.aoti_compile_and_package(
+                ep, package_path=str(package), inductor_configs=dict(self.options.get("inductor_configs", {}))
+            )
+        built = AOTICompiled(
+            self._load_package(package, ctx.device),
+            package_path=package,
+            out_spec=ep.call_spec.out_spec,
+            dynamic_axes=ctx.dynamic_axes,
+            dim_mode=dim_mode,
+            signature=forward_signature(module),
+        )
+        for index, (s_args, s_kwargs) in enumerate(samples):
+            try:
+                built(*s_args, **s_kwargs)
+            except Exception as exc:
+                shapes = {path: tuple(t.shape) for path, t in iter_tensors(s_args, s_kwargs)}
+                raise BackendError(
+                    f"the AOTInductor package (exported on sample 0, dynamic axes {dict(ctx.dynamic_axes) or 'none'}, "
+                    f"{dim_mode} dims) fails on sample {index} with input shapes {shapes}: {exc}. "
+                    "Declare the axes that vary as dynamic_axes."
+                ) from exc
+        return built
+
+    def export(
+        self,
+        module: torch.nn.Module,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        dynamic_axes: Mapping[str, Mapping[int, str]],
+    ) -> tuple[torch.export.ExportedProgram, str]:
+        """``torch.export`` with named dims, falling back to ``Dim.AUTO``; returns the program and the dim mode."""
+        dim_max = self.options.get("dim_max")
+        from torch._dynamo.exc import UserError
+
+        shapes = export_dynamic_shapes(args, kwargs, dynamic_axes, dim_max=dim_max)
+        with torch.no_grad():
+            if shapes is None:
+                return torch.export.export(module, tuple(args), dict(kwargs)), "static"
+            try:
+                return torch.export.export(module, tuple(args), dict(kwargs), dynamic_shapes=shapes), "named"
+            except UserError as named_error:
+                # Usually a constraint violation: the model fixes or relates an axis declared free.
+                auto = export_dynamic_shapes(args, kwargs, dynamic_axes, auto=True)
+                try:
+                    return torch.export.export(module, tuple(args), dict(kwargs), dynamic_shapes=auto), "auto"
+                except Exception:
+                    raise named_error from None
+
+    def save(self, built: Callable[..., Any], outdir: Path) -> dict[str, Any]:
+        """Copy the ``.pt2`` package; the metadata carries the output structure and dynamic axes."""
+        if not isinstance(built, AOTICompiled):
+            raise BackendError(f"backend {self.name!r} can only save what its own build returned, not {type(built)!r}")
+        outdir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(built.package_path, outdir / PACKAGE_FILE)
+        return {
+            "file": PACKAGE_FILE,
+            "dynamic_axes": axes_to_json(built.dynamic_axes),
+            "dim_mode": built.dim_mode,
+            "out_spec": _dump_spec(built.out_spec),
+            "torch": torch.__version__,
+        }
+
+    def load(
+        self, module: torch.nn.Module, indir: Path, meta: Mapping[str, Any], ctx: BuildContext
+    ) -> Callable[..., Any]:
+        """Load the package as is: no export, no compile. ``module`` is unused (the package has its weights)."""
+        package = payload_file(indir, meta.get("file", PACKAGE_FILE))
+        out_spec = pytree.treespec_loads(meta["out_spec"]) if meta.get("out_spec") else None
+        return AOTICompiled(
+            self._load_package(package, ctx.device),
+            package_path=package,
+            out_spec=out_spec,
+            dynamic_axes=axes_from_json(meta.get("dynamic_axes")),
+            dim_mode=str(meta.get("dim_mode", "static")),
+            signature=forward_signature(module),
+        )
+
+    def _load_package(self, path: Path, device: torch.device) -> Callable[..., Any]:
+        if self.options.get("probe", True) and device.type not in _LOADER_WORKS:
+            probe_load(path, device)
+            _LOADER_WORKS.add(device.type)
+        return _load_package_here(path, device)
+
+
+#: Device types whose package loader a probe has seen work in this process.
+_LOADER_WORKS: set[str] = set()
+
+
+def _load_package_here(path: Path, device: torch.device) -> Callable[..., Any]:
+    if device.type == "cuda" and device.index is not None:
+        return torch._inductor.aoti_load_package(str(path), device_index=device.index)
+    return torch._inductor.aoti_load_package(str(path))
+
+
+def _dump_spec(spec: pytree.TreeSpec | None) -> str | None:
+    """The output spec as JSON, or None for types pytree cannot serialize (the package still has its own)."""
+    if spec is None:
+        return None
+    try:
+        return pytree.treespec_dumps(spec)
+    except Exception:
+        return None
