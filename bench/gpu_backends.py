@@ -34,6 +34,7 @@ from aitune_ci.result import TuneResult  # noqa: E402
 from aitune_ci.spec import TuneSpec  # noqa: E402
 
 SCHEMA_VERSION = 1
+DEVICE = "cuda"  # --device cpu gives a quick smoke run of this script on a machine without a GPU
 GPU_BACKENDS = [
     "eager", "eager-fp16", "eager-bf16", "cudagraphs", "inductor", "inductor-max-autotune",
     "inductor-reduce-overhead", "aoti", "torchao-int8wo", "torchao-int8dq", "torchao-fp8",
@@ -46,7 +47,7 @@ def resnet50_spec(backends: list[str]) -> TuneSpec:
 
     torch.manual_seed(0)
     return TuneSpec(model=torchvision.models.resnet50(weights=None).eval(), samples=[torch.randn(32, 3, 224, 224)],
-                    backends=backends, device="cuda", name="resnet50_bs32")
+                    backends=backends, device=DEVICE, name="resnet50_bs32")
 
 
 def bert_spec(backends: list[str]) -> TuneSpec:
@@ -57,13 +58,13 @@ def bert_spec(backends: list[str]) -> TuneSpec:
     model = BertModel(config).eval()
     ids = torch.randint(0, config.vocab_size, (8, 128))
     return TuneSpec(model=model, samples=[{"input_ids": ids, "attention_mask": torch.ones_like(ids)}],
-                    backends=backends, device="cuda", name="bert_base_bs8_seq128")
+                    backends=backends, device=DEVICE, name="bert_base_bs8_seq128")
 
 
 def gpt2_spec(backends: list[str]) -> TuneSpec:
     from aitune_ci.examples.llm import gpt2_decode_spec
 
-    return gpt2_decode_spec(backends=backends, past_lengths=(128,), device="cuda",
+    return gpt2_decode_spec(backends=backends, past_lengths=(128,), device=DEVICE,
                             model_kwargs=dict(n_layer=12, n_embd=768, n_head=12, vocab=50257, positions=1024))
 
 
@@ -88,7 +89,7 @@ class Composite(nn.Module):
 def composite_spec(backends: list[str]) -> TuneSpec:
     torch.manual_seed(0)
     return TuneSpec(model=Composite().eval(), samples=[torch.randn(16, 3, 224, 224)], backends=backends,
-                    modules=["backbone", "head"], device="cuda", name="composite_cnn_transformer")
+                    modules=["backbone", "head"], device=DEVICE, name="composite_cnn_transformer")
 
 
 MODELS = {"resnet50": resnet50_spec, "bert": bert_spec, "gpt2": gpt2_spec, "composite": composite_spec}
@@ -169,11 +170,14 @@ def main() -> int:
     p.add_argument("--backends", default=",".join(GPU_BACKENDS), help="comma-separated backend names")
     p.add_argument("--out", default="reports/h100", help="output folder. Default: reports/h100")
     p.add_argument("--measure-seconds", type=float, default=3.0, help="measurement budget per model. Default: 3")
+    p.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run. Default: cuda")
     p.add_argument("--summarize", action="store_true", help="only combine model_*.json into backends.{json,md}")
     args = p.parse_args()
     out = Path(args.out)
+    global DEVICE
+    DEVICE = args.device
     if not args.summarize:
-        if not torch.cuda.is_available():
+        if DEVICE == "cuda" and not torch.cuda.is_available():
             print("bench/gpu_backends.py needs a CUDA GPU", file=sys.stderr)
             return 2
         run([m for m in args.models.split(",") if m], [b for b in args.backends.split(",") if b], out, args.measure_seconds)
