@@ -1,0 +1,153 @@
+"""Run JSON files: load one with clear errors, and merge the shards of a CI matrix into one run.
+
+``--aitune-shard i/n`` splits fixtures between jobs; each job writes its own run JSON
+(``--aitune-report run.json``). ``merge_runs`` joins them so one report, one PR comment and one
+benchmark export cover the whole matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aitune_ci.errors import AituneCIError, DataFileError
+from aitune_ci.result import TuneResult
+
+__all__ = ["MergeConflict", "RUN_SCHEMA_VERSION", "load_run", "merge_runs"]
+
+#: Version of the run JSON (``AituneSession.run_json()``); equal to ``aitune_ci.session.RUN_SCHEMA_VERSION``.
+RUN_SCHEMA_VERSION = 1
+
+_FIX = "re-create it with `pytest --aitune --aitune-report run.json` (or `aitune-ci merge` for merged shards)"
+
+
+class MergeConflict(AituneCIError, ValueError):
+    """Two runs hold different results for the same (fixture, backend): they cannot be merged."""
+
+
+def _check_run(data: Any, source: object) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise DataFileError(source, f"expected a JSON object, found {type(data).__name__}", _FIX)
+    if "benchmarks" in data and "machine_info" in data:
+        raise DataFileError(
+            source, "this is a pytest-benchmark export, not an aitune-ci run", "pass the run JSON it was made from"
+        )
+    if "results" not in data and "backends" in data and "name" in data:
+        # A single TuneResult (what `aitune-ci demo` writes): a run of one fixture with no verdicts.
+        TuneResult.from_json(data, source)
+        return {"schema_version": RUN_SCHEMA_VERSION, "started": None, "results": [data], "verdicts": []}
+    version = data.get("schema_version")
+    if version != RUN_SCHEMA_VERSION:
+        newer = isinstance(version, int) and version > RUN_SCHEMA_VERSION
+        problem = f"unknown run schema_version {version!r} (this aitune-ci reads {RUN_SCHEMA_VERSION})"
+        raise DataFileError(source, problem, "upgrade aitune-ci" if newer else _FIX)
+    results, verdicts = data.get("results"), data.get("verdicts", [])
+    if not isinstance(results, list) or not isinstance(verdicts, list):
+        raise DataFileError(source, "'results' and 'verdicts' must be lists", _FIX)
+    from aitune_ci.verdict import Verdict
+
+    for r in results:
+        TuneResult.from_json(r, source)
+    for v in verdicts:
+        Verdict.from_json(v, source)
+    return data
+
+
+def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a run JSON (or a single tune result, read as a run of one fixture).
+
+    Raises:
+        DataFileError: the file is missing, not JSON, of an unknown ``schema_version``, or holds a
+            malformed result or verdict; the message names the file and how to regenerate it.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataFileError(path, f"cannot read it ({exc.strerror or exc})", _FIX) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DataFileError(path, f"not valid JSON ({exc})", _FIX) from None
+    return _check_run(data, path)
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _backend_rows(result: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    return {(b.get("module", ""), b["backend"]): b for b in result.get("backends", ())}
+
+
+def merge_runs(runs: Sequence[Mapping[str, Any]], sources: Sequence[object] | None = None) -> dict[str, Any]:
+    """Merge run JSONs (the shards of one CI run) into one run JSON.
+
+    Results and verdicts are keyed by fixture and by (fixture, backend). An exact duplicate (the
+    same shard passed twice, or a fixture re-run identically) is kept once. The same fixture from
+    two runs is merged when its backend rows do not disagree (e.g. a fixture tuned per backend
+    subset); ``winner`` must then agree too. ``started`` is the earliest start.
+
+    Args:
+        runs: run JSON objects (as ``load_run`` returns them).
+        sources: names for the error messages (file paths), one per run.
+
+    Raises:
+        MergeConflict: the same (fixture, backend) holds different results or verdicts in two runs;
+            the message names the check and both sources.
+        DataFileError: a run is malformed (see ``load_run``).
+    """
+    names = list(sources) if sources is not None else [f"run {i + 1}" for i in range(len(runs))]
+    if len(names) != len(runs):
+        raise ValueError(f"got {len(runs)} runs but {len(names)} sources")
+    checked = [_check_run(dict(run), name) for run, name in zip(runs, names, strict=True)]
+
+    results: dict[str, dict[str, Any]] = {}
+    result_source: dict[str, object] = {}
+    verdicts: dict[tuple[str, str], Mapping[str, Any]] = {}
+    verdict_source: dict[tuple[str, str], object] = {}
+    hint = (
+        "Each shard must run different fixtures (--aitune-shard i/n) and each file be passed once; "
+        "re-run the conflicting shard or pass only the newer file."
+    )
+    for run, name in zip(checked, names, strict=True):
+        for r in run["results"]:
+            fixture = r["name"]
+            if fixture not in results:
+                results[fixture], result_source[fixture] = dict(r), name
+                continue
+            mine = results[fixture]
+            if _canonical(mine) == _canonical(r):
+                continue
+            rows, new_rows = _backend_rows(mine), _backend_rows(r)
+            for key in sorted(set(rows) & set(new_rows)):
+                if _canonical(rows[key]) != _canonical(new_rows[key]):
+                    check = f"{fixture}[{key[1]}]" + (f" (module {key[0]})" if key[0] else "")
+                    raise MergeConflict(f"{check} has different results in {result_source[fixture]} and {name}. {hint}")
+            if mine.get("winner") != r.get("winner"):
+                raise MergeConflict(
+                    f"{fixture}: the winner is {mine.get('winner')!r} in {result_source[fixture]} but "
+                    f"{r.get('winner')!r} in {name}. {hint}"
+                )
+            mine["backends"] = list(mine["backends"]) + [b for k, b in new_rows.items() if k not in rows]
+        for v in run.get("verdicts", ()):
+            key = (v["fixture"], v["backend"])
+            if key in verdicts:
+                if _canonical(verdicts[key]) != _canonical(v):
+                    raise MergeConflict(
+                        f"{key[0]}[{key[1]}] has different verdicts in {verdict_source[key]} and {name}. {hint}"
+                    )
+                continue
+            verdicts[key], verdict_source[key] = v, name
+
+    starts = [r.get("started") for r in checked if isinstance(r.get("started"), (int, float))]
+    return {
+        "schema_version": RUN_SCHEMA_VERSION,
+        "started": min(starts) if starts else None,
+        "results": list(results.values()),
+        "verdicts": list(verdicts.values()),
+        "merged_from": len(checked),
+    }

@@ -1,0 +1,390 @@
+"""Nightly history: one JSON line per run per fixture in ``.aitune/history/<hardware>.jsonl``, and drift detection.
+
+A verdict compares one run with one baseline, so a backend that gets 1% slower every night never
+fails. The history keeps every night's summary; ``change_points`` finds where a series shifted
+(E-Divisive means with a permutation test, as Apache Otava/hunter does), so a slow drift shows as
+change points even when no single night crossed the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aitune_ci.atomic import locked
+from aitune_ci.baseline import backend_key
+from aitune_ci.errors import DataFileError
+from aitune_ci.result import TuneResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "HISTORY_SCHEMA_VERSION",
+    "HistoryWarning",
+    "append_history",
+    "append_run_history",
+    "change_points",
+    "current_commit",
+    "history_line",
+    "history_path",
+    "mark_change_points",
+    "read_history",
+]
+
+HISTORY_SCHEMA_VERSION = 1
+
+#: Columns of ``read_history``'s frame, in order (one row per line per backend).
+HISTORY_COLUMNS = (
+    "date",
+    "commit",
+    "fixture",
+    "hardware_key",
+    "backend",
+    "module",
+    "status",
+    "precision",
+    "median_ms",
+    "ci_low_ms",
+    "ci_high_ms",
+    "p90_ms",
+    "batch_size",
+    "throughput",
+    "accuracy_passed",
+    "sqnr_db",
+    "cosine",
+    "max_abs",
+    "winner",
+)
+_SERIES_KEYS = ("hardware_key", "fixture", "module", "backend")
+
+
+class HistoryWarning(UserWarning):
+    """A history line was skipped (corrupt, or written by a newer aitune-ci)."""
+
+
+def history_path(directory: str | os.PathLike[str], hardware_key: str) -> Path:
+    """``<directory>/<hardware_key>.jsonl``."""
+    if not hardware_key or "/" in hardware_key or hardware_key.startswith("."):
+        raise ValueError(f"hardware key {hardware_key!r} cannot name a history file")
+    return Path(directory) / f"{hardware_key}.jsonl"
+
+
+def current_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """This checkout's commit: ``GITHUB_SHA`` in Actions, else ``git rev-parse HEAD``, else None."""
+    sha = os.environ.get("GITHUB_SHA", "").strip()
+    if sha:
+        return sha
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _finite(x: float | None) -> float | str | None:
+    """Strict JSON: non-finite floats become the strings ``inf``, ``-inf``, ``nan`` (as in baselines)."""
+    if x is None:
+        return None
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return float(f"{x:.6g}")
+
+
+def history_line(result: TuneResult, commit: str | None, date: str | None = None) -> dict[str, Any]:
+    """The history record of one fixture's run (pure; ``append_history`` writes it)."""
+    env = dict(result.environment)
+    backends: dict[str, Any] = {}
+    for row in result.backends:
+        lat = row.latency
+        worst = row.accuracy.worst if row.accuracy is not None else None
+        backends[backend_key(row.backend, row.module)] = {
+            "status": row.status,
+            "precision": row.precision,
+            "median_ms": _finite(lat.median_ms) if lat else None,
+            "ci_low_ms": _finite(lat.ci_low_ms) if lat else None,
+            "ci_high_ms": _finite(lat.ci_high_ms) if lat else None,
+            "p90_ms": _finite(lat.p90_ms) if lat else None,
+            "batch_size": lat.batch_size if lat else None,
+            "throughput": _finite(lat.throughput) if lat else None,
+            "accuracy_passed": row.accuracy.passed if row.accuracy is not None else None,
+            "sqnr_db": _finite(worst.sqnr_db) if worst else None,
+            "cosine": _finite(worst.cosine) if worst else None,
+            "max_abs": _finite(worst.max_abs) if worst else None,
+        }
+    return {
+        "schema_version": HISTORY_SCHEMA_VERSION,
+        "date": date or result.created_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "commit": commit,
+        "fixture": result.name,
+        "hardware_key": env.get("hardware_key"),
+        "environment": {k: v for k, v in sorted(env.items()) if v is not None},
+        "winner": result.winner,
+        "backends": dict(sorted(backends.items())),
+    }
+
+
+def append_history(
+    directory: str | os.PathLike[str],
+    result: TuneResult,
+    commit: str | None = None,
+    *,
+    date: str | None = None,
+) -> Path:
+    """Append ``result``'s line to ``<directory>/<hardware_key>.jsonl`` and return that path.
+
+    The append holds the file's lock (parallel jobs never interleave lines) and is fsync'ed; a
+    previous writer that died mid-line leaves a corrupt line that ``read_history`` skips, never one
+    glued to ours.
+
+    Args:
+        commit: the commit measured; None looks it up (``current_commit``).
+        date: ISO-8601 time of the run; defaults to the result's ``created_at``, else now.
+    """
+    hardware = result.environment.get("hardware_key")
+    if not isinstance(hardware, str) or not hardware:
+        raise ValueError(f"result {result.name!r} has no environment['hardware_key']; cannot place its history")
+    path = history_path(directory, hardware)
+    record = history_line(result, commit if commit is not None else current_commit(), date)
+    data = (json.dumps(record, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
+    with locked(path):
+        with open(path, "ab+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    data = b"\n" + data  # the last writer died mid-line: keep its fragment on its own line
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+def append_run_history(
+    directory: str | os.PathLike[str], run: Mapping[str, Any], commit: str | None = None
+) -> list[Path]:
+    """``append_history`` for every result of a run JSON; returns the files written (deduplicated)."""
+    commit = commit if commit is not None else current_commit()
+    paths: list[Path] = []
+    for data in run.get("results", ()):
+        path = append_history(directory, TuneResult.from_json(data, source="run JSON"), commit)
+        if path not in paths:
+            paths.append(path)
+    return paths
+
+
+def _number(x: Any) -> float:
+    if x is None:
+        return math.nan
+    if isinstance(x, str):
+        return {"inf": math.inf, "-inf": -math.inf}.get(x, math.nan)
+    if isinstance(x, bool):
+        raise TypeError("a boolean where a number belongs")
+    return float(x)
+
+
+def _rows_of(record: Any) -> list[dict[str, Any]]:
+    """The frame rows of one history line; raises ValueError/TypeError/KeyError when malformed."""
+    if not isinstance(record, dict):
+        raise TypeError(f"expected a JSON object, found {type(record).__name__}")
+    backends = record["backends"]
+    if not isinstance(backends, dict) or not isinstance(record["fixture"], str):
+        raise TypeError("'backends' must be an object and 'fixture' a string")
+    date = datetime.fromisoformat(str(record["date"]).replace("Z", "+00:00"))
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=timezone.utc)
+    rows = []
+    for key, b in backends.items():
+        module, _, backend = key.rpartition("/")
+        rows.append(
+            {
+                "date": date,
+                "commit": record.get("commit"),
+                "fixture": record["fixture"],
+                "hardware_key": record.get("hardware_key"),
+                "backend": backend,
+                "module": module,
+                "status": b["status"],
+                "precision": b.get("precision"),
+                "median_ms": _number(b.get("median_ms")),
+                "ci_low_ms": _number(b.get("ci_low_ms")),
+                "ci_high_ms": _number(b.get("ci_high_ms")),
+                "p90_ms": _number(b.get("p90_ms")),
+                "batch_size": b.get("batch_size"),
+                "throughput": _number(b.get("throughput")),
+                "accuracy_passed": b.get("accuracy_passed"),
+                "sqnr_db": _number(b.get("sqnr_db")),
+                "cosine": _number(b.get("cosine")),
+                "max_abs": _number(b.get("max_abs")),
+                "winner": record.get("winner") == backend and not module,
+            }
+        )
+    return rows
+
+
+def read_history(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a history file into a long frame: one row per line per backend (``HISTORY_COLUMNS``), sorted by date.
+
+    A corrupt line (a crashed writer, a bad merge) or one from a newer aitune-ci is skipped with a
+    ``HistoryWarning`` naming the file and line; the other nights still count.
+
+    Raises:
+        DataFileError: the file does not exist or cannot be read.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataFileError(
+            path,
+            f"cannot read the history file ({exc.strerror or exc})",
+            "check the path; nightly runs create it with `aitune-ci report RUN.json --append-history .aitune/history`",
+        ) from None
+    rows: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            version = record.get("schema_version") if isinstance(record, dict) else None
+            if version != HISTORY_SCHEMA_VERSION:
+                if isinstance(version, int) and version > HISTORY_SCHEMA_VERSION:
+                    warnings.warn(
+                        f"{path}:{lineno}: skipped a history line of schema_version {version}, written by a newer "
+                        f"aitune-ci (this one reads {HISTORY_SCHEMA_VERSION}); upgrade aitune-ci to use it",
+                        HistoryWarning,
+                        stacklevel=2,
+                    )
+                    continue
+                raise ValueError(f"unknown schema_version {version!r}")
+            rows.extend(_rows_of(record))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"{path}:{lineno}: skipped a corrupt history line ({problem[:200]}); the other lines are used. "
+                "Delete or fix that line to silence this warning.",
+                HistoryWarning,
+                stacklevel=2,
+            )
+    frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+    frame["date"] = pd.to_datetime(frame["date"], utc=True)
+    for col in ("median_ms", "ci_low_ms", "ci_high_ms", "p90_ms", "throughput", "sqnr_db", "cosine", "max_abs"):
+        frame[col] = frame[col].astype(float)
+    frame["batch_size"] = frame["batch_size"].astype("Int64")
+    return frame.sort_values(["date", "fixture", "module", "backend"], kind="stable").reset_index(drop=True)
+
+
+# -- change points ------------------------------------------------------------------------------
+
+
+def _split_statistics(x: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """E-Divisive means statistic Q(tau) for every admissible split tau of ``x`` (vectorized).
+
+    ``Q(tau) = tau (n - tau) / n * (2 E|X - Y| - E|X - X'| - E|Y - Y'|)`` with X the points before
+    tau and Y those from tau on (Matteson & James 2014, alpha = 1): large when the two sides have
+    different distributions, whatever their shape.
+    """
+    n = len(x)
+    d = np.abs(x[:, None] - x[None, :])
+    s = np.zeros((n + 1, n + 1))
+    s[1:, 1:] = d.cumsum(0).cumsum(1)
+    tau = np.arange(min_size, n - min_size + 1)
+    left = s[tau, tau]
+    right = s[n, n] - s[tau, n] - s[n, tau] + s[tau, tau]
+    between = s[tau, n] - s[tau, tau]
+    m = n - tau
+    q = tau * m / n * (2.0 * between / (tau * m) - left / (tau * (tau - 1.0)) - right / (m * (m - 1.0)))
+    return tau, q
+
+
+def change_points(
+    series: Sequence[float] | np.ndarray,
+    *,
+    min_size: int = 4,
+    min_effect: float = 0.02,
+    alpha: float = 0.01,
+    permutations: int = 199,
+    seed: int = 0,
+) -> list[int]:
+    """Indexes where a series shifts to a new level: E-Divisive means with a permutation test.
+
+    Binary segmentation: the split with the largest E-Divisive statistic is kept when a permutation
+    test says a split that strong is unlikely by chance (``p <= alpha``) and the medians on either
+    side differ by at least ``min_effect`` (relative); each side is then searched again. A slow
+    drift is cut into steps, so it is flagged even when each night moved less than any threshold.
+    Pure and deterministic for a ``seed``; NaN/inf values are ignored (indexes still refer to
+    ``series``).
+
+    Args:
+        series: values in time order (e.g. nightly medians in ms).
+        min_size: fewest points on each side of a change (>= 2).
+        min_effect: smallest relative change of the median that counts (0.02 = 2%): below it a
+            statistically clear shift of a very quiet series is not worth a mark.
+        alpha: significance level of the permutation test.
+        permutations: permutations per test; ``p >= 1 / (permutations + 1)``.
+        seed: seed of the permutations.
+
+    Returns:
+        Sorted indexes ``i`` such that ``series[i]`` is the first point of a new level.
+    """
+    if min_size < 2:
+        raise ValueError(f"min_size must be >= 2, got {min_size}")
+    if permutations < 1 or not 0 < alpha < 1 or min_effect < 0:
+        raise ValueError("permutations must be >= 1, alpha within (0, 1) and min_effect >= 0")
+    values = np.asarray(series, dtype=float).ravel()
+    index = np.flatnonzero(np.isfinite(values))
+    x = values[index]
+    rng = np.random.default_rng(seed)
+    found: list[int] = []
+    segments = [(0, len(x))]
+    while segments:
+        start, end = segments.pop()
+        seg = x[start:end]
+        if len(seg) < 2 * min_size:
+            continue
+        taus, q = _split_statistics(seg, min_size)
+        best = int(np.argmax(q))
+        tau, q_obs = int(taus[best]), float(q[best])
+        before, after = float(np.median(seg[:tau])), float(np.median(seg[tau:]))
+        scale = abs(before) if before != 0 else max(abs(after), 1e-300)
+        if q_obs <= 0 or abs(after - before) / scale < min_effect:
+            continue
+        exceed = sum(
+            float(np.max(_split_statistics(rng.permutation(seg), min_size)[1])) >= q_obs for _ in range(permutations)
+        )
+        if (1 + exceed) / (permutations + 1) > alpha:
+            continue
+        found.append(start + tau)
+        segments.extend([(start, start + tau), (start + tau, end)])
+    return sorted(int(index[i]) for i in found)
+
+
+def mark_change_points(frame: pd.DataFrame, value: str = "median_ms", **kwargs: Any) -> pd.DataFrame:
+    """A copy of a ``read_history`` frame with a boolean ``change_point`` column.
+
+    Each series is one (hardware, fixture, module, backend), in date order, over its measured rows
+    (failed or unavailable nights are not points). ``kwargs`` go to ``change_points``.
+    """
+    out = frame.copy()
+    out["change_point"] = False
+    measured = out[out[value].notna() & np.isfinite(out[value].astype(float))]
+    for _, group in measured.sort_values("date", kind="stable").groupby(list(_SERIES_KEYS), dropna=False, sort=False):
+        for i in change_points(group[value].to_numpy(dtype=float), **kwargs):
+            out.loc[group.index[i], "change_point"] = True
+    return out

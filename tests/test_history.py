@@ -1,0 +1,173 @@
+"""History files (append, read, corrupt lines, concurrent writers) and the change-point detector."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aitune_ci.errors import DataFileError
+from aitune_ci.merge import load_run
+from aitune_ci.report.history import (
+    HISTORY_SCHEMA_VERSION,
+    HistoryWarning,
+    append_history,
+    change_points,
+    history_path,
+    mark_change_points,
+    read_history,
+)
+from aitune_ci.result import TuneResult
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def results() -> list[TuneResult]:
+    return [TuneResult.from_json(r) for r in load_run(DATA / "report_run.json")["results"]]
+
+
+def test_append_then_read_round_trips_every_backend(results: list[TuneResult], tmp_path: Path) -> None:
+    cnn = results[0]
+    path = append_history(tmp_path, cnn, "abc123", date="2026-11-01T02:00:00+00:00")
+    assert append_history(tmp_path, cnn, "def456", date="2026-11-02T02:00:00+00:00") == path
+    assert path == history_path(tmp_path, "NVIDIA-H100-80GB-HBM3")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["schema_version"] for line in lines] == [HISTORY_SCHEMA_VERSION] * 2
+    assert [line["commit"] for line in lines] == ["abc123", "def456"]
+
+    frame = read_history(path)
+    assert len(frame) == 2 * len(cnn.backends)
+    assert list(frame["commit"].unique()) == ["abc123", "def456"]
+    for row in cnn.backends:
+        got = frame[(frame["backend"] == row.backend) & (frame["commit"] == "abc123")].iloc[0]
+        assert got["status"] == row.status
+        if row.latency is None:
+            assert np.isnan(got["median_ms"])
+        else:
+            assert got["median_ms"] == pytest.approx(row.latency.median_ms, rel=1e-5)
+            assert got["ci_high_ms"] == pytest.approx(row.latency.ci_high_ms, rel=1e-5)
+            assert got["throughput"] == pytest.approx(row.latency.throughput, rel=1e-5)
+        if row.accuracy is not None and row.accuracy.worst is not None:
+            assert got["sqnr_db"] == pytest.approx(row.accuracy.worst.sqnr_db, rel=1e-5)  # inf survives as "inf"
+    assert frame.loc[frame["winner"], "backend"].unique().tolist() == [cnn.winner]
+
+
+def test_commit_defaults_to_github_sha(
+    results: list[TuneResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_SHA", "f" * 40)
+    path = append_history(tmp_path, results[1])
+    assert json.loads(path.read_text())["commit"] == "f" * 40
+
+
+def test_corrupt_and_newer_lines_are_skipped_with_a_warning_naming_the_line(
+    results: list[TuneResult], tmp_path: Path
+) -> None:
+    path = append_history(tmp_path, results[0], "one")
+    with path.open("a") as f:
+        f.write("{not json\n")
+        f.write(json.dumps({"schema_version": 99, "fixture": "x"}) + "\n")
+        f.write(json.dumps({"schema_version": 1, "fixture": "x", "date": "2026-11-01", "backends": 7}) + "\n")
+        f.write('{"schema_version": 1, "fixture": "tune_small_cn')  # a writer that died mid-line
+    append_history(tmp_path, results[0], "two")  # must start on a line of its own
+    with pytest.warns(HistoryWarning) as caught:
+        frame = read_history(path)
+    messages = [str(w.message) for w in caught]
+    assert any(f"{path}:2: skipped a corrupt history line" in m for m in messages)
+    assert any(f"{path}:3: skipped a history line of schema_version 99" in m and "newer" in m for m in messages)
+    assert any(f"{path}:4: skipped a corrupt history line" in m for m in messages)
+    assert any(f"{path}:5: skipped a corrupt history line" in m for m in messages)
+    assert len(messages) == 4
+    assert sorted(frame["commit"].unique()) == ["one", "two"]
+
+
+def test_missing_history_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataFileError, match=r"nope\.jsonl: cannot read the history file .* To fix: "):
+        read_history(tmp_path / "nope.jsonl")
+
+
+def _append_many(directory: str, data: dict, writer: int, count: int) -> None:
+    result = TuneResult.from_json(data)
+    for i in range(count):
+        append_history(directory, result, f"writer{writer}-{i}")
+
+
+def test_concurrent_writers_never_interleave_lines(results: list[TuneResult], tmp_path: Path) -> None:
+    data = results[0].to_json()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), data, w, 15)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    path = history_path(tmp_path, "NVIDIA-H100-80GB-HBM3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HistoryWarning)  # a torn line would warn
+        frame = read_history(path)
+    assert frame["commit"].nunique() == 45
+
+
+# -- change points ------------------------------------------------------------------------------
+
+
+def _noise(n: int, seed: int, level: float = 100.0, sd: float = 0.01) -> np.ndarray:
+    return level * (1 + sd * np.random.default_rng(seed).standard_normal(n))
+
+
+def test_a_step_is_found_where_it_happens() -> None:
+    series = np.concatenate([_noise(20, 1), _noise(15, 2, level=108.0)])
+    assert change_points(series) == [20]
+
+
+def test_stationary_noise_has_no_change_points() -> None:
+    for seed in range(8):
+        assert change_points(_noise(40, seed, sd=0.03)) == [], seed
+
+
+def test_slow_drift_is_flagged_though_no_night_crossed_the_threshold() -> None:
+    nights = 1.0 + 0.006 * np.arange(40)  # +0.6% a night, +23% over 40 nights
+    series = 100 * nights * (1 + 0.005 * np.random.default_rng(3).standard_normal(40))
+    night_to_night = np.abs(np.diff(series) / series[:-1])
+    assert night_to_night.max() < 0.05, "no single night moved by the usual 5% threshold"
+    points = change_points(series)
+    assert points, "the drift must be marked"
+    assert all(5 <= p <= 35 for p in points)
+
+
+def test_shift_below_min_effect_is_ignored_even_when_significant() -> None:
+    series = np.concatenate([_noise(30, 4, sd=0.001), _noise(30, 5, level=101.0, sd=0.001)])  # +1%, very quiet
+    assert change_points(series, min_effect=0.02) == []
+    assert change_points(series, min_effect=0.005) == [30]
+
+
+def test_missing_values_are_skipped_and_indexes_refer_to_the_input() -> None:
+    series = np.concatenate([_noise(20, 6), _noise(20, 7, level=110.0)])
+    with_gaps = np.insert(series, [5, 25], np.nan)
+    assert change_points(with_gaps) == [21]
+
+
+def test_detector_is_deterministic_for_a_seed_and_validates_arguments() -> None:
+    series = np.concatenate([_noise(12, 8), _noise(12, 9, level=104.0)])
+    assert change_points(series, seed=5) == change_points(series, seed=5)
+    assert change_points([1.0, 2.0, 3.0]) == []  # too short to split
+    with pytest.raises(ValueError, match="min_size"):
+        change_points(series, min_size=1)
+    with pytest.raises(ValueError, match="alpha"):
+        change_points(series, alpha=0)
+
+
+def test_real_gpu_history_marks_the_cudagraphs_drift() -> None:
+    """tests/data/report_history.jsonl: the CNN widened by 16 channels per run on an H100; cudagraphs
+    (launch overhead removed) went from 0.12 to 0.36 ms, eager and inductor stayed launch-bound."""
+    frame = mark_change_points(read_history(DATA / "report_history.jsonl"))
+    marked = frame[frame["change_point"]]
+    assert "cudagraphs" in set(marked["backend"])
+    cuda = frame[frame["backend"] == "cudagraphs"].reset_index(drop=True)
+    first = int(cuda.index[cuda["change_point"]][0])
+    assert cuda["median_ms"][first:].median() > 1.3 * cuda["median_ms"][:first].median()

@@ -1,0 +1,159 @@
+"""The PR comment / step summary of a real run (tests/data/), compared with golden files, plus the
+GitHub side: the size limit, annotations and step outputs.
+
+Regenerate the golden files after an intended change with ``AITUNE_UPDATE_GOLDEN=1 pytest tests/test_report_markdown.py``
+and review their diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from aitune_ci.github import DEFAULT_MARKER, MAX_COMMENT_CHARS
+from aitune_ci.merge import load_run
+from aitune_ci.report.markdown import annotations, publish, render_markdown, step_outputs
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = Path(__file__).parent / "golden"
+URL = "https://github.com/acme/models/actions/runs/123456789"
+
+
+@pytest.fixture(scope="module")
+def run() -> dict:
+    return load_run(DATA / "report_run.json")
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("AITUNE_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} is missing; create it with AITUNE_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), (
+        f"differs from {path}; if intended, regenerate with AITUNE_UPDATE_GOLDEN=1"
+    )
+
+
+def _regressed(run: dict) -> dict:
+    """The real run where the CNN's inductor check regressed in latency (as the verdict engine writes it)."""
+    out = copy.deepcopy(run)
+    for v in out["verdicts"]:
+        if v["fixture"] == "tune_small_cnn" and v["backend"] == "inductor":
+            now = round(v["baseline_median_ms"] * 1.31, 4)
+            v.update(kind="REGRESSED", reasons=["latency"], delta=0.31, delta_ci=[0.12, 0.53], current_median_ms=now)
+            v.update(p_value=0.001, q_value=0.004, threshold=0.05)
+            v["message"] = f"tune_small_cnn[inductor]: REGRESSED (latency). {now} ms vs baseline: +31.0% slower."
+    return out
+
+
+def test_comment_of_a_real_run_matches_golden(run: dict) -> None:
+    _golden("report_comment.md", render_markdown(run, report_url=URL))
+
+
+def test_truncated_comment_matches_golden_and_fits(run: dict) -> None:
+    text = render_markdown(_regressed(run), report_url=URL, max_chars=2500)
+    assert len(text) <= 2500
+    _golden("report_comment_truncated.md", text)
+
+
+def test_comment_starts_with_marker_and_leads_with_the_verdict(run: dict) -> None:
+    lines = render_markdown(run).splitlines()
+    assert lines[0] == DEFAULT_MARKER
+    assert lines[2].startswith("## ") and "faster, nothing regressed" in lines[2]
+
+
+def test_regressions_come_first_and_unchanged_checks_fold(run: dict) -> None:
+    text = render_markdown(_regressed(run))
+    assert "## 🔴 aitune-ci: 1 regression" in text
+    changed, unchanged = text.split("<details>", 1)
+    rows = [line for line in changed.splitlines() if line.startswith("| `")]
+    assert rows[0].startswith("| `tune_small_cnn[inductor]` | 🔴 REGRESSED (latency)")
+    assert "IMPROVED" in rows[1]
+    assert "PASS" not in changed.split("### What changed", 1)[1]
+    assert "SKIPPED" in unchanged and "</details>" in unchanged
+    assert "pytest --aitune --aitune-update -k tune_small_cnn" in text
+
+
+def test_huge_run_stays_under_githubs_limit_with_a_note(run: dict) -> None:
+    big = copy.deepcopy(run)
+    for i in range(400):  # 400 copies of each fixture: ~5,600 checks
+        for r in run["results"]:
+            big["results"].append({**copy.deepcopy(r), "name": f"{r['name']}_{i}"})
+        for v in run["verdicts"]:
+            big["verdicts"].append({**copy.deepcopy(v), "fixture": f"{v['fixture']}_{i}"})
+    text = render_markdown(big, report_url=URL)
+    assert len(text) <= MAX_COMMENT_CHARS
+    assert text.startswith(DEFAULT_MARKER)
+    note = re.search(
+        r"_… (\d[\d,]*) more checks not shown: this comment is limited to 65,536 characters\. See the \[full report\]",
+        text,
+    )
+    assert note, "the truncation says how many rows were left out and where to see them"
+    shown = len(re.findall(r"^\| `", text, flags=re.MULTILINE))
+    assert shown + int(note.group(1).replace(",", "")) == len(big["verdicts"])
+    assert "Winners" in text  # the tail survives truncation
+
+
+def test_table_cells_escape_pipes_and_newlines(run: dict) -> None:
+    odd = copy.deepcopy(run)
+    for v in odd["verdicts"]:
+        if v["kind"] == "SKIPPED":
+            v["notes"] = ["unavailable | here\nsecond line"]
+    text = render_markdown(odd)
+    assert "unavailable \\| here second line" in text
+
+
+def test_environment_mismatch_is_a_warning_line_and_annotation(run: dict) -> None:
+    odd = copy.deepcopy(run)
+    odd["verdicts"][0]["env_mismatch"] = {"driver": ["575.51.03", "580.159.04"]}
+    assert "> [!WARNING]" in render_markdown(odd) and "`575.51.03` → `580.159.04`" in render_markdown(odd)
+    assert "> [!WARNING]" not in render_markdown(run)
+    lines = annotations(odd)
+    assert lines[-1].startswith("::warning title=aitune-ci%3A environment mismatch::the environment differs")
+
+
+def test_annotations_flag_only_failing_checks_as_errors(run: dict) -> None:
+    assert annotations(run) == []  # the real run has no regression
+    lines = annotations(_regressed(run))
+    assert len(lines) == 1
+    assert lines[0].startswith("::error title=aitune-ci%3A tune_small_cnn[inductor] regressed::")
+    quarantined = _regressed(run)
+    for v in quarantined["verdicts"]:
+        v["quarantined"] = True
+    assert [line.split(" ", 1)[0] for line in annotations(quarantined)] == ["::warning"]
+
+
+def test_step_outputs_and_summary_are_written_for_actions(
+    run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary, outputs = tmp_path / "summary.md", tmp_path / "outputs.txt"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    echoed: list[str] = []
+    status = publish(
+        _regressed(run), report_url=URL, reports={"html": "out/report.html"}, comment=False, echo=echoed.append
+    )
+    assert status == 0
+    assert summary.read_text() == render_markdown(_regressed(run), report_url=URL)
+    written = outputs.read_text()
+    parsed = {
+        name: written.split(f"{name}<<{delimiter}\n", 1)[1].split(f"\n{delimiter}", 1)[0]
+        for name, delimiter in re.findall(r"^([\w-]+)<<(ghadelimiter_[\w-]+)$", written, flags=re.M)
+    }
+    assert parsed["verdict"] == "REGRESSED" and parsed["failing"] == "true"
+    assert parsed["regressed"] == "1" and parsed["report-html"] == "out/report.html"
+    assert int(parsed["total"]) == len(run["verdicts"])
+    assert echoed and echoed[0].startswith("::error")
+
+
+def test_step_outputs_count_each_outcome(run: dict) -> None:
+    out = step_outputs(run)
+    kinds = [v["kind"] for v in run["verdicts"]]
+    assert out["verdict"] == "IMPROVED" and out["failing"] is False
+    assert out["passed"] == kinds.count("PASS") and out["skipped"] == kinds.count("SKIPPED")
+    assert out["improved"] == kinds.count("IMPROVED") and out["total"] == len(kinds)
