@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/aitune-ci demo
 
-test: $(STAMP)
+# The HTML report test drives a real headless Chromium (Debian's package; CI runs as root).
+/usr/bin/chromium:
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+test: $(STAMP) /usr/bin/chromium
 	$(PY) -m pytest
 
 test-gpu: $(STAMP)

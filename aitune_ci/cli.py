@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="measurement budget per model (interleaved rounds). Default: 4.0",
     )
     p.set_defaults(func=_cmd_demo)
+
+    from aitune_ci.report.commands import add_subcommands as add_report_subcommands
+
+    add_report_subcommands(sub)  # report, comment, merge
     return parser
 
 

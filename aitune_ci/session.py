@@ -6,7 +6,6 @@ hooks only call into it, so this logic is testable without pytest.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -114,7 +113,9 @@ class AituneSession:
         config = MeasureConfig(max_total_s=self.options.measure_seconds) if self.options.measure_seconds else None
         t0 = time.perf_counter()
         try:
-            state.result = tune(spec, backends=backends, measure_config=config, progress=self.progress)
+            result = tune(spec, backends=backends, measure_config=config, progress=self.progress)
+            # Baselines, verdicts and reports are keyed by the fixture, whatever the spec's display name.
+            state.result = replace(result, name=plan.name)
         except AituneCIError as exc:
             state.error = f"{plan.name}: {exc}"
             return
@@ -282,16 +283,10 @@ class AituneSession:
         return lines
 
     def write_reports(self) -> list[Path]:
-        from aitune_ci.atomic import atomic_write_text
-
         written = []
-        for target in self.options.reports:
-            path = Path(target)
-            if path.suffix == ".json":
-                atomic_write_text(path, json.dumps(self.run_json(), indent=2, sort_keys=True) + "\n")
-            else:
-                from aitune_ci.report import render_report
+        from aitune_ci.report import write_report
 
-                atomic_write_text(path, render_report(self.run_json(), path.suffix))
-            written.append(path)
+        run = self.run_json()
+        for target in self.options.reports:
+            written.append(write_report(run, Path(target)))
         return written
