@@ -83,6 +83,8 @@ def _fingerprint(device_str: str) -> tuple[tuple[str, Any], ...]:
         env["gpu"] = props.name
         env["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
         env["gpu_index"] = device.index if device.index is not None else torch.cuda.current_device()
+        # Under one-GPU-per-worker pinning the visible index is always 0; keep the physical one too.
+        env["gpu_physical_index"] = os.environ.get("AITUNE_PHYSICAL_GPU")
         env["compute_capability"] = f"{props.major}.{props.minor}"
         env["driver"] = _nvidia_driver()
     return tuple(env.items())

@@ -72,6 +72,7 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("--aitune-shard", "aitune_shard", "run only shard i of n (fixtures split evenly, 1-based). Default: all", type=parse_shard, metavar="I/N", default=None),
     _Option("--aitune-strict", "aitune_strict", "a missing baseline fails instead of reporting NEW. Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-rebuild", "aitune_rebuild", "rebuild even when a matching artifact could be reused. Default: off", "store_true", ini_type="bool", default=False),
+    _Option("--aitune-oversubscribe", "aitune_oversubscribe", "allow more pytest-xdist workers than GPUs (their timings disturb each other). Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-measure-seconds", "aitune_measure_seconds", "measurement budget per fixture (interleaved rounds). Default: 4", type=float, metavar="S", default=None),
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -98,6 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except Exception as exc:  # a bad [tool.aitune] table is a usage error, not a crash
         raise pytest.UsageError(str(exc)) from None
     config.stash[_collectors_key] = {}
+    _pin_gpus(config)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -111,6 +113,32 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from aitune_ci.items import fixture_scheduler
 
     return fixture_scheduler(config, log)
+
+
+def _pin_gpus(config: pytest.Config) -> None:
+    """One GPU per xdist worker (set before CUDA initialises); refuse more workers than GPUs."""
+    from aitune_ci.gpus import PinningError, assign_gpu, pin_worker, visible_gpus
+
+    oversubscribe = bool(_option(config, "aitune_oversubscribe"))
+    workerinput = getattr(config, "workerinput", None)
+    try:
+        if workerinput is not None:
+            gpu = pin_worker(workerinput.get("workerid"), int(workerinput.get("workercount", 1)), oversubscribe)
+            if gpu is not None and "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+                import warnings
+
+                warnings.warn(
+                    "aitune: CUDA was initialised before the worker could be pinned to GPU "
+                    f"{gpu}; measurements may share a GPU", stacklevel=1
+                )
+            return
+        workers = getattr(config.option, "numprocesses", None)
+        if isinstance(workers, int) and workers > 1:
+            gpus = visible_gpus()
+            if gpus:
+                assign_gpu(workers - 1, workers, gpus, oversubscribe)  # raises when too many
+    except PinningError as exc:
+        raise pytest.UsageError(f"aitune: {exc}") from None
 
 
 def _session(config: pytest.Config) -> AituneSession | None:

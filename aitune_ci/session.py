@@ -34,6 +34,7 @@ class SessionOptions:
     shard: Any = None
     strict: bool = False
     rebuild: bool = False
+    oversubscribe: bool = False
     measure_seconds: float | None = None
 
 

@@ -1,0 +1,94 @@
+"""One xdist worker per GPU: assignment, refusal, and real workers pinned to different GPUs."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from aitune_ci.gpus import PinningError, assign_gpu, pin_worker, visible_gpus, worker_index
+
+
+def test_worker_ids_map_to_indexes():
+    assert worker_index("gw0") == 0 and worker_index("gw11") == 11
+    assert worker_index(None) is None and worker_index("master") is None
+
+
+def test_each_worker_gets_its_own_gpu_in_order():
+    gpus = ["0", "1", "2", "3"]
+    assert [assign_gpu(i, 4, gpus) for i in range(4)] == gpus
+
+
+def test_fewer_workers_than_gpus_use_the_first_ones():
+    assert [assign_gpu(i, 2, ["4", "5", "6"]) for i in range(2)] == ["4", "5"]
+
+
+def test_more_workers_than_gpus_is_refused_with_the_fix():
+    with pytest.raises(PinningError, match=r"3 pytest-xdist workers but 2 GPU\(s\).*Use `-n 2`.*--aitune-oversubscribe"):
+        assign_gpu(0, 3, ["0", "1"])
+
+
+def test_oversubscribing_on_purpose_wraps_around():
+    assert [assign_gpu(i, 3, ["0", "1"], oversubscribe=True) for i in range(3)] == ["0", "1", "0"]
+
+
+def test_no_gpus_means_no_pinning():
+    assert assign_gpu(0, 8, []) is None
+
+
+def test_visible_gpus_respect_cuda_visible_devices():
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({}, detected_count=2) == ["0", "1"]
+
+
+def test_pinning_sets_the_physical_gpu_for_the_worker():
+    env = {"CUDA_VISIBLE_DEVICES": "4,5"}
+    assert pin_worker("gw1", 2, environ=env) == "5"
+    assert env == {"CUDA_VISIBLE_DEVICES": "5", "AITUNE_PHYSICAL_GPU": "5"}
+    assert pin_worker(None, 2, environ=dict(env)) is None
+
+
+CONFTEST = """
+import json, os
+import pytest
+
+def pytest_collection_finish(session):
+    wid = os.environ.get("PYTEST_XDIST_WORKER")
+    if wid:
+        with open(f"pinned-{wid}.json", "w") as f:
+            json.dump({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "physical": os.environ.get("AITUNE_PHYSICAL_GPU")}, f)
+"""
+
+
+def _run(pytester, *args):
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_a="def test_a():\n    pass\n", test_b="def test_b():\n    pass\n")
+    return pytester.runpytest_subprocess("--aitune", "-p", "xdist", *args)
+
+
+def test_real_xdist_workers_are_pinned_to_different_gpus(pytester, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    result = _run(pytester, "-n", "2")
+    assert result.ret == 0, result.stdout.str()
+    pinned = sorted(json.loads(p.read_text())["physical"] for p in pytester.path.glob("pinned-gw*.json"))
+    assert pinned == ["0", "1"]
+
+
+def test_more_workers_than_gpus_is_a_usage_error_naming_the_fix(pytester, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    result = _run(pytester, "-n", "3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*3 pytest-xdist workers but 2 GPU(s)*--aitune-oversubscribe*"])
+
+
+def test_oversubscribe_lets_the_run_go_on(pytester, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    result = _run(pytester, "-n", "3", "--aitune-oversubscribe")
+    assert result.ret == 0, result.stdout.str()
+    assert len(list(pytester.path.glob("pinned-gw*.json"))) == 3
+
+
+if sys.platform == "win32":  # pragma: no cover
+    pytestmark = pytest.mark.skip("POSIX only")
