@@ -23,6 +23,7 @@ from torch.utils import _pytree as pytree
 from aitune_ci.accuracy import compare_outputs
 from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.registry import get_backend
+from aitune_ci.baseline import backend_key
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
 from aitune_ci.environment import environment_fingerprint
 from aitune_ci.gpu_health import GpuMonitor
@@ -51,10 +52,10 @@ class TuneRuntime:
     model: torch.nn.Module
     samples: list[Sample]
     dynamic_axes: DynamicAxes
-    #: keyed by backend name (whole model) or ``(submodule_path, backend_name)``
-    backends: dict[Any, Backend] = field(default_factory=dict)
-    built: dict[Any, Callable[..., Any]] = field(default_factory=dict)
-    contexts: dict[Any, BuildContext] = field(default_factory=dict)
+    #: keyed by backend name (whole model) or ``submodule_path/backend_name`` (baseline.backend_key)
+    backends: dict[str, Backend] = field(default_factory=dict)
+    built: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    contexts: dict[str, BuildContext] = field(default_factory=dict)
     workdir: tempfile.TemporaryDirectory[str] | None = None
     #: submodule path -> winning backend, for module-level tuning (built under (path, name) keys)
     module_choice: dict[str, str] = field(default_factory=dict)
@@ -290,7 +291,7 @@ def _build_and_validate(
     """Build one backend on ``module`` and validate it on every sample; never raises.
 
     A usable build is stored in ``runtime`` (under ``name`` for the whole model, under
-    ``(module_path, name)`` for a submodule).
+    ``module_path/name`` for a submodule, as ``baseline.backend_key``).
     """
     try:
         backend = get_backend(name)
@@ -322,10 +323,10 @@ def _build_and_validate(
     except Exception as exc:
         say(f"{label}: FAILED validating outputs — {_error_text(exc)}")
         return _replace_row(base, build_s=build_s, error=f"validation: {_error_text(exc)}")
-    key = (module_path, name) if module_path else name
-    runtime.backends[key] = backend  # type: ignore[index]
-    runtime.built[key] = built  # type: ignore[index]
-    runtime.contexts[key] = ctx  # type: ignore[index]
+    key = backend_key(name, module_path)
+    runtime.backends[key] = backend
+    runtime.built[key] = built
+    runtime.contexts[key] = ctx
     status = "ok" if report.passed else "inaccurate"
     say(f"{label}: built in {build_s:.1f} s, accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})")
     return _replace_row(base, status=status, build_s=build_s, accuracy=report, error=None if report.passed else report.reason)
@@ -368,7 +369,7 @@ def _tune_modules(
                 label, name, path, spec, submodule, calls, reference, fp64, axes, device, workroot, runtime, say
             )
         fns = {
-            n: _bind(runtime.built[(path, n)], calls[0])  # type: ignore[index]
+            n: _bind(runtime.built[backend_key(n, path)], calls[0])
             for n, r in rows.items()
             if r.status in ("ok", "inaccurate")
         }
@@ -404,7 +405,7 @@ def _build_mixed(
     try:
         mixed = with_submodules_replaced(
             model,
-            {p: CallableModule(runtime.built[(p, b)], f"{b}") for p, b in choice.items()},  # type: ignore[index]
+            {p: CallableModule(runtime.built[backend_key(b, p)], f"{b}") for p, b in choice.items()},
         )
         outputs = [_call(mixed, s) for s in samples]
         report = compare_outputs(reference, outputs, precision, spec.tolerance, fp64_reference=fp64)

@@ -58,6 +58,20 @@ class _FixtureState:
     verdicts: dict[str, Any] = field(default_factory=dict)
     updated: bool = False
     done: set[str] = field(default_factory=set)
+    #: backend -> (RatioEstimate of new/old, function that measures the pair again)
+    paired: dict[str, Any] = field(default_factory=dict)
+
+
+def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool:
+    """Whether an artifact of ``backend`` holds the compiled computation itself (AOTI, ONNX, TensorRT)."""
+    from aitune_ci.backends.registry import get_backend
+    from aitune_ci.engine import MIXED
+
+    names = list(module_choice.values()) if backend == MIXED else [backend]
+    try:
+        return bool(names) and all(get_backend(n).ahead_of_time for n in names)
+    except AituneCIError:
+        return False
 
 
 class AituneSession:
@@ -126,6 +140,7 @@ class AituneSession:
         self.progress(f"{plan.name}: tuned in {time.perf_counter() - t0:.1f} s")
         self.results.append(state.result)
         if state.baseline_error is None or self.options.update:
+            state.paired = self._paired_with_baseline_artifact(state)
             self._judge(state)
         self._maybe_update(state)
 
@@ -136,7 +151,8 @@ class AituneSession:
         if not (opts.update or (opts.update_new_only and state.baseline is None and state.baseline_error is None)):
             return
         previous = state.baseline if state.baseline_error is None else None
-        baseline = Baseline.from_result(state.result, previous)
+        sha = self._save_artifact(state)
+        baseline = Baseline.from_result(state.result, previous, artifact_sha256=sha)
         path = self._store().write(baseline)
         state.updated = True
         self.progress(f"{state.plan.name}: baseline written to {path}")
@@ -181,7 +197,75 @@ class AituneSession:
             again if backend in result.runtime.built else None,
             env_diff=env_diff,
             on_suspect=say,
+            paired=state.paired[backend][0] if backend in state.paired else None,
+            remeasure_paired=state.paired[backend][1] if backend in state.paired else None,
         )
+
+    def _artifact_path(self, state: _FixtureState) -> Path:
+        hw = state.result.environment.get("hardware_key", "unknown")
+        return self.options.directory / "artifacts" / hw / f"{state.plan.name}.ait"
+
+    def _save_artifact(self, state: _FixtureState) -> str | None:
+        """Write the winner as ``.aitune/artifacts/<hw>/<fixture>.ait``; its sha256 goes in the baseline."""
+        from aitune_ci.artifact import save, spec_hash
+
+        result = state.result
+        if result.winner is None:
+            return None
+        path = self._artifact_path(state)
+        try:
+            info = save(result, path, spec_hash=spec_hash(state.plan.spec, state.plan.backends, result.environment))
+        except AituneCIError as exc:
+            self.progress(f"{state.plan.name}: no artifact written for {result.winner}: {exc}")
+            return None
+        self.progress(f"{state.plan.name}: artifact written to {path} ({info.size_bytes / 1e6:.1f} MB)")
+        return info.sha256
+
+    def _paired_with_baseline_artifact(self, state: _FixtureState) -> dict[str, Any]:
+        """Time the baseline's own artifact and this build interleaved, in this process (A/B, ABBA).
+
+        Drift that hits both alike cancels in the ratio, which is far steadier than comparing two
+        medians taken on different days. Used for the backend the artifact holds (the baseline's
+        winner); any reason it cannot be loaded here is reported and the medians are used instead.
+        """
+        import copy
+
+        from aitune_ci.artifact import load
+        from aitune_ci.measure import measure_paired
+
+        baseline, result = state.baseline, state.result
+        if baseline is None or not baseline.artifact_sha256 or not baseline.winner or self.options.update:
+            return {}
+        backend = baseline.winner
+        if not _payload_is_compiled(backend, baseline.module_choice):
+            # A JIT backend's artifact is weights (+ a compile cache): loaded, it runs today's model
+            # code, so A/B against it could not see a regression in that code. Medians are used.
+            return {}
+        new = result.runtime.built.get(backend) if result.runtime is not None else None
+        path = self._artifact_path(state)
+        if new is None or not path.is_file():
+            return {}
+        try:
+            old = load(path, copy.deepcopy(state.plan.spec.model), expected_sha256=baseline.artifact_sha256).runner
+        except AituneCIError as exc:
+            self.progress(f"{state.plan.name} · {backend}: no paired A/B against the baseline artifact ({exc})")
+            return {}
+        args, kwargs = result.runtime.samples[0]
+        device = result.device
+
+        def pair() -> Any:
+            return measure_paired(lambda: old(*args, **kwargs), lambda: new(*args, **kwargs), device, result.runtime.measure_config)
+
+        try:
+            estimate = pair()
+        except Exception as exc:  # the old artifact may not run on today's inputs or code
+            self.progress(f"{state.plan.name} · {backend}: paired A/B failed ({type(exc).__name__}: {exc})")
+            return {}
+        self.progress(
+            f"{state.plan.name} · {backend}: paired A/B vs baseline artifact: {estimate.ratio:.3f}x "
+            f"[{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] over {estimate.n} rounds"
+        )
+        return {backend: (estimate, pair)}
 
     def _baseline_row(self, state: _FixtureState, backend: str) -> Any:
         if state.baseline is None:

@@ -512,6 +512,8 @@ def judge_with_confirmations(
     env_diff: Mapping[str, tuple[Any, Any]] | None = None,
     *,
     on_suspect: Callable[[Verdict, int], None] | None = None,
+    paired: RatioLike | None = None,
+    remeasure_paired: Callable[[], RatioLike] | None = None,
 ) -> Verdict:
     """``compare_backend``, then re-measure a suspected latency regression until it is settled.
 
@@ -525,7 +527,21 @@ def judge_with_confirmations(
             be measured (the first verdict is then returned as is).
         on_suspect: called with the suspicious verdict and the number of measurements so far,
             before each re-measurement (for progress lines).
+        paired: an A/B ratio of this build against the baseline's own artifact, timed interleaved
+            in this process; when given, the verdict rests on it instead of the two medians.
+        remeasure_paired: takes a fresh paired ratio, to confirm a suspected paired regression.
     """
+    if paired is not None:
+        verdict = compare_backend(fixture, baseline, current, policy, paired=paired, env_diff=env_diff)
+        confirmations = 0
+        while verdict.needs_confirmation and remeasure_paired is not None:
+            if on_suspect is not None:
+                on_suspect(verdict, confirmations + 1)
+            confirmations += 1
+            verdict = compare_backend(
+                fixture, baseline, current, policy, paired=remeasure_paired(), env_diff=env_diff, confirmations=confirmations
+            )
+        return verdict
     verdict = compare_backend(fixture, baseline, current, policy, env_diff=env_diff)
     runs = [current.latency] if current.latency is not None else []
     while verdict.needs_confirmation and runs and remeasure is not None:

@@ -247,14 +247,6 @@ def test_manifest_records_each_backend_and_its_payload(saved):
     assert files["torchao-int8wo"] == [] and files["eager"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="torch._inductor.aoti_compile_and_package leaves config.aot_inductor.metadata set process-wide, which "
-    "changes the FX-graph cache key of every later inductor compile: an inductor artifact built after aoti in one "
-    "process misses its own cache in a fresh process. aitune_ci/backends/aoti.py should restore that config "
-    "after compiling (e.g. compile under torch._inductor.config.patch)",
-)
 def test_an_inductor_artifact_built_after_aoti_in_one_process_loads_from_its_cache(tiny_mlp, tiny_input, x, tmp_path):
     spec = ait.TuneSpec(
         model=copy.deepcopy(tiny_mlp),

@@ -203,7 +203,11 @@ class AOTIBackend(Backend):
         ep, dim_mode = self.export(module, args, kwargs, ctx.dynamic_axes)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         package = ctx.workdir / PACKAGE_FILE
-        with torch.no_grad():
+        # aoti_compile_and_package writes config.aot_inductor.metadata process-wide, which changes the
+        # FX-graph cache key of every later inductor compile; a config patch restores it on exit.
+        from torch._inductor import config as inductor_config
+
+        with torch.no_grad(), inductor_config.patch({"aot_inductor.metadata": dict(inductor_config.aot_inductor.metadata)}):
             torch._inductor.aoti_compile_and_package(
                 ep, package_path=str(package), inductor_configs=dict(self.options.get("inductor_configs", {}))
             )

@@ -128,7 +128,13 @@ class AituneProject:
         self.baseline_path(fixture).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def scale_latency(self, fixture: str, backend: str, factor: float) -> None:
-        """Make the baseline of ``fixture[backend]`` ``factor`` times slower (< 1: faster)."""
+        """Make the baseline of ``fixture[backend]`` ``factor`` times slower (< 1: faster).
+
+        The fixture's committed artifact is removed too: with it, the plugin times the old artifact
+        against the new build (paired A/B) and would rightly see through an edited number.
+        """
+        for artifact in (self.path / ".aitune" / "artifacts").glob(f"*/{fixture}.ait"):
+            artifact.unlink()
         data = self.load_baseline(fixture)
         latency = data["backends"][backend]["latency"]
         for key in _LATENCY_FIELDS:

@@ -1,0 +1,91 @@
+"""Paired A/B: a committed ahead-of-time artifact is timed against the fresh build in one process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+CONFTEST = """
+import os, torch, aitune_ci as ait
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(256, 256)
+        self.register_buffer("eye", torch.eye(256))
+
+    def forward(self, x):
+        y = self.lin(x)
+        # A code change that makes the model slower but not different: extra identity matmuls.
+        for _ in range(int(os.environ.get("EXTRA_MATMULS", "0"))):
+            y = y @ self.eye
+        return y
+
+@ait.tune_fixture
+def tune_net():
+    torch.manual_seed(0)
+    return ait.TuneSpec(model=Net().eval(), samples=[torch.randn(64, 256)], backends=["eager", "onnxruntime"],
+                        strategy="one-backend")
+"""
+
+PYPROJECT = """
+[tool.pytest.ini_options]
+aitune_measure_seconds = "0.4"
+"""
+
+
+@pytest.fixture
+def repo(pytester, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    pytester.makeconftest(CONFTEST)
+    pytester.makefile(".toml", pyproject=PYPROJECT)
+    return pytester
+
+
+def _run(repo, *args):
+    return repo.runpytest_subprocess("--aitune", "--aitune-report", "run.json", "-p", "no:cacheprovider", *args)
+
+
+def _verdict(repo, backend):
+    run = json.loads((repo.path / "run.json").read_text())
+    return next(v for v in run["verdicts"] if v["backend"] == backend)
+
+
+def test_update_commits_the_winner_as_an_artifact_pinned_in_the_baseline(repo):
+    result = _run(repo, "--aitune-update")
+    assert result.ret == 0, result.stdout.str()
+    baseline = json.loads(next((repo.path / ".aitune" / "baselines").glob("*/tune_net.json")).read_text())
+    artifact = next((repo.path / ".aitune" / "artifacts").glob("*/tune_net.ait"))
+    import hashlib
+
+    assert baseline["winner"] == "onnxruntime"
+    assert baseline["artifact_sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
+
+
+def test_unchanged_code_passes_on_the_paired_ratio(repo):
+    _run(repo, "--aitune-update")
+    result = _run(repo)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*tune_net · onnxruntime: paired A/B vs baseline artifact: *x*"])
+    verdict = _verdict(repo, "onnxruntime")
+    assert verdict["paired"] is True and verdict["kind"] == "PASS"
+
+
+def test_a_slower_build_is_caught_by_the_paired_ratio(repo, monkeypatch):
+    _run(repo, "--aitune-update")
+    monkeypatch.setenv("EXTRA_MATMULS", "6")
+    result = _run(repo)
+    verdict = _verdict(repo, "onnxruntime")
+    assert verdict["paired"] is True
+    assert verdict["kind"] == "REGRESSED" and verdict["delta"] > 0.5, verdict
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_tampered_artifact_is_refused_and_the_medians_are_used(repo):
+    _run(repo, "--aitune-update")
+    artifact = next((repo.path / ".aitune" / "artifacts").glob("*/tune_net.ait"))
+    artifact.write_bytes(artifact.read_bytes() + b"tampered")
+    result = _run(repo)
+    result.stdout.fnmatch_lines(["*no paired A/B against the baseline artifact*sha256*"])
+    assert _verdict(repo, "onnxruntime")["paired"] is False
