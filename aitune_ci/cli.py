@@ -49,6 +49,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from aitune_ci.artifact import artifact_sha256, format_manifest, inspect_artifact
+
+    manifest = inspect_artifact(args.file, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(manifest, indent=2, sort_keys=True))
+    else:
+        print(format_manifest(manifest, sha256=artifact_sha256(args.file), path=args.file))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aitune-ci", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -69,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="measurement budget per model (interleaved rounds). Default: 4.0",
     )
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("inspect", help="print a .ait artifact's manifest: backend per module, inputs, environment, members")
+    p.add_argument("file", metavar="FILE.ait", type=Path, help="the artifact to read (nothing is loaded or extracted)")
+    p.add_argument("--json", action="store_true", help="print the validated manifest as JSON. Default: readable text")
+    p.add_argument("--no-verify", action="store_true", help="skip streaming every member through sha256. Default: verify")
+    p.set_defaults(func=_cmd_inspect)
 
     from aitune_ci.report.commands import add_subcommands as add_report_subcommands
 
