@@ -11,11 +11,16 @@ architecture): a payload from another machine must be rebuilt, not loaded.
 Until one package has loaded in a child process, packages are loaded there first: on the GPU
 image with torch 2.11.0+cu130, ``aoti_load_package`` segfaults for every package (CPU or CUDA,
 even one ``nn.Linear``), and a segfault would end the whole run instead of failing one backend.
-One good probe per process and device type is taken to mean the loader works here.
+One good probe per process and device type is taken to mean the loader works here, and it is
+remembered on disk (``~/.cache/aitune-ci/``, keyed by torch version, device and GPU), so later
+processes on the same machine load packages directly, with no child process: a probe costs a
+Python start (seconds), which would otherwise dominate every fresh-process artifact load.
+``AITUNE_AOTI_PROBE=always`` probes anyway; ``never`` trusts the loader.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -287,13 +292,34 @@ class AOTIBackend(Backend):
 
     def _load_package(self, path: Path, device: torch.device) -> Callable[..., Any]:
         if self.options.get("probe", True) and device.type not in _LOADER_WORKS:
-            probe_load(path, device)
+            mode = os.environ.get("AITUNE_AOTI_PROBE", "auto")
+            marker = _probe_marker(device)
+            if mode == "always" or (mode != "never" and not marker.exists()):
+                probe_load(path, device)
+                try:
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.write_text(f"aoti_load_package worked in a probe process: torch {torch.__version__}\n")
+                except OSError:
+                    pass  # a read-only home only costs the probe again next time
             _LOADER_WORKS.add(device.type)
         return _load_package_here(path, device)
 
 
 #: Device types whose package loader a probe has seen work in this process.
 _LOADER_WORKS: set[str] = set()
+
+
+def _probe_marker(device: torch.device) -> Path:
+    """Where a good probe is remembered for this torch build, device type and GPU model."""
+    import hashlib
+    import platform
+
+    parts = [torch.__version__, str(torch.version.cuda), device.type, platform.machine()]
+    if device.type == "cuda":
+        parts.append(torch.cuda.get_device_name(device))
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aitune-ci"
+    return root / f"aoti-loader-ok-{device.type}-{key}"
 
 
 def _load_package_here(path: Path, device: torch.device) -> Callable[..., Any]:
