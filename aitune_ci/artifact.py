@@ -208,12 +208,37 @@ def _spec_hash(
                 "class": f"{type(model).__module__}.{type(model).__qualname__}",
                 "structure": _structure_sha256(model, entries),
                 "weights": _weights_sha256(model, dtype),
+                "code": _code_sha256(model),
             },
             "spec": _jsonable(fields),
             "backends": [_backend_descriptor(n) for n in sorted(set(backend_names) | {"eager"})],
             "environment": {k: _jsonable(v) for k, v in environment.items() if k not in _VOLATILE_ENV},
         }
     )
+
+
+def _code_sha256(model: torch.nn.Module) -> str:
+    """A digest of the source of every module class in the tree (and their bases up to nn.Module).
+
+    A PR that changes ``forward`` without changing structure or weights must not reuse yesterday's
+    compiled artifact. Code outside these classes (helper functions they call) is not covered:
+    ``--aitune-rebuild`` forces a build after such a change.
+    """
+    import inspect
+
+    digest = hashlib.sha256()
+    seen: set[type] = set()
+    for module in model.modules():
+        for cls in type(module).__mro__:
+            if cls in seen or cls.__module__.startswith("torch.") or cls is object:
+                continue
+            seen.add(cls)
+            try:
+                source = inspect.getsource(cls)
+            except (OSError, TypeError):
+                source = f"{cls.__module__}.{cls.__qualname__}"  # no source (C extension, REPL): name only
+            digest.update(f"{cls.__module__}.{cls.__qualname__}\n{source}".encode())
+    return digest.hexdigest()
 
 
 def _spec_fields(spec: Any) -> dict[str, Any]:
@@ -230,9 +255,9 @@ def spec_hash(
 ) -> str:
     """The key under which a tune's artifact can be reused instead of rebuilt.
 
-    Covers the model (class, module types, state tensor names/shapes/dtypes, and a digest of the
+    Covers the model (class, module types, state tensor names/shapes/dtypes, a digest of the
     weights' values at the spec's dtype, so converting the model in place during the tune does
-    not change it), the sample signatures, dtype, device, strategy, modules, tolerance, dynamic
+    not change it, and a digest of its module classes' source code), the sample signatures, dtype, device, strategy, modules, tolerance, dynamic
     axes, the backends tried (name, class and options; ``eager`` always included), the environment
     (hardware, torch and library versions) and the aitune-ci version.
 

@@ -90,7 +90,7 @@ class ArtifactLimits:
 
 def rebuild_hint(fixture: str | None) -> str:
     """The command that rewrites an artifact (and the baseline that records its sha256)."""
-    target = f" -k {fixture}" if fixture else ""
+    target = f" --aitune-fixtures {fixture}" if fixture else ""
     return f"rebuild it with `pytest --aitune --aitune-update{target}`"
 
 

@@ -49,9 +49,13 @@ _BACKEND_STATUSES = ("ok", "inaccurate", "failed", "unavailable")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
-def update_command(fixture: str) -> str:
-    """The command that (re)writes the baseline of ``fixture``."""
-    return f"pytest --aitune --aitune-update -k {fixture}"
+def update_command(fixture: str, *, new_only: bool = False) -> str:
+    """The command that (re)writes the baseline of ``fixture`` (only if missing, with ``new_only``).
+
+    ``--aitune-fixtures`` selects by exact name: ``-k tune_lin`` would also rewrite ``tune_lin_big``.
+    """
+    flag = "--aitune-update-new-only" if new_only else "--aitune-update"
+    return f"pytest --aitune {flag} --aitune-fixtures {fixture}"
 
 
 def backend_key(backend: str, module: str = "") -> str:

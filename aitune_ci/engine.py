@@ -15,7 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch.utils import _pytree as pytree
@@ -60,6 +60,8 @@ class TuneRuntime:
     #: submodule path -> winning backend, for module-level tuning (built under (path, name) keys)
     module_choice: dict[str, str] = field(default_factory=dict)
     gpu_health: dict[str, Any] = field(default_factory=dict)
+    #: whole-model backend -> callable loaded from an artifact instead of built
+    prebuilt: dict[str, Callable[..., Any]] = field(default_factory=dict)
     measure_config: MeasureConfig | None = None
     batch_size: int | None = None
 
@@ -166,6 +168,7 @@ def tune(
     measure_config: MeasureConfig | None = None,
     progress: Progress | None = _stderr_progress,
     backends: Sequence[str] | None = None,
+    prebuilt: Mapping[str, Callable[..., Any]] | None = None,
 ) -> TuneResult:
     """Build, validate and measure every backend of ``spec``, then choose the winner.
 
@@ -174,6 +177,8 @@ def tune(
         measure_config: measurement budget and rounds (defaults suit a CI run).
         progress: called with one line per step (``None`` for silence).
         backends: overrides ``spec.backends`` (the plugin's ``--aitune-backends`` filter).
+        prebuilt: backend name -> an already built callable (a reused artifact) to validate and
+            measure instead of building.
 
     Returns:
         A TuneResult with one row per backend; backends that raise are recorded as FAILED with the
@@ -219,6 +224,7 @@ def tune(
     runtime = TuneRuntime(model=model, samples=samples, dynamic_axes=dynamic_axes, workdir=tmp)
     runtime.batch_size = batch_axis.base_size if batch_axis else None
     runtime.measure_config = measure_config
+    runtime.prebuilt = dict(prebuilt or {})
     rows: dict[str, BackendResult] = {}
     for index, name in enumerate(names, start=1):
         label = f"[{index}/{len(names)}] {spec.display_name} · {name}"
@@ -307,10 +313,11 @@ def _build_and_validate(
     workdir = workroot / (f"{module_path}--{name}" if module_path else name)
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(device=device, dtype=spec.dtype, workdir=workdir, dynamic_axes=dynamic_axes, options=backend.options)
-    say(f"{label}: building…")
+    reused = None if module_path else runtime.prebuilt.get(name)
+    say(f"{label}: {'reusing the committed artifact' if reused is not None else 'building'}…")
     t0 = time.perf_counter()
     try:
-        built = backend.build(module, samples, ctx)
+        built = reused if reused is not None else backend.build(module, samples, ctx)
         outputs = [_call(built, s) for s in samples]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -328,7 +335,9 @@ def _build_and_validate(
     runtime.built[key] = built
     runtime.contexts[key] = ctx
     status = "ok" if report.passed else "inaccurate"
-    say(f"{label}: built in {build_s:.1f} s, accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})")
+    if reused is not None:
+        base = _replace_row(base, description=f"{base.description} (reused artifact)")
+    say(f"{label}: {'reused' if reused is not None else 'built'} in {build_s:.1f} s, accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})")
     return _replace_row(base, status=status, build_s=build_s, accuracy=report, error=None if report.passed else report.reason)
 
 

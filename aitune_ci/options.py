@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["OPTIONS", "Shard", "parse_shard", "parse_threshold", "parse_backends", "add_options"]
+__all__ = ["OPTIONS", "Shard", "parse_shard", "parse_threshold", "parse_backends", "parse_fixtures", "add_options"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,16 @@ def parse_backends(text: str) -> list[str]:
     return [b.strip() for b in str(text).split(",") if b.strip()]
 
 
+def parse_fixtures(text: str) -> list[str]:
+    """``"tune_a,tune_b"``: exact tune fixture names (unlike ``-k``, ``tune_a`` does not match ``tune_ab``)."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"--aitune-fixtures expects tune fixture names, comma-separated (tune_resnet,tune_bert), got {text!r}"
+        )
+    return names
+
+
 @dataclass(frozen=True)
 class _Option:
     flag: str
@@ -69,9 +79,11 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("--aitune-threshold", "aitune_threshold", "latency tolerance before a slowdown can fail: fraction or percent. Default: 5%", type=parse_threshold, metavar="FRACTION", default=None),
     _Option("--aitune-backends", "aitune_backends", "only these backends (comma-separated). Default: each spec's own list", type=parse_backends, metavar="A,B", default=None),
     _Option("--aitune-report", "aitune_report", "write a report; suffix picks the format: .html, .md or .json (repeatable). Default: none", "append", metavar="PATH", default=None, ini_type="linelist"),
+    _Option("--aitune-fixtures", "aitune_fixtures", "only the checks of these tune fixtures, by exact name (comma-separated; tune_lin does not select tune_lin_big, as -k would); other tests are not affected. Default: all", type=parse_fixtures, metavar="NAME[,NAME]", default=None),
     _Option("--aitune-shard", "aitune_shard", "run only shard i of n (fixtures split evenly, 1-based). Default: all", type=parse_shard, metavar="I/N", default=None),
     _Option("--aitune-strict", "aitune_strict", "a missing baseline fails instead of reporting NEW. Default: off", "store_true", ini_type="bool", default=False),
-    _Option("--aitune-rebuild", "aitune_rebuild", "rebuild even when a matching artifact could be reused. Default: off", "store_true", ini_type="bool", default=False),
+    _Option("--aitune-reuse", "aitune_reuse", "load the committed artifact instead of rebuilding the winner when its spec hash (code, weights, samples, versions) is unchanged; faster, but a slowdown from outside the hashed inputs (a runtime flag) goes unseen. Default: off", "store_true", ini_type="bool", default=False),
+    _Option("--aitune-rebuild", "aitune_rebuild", "always build, even where aitune_reuse is set in the ini file. Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-oversubscribe", "aitune_oversubscribe", "allow more pytest-xdist workers than GPUs (their timings disturb each other). Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-measure-seconds", "aitune_measure_seconds", "measurement budget per fixture (interleaved rounds). Default: 4", type=float, metavar="S", default=None),
 )

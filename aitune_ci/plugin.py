@@ -71,10 +71,12 @@ def pytest_configure(config: pytest.Config) -> None:
         update_new_only=bool(_option(config, "aitune_update_new_only")),
         threshold=_option(config, "aitune_threshold"),
         backends=_option(config, "aitune_backends"),
+        fixtures=_option(config, "aitune_fixtures"),
         reports=list(_option(config, "aitune_report") or []),
         shard=_option(config, "aitune_shard"),
         strict=bool(_option(config, "aitune_strict")),
         rebuild=bool(_option(config, "aitune_rebuild")),
+        reuse=bool(_option(config, "aitune_reuse")),
         measure_seconds=_option(config, "aitune_measure_seconds"),
     )
 
@@ -159,10 +161,11 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[Any]:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> Iterator[None]:
-    """Add one item per (tune fixture, backend) plus a selection item, then apply --aitune-shard.
+    """Add one item per (tune fixture, backend) plus a selection item, then apply --aitune-fixtures and --aitune-shard.
 
     As a wrapper, the items are added before any other plugin's hook runs (so -k/-m deselect them
-    like any test) and the shard is taken after them (so it splits what was selected).
+    like any test), and the fixture filter and the shard are taken after them (so the shard splits
+    what was selected).
     """
     state = _session(config)
     if state is None:
@@ -173,12 +176,31 @@ def pytest_collection_modifyitems(
     _report_collected(session, generated)
     items.extend(generated)
     result = yield
+    if state.options.fixtures:
+        _keep_fixtures(config, items, state.options.fixtures, set(state.fixtures))
     if state.options.shard is not None:
         kept, dropped = apply_shard(items, state.options.shard)
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = kept
     return result
+
+
+def _keep_fixtures(config: pytest.Config, items: list[pytest.Item], names: list[str], known: set[str]) -> None:
+    """``--aitune-fixtures``: deselect the aitune items of every other tune fixture (other tests stay)."""
+    from aitune_ci.items import AituneItem
+
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise pytest.UsageError(
+            f"--aitune-fixtures: no tune fixture named {', '.join(unknown)} was collected; "
+            f"known: {', '.join(sorted(known)) or 'none'}"
+        )
+    wanted = set(names)
+    dropped = [item for item in items if isinstance(item, AituneItem) and item.fixture not in wanted]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not (isinstance(item, AituneItem) and item.fixture not in wanted)]
 
 
 def _report_collected(session: pytest.Session, items: list[pytest.Item]) -> None:

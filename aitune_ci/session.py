@@ -30,10 +30,12 @@ class SessionOptions:
     update_new_only: bool = False
     threshold: float | None = None
     backends: list[str] | None = None
+    fixtures: list[str] | None = None
     reports: list[str] = field(default_factory=list)
     shard: Any = None
     strict: bool = False
     rebuild: bool = False
+    reuse: bool = False
     oversubscribe: bool = False
     measure_seconds: float | None = None
 
@@ -60,6 +62,8 @@ class _FixtureState:
     done: set[str] = field(default_factory=set)
     #: backend -> (RatioEstimate of new/old, function that measures the pair again)
     paired: dict[str, Any] = field(default_factory=dict)
+    #: the backend whose committed artifact was loaded instead of built (unchanged spec hash)
+    reused: str | None = None
 
 
 def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool:
@@ -126,9 +130,10 @@ class AituneSession:
             state.baseline_error = exc
         backends = [b for b in plan.backends if b in state.selected or b == "eager"]
         config = MeasureConfig(max_total_s=self.options.measure_seconds) if self.options.measure_seconds else None
+        prebuilt = self._reusable_artifact(state, hw, backends)
         t0 = time.perf_counter()
         try:
-            result = tune(spec, backends=backends, measure_config=config, progress=self.progress)
+            result = tune(spec, backends=backends, measure_config=config, progress=self.progress, prebuilt=prebuilt)
             # Baselines, verdicts and reports are keyed by the fixture, whatever the spec's display name.
             state.result = replace(result, name=plan.name)
         except AituneCIError as exc:
@@ -143,6 +148,17 @@ class AituneSession:
             state.paired = self._paired_with_baseline_artifact(state)
             self._judge(state)
         self._maybe_update(state)
+        if self.options.strict and state.baseline is None and not state.updated:
+            self._require_baseline(state)
+
+    def _require_baseline(self, state: _FixtureState) -> None:
+        """``--aitune-strict``: mark the fixture's verdicts as failing for want of a baseline (for counts, reports)."""
+        from aitune_ci.verdict import require_baseline
+
+        for backend, verdict in state.verdicts.items():
+            marked = require_baseline(verdict)
+            state.verdicts[backend] = marked
+            self.verdicts = [marked if v is verdict else v for v in self.verdicts]
 
     def _maybe_update(self, state: _FixtureState) -> None:
         from aitune_ci.baseline import Baseline
@@ -201,9 +217,43 @@ class AituneSession:
             remeasure_paired=state.paired[backend][1] if backend in state.paired else None,
         )
 
-    def _artifact_path(self, state: _FixtureState) -> Path:
-        hw = state.result.environment.get("hardware_key", "unknown")
+    def _artifact_path(self, state: _FixtureState, hw: str | None = None) -> Path:
+        hw = hw or state.result.environment.get("hardware_key", "unknown")
         return self.options.directory / "artifacts" / hw / f"{state.plan.name}.ait"
+
+    def _reusable_artifact(self, state: _FixtureState, hw: str, backends: list[str]) -> dict[str, Any]:
+        """The committed artifact's winner, loaded instead of rebuilt when nothing it depends on changed.
+
+        "Nothing changed" is the spec hash: model classes' code, structure and weights, samples,
+        backend options, hardware and library versions. Opt-in (``--aitune-reuse``), because a
+        slowdown caused by something outside those inputs (a runtime flag, a config value read in
+        forward) would be measured on yesterday's build. ``--aitune-rebuild`` and updates build.
+        """
+        import copy
+
+        from aitune_ci.artifact import inspect_artifact, load, spec_hash
+        from aitune_ci.environment import environment_fingerprint
+
+        baseline, spec = state.baseline, state.plan.spec
+        if not self.options.reuse or self.options.rebuild or self.options.update or self.options.update_new_only:
+            return {}
+        if baseline is None or not baseline.artifact_sha256 or baseline.winner not in backends:
+            return {}
+        path = self._artifact_path(state, hw)
+        if not path.is_file():
+            return {}
+        try:
+            manifest = inspect_artifact(path, verify=False)
+            wanted = spec_hash(spec, state.plan.backends, environment_fingerprint(spec.resolved_device))
+            if manifest.get("spec_hash") != wanted:
+                return {}
+            loaded = load(path, copy.deepcopy(spec.model), expected_sha256=baseline.artifact_sha256).runner
+        except AituneCIError as exc:
+            self.progress(f"{state.plan.name}: committed artifact not reused ({exc})")
+            return {}
+        state.reused = baseline.winner
+        self.progress(f"{state.plan.name} · {baseline.winner}: nothing changed since the baseline; reusing its artifact")
+        return {baseline.winner: loaded}
 
     def _save_artifact(self, state: _FixtureState) -> str | None:
         """Write the winner as ``.aitune/artifacts/<hw>/<fixture>.ait``; its sha256 goes in the baseline."""
@@ -237,6 +287,8 @@ class AituneSession:
         if baseline is None or not baseline.artifact_sha256 or not baseline.winner or self.options.update:
             return {}
         backend = baseline.winner
+        if state.reused == backend:
+            return {}  # this run's build *is* the baseline artifact: A/B against itself says nothing
         if not _payload_is_compiled(backend, baseline.module_choice):
             # A JIT backend's artifact is weights (+ a compile cache): loaded, it runs today's model
             # code, so A/B against it could not see a regression in that code. Medians are used.
@@ -297,12 +349,14 @@ class AituneSession:
                 self._release(state)
 
     def _check_backend(self, state: _FixtureState, backend: str) -> CheckOutcome:
+        from aitune_ci.baseline import update_command
+
         fixture = state.plan.name
         if state.baseline is None and self.options.strict and not state.updated:
             return CheckOutcome(
                 "failed",
                 f"{fixture}[{backend}]: no baseline for this hardware and --aitune-strict is set. Create it with:\n"
-                f"    pytest --aitune --aitune-update-new-only -k {fixture}",
+                f"    {update_command(fixture, new_only=True)}",
             )
         verdict = state.verdicts.get(backend)
         if verdict is None:

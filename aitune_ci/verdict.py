@@ -53,6 +53,7 @@ __all__ = [
     "NOW_FAILING",
     "PairedRatio",
     "RatioLike",
+    "STRICT_NO_BASELINE",
     "Verdict",
     "VerdictKind",
     "apply_run_correction",
@@ -60,6 +61,7 @@ __all__ = [
     "count_line",
     "judge_with_confirmations",
     "pool_latency",
+    "require_baseline",
     "summary_counts",
     "winner_change",
 ]
@@ -144,6 +146,8 @@ class Verdict:
         quarantined: listed in ``[tool.aitune] quarantine``: reported, never fails.
         known_failure: FAILED, and the baseline records the same backend as failing too.
         confirmations: re-measurements already pooled into the current latency.
+        baseline_required: there is no baseline and ``--aitune-strict`` requires one, so the check
+            fails whatever its kind (``require_baseline``).
         notes: further facts shown in the message (winner changes are reported separately).
     """
 
@@ -169,6 +173,7 @@ class Verdict:
     confirmations: int = 0
     max_confirmations: int = 0
     alpha: float = 0.05
+    baseline_required: bool = False
     notes: tuple[str, ...] = ()
     message: str = ""
 
@@ -179,7 +184,12 @@ class Verdict:
 
     @property
     def fails(self) -> bool:
-        """Whether this verdict fails CI (once confirmed): a regression or a new failure, not quarantined."""
+        """Whether this verdict fails CI (once confirmed): a regression or a new failure, not quarantined.
+
+        A check whose baseline ``--aitune-strict`` requires and is missing fails too.
+        """
+        if self.baseline_required:
+            return True
         if self.quarantined:
             return False
         return self.kind is VerdictKind.REGRESSED or (self.kind is VerdictKind.FAILED and not self.known_failure)
@@ -539,7 +549,13 @@ def judge_with_confirmations(
                 on_suspect(verdict, confirmations + 1)
             confirmations += 1
             verdict = compare_backend(
-                fixture, baseline, current, policy, paired=remeasure_paired(), env_diff=env_diff, confirmations=confirmations
+                fixture,
+                baseline,
+                current,
+                policy,
+                paired=remeasure_paired(),
+                env_diff=env_diff,
+                confirmations=confirmations,
             )
         return verdict
     verdict = compare_backend(fixture, baseline, current, policy, env_diff=env_diff)
@@ -627,7 +643,12 @@ def _render(v: Verdict) -> str:
     if v.quarantined and v.kind in (VerdictKind.REGRESSED, VerdictKind.FAILED):
         parts.append("quarantined in [tool.aitune]: reported, does not fail")
     command = update_command(v.fixture)
-    if v.kind is VerdictKind.REGRESSED:
+    if v.baseline_required:
+        parts.append(
+            "no baseline for this hardware and --aitune-strict requires one: this check fails; "
+            f"create it with `{update_command(v.fixture, new_only=True)}`"
+        )
+    elif v.kind is VerdictKind.REGRESSED:
         parts.append(
             f'if this is expected, accept it with `{command}`, or add "{v.check_id}" to '
             "[tool.aitune.acknowledged] in pyproject.toml with the reason"
@@ -645,6 +666,16 @@ def _render(v: Verdict) -> str:
 
 def _finish(v: Verdict) -> Verdict:
     return replace(v, message=_render(v))
+
+
+def require_baseline(v: Verdict) -> Verdict:
+    """``--aitune-strict`` and no baseline: a check that would not fail anyway now fails, saying why.
+
+    A check that fails on its own (a backend that does not work) keeps its verdict.
+    """
+    if v.fails:
+        return v
+    return _finish(replace(v, baseline_required=True))
 
 
 # -- the whole run -------------------------------------------------------------------------------
@@ -717,6 +748,9 @@ def winner_change(baseline: Baseline | None, result: TuneResult) -> str | None:
     return "; ".join(parts) or None
 
 
+#: ``count_line``'s label for checks that fail only because ``--aitune-strict`` wants a missing baseline.
+STRICT_NO_BASELINE = "failed (no baseline, --aitune-strict)"
+
 _COUNT_LABELS = (
     ("passed", VerdictKind.PASS),
     ("improved", VerdictKind.IMPROVED),
@@ -741,7 +775,18 @@ def summary_counts(verdicts: Iterable[Verdict]) -> dict[str, int]:
 
 
 def count_line(verdicts: Iterable[Verdict]) -> str:
-    """``aitune: 12 passed, 1 regressed, 2 new, 3 skipped`` (outcomes with a zero count left out)."""
-    counts = summary_counts(verdicts)
-    shown = [f"{n} {label}" for label, n in counts.items() if n]
+    """``aitune: 12 passed, 1 regressed, 2 new, 3 skipped`` (outcomes with a zero count left out).
+
+    Checks failed by ``--aitune-strict`` for want of a baseline are counted apart, after ``failed``
+    (``2 failed (no baseline, --aitune-strict)``), not as the ``new`` or ``skipped`` their verdict says.
+    """
+    verdicts = list(verdicts)
+    required = [v for v in verdicts if v.baseline_required]
+    counts = summary_counts([v for v in verdicts if not v.baseline_required])
+    shown = []
+    for label, n in counts.items():
+        if n:
+            shown.append(f"{n} {label}")
+        if label == "failed" and required:
+            shown.append(f"{len(required)} {STRICT_NO_BASELINE}")
     return "aitune: " + (", ".join(shown) if shown else "no checks")

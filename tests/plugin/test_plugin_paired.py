@@ -89,3 +89,21 @@ def test_a_tampered_artifact_is_refused_and_the_medians_are_used(repo):
     result = _run(repo)
     result.stdout.fnmatch_lines(["*no paired A/B against the baseline artifact*sha256*"])
     assert _verdict(repo, "onnxruntime")["paired"] is False
+
+
+def test_reuse_loads_the_committed_artifact_when_nothing_changed_and_rebuild_overrides_it(repo):
+    _run(repo, "--aitune-update")
+    result = _run(repo, "--aitune-reuse")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*tune_net · onnxruntime: nothing changed since the baseline; reusing its artifact*"])
+    assert "(reused artifact)" in json.dumps(json.loads((repo.path / "run.json").read_text())["results"])
+    result = _run(repo, "--aitune-reuse", "--aitune-rebuild")
+    assert "reusing its artifact" not in result.stdout.str()
+
+
+def test_a_code_change_invalidates_reuse(repo):
+    _run(repo, "--aitune-update")
+    conftest = repo.path / "conftest.py"
+    conftest.write_text(conftest.read_text().replace("y = self.lin(x)", "y = self.lin(x) * 1.0"))
+    result = _run(repo, "--aitune-reuse")
+    assert "reusing its artifact" not in result.stdout.str()
