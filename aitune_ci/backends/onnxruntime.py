@@ -239,6 +239,10 @@ class OrtModule:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT warns about every node it leaves on the CPU
+        # ORT's intra-op threads spin after each run by default; interleaved with other backends on
+        # the same cores, that spinning would steal time from whichever backend runs next and bias
+        # the comparison. Off, each backend's block is timed on quiet cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.device.type == "cuda":
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             self.device = torch.device("cuda", index)
