@@ -3,25 +3,43 @@
 Goals: A/A false-alarm rate (the same model judged against its own baseline) at most 1%, and at
 least 95% of injected 10% slowdowns caught.
 
-Every comparison reproduces one CI run of the pytest plugin on this CPU: ``tune()`` builds and
-measures a fresh copy of a small MLP (eager backend), ``judge_with_confirmations`` judges it
-against the baseline and re-measures (``engine.remeasure``) while the slowdown is only suspected —
-the very function the plugin's session calls — then ``apply_run_correction`` (Benjamini-Hochberg
-over the fixture's checks; the identity for this one-backend fixture). Baselines are written the
-plugin's way (``tune`` then ``Baseline.from_result``, as ``--aitune-update-new-only`` does); several
-baselines are used so that the rates are not those of one lucky (or unlucky) baseline window.
+Two modes, i.e. the plugin's two ways to judge latency, run side by side:
+
+* ``medians`` — every comparison reproduces one CI run of the pytest plugin without a usable
+  baseline artifact: ``tune()`` builds and measures a fresh copy of a small MLP (eager backend),
+  ``judge_with_confirmations`` judges its median against the baseline's and re-measures
+  (``engine.remeasure``, pooled) while the slowdown is only suspected — the very function the
+  plugin's session calls — then ``apply_run_correction`` (Benjamini-Hochberg over the fixture's
+  checks; the identity for this one-backend fixture).
+* ``paired`` — the plugin's path when the baseline's ``.ait`` holds a compiled payload
+  (``AituneSession._paired_with_baseline_artifact``): A = the baseline's callable and B = the
+  current one, both fresh copies, timed interleaved in this process by ``measure_paired`` (ABBA
+  rounds) with the tune's ``MeasureConfig``; ``judge_with_confirmations(..., paired=,
+  remeasure_paired=)`` judges the ratio and its CI and re-measures the pair while suspected, then
+  ``apply_run_correction``. The plugin pairs only AOT payloads (aoti, onnxruntime, TensorRT); here
+  both sides are eager modules because the injected busy-wait cannot be exported into an AOT
+  payload — what is measured is the decision procedure under this machine's noise. The current
+  row (status, accuracy, the median shown in the message) comes from one ``tune()`` per baseline
+  and condition; with ``paired=`` the latency verdict rests on the ratio alone.
+
+Baselines are written the plugin's way (``tune`` then ``Baseline.from_result``, as
+``--aitune-update-new-only`` does); several baselines are used so that the rates are not those of
+one lucky (or unlucky) baseline window. Both modes judge against the same baselines.
 
 Slowdowns are injected inside the model's ``forward``: a busy-wait (a spin, never a sleep) of
 5%, 10% or 25% of the baseline's median; the slowdown really obtained is measured per baseline with
-paired ABBA rounds (``measure_paired``) and reported next to the rates. Conditions are shuffled
-within each baseline so that load changes on the machine hit all of them alike.
+paired ABBA rounds (``measure_paired``, a longer budget) and reported next to the rates. Runs of
+both modes and all conditions are shuffled together within each baseline, so that load changes on
+the machine hit all of them alike.
 
 All comparisons run in one process, one after another: process-level effects a real CI run would
 add (a new allocator state, ASLR, another CPU frequency or a different runner) are not sampled,
 so the A/A rate here is a lower bound for CI across processes and machines.
 
-Run: ``.venv/bin/python bench/verdict_quality.py`` (5 to 9 minutes on 2 shared CPU cores, depending on their load).
-Writes ``reports/verdict_quality.json`` and ``reports/verdict_quality.md``.
+Run: ``.venv/bin/python bench/verdict_quality.py`` (about 15 to 20 minutes on 2 shared CPU cores,
+depending on their load; ``--modes medians`` or ``--modes paired`` runs one mode).
+Writes ``reports/verdict_quality.json`` and ``reports/verdict_quality.md``; exits 1 when a goal of
+a mode that ran is not met.
 """
 
 from __future__ import annotations
@@ -47,17 +65,19 @@ from aitune_ci.config import Policy
 from aitune_ci.engine import remeasure, tune
 from aitune_ci.environment import environment_differences, environment_fingerprint
 from aitune_ci.measure import MeasureConfig, measure_paired
-from aitune_ci.result import LatencyStats
+from aitune_ci.result import LatencyStats, TuneResult
 from aitune_ci.spec import TuneSpec
+from aitune_ci.stats import RatioEstimate
 from aitune_ci.verdict import Verdict, VerdictKind, apply_run_correction, judge_with_confirmations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a "mode" on every condition and run; goals per mode
 FIXTURE = "tune_mlp"
 BACKEND = "eager"
 FALSE_ALARM_GOAL = 0.01  # A/A: at most 1% of comparisons flagged REGRESSED
 DETECTION_GOAL = 0.95  # at least 95% of injected 10% slowdowns flagged REGRESSED
 DETECTION_AT = 0.10
 SLOWDOWNS = (0.05, 0.10, 0.25)
+MODES = ("medians", "paired")
 LAYERS = (256, 512, 512, 256)
 BATCH = 32
 _Z95 = 1.959963984540054
@@ -83,12 +103,15 @@ def condition_name(slowdown: float) -> str:
     return "A/A" if slowdown == 0 else f"+{slowdown:.0%}"
 
 
-def summarize_condition(slowdown: float, runs: Sequence[dict[str, Any]], realised: Sequence[float]) -> dict[str, Any]:
-    """Counts, rate with its Wilson interval, and the typical delta/MDE of one condition's comparisons."""
+def summarize_condition(
+    mode: str, slowdown: float, runs: Sequence[dict[str, Any]], realised: Sequence[float]
+) -> dict[str, Any]:
+    """Counts, rate with its Wilson interval, and the typical delta/MDE of one (mode, condition)."""
     n = len(runs)
     flagged = sum(r["kind"] == "REGRESSED" for r in runs)
     low, high = wilson_interval(flagged, n)
     return {
+        "mode": mode,
         "name": condition_name(slowdown),
         "injected": slowdown,
         "realised_slowdown_median": median(realised) if realised else None,
@@ -100,6 +123,10 @@ def summarize_condition(slowdown: float, runs: Sequence[dict[str, Any]], realise
         "improved": sum(r["kind"] == "IMPROVED" for r in runs),
         "suspected_first": sum(r["suspected"] for r in runs),
         "confirmations_total": sum(r["confirmations"] for r in runs),
+        # Every measurement is judged (the first, then each confirmation); all but the last of a run
+        # were flagged (that is why it was re-measured), and the last was flagged when it regressed.
+        "judgements": sum(1 + r["confirmations"] for r in runs),
+        "judgements_flagged": sum(r["confirmations"] + (r["kind"] == "REGRESSED") for r in runs),
         "median_delta": median(r["delta"] for r in runs) if n else None,
         "first_delta_quantiles": _quantiles([r["first_delta"] for r in runs]),
         "median_mde": median(r["mde"] for r in runs) if n else None,
@@ -121,6 +148,7 @@ def _sig(x: float) -> float:
 
 
 def goal_verdicts(conditions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Both goals for the conditions of one mode."""
     by_injected = {c["injected"]: c for c in conditions}
     aa, det = by_injected[0.0], by_injected[DETECTION_AT]
     return {
@@ -201,10 +229,10 @@ def write_baseline(config: MeasureConfig) -> Baseline:
     return Baseline.from_result(result, None)
 
 
-def ci_run(
+def medians_ci_run(
     baseline: Baseline, delay_ms: float, policy: Policy, config: MeasureConfig
 ) -> tuple[Verdict, Verdict, list[LatencyStats]]:
-    """One CI run of the fixture against ``baseline``: tune, judge with confirmations, BH.
+    """One CI run of the fixture against ``baseline`` by medians: tune, judge with confirmations, BH.
 
     Returns the first (unconfirmed) verdict, the final one, and every measurement taken.
     """
@@ -232,11 +260,52 @@ def ci_run(
     return (first[0] if first else final), final, measured
 
 
+def sample_input() -> torch.Tensor:
+    """A fixed input for the paired measurements (same shape as ``make_spec``'s sample)."""
+    torch.manual_seed(1)
+    return torch.randn(BATCH, LAYERS[0])
+
+
+def paired_ci_run(
+    baseline: Baseline, current: TuneResult, delay_ms: float, policy: Policy, config: MeasureConfig
+) -> tuple[Verdict, Verdict, list[RatioEstimate]]:
+    """One CI run against ``baseline``'s artifact, as ``AituneSession._paired_with_baseline_artifact`` does.
+
+    A is a fresh copy of the baseline model (the plugin loads the ``.ait`` into a fresh copy of the
+    spec's model), B a fresh copy of the current one (eager's build is the module itself); they are
+    timed interleaved by ``measure_paired`` with the tune's ``MeasureConfig``, and every confirmation
+    measures the pair again. ``current`` (a ``tune()`` of the current model) supplies the row's
+    status, accuracy and environment; the latency verdict rests on the ratio. Returns the first verdict, the final one, and every ratio measured.
+    """
+    old, new, x = make_model(), make_model(delay_ms), sample_input()
+    measured: list[RatioEstimate] = []
+
+    def pair() -> RatioEstimate:
+        measured.append(measure_paired(lambda: old(x), lambda: new(x), "cpu", config))
+        return measured[-1]
+
+    row = current.backend(BACKEND)
+    assert row is not None, "the current tune must have an eager row"
+    env_diff = environment_differences(dict(baseline.environment), dict(current.environment))
+    first: list[Verdict] = []
+    final = judge_with_confirmations(
+        FIXTURE,
+        baseline.backend(BACKEND),
+        row,
+        policy,
+        None,  # the paired branch never re-measures medians
+        env_diff=env_diff,
+        on_suspect=lambda verdict, _measured: first.append(verdict) if not first else None,
+        paired=pair(),
+        remeasure_paired=pair,
+    )
+    (final,) = apply_run_correction([final])
+    return (first[0] if first else final), final, measured
+
+
 def realised_slowdown(delay_ms: float, config: MeasureConfig) -> float:
     """Slowdown really obtained by the busy-wait: paired ABBA ratio slowed / plain, minus one."""
-    plain, slowed = make_model(), make_model(delay_ms)
-    torch.manual_seed(1)
-    x = torch.randn(BATCH, LAYERS[0])
+    plain, slowed, x = make_model(), make_model(delay_ms), sample_input()
     est = measure_paired(lambda: plain(x), lambda: slowed(x), "cpu", config)
     return est.ratio - 1.0
 
@@ -271,19 +340,23 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None else f"{x * 100:.{digits}f}%"
 
 
+def _signed(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:+.1f}%"
+
+
 def table(report: dict[str, Any]) -> str:
     lines = [
-        "| condition | realised slowdown | comparisons | REGRESSED | rate (95% Wilson CI) | suspected first |"
-        " confirmations | median delta | median threshold | median MDE |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| mode | condition | realised slowdown | REGRESSED / comparisons | rate (95% Wilson CI) | median measured delta"
+        " | median MDE | suspected first | confirmations | judgements flagged | median threshold |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["conditions"]:
-        realised = "—" if c["injected"] == 0 else f"{c['realised_slowdown_median'] * 100:+.1f}%"
+        realised = "—" if c["injected"] == 0 else _signed(c["realised_slowdown_median"])
         lines.append(
-            f"| {c['name']} | {realised} | {c['comparisons']} | {c['regressed']} | {_pct(c['rate'])} "
-            f"({_pct(c['rate_ci95'][0])}–{_pct(c['rate_ci95'][1])}) | {c['suspected_first']} | "
-            f"{c['confirmations_total']} | {c['median_delta'] * 100:+.1f}% | {_pct(c['median_threshold'])} | "
-            f"{_pct(c['median_mde'])} |"
+            f"| {c['mode']} | {c['name']} | {realised} | {c['regressed']} / {c['comparisons']} | {_pct(c['rate'])} "
+            f"({_pct(c['rate_ci95'][0])}–{_pct(c['rate_ci95'][1])}) | {_signed(c['median_delta'])} | "
+            f"{_pct(c['median_mde'])} | {c['suspected_first']} | {c['confirmations_total']} | "
+            f"{c['judgements_flagged']} / {c['judgements']} | {_pct(c['median_threshold'])} |"
         )
     return "\n".join(lines)
 
@@ -303,10 +376,7 @@ def _cpu_text(cpu: dict[str, Any]) -> str:
     return text
 
 
-def markdown(report: dict[str, Any]) -> str:
-    m, cfg, goals = report["machine"], report["config"], report["goals"]
-    mc, pol = cfg["measure_config"], cfg["policy"]
-    load = report["load_avg"]
+def _goal_lines(mode: str, goals: dict[str, Any]) -> list[str]:
     fa, det = goals["false_alarm"], goals["detection_at_10pct"]
 
     def mark(g: dict[str, Any]) -> str:
@@ -314,6 +384,36 @@ def markdown(report: dict[str, Any]) -> str:
             " (and shown at 95%)" if g["shown_at_95pct"] else " (not shown at 95% confidence)"
         )
 
+    return [
+        f"- {mode}: false-alarm goal ≤ {FALSE_ALARM_GOAL:.0%}: measured {_pct(fa['measured'], 2)} "
+        f"(95% CI {_pct(fa['ci95'][0], 2)}–{_pct(fa['ci95'][1], 2)}) — {mark(fa)}; "
+        f"detection goal ≥ {DETECTION_GOAL:.0%} at +{DETECTION_AT:.0%}: measured {_pct(det['measured'], 2)} "
+        f"(95% CI {_pct(det['ci95'][0], 2)}–{_pct(det['ci95'][1], 2)}) — {mark(det)}."
+    ]
+
+
+def _paired_compounding(report: dict[str, Any]) -> list[str]:
+    """Why paired detection is what it is: its confirmations are judged alone, so their rates multiply."""
+    by = {(c["mode"], c["injected"]): c for c in report["conditions"]}
+    c = by.get(("paired", DETECTION_AT))
+    if not c or not c["judgements"]:
+        return []
+    need = 1 + report["config"]["policy"]["max_confirmations"]
+    q = c["judgements_flagged"] / c["judgements"]
+    return [
+        f"- paired: each confirmation measures the pair anew and is judged on its own (not pooled), so a slowdown "
+        f"is REGRESSED only when all {need} judgements flag it. At +{DETECTION_AT:.0%} a single judgement flagged "
+        f"{_pct(q)} of the time ({c['judgements_flagged']}/{c['judgements']}); {_pct(q)}^{need} = {_pct(q**need)}, "
+        f"against {_pct(c['rate'])} observed."
+    ]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, cfg = report["machine"], report["config"]
+    mc, pol = cfg["measure_config"], cfg["policy"]
+    load = report["load_avg"]
+    modes = cfg["modes"]
+    seconds = ", ".join(f"{mode} {report['mode_seconds'][mode]:.0f} s" for mode in modes)
     lines = [
         "# Verdict quality: false alarms (A/A) and detection of injected slowdowns",
         "",
@@ -323,37 +423,46 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Model: eager MLP {'-'.join(map(str, LAYERS))}, batch {BATCH}, ~{report['model_median_ms']:.3f} ms per call. "
         f"{cfg['baselines']} baselines × ({cfg['aa_per_baseline']} A/A + {cfg['slow_per_baseline']} per slowdown) "
-        "CI runs, conditions shuffled within each baseline. Each run: `tune()` of a fresh model copy, "
-        "`judge_with_confirmations` (the plugin's confirmation loop: re-measure while suspected, pooled), "
-        "`apply_run_correction`.",
+        f"CI runs per mode, runs of {' and '.join(modes)} mode and all conditions shuffled together within each "
+        "baseline; both modes judge against the same baselines.",
         "",
-        f"Measurement per run and per re-measurement: `MeasureConfig(max_total_s={mc['max_total_s']}, "
-        f"warmup_max_s={mc['warmup_max_s']}, min_rounds={mc['min_rounds']}, target_round_s={mc['target_round_s']})`. "
-        f"Policy: defaults (threshold {pol['threshold']:.0%}, alpha {pol['alpha']}, noise_k {pol['noise_k']}, "
-        f"noise_floor {pol['noise_floor']}, max_confirmations {pol['max_confirmations']}).",
+        "- **medians** (the plugin without a usable baseline artifact): `tune()` of a fresh model copy, "
+        "`judge_with_confirmations` on the two medians (re-measure while suspected, pooled), `apply_run_correction`.",
+        "- **paired** (the plugin when the baseline's `.ait` holds a compiled payload, "
+        "`AituneSession._paired_with_baseline_artifact`): fresh copies of the baseline model (A) and the current one "
+        "(B) timed interleaved by `measure_paired` (ABBA rounds, the tune's `MeasureConfig`), "
+        "`judge_with_confirmations(paired=, remeasure_paired=)` on the ratio and its CI (each confirmation measures "
+        "the pair again), `apply_run_correction`. Both sides are eager modules standing in for an AOT payload (the "
+        "busy-wait cannot be exported): the decision procedure is what is measured.",
+        "",
+        f"Every measurement, re-measurement and paired measurement: `MeasureConfig(max_total_s={mc['max_total_s']}, "
+        f"warmup_max_s={mc['warmup_max_s']}, min_rounds={mc['min_rounds']}, target_round_s={mc['target_round_s']}, "
+        f"ci_target={mc['ci_target']})`. Policy: defaults (threshold {pol['threshold']:.0%}, alpha {pol['alpha']}, "
+        f"noise_k {pol['noise_k']}, noise_floor {pol['noise_floor']}, max_confirmations {pol['max_confirmations']}).",
         "",
         table(report),
         "",
-        f"- False-alarm rate goal ≤ {FALSE_ALARM_GOAL:.0%}: measured {_pct(fa['measured'], 2)} "
-        f"(95% CI {_pct(fa['ci95'][0], 2)}–{_pct(fa['ci95'][1], 2)}) — {mark(fa)}.",
-        f"- Detection goal ≥ {DETECTION_GOAL:.0%} at +{DETECTION_AT:.0%}: measured {_pct(det['measured'], 2)} "
-        f"(95% CI {_pct(det['ci95'][0], 2)}–{_pct(det['ci95'][1], 2)}) — {mark(det)}.",
+        *(line for mode in modes for line in _goal_lines(mode, report["goals"][mode])),
+        *_paired_compounding(report),
         "",
-        "Per baseline: its median and round spread, then REGRESSED counts per condition "
+        "Per baseline: its median and round spread, then REGRESSED counts per mode and condition "
         f"({cfg['aa_per_baseline']} A/A, {cfg['slow_per_baseline']} per slowdown):",
         "",
         *(
             f"- #{b['index']}: {b['median_ms']:.4f} ms, round spread {_pct(b['spread'], 2)} — "
-            + ", ".join(f"{name} {n}" for name, n in b["regressed"].items())
+            + "; ".join(
+                f"{mode}: " + ", ".join(f"{name} {n}" for name, n in b["regressed"][mode].items()) for mode in modes
+            )
             for b in report["baselines"]
         ),
         "",
-        "Realised slowdown: median over the baselines of a paired ABBA measurement, slowed / plain model. "
-        "Suspected first = first measurement flagged, sent to confirmation; REGRESSED counts final verdicts only. "
-        "Delta and MDE are the final verdict's (pooled over confirmations). All runs share one process: "
-        "between-process and between-machine noise of real CI is not sampled, so the A/A rate is a lower bound.",
+        "Realised slowdown: median over the baselines of a paired ABBA measurement (longer budget), slowed / plain "
+        "model. Suspected first = first measurement flagged, sent to confirmation; REGRESSED counts final verdicts "
+        "only; judgements flagged counts every judged measurement (first and confirmations) that flagged a regression. Measured delta and MDE are the final verdict's: for medians pooled over confirmations, for paired the "
+        "last paired ratio − 1 and the MDE of its CI. All runs share one process: between-process and "
+        "between-machine noise of real CI is not sampled, so the A/A rates are lower bounds.",
         "",
-        f"Written by `bench/verdict_quality.py` in {report['duration_s']:.0f} s.",
+        f"Written by `bench/verdict_quality.py` in {report['duration_s']:.0f} s (time in CI runs: {seconds}).",
         "",
     ]
     return "\n".join(lines)
@@ -362,19 +471,66 @@ def markdown(report: dict[str, Any]) -> str:
 # -- main --------------------------------------------------------------------------------------
 
 
+def _run_record(
+    mode: str, baseline: int, slowdown: float, first: Verdict, final: Verdict, measured: Sequence[Any], seconds: float
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "mode": mode,
+        "baseline": baseline,  # 1-based, as baselines[].index
+        "injected": slowdown,
+        "kind": final.kind.value,
+        "suspected": bool(first.needs_confirmation),
+        "confirmations": final.confirmations,
+        "first_delta": first.delta,
+        "delta": final.delta,
+        "p": final.p_value,
+        "q": final.q_value,
+        "threshold": final.threshold,
+        "mde": final.mde,
+        "noise": final.noise,
+        "seconds": seconds,
+    }
+    if mode == "paired":
+        record["ratios"] = [[_sig(e.ratio), _sig(e.ci_low), _sig(e.ci_high), e.n] for e in measured]
+    else:
+        record["round_medians_ms"] = [[_sig(x) for x in m.round_medians_ms] for m in measured]
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", default="reports", metavar="DIR", help="Default: reports")
-    parser.add_argument("--baselines", type=int, default=5, metavar="N", help="Default: 5")
-    parser.add_argument("--aa-runs", type=int, default=60, metavar="N", help="A/A runs per baseline. Default: 60")
     parser.add_argument(
-        "--slow-runs", type=int, default=20, metavar="N", help="runs per baseline per slowdown. Default: 20"
+        "--modes",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        default=list(MODES),
+        metavar="MODE[,MODE]",
+        help="medians, paired or both. Default: medians,paired",
+    )
+    parser.add_argument("--baselines", type=int, default=5, metavar="N", help="Default: 5")
+    parser.add_argument(
+        "--aa-runs", type=int, default=40, metavar="N", help="A/A runs per baseline and mode. Default: 40"
+    )
+    parser.add_argument(
+        "--slow-runs", type=int, default=20, metavar="N", help="runs per baseline, mode and slowdown. Default: 20"
     )
     parser.add_argument(
         "--measure-s", type=float, default=0.4, metavar="S", help="max_total_s of each measurement. Default: 0.4"
     )
-    parser.add_argument("--seed", type=int, default=0, metavar="N", help="order of conditions. Default: 0")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="order of runs. Default: 0")
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="measure nothing: recompute the summaries from the runs in DIR/verdict_quality.json and rewrite both "
+        "reports (after a change to the report format). Default: off",
+    )
     args = parser.parse_args(argv)
+    if args.rerender:
+        return rerender(args.out_dir.rstrip("/"))
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown or not args.modes:
+        parser.error(f"--modes takes {' and/or '.join(MODES)}, got {','.join(args.modes) or 'nothing'}")
+    modes = [m for m in MODES if m in args.modes]
 
     # One intra-op thread: on a 2-core shared machine, thread hand-offs only add noise.
     torch.set_num_threads(1)
@@ -386,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     load_samples = [load_start[0]]
     ticks_start, cpu_start = cpu_ticks(), time.process_time()
+    conditions_all = (0.0, *SLOWDOWNS)
 
     runs: list[dict[str, Any]] = []
     realised: dict[float, list[float]] = {s: [] for s in SLOWDOWNS}
@@ -403,32 +560,35 @@ def main(argv: list[str] | None = None) -> int:
             "realised slowdowns " + ", ".join(f"{condition_name(s)} -> {realised[s][-1]:+.1%}" for s in SLOWDOWNS),
             flush=True,
         )
-        schedule = [0.0] * args.aa_runs + [s for s in SLOWDOWNS for _ in range(args.slow_runs)]
+        # The paired verdict takes status and accuracy from the current tune's row: one tune per condition.
+        currents = (
+            {
+                s: dataclasses.replace(
+                    tune(make_spec(delays.get(s, 0.0)), measure_config=config, progress=None), runtime=None
+                )
+                for s in conditions_all
+            }
+            if "paired" in modes
+            else {}
+        )
+        schedule = [
+            (mode, s)
+            for mode in modes
+            for s in conditions_all
+            for _ in range(args.aa_runs if s == 0.0 else args.slow_runs)
+        ]
         rng.shuffle(schedule)
-        for slowdown in schedule:
+        for mode, slowdown in schedule:
             t0 = time.perf_counter()
-            first, final, measured = ci_run(baseline, delays.get(slowdown, 0.0), policy, config)
-            runs.append(
-                {
-                    "baseline": b + 1,  # 1-based, as baselines[].index
-                    "injected": slowdown,
-                    "kind": final.kind.value,
-                    "suspected": bool(first.needs_confirmation),
-                    "confirmations": final.confirmations,
-                    "first_delta": first.delta,
-                    "delta": final.delta,
-                    "p": final.p_value,
-                    "q": final.q_value,
-                    "threshold": final.threshold,
-                    "mde": final.mde,
-                    "noise": final.noise,
-                    "seconds": time.perf_counter() - t0,
-                    "round_medians_ms": [[_sig(x) for x in m.round_medians_ms] for m in measured],
-                }
-            )
+            delay = delays.get(slowdown, 0.0)
+            if mode == "paired":
+                first, final, measured = paired_ci_run(baseline, currents[slowdown], delay, policy, config)
+            else:
+                first, final, measured = medians_ci_run(baseline, delay, policy, config)
+            runs.append(_run_record(mode, b + 1, slowdown, first, final, measured, time.perf_counter() - t0))
             if final.kind is VerdictKind.REGRESSED and slowdown == 0.0:
-                print(f"  false alarm: {final.message}", flush=True)
-        aa = [r for r in runs if r["baseline"] == b + 1 and r["injected"] == 0.0]
+                print(f"  false alarm ({mode}): {final.message}", flush=True)
+        mine = [r for r in runs if r["baseline"] == b + 1]
         baselines.append(
             {
                 "index": b + 1,
@@ -436,38 +596,44 @@ def main(argv: list[str] | None = None) -> int:
                 "spread": entry.latency.spread,
                 "round_medians_ms": list(entry.latency.round_medians_ms),
                 "delays_ms": {condition_name(s): d for s, d in delays.items()},
-                "aa_runs": len(aa),
-                "aa_regressed": sum(r["kind"] == "REGRESSED" for r in aa),
-                "aa_median_delta": median(r["delta"] for r in aa) if aa else None,
                 "regressed": {
-                    condition_name(s): sum(
-                        r["kind"] == "REGRESSED" for r in runs if r["baseline"] == b + 1 and r["injected"] == s
-                    )
-                    for s in (0.0, *SLOWDOWNS)
+                    mode: {
+                        condition_name(s): sum(
+                            r["kind"] == "REGRESSED" for r in mine if r["mode"] == mode and r["injected"] == s
+                        )
+                        for s in conditions_all
+                    }
+                    for mode in modes
                 },
             }
         )
         load_samples.append(os.getloadavg()[0])
-        done = [r for r in runs if r["baseline"] == b + 1]
         print(
-            f"  {len(done)} runs in {sum(r['seconds'] for r in done):.0f} s: "
-            + ", ".join(
-                f"{condition_name(s)} {sum(r['kind'] == 'REGRESSED' for r in done if r['injected'] == s)}"
-                f"/{sum(r['injected'] == s for r in done)}"
-                for s in (0.0, *SLOWDOWNS)
+            f"  {len(mine)} runs in {sum(r['seconds'] for r in mine):.0f} s, REGRESSED: "
+            + "; ".join(
+                f"{mode} "
+                + ", ".join(
+                    f"{condition_name(s)} {baselines[-1]['regressed'][mode][condition_name(s)]}"
+                    f"/{sum(r['mode'] == mode and r['injected'] == s for r in mine)}"
+                    for s in conditions_all
+                )
+                for mode in modes
             )
-            + f" REGRESSED; load {load_samples[-1]:.2f}",
+            + f"; load {load_samples[-1]:.2f}",
             flush=True,
         )
 
     conditions = [
-        summarize_condition(s, [r for r in runs if r["injected"] == s], realised.get(s, [])) for s in (0.0, *SLOWDOWNS)
+        summarize_condition(mode, s, [r for r in runs if r["mode"] == mode and r["injected"] == s], realised.get(s, []))
+        for mode in modes
+        for s in conditions_all
     ]
     wall = time.time() - started
     report = {
         "schema_version": SCHEMA_VERSION,
         "created_at": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(wall, 1),
+        "mode_seconds": {mode: round(sum(r["seconds"] for r in runs if r["mode"] == mode), 1) for mode in modes},
         "machine": environment_fingerprint("cpu"),
         "load_avg": {
             "start": list(load_start),
@@ -482,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_median_ms": median(b["median_ms"] for b in baselines),
         "config": {
             "model": {"kind": "mlp", "layers": list(LAYERS), "batch": BATCH, "backend": BACKEND},
+            "modes": modes,
             "torch_threads": torch.get_num_threads(),
             "measure_config": dataclasses.asdict(config),
             "realised_check_config": dataclasses.asdict(realised_config),
@@ -493,19 +660,43 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "in_one_process": True,
         },
-        "goals": goal_verdicts(conditions),
+        "goals": {mode: goal_verdicts([c for c in conditions if c["mode"] == mode]) for mode in modes},
         "conditions": conditions,
         "baselines": baselines,
         "runs": [{k: (_sig(v) if isinstance(v, float) else v) for k, v in r.items()} for r in runs],
     }
-    out = args.out_dir.rstrip("/")
+    return write_reports(report, args.out_dir.rstrip("/"))
+
+
+def write_reports(report: dict[str, Any], out: str) -> int:
+    """Write the JSON and markdown reports; 0 when every goal of every mode that ran is met, else 1."""
     atomic_write_text(f"{out}/verdict_quality.json", report_json(report))
     md = markdown(report)
     atomic_write_text(f"{out}/verdict_quality.md", md)
     print()
     print(md)
-    goals = report["goals"]
-    return 0 if goals["false_alarm"]["met"] and goals["detection_at_10pct"]["met"] else 1
+    met = all(g["false_alarm"]["met"] and g["detection_at_10pct"]["met"] for g in report["goals"].values())
+    return 0 if met else 1
+
+
+def rerender(out: str) -> int:
+    """Recompute conditions and goals from the stored runs (same schema), then rewrite both reports."""
+    with open(f"{out}/verdict_quality.json", encoding="utf-8") as f:
+        report = json.load(f)
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise SystemExit(
+            f"{out}/verdict_quality.json has schema_version {report.get('schema_version')}, "
+            f"this bench writes {SCHEMA_VERSION}: run the bench again instead of --rerender"
+        )
+    modes, runs = report["config"]["modes"], report["runs"]
+    realised = {c["injected"]: c["realised_slowdown_per_baseline"] for c in report["conditions"]}
+    report["conditions"] = [
+        summarize_condition(mode, s, [r for r in runs if r["mode"] == mode and r["injected"] == s], realised.get(s, []))
+        for mode in modes
+        for s in (0.0, *SLOWDOWNS)
+    ]
+    report["goals"] = {mode: goal_verdicts([c for c in report["conditions"] if c["mode"] == mode]) for mode in modes}
+    return write_reports(report, out)
 
 
 if __name__ == "__main__":

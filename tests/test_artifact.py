@@ -196,7 +196,7 @@ def test_a_sha256_other_than_the_baselines_is_refused_with_both_and_the_update_c
         load(artifact.path, _fresh(tiny_mlp), expected_sha256=recorded)
     text = str(err.value)
     assert artifact.sha256 in text and recorded in text
-    assert "pytest --aitune --aitune-update -k tune_tiny" in text
+    assert "pytest --aitune --aitune-update --aitune-fixtures tune_tiny" in text
 
 
 def test_unknown_schema_version_says_to_upgrade_or_rebuild(artifact, tiny_mlp, tmp_path):
@@ -204,7 +204,8 @@ def test_unknown_schema_version_says_to_upgrade_or_rebuild(artifact, tiny_mlp, t
     manifest["schema_version"] = 2
     path = _write(tmp_path / "v2.ait", manifest, members)
     with pytest.raises(
-        ArtifactError, match=r"schema_version 2 .*reads 1.*upgrade aitune-ci.*--aitune-update -k tune_tiny"
+        ArtifactError,
+        match=r"schema_version 2 .*reads 1.*upgrade aitune-ci.*--aitune-update --aitune-fixtures tune_tiny",
     ):
         load(path, _fresh(tiny_mlp))
 
@@ -220,7 +221,7 @@ def test_a_truncated_file_is_a_clear_error(artifact, tiny_mlp, tmp_path, keep):
 
 
 def test_a_missing_file_says_how_to_rebuild_it(tiny_mlp, tmp_path):
-    with pytest.raises(ArtifactError, match="no such artifact.*--aitune-update -k tune_gone"):
+    with pytest.raises(ArtifactError, match="no such artifact.*--aitune-update --aitune-fixtures tune_gone"):
         load(tmp_path / "tune_gone.ait", _fresh(tiny_mlp))
 
 
@@ -390,7 +391,7 @@ def test_a_device_specific_payload_from_another_gpu_and_torch_is_refused_with_bo
     assert "'aoti'" in text and "compiled for one device" in text
     assert "NVIDIA-H100-80GB-HBM3" in text and torch.__version__ in text and "2.11.0+cu130" in text
     assert "Artifact environment:" in text and "This environment:" in text
-    assert "--aitune-update -k tune_tiny" in text
+    assert "--aitune-update --aitune-fixtures tune_tiny" in text
 
 
 def test_a_portable_payload_from_another_torch_loads_with_a_warning(artifact, tuned, tiny_mlp, tmp_path):

@@ -148,7 +148,7 @@ def _write_and_read(tmp_path: Path, text: str) -> DataFileError:
         store.read(HW, "tune_resnet")
     message = str(info.value)
     assert str(path) in message
-    assert "pytest --aitune --aitune-update -k tune_resnet" in message
+    assert "pytest --aitune --aitune-update --aitune-fixtures tune_resnet" in message
     assert "no need to delete it" in message
     return info.value
 

@@ -76,7 +76,7 @@ def test_regressions_come_first_and_unchanged_checks_fold(run: dict) -> None:
     assert "IMPROVED" in rows[1]
     assert "PASS" not in changed.split("### What changed", 1)[1]
     assert "SKIPPED" in unchanged and "</details>" in unchanged
-    assert "pytest --aitune --aitune-update -k tune_small_cnn" in text
+    assert "pytest --aitune --aitune-update --aitune-fixtures tune_small_cnn" in text
 
 
 def test_huge_run_stays_under_githubs_limit_with_a_note(run: dict) -> None:

@@ -22,6 +22,7 @@ from aitune_ci.verdict import (
     compare_backend,
     count_line,
     pool_latency,
+    require_baseline,
     summary_counts,
     winner_change,
 )
@@ -112,7 +113,7 @@ def test_baseline_edited_30pct_faster_is_latency_regression_that_needs_confirmat
     assert v.p_value < 1e-6
     assert v.needs_confirmation
     assert "+30.0% slower" in v.message
-    assert "pytest --aitune --aitune-update -k tune_resnet" in v.message
+    assert "pytest --aitune --aitune-update --aitune-fixtures tune_resnet" in v.message
     assert "confirmation 1 of 2" in v.message
 
 
@@ -244,7 +245,7 @@ def test_unavailable_is_skipped_and_says_it_used_to_work():
 def test_missing_baseline_is_new_with_the_command_to_record_it():
     v = check(None, current())
     assert v.kind is VerdictKind.NEW and not v.fails
-    assert "Record it with `pytest --aitune --aitune-update -k tune_resnet`" in v.message
+    assert "Record it with `pytest --aitune --aitune-update --aitune-fixtures tune_resnet`" in v.message
 
 
 def test_backend_that_works_now_but_failed_in_baseline_is_new():
@@ -334,11 +335,32 @@ def test_count_line_lists_nonzero_outcomes_in_fixed_order():
     assert count_line([]) == "aitune: no checks"
 
 
+def test_strict_missing_baseline_fails_and_is_counted_apart_from_new():
+    new = require_baseline(check(None, current()))
+    skipped = require_baseline(check(None, BackendResult(backend="tensorrt", status="unavailable", error="x")))
+    for v in (new, skipped):
+        assert v.baseline_required and v.fails
+        assert "--aitune-strict requires one: this check fails" in v.message
+        assert "`pytest --aitune --aitune-update-new-only --aitune-fixtures tune_resnet`" in v.message
+    assert new.kind is VerdictKind.NEW  # the outcome is still what was measured
+    passed = check(baseline(), current())
+    assert count_line([passed, new, skipped]) == "aitune: 1 passed, 2 failed (no baseline, --aitune-strict)"
+
+
+def test_strict_count_follows_a_real_failure_and_leaves_it_as_it_is():
+    broken = check(None, BackendResult(backend="onnxruntime", status="failed", error="export failed"))
+    assert require_baseline(broken) == broken  # fails on its own already
+    new = require_baseline(check(None, current()))
+    assert count_line([new, broken]) == "aitune: 1 failed, 1 failed (no baseline, --aitune-strict)"
+
+
 def test_verdict_json_round_trip():
     v = check(baseline(), current(factor=1.3), env_diff={"torch": ("2.11", "2.12")})
     again = Verdict.from_json(v.to_json())
     assert again.to_json() == v.to_json()
     assert again.kind is VerdictKind.REGRESSED and again.env_mismatch == {"torch": ("2.11", "2.12")}
+    required = require_baseline(check(None, current()))
+    assert Verdict.from_json(required.to_json()) == required  # xdist workers send it to the controller
 
 
 def _result(winner: str, module_choice: dict[str, str] | None = None) -> TuneResult:

@@ -32,7 +32,7 @@ def test_corrupt_baseline_fails_its_items_naming_the_file_and_the_command(corrup
     result.stdout.fnmatch_lines(
         [
             f"{corrupt.baseline_path('tune_bad')}: not valid JSON, the file may be truncated*"
-            "regenerate it with `pytest --aitune --aitune-update -k tune_bad`*"
+            "regenerate it with `pytest --aitune --aitune-update --aitune-fixtures tune_bad`*"
         ]
     )
     assert "Traceback" not in result.stdout.str()

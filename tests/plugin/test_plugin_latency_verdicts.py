@@ -50,7 +50,7 @@ def test_regression_message_says_how_to_accept_it(tuned):
     result.stdout.fnmatch_lines(
         [
             "tune_lin[[]eager[]]: REGRESSED (latency). * ms vs baseline * ms: +*% slower*"
-            'accept it with `pytest --aitune --aitune-update -k tune_lin`, or add "tune_lin[[]eager[]]" to '
+            'accept it with `pytest --aitune --aitune-update --aitune-fixtures tune_lin`, or add "tune_lin[[]eager[]]" to '
             "[[]tool.aitune.acknowledged[]]*"
         ]
     )

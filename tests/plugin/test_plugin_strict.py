@@ -1,4 +1,4 @@
-"""--aitune-strict: a missing baseline fails (with the command that creates it) instead of reporting NEW."""
+"""--aitune-strict: a missing baseline fails (with the command that creates it) instead of reporting NEW, and is counted so."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ def test_missing_baseline_under_strict_fails_with_the_exact_command(project):
     result.stdout.fnmatch_lines(
         [
             "tune_lin[[]eager[]]: no baseline for this hardware and --aitune-strict is set. Create it with:",
-            "    pytest --aitune --aitune-update-new-only -k tune_lin",
+            "    pytest --aitune --aitune-update-new-only --aitune-fixtures tune_lin",
         ]
     )
+    assert project.count_line(result) == "aitune: 2 failed (no baseline, --aitune-strict)"
 
 
 def test_strict_passes_once_the_baseline_exists(project):
@@ -37,6 +38,7 @@ def test_strict_with_update_new_only_writes_the_baseline_and_passes(project):
 
     assert result.ret == pytest.ExitCode.OK
     assert set(project.baselines()) == {"tune_lin"}
+    assert project.count_line(result) == "aitune: 1 new"  # written now: nothing failed
 
 
 def test_strict_fails_only_the_fixture_without_a_baseline(project):
@@ -49,3 +51,4 @@ def test_strict_fails_only_the_fixture_without_a_baseline(project):
     result.stdout.fnmatch_lines_random(
         ["conftest.py::tune_old[[]eager[]] PASSED*", "conftest.py::tune_fresh[[]eager[]] FAILED*"]
     )
+    assert project.count_line(result) == "aitune: 1 passed, 1 failed (no baseline, --aitune-strict)"
