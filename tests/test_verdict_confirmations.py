@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from statistics import median
 
+import pytest
+
 from aitune_ci.baseline import BackendBaseline, LatencySummary
 from aitune_ci.config import Policy
 from aitune_ci.result import BackendResult, LatencyStats
@@ -90,3 +92,27 @@ def test_on_suspect_sees_each_suspicion_before_its_remeasurement():
     again = Remeasure(1.3, 1.3)
     judge(1.3, again, on_suspect=lambda verdict, measured: seen.append((verdict.confirmations, measured)))
     assert seen == [(0, 1), (1, 2)]
+
+
+def test_pooled_paired_estimates_narrow_the_interval_and_keep_the_center():
+    from aitune_ci.verdict import PairedRatio, pool_paired
+
+    one = PairedRatio(1.10, 1.02, 1.19, 5)
+    pooled = pool_paired([one, PairedRatio(1.10, 1.02, 1.19, 5), PairedRatio(1.10, 1.02, 1.19, 5)])
+    assert pooled.ratio == pytest.approx(1.10, rel=1e-9)
+    assert pooled.ci_high - pooled.ci_low < (one.ci_high - one.ci_low) / 1.6  # sqrt(3) narrower
+    assert pooled.n == 15
+
+
+def test_a_paired_confirmation_adds_evidence_instead_of_having_to_clear_the_bar_alone():
+    from aitune_ci.verdict import PairedRatio, judge_with_confirmations
+
+    # First estimate: suspected (+12%, CI above 1). A second, noisier one alone would not
+    # be significant, but pooled with the first the slowdown stands.
+    first = PairedRatio(1.12, 1.04, 1.21, 5)
+    second = PairedRatio(1.11, 0.99, 1.24, 5)
+    row = BackendResult(backend="eager", status="ok", latency=stats(1.0))
+    verdict = judge_with_confirmations(
+        "tune_x", BASELINE, row, Policy(max_confirmations=1), None, paired=first, remeasure_paired=lambda: second
+    )
+    assert verdict.kind == "REGRESSED" and verdict.paired
