@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from torch_state import changed, global_torch_state
 
 from aitune_ci.backends.base import BuildContext
 from aitune_ci.backends.inductor import (
@@ -32,7 +34,10 @@ def _delta(before: dict[str, int]) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def built(tiny_mlp, tiny_input, tmp_path_factory):
-    """One compile for the whole module: the tiny MLP with a dynamic batch, samples of batch 4 and 7."""
+    """One compile for the whole module: the tiny MLP with a dynamic batch, samples of batch 4 and 7.
+
+    Also returns the process-global torch state the compile saw, which its cache keys hash.
+    """
     torch.manual_seed(2)
     samples = [((tiny_input,), {}), ((torch.randn(7, 16),), {})]
     ctx = BuildContext(
@@ -42,14 +47,15 @@ def built(tiny_mlp, tiny_input, tmp_path_factory):
         dynamic_axes=DYNAMIC,
     )
     backend = InductorBackend()
+    state = global_torch_state()
     before = compile_counters()
     runner = backend.build(tiny_mlp, samples, ctx)
-    return backend, runner, ctx, _delta(before)
+    return backend, runner, ctx, _delta(before), state
 
 
 @pytest.mark.slow
 def test_output_matches_eager(built, tiny_mlp, tiny_input):
-    _, runner, _, _ = built
+    _, runner, *_ = built
     with torch.no_grad():
         expected = tiny_mlp(tiny_input)
     torch.testing.assert_close(runner(tiny_input), expected, atol=1e-5, rtol=1e-5)
@@ -57,7 +63,7 @@ def test_output_matches_eager(built, tiny_mlp, tiny_input):
 
 @pytest.mark.slow
 def test_build_compiles_one_dynamic_graph_for_both_batch_sizes(built):
-    _, _, _, build_delta = built
+    _, _, _, build_delta, _ = built
     # Two samples of batch 4 and 7: with the batch axis marked dynamic, dynamo traces one graph;
     # without it, the second size would trace a second graph (automatic dynamic shapes).
     assert build_delta["graphs_traced"] == 1
@@ -65,7 +71,7 @@ def test_build_compiles_one_dynamic_graph_for_both_batch_sizes(built):
 
 @pytest.mark.slow
 def test_batch_sweep_after_build_traces_nothing_new(built, tiny_mlp):
-    _, runner, _, _ = built
+    _, runner, *_ = built
     before = compile_counters()
     for batch in (2, 16, 33):
         x = torch.randn(batch, 16)
@@ -83,7 +89,7 @@ def test_build_does_not_modify_the_module(built, tiny_mlp):
 
 @pytest.mark.slow
 def test_save_writes_cache_bytes_and_meta(built, tmp_path):
-    backend, runner, _, _ = built
+    backend, runner, *_ = built
     meta = backend.save(runner, tmp_path)
     payload = tmp_path / COMPILE_CACHE_FILE
     assert meta["file"] == COMPILE_CACHE_FILE
@@ -91,17 +97,31 @@ def test_save_writes_cache_bytes_and_meta(built, tmp_path):
     assert meta["mode"] == "default"
     assert meta["dynamic_axes"] == {"args.0": {"0": "batch"}}
     assert meta["cache_artifacts"].get("inductor", 0) >= 1
+    assert meta["cpu_threads"] == torch.get_num_threads()  # CPU cache keys hash it
     json.dumps(meta)  # metadata goes into manifest.json
 
 
 @pytest.mark.slow
 def test_load_in_same_process_gives_equal_outputs(built, tiny_mlp, tmp_path):
-    backend, runner, ctx, _ = built
+    backend, runner, ctx, *_ = built
     meta = backend.save(runner, tmp_path)
     loaded = backend.load(tiny_mlp, tmp_path, meta, ctx)
     assert isinstance(loaded, InductorCompiled)
     x = torch.randn(5, 16)
     torch.testing.assert_close(loaded(x), runner(x), atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_load_under_another_thread_count_warns_that_the_first_call_compiles_from_scratch(built, tiny_mlp, tmp_path):
+    backend, runner, ctx, *_ = built
+    meta = backend.save(runner, tmp_path)
+    other = dict(meta, cpu_threads=meta["cpu_threads"] + 1)
+    with pytest.warns(UserWarning, match=rf"get_num_threads\(\) == {other['cpu_threads']}.*OMP_NUM_THREADS="):
+        backend.load(tiny_mlp, tmp_path, other, ctx)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend.load(tiny_mlp, tmp_path, meta, ctx)
+    assert not [w for w in caught if "get_num_threads" in str(w.message)]
 
 
 _LOAD_SCRIPT = textwrap.dedent(
@@ -111,6 +131,7 @@ _LOAD_SCRIPT = textwrap.dedent(
     import torch
     sys.path.insert(0, {tests_dir!r})
     from conftest import TinyMLP
+    from torch_state import global_torch_state
     from aitune_ci.backends.base import BuildContext
     from aitune_ci.backends.inductor import InductorBackend, compile_counters
 
@@ -127,15 +148,19 @@ _LOAD_SCRIPT = textwrap.dedent(
         with torch.no_grad():
             diffs.append(float((loaded(x) - model(x)).abs().max()))
     delta = {{k: v - before[k] for k, v in compile_counters().items()}}
-    print(json.dumps({{"delta": delta, "diffs": diffs}}))
+    print(json.dumps({{"delta": delta, "diffs": diffs, "state": global_torch_state()}}))
     """
 )
 
 
 @pytest.mark.slow
 def test_load_in_fresh_process_with_empty_cache_compiles_from_saved_artifacts(built, tiny_mlp, tmp_path):
-    """The real use: another machine/CI job, empty inductor cache, only the saved bytes."""
-    backend, runner, _, _ = built
+    """The real use: another machine/CI job, empty inductor cache, only the saved bytes.
+
+    The cache keys hash process-global torch settings, so a miss here usually means the build
+    process had one changed (a backend or an earlier test leaked it): the message lists them.
+    """
+    backend, runner, _, _, build_state = built
     meta = backend.save(runner, tmp_path / "artifact")
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     torch.save(tiny_mlp.state_dict(), tmp_path / "weights.pt")
@@ -145,11 +170,13 @@ def test_load_in_fresh_process_with_empty_cache_compiles_from_saved_artifacts(bu
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     delta = result["delta"]
+    state_diff = changed(build_state, result["state"])
+    why = f"compile counters in the fresh process: {delta}\nglobal torch state, build process vs fresh process: {state_diff}"
     assert max(result["diffs"]) <= 1e-5
     assert delta["graphs_traced"] == 1  # one dynamic graph serves batch 3 and 9
-    assert delta["inductor_codegen"] == 0, delta  # nothing generated: every graph came from the artifact
-    assert delta["fxgraph_cache_miss"] == 0 and delta["autograd_cache_miss"] == 0, delta
-    assert delta["fxgraph_cache_hit"] + delta["autograd_cache_hit"] >= 1, delta
+    assert delta["inductor_codegen"] == 0, why  # nothing generated: every graph came from the artifact
+    assert delta["fxgraph_cache_miss"] == 0 and delta["autograd_cache_miss"] == 0, why
+    assert delta["fxgraph_cache_hit"] + delta["autograd_cache_hit"] >= 1, why
 
 
 def test_reduce_overhead_is_unavailable_without_cuda_and_says_why():

@@ -15,6 +15,13 @@ keep one model's entries. A compile that dynamo skips records nothing: a second 
 of the same module with the same settings reuses dynamo's in-memory code. Build notices (no new
 graph, no artifacts), calls ``torch.compiler.reset()`` and compiles again from the warm cache.
 
+The cache keys hash process-global state besides the graph: the whole inductor and functorch
+config, the default dtype, deterministic mode, matmul precision and, for CPU kernels, the torch
+thread count. A load hits only where those match the build process. So no backend may leave such
+a setting changed for the rest of the process (``aoti_compile_and_package`` writes
+``aot_inductor.metadata`` in place; the aoti backend restores it), and a CPU build records its
+thread count: loading under another one warns that the first call compiles from scratch.
+
 Dynamic axes are passed to dynamo with ``torch._dynamo.maybe_mark_dynamic`` on the input tensors
 of the first call (the hint lives on the tensor object), so one graph with a symbolic batch
 serves a whole batch sweep. ``maybe_`` rather than ``mark_dynamic``: a model that really needs a
@@ -226,6 +233,8 @@ class InductorCompiled:
         self.cache_artifacts: bytes | None = None
         #: ``{artifact_type: count}`` of what ``cache_artifacts`` holds.
         self.cache_info: dict[str, int] = {}
+        #: ``torch.get_num_threads()`` of a CPU build, which CPU cache keys hash; None elsewhere.
+        self.cpu_threads: int | None = None
         self._uses_cuda_graphs = mode in _CUDA_GRAPH_MODES
         self._mark_next_call = True
         if signature is not None:
@@ -320,6 +329,8 @@ class InductorBackend(Backend):
             if inductor_config.fx_graph_cache:
                 torch.compiler.reset()
                 runner = self._compile_and_record(module, samples, ctx.dynamic_axes)
+        if ctx.device.type == "cpu":
+            runner.cpu_threads = torch.get_num_threads()
         return runner
 
     def _compile(self, module: torch.nn.Module, dynamic_axes: Mapping[str, Mapping[int, str]]) -> InductorCompiled:
@@ -369,6 +380,7 @@ class InductorBackend(Backend):
             "dynamic": built.dynamic,
             "dynamic_axes": axes_to_json(built.dynamic_axes),
             "cache_artifacts": dict(built.cache_info),
+            "cpu_threads": built.cpu_threads,
             "torch": torch.__version__,
         }
 
@@ -377,8 +389,8 @@ class InductorBackend(Backend):
     ) -> Callable[..., Any]:
         """Hot-load the saved cache, then compile lazily: the first call compiles from the cache.
 
-        A cache that cannot be used here (another torch version, another GPU) is not an error:
-        the first call then compiles from scratch, and a warning says so.
+        A cache that cannot be used here (another torch version, another GPU, another CPU thread
+        count) is not an error: the first call then compiles from scratch, and a warning says so.
         """
         if meta.get("mode", self.mode) != self.mode:
             raise BackendError(
@@ -395,11 +407,31 @@ class InductorBackend(Backend):
                     f"{meta.get('torch', '?')}, this is {torch.__version__}); the first call compiles from scratch",
                     stacklevel=2,
                 )
+            _warn_if_thread_count_differs(path, meta.get("cpu_threads"))
         dynamic_axes = axes_from_json(meta["dynamic_axes"]) if "dynamic_axes" in meta else ctx.dynamic_axes
         runner = self._compile(module, dynamic_axes)
         runner.cache_artifacts = payload
         runner.cache_info = dict(meta.get("cache_artifacts", {}))
+        runner.cpu_threads = meta.get("cpu_threads")
         return runner
+
+
+def _warn_if_thread_count_differs(path: Path, built_threads: int | None) -> None:
+    """Warn when a CPU build's thread count, which its cache keys hash, is not this process's."""
+    from torch._inductor import config as inductor_config
+
+    threads = torch.get_num_threads()
+    if built_threads is None or built_threads == threads:
+        return
+    if inductor_config.cpp.threads >= 1 or inductor_config.cpp.dynamic_threads:
+        return  # kernels do not specialise on torch's thread count, so neither do the keys
+    warnings.warn(
+        f"{path}: these compile-cache artifacts were built with torch.get_num_threads() == {built_threads}, "
+        f"this process runs {threads}; inductor's CPU cache keys include the thread count, so the first "
+        f"call compiles from scratch. Load it under torch.set_num_threads({built_threads}) "
+        f"(or OMP_NUM_THREADS={built_threads}) to compile from the cache.",
+        stacklevel=3,
+    )
 
 
 def payload_file(indir: Path, name: str) -> Path:
