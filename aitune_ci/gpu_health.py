@@ -99,7 +99,7 @@ class GpuMonitor:
     _handle: Any = None
     _nvml: Any = None
 
-    def start(self) -> "GpuMonitor":
+    def start(self) -> GpuMonitor:
         try:
             import pynvml
 

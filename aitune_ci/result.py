@@ -75,7 +75,7 @@ class LatencyStats:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "LatencyStats":
+    def from_json(cls, data: Mapping[str, Any]) -> LatencyStats:
         kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         kwargs["round_medians_ms"] = tuple(kwargs.get("round_medians_ms", ()))
         return cls(**kwargs)
@@ -110,7 +110,7 @@ class LeafMetrics:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "LeafMetrics":
+    def from_json(cls, data: Mapping[str, Any]) -> LeafMetrics:
         kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         kwargs["shape"] = tuple(kwargs.get("shape", ()))
         return cls(**kwargs)
@@ -150,7 +150,7 @@ class AccuracyReport:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "AccuracyReport":
+    def from_json(cls, data: Mapping[str, Any]) -> AccuracyReport:
         return cls(
             passed=data["passed"],
             precision=data["precision"],
@@ -204,7 +204,7 @@ class BackendResult:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "BackendResult":
+    def from_json(cls, data: Mapping[str, Any]) -> BackendResult:
         return cls(
             backend=data["backend"],
             status=data["status"],
@@ -260,7 +260,7 @@ class TuneResult:
     def reference(self) -> BackendResult | None:
         return self.backend("eager")
 
-    def with_backends(self, backends: tuple[BackendResult, ...]) -> "TuneResult":
+    def with_backends(self, backends: tuple[BackendResult, ...]) -> TuneResult:
         return replace(self, backends=backends)
 
     def to_json(self) -> dict[str, Any]:
@@ -283,7 +283,7 @@ class TuneResult:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], source: object = "<result>") -> "TuneResult":
+    def from_json(cls, data: Mapping[str, Any], source: object = "<result>") -> TuneResult:
         """Parse a result; an unknown schema or a malformed file raises DataFileError naming ``source``."""
         fix = "re-run the tune (`aitune-ci run` or `pytest --aitune`) to regenerate it"
         if not isinstance(data, Mapping):

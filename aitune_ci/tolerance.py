@@ -32,7 +32,7 @@ class Tolerance:
             if value is not None and f.name in ("atol", "rtol", "max_rmse_ratio") and value < 0:
                 raise ValueError(f"Tolerance.{f.name} must be >= 0, got {value!r}")
 
-    def merged_over(self, default: "Tolerance") -> "Tolerance":
+    def merged_over(self, default: Tolerance) -> Tolerance:
         """This tolerance with its unset fields taken from ``default``."""
         return Tolerance(
             **{f.name: (getattr(self, f.name) if getattr(self, f.name) is not None else getattr(default, f.name))
@@ -43,7 +43,7 @@ class Tolerance:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Tolerance":
+    def from_json(cls, data: Mapping[str, Any]) -> Tolerance:
         return cls(**{k: data[k] for k in (f.name for f in fields(cls)) if k in data})
 
 

@@ -359,7 +359,7 @@ def pool_paired(estimates: Sequence[RatioLike]) -> PairedRatio:
         logs.append(math.log(float(e.ratio)))
         weights.append(1.0 / se**2)
     total = sum(weights)
-    center = sum(w * x for w, x in zip(weights, logs)) / total
+    center = sum(w * x for w, x in zip(weights, logs, strict=True)) / total
     se = 1.0 / math.sqrt(total)
     return PairedRatio(
         math.exp(center), math.exp(center - _CI_Z * se), math.exp(center + _CI_Z * se), sum(int(e.n) for e in estimates)

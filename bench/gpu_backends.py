@@ -27,7 +27,6 @@ from torch import nn  # noqa: E402
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
 from aitune_ci.engine import MIXED, tune  # noqa: E402
-from aitune_ci.environment import environment_fingerprint  # noqa: E402
 from aitune_ci.measure import MeasureConfig  # noqa: E402
 from aitune_ci.report.terminal import format_tune_table  # noqa: E402
 from aitune_ci.result import TuneResult  # noqa: E402

@@ -40,7 +40,7 @@ def _cache_kwarg(model: nn.Module) -> str:
 def _cache_to_tensors(cache: Any) -> tuple[torch.Tensor, ...]:
     if hasattr(cache, "layers"):  # transformers >= 4.56
         return tuple(t for layer in cache.layers for t in (layer.keys, layer.values))
-    return tuple(t for pair in zip(cache.key_cache, cache.value_cache) for t in pair)
+    return tuple(t for pair in zip(cache.key_cache, cache.value_cache, strict=True) for t in pair)
 
 
 def _tensors_to_cache(past: Sequence[torch.Tensor]) -> Any:
