@@ -360,7 +360,7 @@ def test_loading_code_holds_no_pickle_and_no_unsafe_torch_load():
 
 
 def test_a_model_of_another_shape_is_refused_with_the_difference(artifact):
-    from conftest import TinyMLP
+    from tiny_models import TinyMLP
 
     with pytest.raises(
         ArtifactError, match=r"'fc1.weight' is float32\[64, 16\] here, float32\[32, 16\] in the artifact"
@@ -444,7 +444,7 @@ def test_inspect_returns_the_validated_manifest_and_format_prints_it(artifact):
 
 
 def test_spec_hash_is_stable_and_moves_with_what_changes_the_build(tiny_mlp, tiny_input):
-    from conftest import TinyMLP
+    from tiny_models import TinyMLP
 
     env = {"hardware_key": "cpu-x", "torch": "2.13.0", "cpu_count": 2}
     base = _spec(copy.deepcopy(tiny_mlp), tiny_input, name="a")

@@ -69,7 +69,7 @@ _LOADER = textwrap.dedent(
     import torch
     from torch._dynamo.utils import compilation_time_metrics, counters
     from safetensors.torch import load_file, save_file
-    from conftest import TinyMLP
+    from tiny_models import TinyMLP
     import aitune_ci as ait
 
     jobs = json.loads({jobs!r})

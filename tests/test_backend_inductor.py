@@ -130,7 +130,7 @@ _LOAD_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     sys.path.insert(0, {tests_dir!r})
-    from conftest import TinyMLP
+    from tiny_models import TinyMLP
     from torch_state import global_torch_state
     from aitune_ci.backends.base import BuildContext
     from aitune_ci.backends.inductor import InductorBackend, compile_counters
