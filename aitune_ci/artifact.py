@@ -53,7 +53,7 @@ from aitune_ci.artifact_safety import (
     sha256_json,
     validate_manifest,
 )
-from aitune_ci.atomic import _fsync_dir
+from aitune_ci.atomic import atomic_write_stream
 from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.errors import AituneCIError, ArtifactError
 
@@ -441,7 +441,7 @@ def save(
         validate_manifest(
             json.loads(json.dumps(manifest)), "the manifest being written"
         )  # never write what load refuses
-        _atomic_write(path, lambda fh: _write_zip(fh, stage, manifest, files))
+        atomic_write_stream(path, lambda fh: _write_zip(fh, stage, manifest, files))
     sha = artifact_sha256(path)
     return ArtifactInfo(
         path=path,
@@ -516,28 +516,6 @@ def _write_zip(fh: IO[bytes], stage: Path, manifest: Mapping[str, Any], files: S
             source = stage / name
             with open(source, "rb") as src, zf.open(info, "w", force_zip64=source.stat().st_size > 2**31) as dst:
                 shutil.copyfileobj(src, dst, _CHUNK)
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Stream into a temporary file beside ``path``, fsync, then ``os.replace`` (as aitune_ci.atomic does)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
 
 
 # --- reading archives -------------------------------------------------------------------------

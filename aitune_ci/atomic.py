@@ -13,12 +13,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Callable
 
 from filelock import FileLock, Timeout
 
 from aitune_ci.errors import AituneCIError
 
-__all__ = ["LockTimeout", "atomic_write_bytes", "atomic_write_text", "ensure_gitignore", "locked"]
+__all__ = ["LockTimeout", "atomic_write_bytes", "atomic_write_stream", "atomic_write_text", "ensure_gitignore", "locked"]
 
 #: How long ``locked`` waits by default. Locks are released by the OS when their holder dies, so
 #: waiting this long means another live process is writing, not that a stale lock is left behind.
@@ -32,11 +33,12 @@ class LockTimeout(AituneCIError, TimeoutError):
     """Another process held a file lock for longer than the timeout."""
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix.
+def atomic_write_stream(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+    """Replace ``path`` with what ``write`` streams into a file object; readers never see a mix.
 
     The parent directory is created when missing. A new file gets mode 0644; an existing file keeps
     its mode. On any error the temporary file is removed and the old file is left as it was.
+    ``write`` gets a binary file opened for writing and reading (a zip writer may seek back).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,8 +48,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         mode = 0o644
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "w+b") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp_name, mode)
@@ -57,6 +59,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
+    atomic_write_stream(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
