@@ -393,18 +393,16 @@ def _goal_lines(mode: str, goals: dict[str, Any]) -> list[str]:
 
 
 def _paired_compounding(report: dict[str, Any]) -> list[str]:
-    """Why paired detection is what it is: its confirmations are judged alone, so their rates multiply."""
+    """How often one paired judgement flags at +10%, beside the final rate (confirmations pool their evidence)."""
     by = {(c["mode"], c["injected"]): c for c in report["conditions"]}
     c = by.get(("paired", DETECTION_AT))
     if not c or not c["judgements"]:
         return []
-    need = 1 + report["config"]["policy"]["max_confirmations"]
     q = c["judgements_flagged"] / c["judgements"]
     return [
-        f"- paired: each confirmation measures the pair anew and is judged on its own (not pooled), so a slowdown "
-        f"is REGRESSED only when all {need} judgements flag it. At +{DETECTION_AT:.0%} a single judgement flagged "
-        f"{_pct(q)} of the time ({c['judgements_flagged']}/{c['judgements']}); {_pct(q)}^{need} = {_pct(q**need)}, "
-        f"against {_pct(c['rate'])} observed."
+        f"- paired: a suspect is re-measured and each new ratio is pooled with the earlier ones (inverse-variance "
+        f"in log space, `pool_paired`), so a confirmation adds evidence. At +{DETECTION_AT:.0%} a single judgement "
+        f"flagged {_pct(q)} of the time ({c['judgements_flagged']}/{c['judgements']}); final rate {_pct(c['rate'])}."
     ]
 
 
@@ -432,7 +430,7 @@ def markdown(report: dict[str, Any]) -> str:
         "`AituneSession._paired_with_baseline_artifact`): fresh copies of the baseline model (A) and the current one "
         "(B) timed interleaved by `measure_paired` (ABBA rounds, the tune's `MeasureConfig`), "
         "`judge_with_confirmations(paired=, remeasure_paired=)` on the ratio and its CI (each confirmation measures "
-        "the pair again), `apply_run_correction`. Both sides are eager modules standing in for an AOT payload (the "
+        "the pair again and is pooled with the earlier ratios), `apply_run_correction`. Both sides are eager modules standing in for an AOT payload (the "
         "busy-wait cannot be exported): the decision procedure is what is measured.",
         "",
         f"Every measurement, re-measurement and paired measurement: `MeasureConfig(max_total_s={mc['max_total_s']}, "
@@ -459,7 +457,7 @@ def markdown(report: dict[str, Any]) -> str:
         "Realised slowdown: median over the baselines of a paired ABBA measurement (longer budget), slowed / plain "
         "model. Suspected first = first measurement flagged, sent to confirmation; REGRESSED counts final verdicts "
         "only; judgements flagged counts every judged measurement (first and confirmations) that flagged a regression. Measured delta and MDE are the final verdict's: for medians pooled over confirmations, for paired the "
-        "last paired ratio − 1 and the MDE of its CI. All runs share one process: between-process and "
+        "paired ratio pooled over confirmations − 1 and the MDE of its CI. All runs share one process: between-process and "
         "between-machine noise of real CI is not sampled, so the A/A rates are lower bounds.",
         "",
         f"Written by `bench/verdict_quality.py` in {report['duration_s']:.0f} s (time in CI runs: {seconds}).",
