@@ -201,7 +201,9 @@ class AituneSession:
 
         def say(verdict: Any, measured: int) -> None:
             self.progress(
-                f"{fixture} · {backend}: suspected {verdict.kind.lower()} ({verdict.delta:+.1%}), "
+                f"{fixture} · {backend}: "
+                f"{'suspected regressed' if verdict.kind == 'REGRESSED' else 'inconclusive, looks slower'} "
+                f"({verdict.delta:+.1%}), "
                 f"re-measuring ({measured}/{policy.max_confirmations})"
             )
 

@@ -512,13 +512,18 @@ def compare_backend(
     else:
         kind = VerdictKind.PASS
     ordered = tuple(r for r in _REASON_ORDER if r in reasons)
+    # Inconclusive: the point estimate is past the threshold but the evidence is not yet enough.
+    # Measuring more (pooled) settles it either way, rather than passing a likely regression.
+    inconclusive = not reasons and test is not None and not test.regressed and test.delta > test.threshold
     verdict = Verdict(
         kind=kind,
         reasons=ordered,
         notes=tuple(notes),
         paired=paired is not None and test is not None,
         needs_confirmation=(
-            ordered == (LATENCY,) and confirmations < policy.max_confirmations and not policy.quarantined
+            (ordered == (LATENCY,) or inconclusive)
+            and confirmations < policy.max_confirmations
+            and not policy.quarantined
         ),
         **base,
         **(

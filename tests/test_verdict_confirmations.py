@@ -116,3 +116,30 @@ def test_a_paired_confirmation_adds_evidence_instead_of_having_to_clear_the_bar_
         "tune_x", BASELINE, row, Policy(max_confirmations=1), None, paired=first, remeasure_paired=lambda: second
     )
     assert verdict.kind == "REGRESSED" and verdict.paired
+
+
+def test_an_inconclusive_slowdown_past_the_threshold_is_measured_again_not_passed():
+    from aitune_ci.verdict import PairedRatio
+
+    # +9% point estimate, CI touching 1: not significant alone, but past the 5% threshold.
+    first = PairedRatio(1.09, 0.995, 1.19, 5)
+    calls = []
+
+    def again():
+        calls.append(1)
+        return PairedRatio(1.10, 1.05, 1.15, 5)
+
+    row = BackendResult(backend="eager", status="ok", latency=stats(1.0))
+    verdict = judge_with_confirmations("tune_x", BASELINE, row, Policy(), None, paired=first, remeasure_paired=again)
+    assert calls and verdict.kind == "REGRESSED"
+
+
+def test_a_small_inconclusive_change_under_the_threshold_is_not_remeasured():
+    from aitune_ci.verdict import PairedRatio
+
+    row = BackendResult(backend="eager", status="ok", latency=stats(1.0))
+    verdict = judge_with_confirmations(
+        "tune_x", BASELINE, row, Policy(), None, paired=PairedRatio(1.02, 0.98, 1.06, 5),
+        remeasure_paired=lambda: pytest.fail("must not re-measure"),
+    )
+    assert verdict.kind == "PASS" and verdict.confirmations == 0
