@@ -33,7 +33,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = [cnn_spec(backends=args.backends, device=args.device), encoder_spec(backends=args.backends, device=args.device)]
+    from aitune_ci.backends.registry import backend_names
+
+    # Every registered backend, so the ones that cannot run here show up with their reason.
+    names = args.backends or backend_names()
+    specs = [cnn_spec(backends=names, device=args.device), encoder_spec(backends=names, device=args.device)]
     config = MeasureConfig(max_total_s=args.measure_seconds)
     tables = []
     for spec in specs:
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", metavar="DEVICE", help="cpu, cuda or auto. Default: auto")
     p.add_argument(
         "--backends", type=lambda s: [b.strip() for b in s.split(",") if b.strip()], default=None, metavar="A,B",
-        help="comma-separated backend names. Default: every available backend",
+        help="comma-separated backend names. Default: every registered backend (unavailable ones shown with why)",
     )
     p.add_argument(
         "--measure-seconds", type=float, default=4.0, metavar="S",
