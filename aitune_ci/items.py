@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from aitune_ci.discovery import FixturePlan, evaluate_plan, find_tune_fixtures
+from aitune_ci.session import SELECTION
 
 if TYPE_CHECKING:  # pragma: no cover
     from aitune_ci.options import Shard
@@ -17,7 +18,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["AituneItem", "AituneCheckFailed", "generate_items", "apply_shard", "fixture_of", "fixture_scheduler"]
 
-SELECTION = "selection"
 
 # ``conftest.py::tune_x[eager]`` (xdist may append ``@group``); fixture names are unique in a run.
 _ITEM_ID = re.compile(r"::(tune_\w+)\[[^\[\]]+\](@[^\]]*)?$")

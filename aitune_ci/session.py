@@ -17,6 +17,7 @@ from aitune_ci.errors import AituneCIError, DataFileError
 __all__ = ["AituneSession", "CheckOutcome", "SessionOptions", "RUN_SCHEMA_VERSION"]
 
 RUN_SCHEMA_VERSION = 1
+#: The check name of the per-fixture item that reports the winner (``tune_x[selection]``).
 SELECTION = "selection"
 
 
