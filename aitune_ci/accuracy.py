@@ -50,13 +50,21 @@ __all__ = [
 #   and 5e-2 (bf16) the same MLPs and a 3-conv CNN used at most 6% and 12% of the allowance,
 #   headroom for deeper models; drift below the gate is caught by the baseline SQNR check.
 #   The RMSE test (≤ 3×) rarely helps here: half precision's error is 10³× fp32's.
+#   Deep models still break elementwise gates on a few outputs near zero: measured on the H100,
+#   resnet50 in bf16 had max_abs 0.6 against 5e-2 + 5e-2·|ref| with SQNR 45.6 dB and cosine
+#   0.99999, i.e. ordinary bf16 rounding. So a leaf is also close when its SQNR reaches a floor
+#   set from the format's rounding error: one rounding gives ~53 dB (bf16, u = 2⁻⁸) and ~71 dB
+#   (fp16 and tf32 inputs, u = 2⁻¹¹); whole models measured on the H100 gave bf16 41.9-45.6 dB
+#   (GPT-2, resnet50) and fp16 60.1-67.0 dB (GPT-2, resnet50, a CNN+transformer). Floors of 35
+#   and 45 dB leave 7-15 dB for deeper models, while a wrong kernel or a dropped layer lands far
+#   below (< 20 dB).
 # - int8 / fp8: elementwise closeness is meaningless for quantized weights; SQNR ≥ 25 dB and
 #   cosine ≥ 0.99 (the design's gate).
 _DEFAULTS: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-4, max_rmse_ratio=2.0),
-    "tf32": Tolerance(atol=5e-3, rtol=5e-3, max_rmse_ratio=3.0),
-    "fp16": Tolerance(atol=1e-2, rtol=1e-2, max_rmse_ratio=3.0),
-    "bf16": Tolerance(atol=5e-2, rtol=5e-2, max_rmse_ratio=3.0),
+    "tf32": Tolerance(atol=5e-3, rtol=5e-3, max_rmse_ratio=3.0, close_sqnr_db=45.0),
+    "fp16": Tolerance(atol=1e-2, rtol=1e-2, max_rmse_ratio=3.0, close_sqnr_db=45.0),
+    "bf16": Tolerance(atol=5e-2, rtol=5e-2, max_rmse_ratio=3.0, close_sqnr_db=35.0),
     "int8": Tolerance(min_sqnr_db=25.0, min_cosine=0.99),
     "fp8": Tolerance(min_sqnr_db=25.0, min_cosine=0.99),
 }
@@ -268,8 +276,9 @@ def gate_leaf(metrics: LeafMetrics, tolerance: Tolerance | None, precision: str)
     """Apply the accuracy gate to one leaf's metrics.
 
     The user's ``tolerance`` fields override the precision's defaults. A leaf passes when
-    every configured group holds: closeness (allclose ``or`` RMSE ratio ≤ limit, whichever
-    are configured and measurable), SQNR ≥ ``min_sqnr_db``, cosine ≥ ``min_cosine``. A failure
+    every configured group holds: closeness (allclose ``or`` RMSE ratio ≤ limit ``or``
+    SQNR ≥ ``close_sqnr_db``, whichever are configured and measurable), SQNR ≥ ``min_sqnr_db``,
+    cosine ≥ ``min_cosine``. A failure
     found while measuring (``metrics.passed`` False) or a non-finite error always fails.
 
     If ``metrics.allclose_ratio`` was not computed (no tolerance given to :func:`leaf_metrics`),
@@ -277,7 +286,7 @@ def gate_leaf(metrics: LeafMetrics, tolerance: Tolerance | None, precision: str)
 
     Returns:
         ``(passed, reason)``: the reason says what failed with numbers and limits; for a pass
-        it is empty, or notes that only the RMSE test let the leaf through.
+        it is empty, or notes which test let the leaf through when allclose did not.
     """
     tol = _effective(tolerance, precision)
     if not metrics.passed:
@@ -299,11 +308,15 @@ def gate_leaf(metrics: LeafMetrics, tolerance: Tolerance | None, precision: str)
     if tol.max_rmse_ratio is not None and metrics.rmse_ratio is not None:
         ok = metrics.rmse_ratio <= tol.max_rmse_ratio
         closeness.append((ok, f"RMSE {metrics.rmse_ratio:.3g}× eager's (limit {tol.max_rmse_ratio:g}×)"))
+    if tol.close_sqnr_db is not None:
+        ok = metrics.sqnr_db >= tol.close_sqnr_db
+        closeness.append((ok, f"SQNR {metrics.sqnr_db:.1f} dB (close at {tol.close_sqnr_db:g} dB)"))
     note = ""
     if closeness and not any(ok for ok, _ in closeness):
         failures.append(" and ".join(msg for _, msg in closeness))
-    elif len(closeness) == 2 and not closeness[0][0]:
-        note = f"{closeness[0][1]}, but RMSE {metrics.rmse_ratio:.3g}× eager's is within {tol.max_rmse_ratio:g}×"
+    elif len(closeness) >= 2 and not closeness[0][0]:
+        first_ok = next(msg for ok, msg in closeness if ok)
+        note = f"{closeness[0][1]}, but {first_ok} passes"
 
     if tol.min_sqnr_db is not None and not (metrics.sqnr_db >= tol.min_sqnr_db):
         failures.append(f"SQNR {metrics.sqnr_db:.1f} dB < {tol.min_sqnr_db:g} dB")
@@ -329,6 +342,8 @@ def gate_description(precision: str, tolerance: ToleranceSpec = None) -> str:
         closeness.append(f"allclose(atol={tol.atol or 0:g}, rtol={tol.rtol or 0:g})")
     if tol.max_rmse_ratio is not None:
         closeness.append(f"RMSE vs fp64 ≤ {tol.max_rmse_ratio:g}× eager's")
+    if tol.close_sqnr_db is not None:
+        closeness.append(f"SQNR ≥ {tol.close_sqnr_db:g} dB")
     if closeness:
         groups.append(" or ".join(closeness))
     if tol.min_sqnr_db is not None:

@@ -13,9 +13,11 @@ __all__ = ["Tolerance", "ToleranceSpec", "resolve_tolerance"]
 class Tolerance:
     """Gates for one output leaf. ``None`` fields fall back to the precision's default.
 
-    A leaf passes when ``allclose(atol, rtol)`` holds *or* its fp64-RMSE ratio is within
-    ``max_rmse_ratio``; quantized precisions gate on ``min_sqnr_db`` and ``min_cosine`` instead.
-    NaN/Inf where the reference is finite always fails, whatever the tolerance.
+    A leaf is close when ``allclose(atol, rtol)`` holds, *or* its fp64-RMSE ratio is within
+    ``max_rmse_ratio``, *or* its SQNR reaches ``close_sqnr_db`` (half precisions: rounding error
+    judged against the whole tensor, where a few elements near zero break any elementwise rtol).
+    Quantized precisions gate on ``min_sqnr_db`` and ``min_cosine`` instead, which must hold
+    in addition. NaN/Inf where the reference is finite always fails, whatever the tolerance.
     """
 
     atol: float | None = None
@@ -23,6 +25,7 @@ class Tolerance:
     max_rmse_ratio: float | None = None
     min_sqnr_db: float | None = None
     min_cosine: float | None = None
+    close_sqnr_db: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):

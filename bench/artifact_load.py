@@ -14,7 +14,10 @@ Inductor is a just-in-time backend, so it is measured three ways on the first ca
 
 Run: ``.venv/bin/python bench/artifact_load.py`` (about 10 minutes on 2 CPU cores);
 ``--model encoder`` for the transformer, ``--repeats N`` for more runs. Writes
-``reports/artifact_load.json`` and ``reports/artifact_load.md``.
+``reports/artifact_load.json`` and ``reports/artifact_load.md``. On a GPU machine:
+``python3 bench/artifact_load.py --device cuda --model resnet50 --backends eager,inductor
+--out reports/h100/artifact_load`` (torchvision resnet50, random weights, batch 32); there the
+cache entries hold compiled Triton kernels, so the question is how much of the first call is left.
 """
 
 from __future__ import annotations
@@ -53,6 +56,25 @@ LIBRARIES = {
     "aoti": ("torch._inductor", "torch._inductor.package"),
     "inductor": ("torch._inductor", "torch._inductor.codecache"),
 }
+#: ``--model`` -> (factory "module:attr", sample shape). The child rebuilds the model from the factory
+#: (structure from code, weights from the artifact), as a user's program does.
+MODELS = {
+    "cnn": ("aitune_ci.examples.models:SmallCNN", (8, 3, 64, 64)),
+    "encoder": ("aitune_ci.examples.models:SmallEncoder", None),
+    "resnet50": ("torchvision.models:resnet50", (32, 3, 224, 224)),
+}
+
+
+def _factory(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 # --- child: one load in a fresh process ------------------------------------------------------
@@ -75,8 +97,6 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     import aitune_ci as ait
     import aitune_ci.artifact  # noqa: F401
     from aitune_ci.backends.registry import backend_names
-    from aitune_ci.examples import models
-
     # The libraries a program using the backend imports anyway: timed apart from the load itself.
     backend_names()
     for module in LIBRARIES.get(job["name"], ()):
@@ -90,28 +110,35 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
         pick_vec_isa()
         probe_s = time.perf_counter() - t0
     inputs = {k: v.clone() for k, v in load_file(job["inputs"]).items()}  # clone: aligned, as any torch allocation
-    args = [inputs[f"args.{i}"] for i in range(len(inputs))]
-    model = getattr(models, job["model_class"])()
+    device = job.get("device", "cpu")
+    args = [inputs[f"args.{i}"].to(device) for i in range(len(inputs))]
+    make_model = _factory(job["model_factory"])
+    model = make_model()
+    _sync(device)
     before = _events()
     t0 = time.perf_counter()
     loaded = ait.load(job["path"], model, expected_sha256=job["sha256"] if job["pinned"] else None)
+    _sync(device)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    loaded(*args)
+    with torch.no_grad():
+        loaded(*args)
+    _sync(device)
     first_s = time.perf_counter() - t0
     after = _events()
-    for _ in range(5):
-        loaded(*args)
     times = []
-    for _ in range(job["steady_iters"]):
-        t = time.perf_counter_ns()
-        loaded(*args)
-        times.append((time.perf_counter_ns() - t) / 1e6)
+    with torch.no_grad():
+        for _ in range(5):
+            loaded(*args)
+        for _ in range(job["steady_iters"]):
+            _sync(device)
+            t = time.perf_counter_ns()
+            loaded(*args)
+            _sync(device)
+            times.append((time.perf_counter_ns() - t) / 1e6)
     # Once per process costs (aoti's crash-safe loader probe, session setup) show as the gap to this.
     t0 = time.perf_counter()
-    ait.load(
-        job["path"], getattr(models, job["model_class"])(), expected_sha256=job["sha256"] if job["pinned"] else None
-    )
+    ait.load(job["path"], make_model(), expected_sha256=job["sha256"] if job["pinned"] else None)
     load_again_s = time.perf_counter() - t0
     events = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
     return {
@@ -130,7 +157,11 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
             "fxgraph_cache_miss": events.get("inductor.fxgraph_cache_miss", 0),
             "autograd_cache_hit": events.get("aot_autograd.autograd_cache_hit", 0),
             "exports": events.get("create_aot_dispatcher_function", 0),
+            "triton_kernels_from_bundle": events.get("inductor.triton_bundler_read_and_emit_kernel", 0),
+            "triton_kernels_compiled": events.get("inductor.async_compile_cache_miss", 0),
+            "autotune_benchmarks": sum(v for k, v in events.items() if k.startswith("inductor.benchmarking.")),
         },
+        "events": events,
     }
 
 
@@ -171,7 +202,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--model", choices=("cnn", "encoder"), default="cnn", help="Default: cnn")
+    parser.add_argument("--model", choices=tuple(MODELS), default="cnn", help="Default: cnn")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Default: cpu")
     parser.add_argument("--repeats", type=int, default=3, help="fresh-process loads per variant. Default: 3")
     parser.add_argument("--backends", default=",".join(BACKENDS), help=f"Default: {','.join(BACKENDS)}")
     parser.add_argument("--steady-iters", type=int, default=50, help="timed calls after load. Default: 50")
@@ -200,11 +232,25 @@ def main() -> int:
     pick_vec_isa()
     build_probe_s = time.perf_counter() - t0
     names = [n for n in args.backends.split(",") if n]
-    spec = (cnn_spec if args.model == "cnn" else encoder_spec)(backends=names, device="cpu")
+    factory, shape = MODELS[args.model]
+    if args.model == "cnn":
+        spec = cnn_spec(backends=names, device=args.device)
+    elif args.model == "encoder":
+        spec = encoder_spec(backends=names, device=args.device)
+    else:
+        torch.manual_seed(0)
+        spec = ait.TuneSpec(
+            model=_factory(factory)().eval(),
+            samples=[torch.randn(*shape)],
+            backends=names,
+            strategy="min-latency",
+            device=args.device,
+            name=args.model,
+        )
     config = MeasureConfig(max_total_s=2.0, max_rounds=10)
     result = ait.tune(spec, measure_config=config, progress=lambda m: print(f"[tune] {m}", file=sys.stderr))
     sample_args, _ = spec.normalized_samples[0]
-    save_file({f"args.{i}": a.contiguous() for i, a in enumerate(sample_args)}, str(work / "inputs.safetensors"))
+    save_file({f"args.{i}": a.detach().cpu().contiguous() for i, a in enumerate(sample_args)}, str(work / "inputs.safetensors"))
 
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -231,8 +277,9 @@ def main() -> int:
             "path": str(info.path),
             "sha256": info.sha256,
             "pinned": pinned,
-            "probe": name in ("inductor", "aoti"),
-            "model_class": type(spec.model).__name__,
+            "probe": name in ("inductor", "aoti") and args.device == "cpu",
+            "model_factory": factory,
+            "device": args.device,
             "inputs": str(work / "inputs.safetensors"),
             "steady_iters": args.steady_iters,
         }
@@ -272,12 +319,14 @@ def main() -> int:
     report = {
         "schema_version": SCHEMA_VERSION,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment_fingerprint("cpu"),
+        "environment": environment_fingerprint(args.device),
+        "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "load_average": [load_before, os.getloadavg()[0]],
         "model": {
             "name": spec.display_name,
             "class": type(spec.model).__name__,
+            "factory": factory,
             "sample": spec.summary()["samples"][0],
         },
         "repeats": args.repeats,
@@ -302,10 +351,12 @@ def _f(x: float | None, digits: int = 3) -> str:
 def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     sample = ", ".join(f"{s['dtype']}{s['shape']}" for s in report["model"]["sample"] if "shape" in s)
+    cuda = report.get("device", "cpu") == "cuda"
+    where = f"{env.get('gpu_name') or env.get('gpu') or 'GPU'}" if cuda else f"{env.get('cpu')} ({env.get('cpu_count')} cores)"
     lines = [
-        "# Artifact load vs build, per backend (CPU)",
+        f"# Artifact load vs build, per backend ({'GPU' if cuda else 'CPU'})",
         "",
-        f"{report['created_at']} · {env.get('cpu')} ({env.get('cpu_count')} cores) · torch {env.get('torch')} · "
+        f"{report['created_at']} · {where} · torch {env.get('torch')} · "
         f"torch threads {report['torch_threads']} · load avg {report['load_average'][0]:.2f} → "
         f"{report['load_average'][1]:.2f} · model {report['model']['name']} "
         f"({sample})",
@@ -351,8 +402,8 @@ def markdown(report: dict[str, Any]) -> str:
             "Fresh process each time; ISA probe timed apart (it is paid once per cache folder, bytes or not).",
             "",
             "| first call after load | first call (s) | range (s) | ISA probe (s) | graphs traced | inductor codegen | "
-            "C++ builds | FX cache hit / miss |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "C++ builds | Triton kernels compiled / from bundle | autotune benchmarks | FX cache hit / miss |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         labels = {
             "pinned": "with the artifact's cache bytes (empty cache folder)",
@@ -365,6 +416,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {label} | {_f(s['first_call_s'])} | {_f(s['first_call_s_range'][0])}–{_f(s['first_call_s_range'][1])} | "
                 f"{_f(s['probe_s'])} | {c['graphs_traced']} | {c['codegen']} | {c['cpp_builds']} | "
+                f"{c.get('triton_kernels_compiled', '–')} / {c.get('triton_kernels_from_bundle', '–')} | "
+                f"{c.get('autotune_benchmarks', '–')} | "
                 f"{c['fxgraph_cache_hit']} / {c['fxgraph_cache_miss']} |"
             )
         pinned, cold, warm = (
@@ -372,10 +425,32 @@ def markdown(report: dict[str, Any]) -> str:
             inductor["unpinned"]["first_call_s"],
             inductor["warm-dir"]["first_call_s"],
         )
+        steady_s = inductor["pinned"]["steady_ms"] / 1e3
         lines += [
             "",
             f"The bytes cut the first call from {cold:.2f} s (cold compile) to {pinned:.2f} s "
-            f"({cold / pinned:.1f}×): inductor generates no code (codegen 0, cache hit), but on a CPU the cache "
+            f"({cold / pinned:.1f}×); the persistent cache folder gives {warm:.2f} s; steady state is "
+            f"{steady_s * 1e3:.3g} ms.",
+        ]
+    if inductor and cuda:
+        pc, uc = inductor["pinned"]["compile"], inductor["unpinned"]["compile"]
+        lines += [
+            "",
+            "On the GPU the cache bytes carry the generated Triton kernels as compiled binaries (the Triton "
+            "bundle) and autotuning results. With them, the first call after load compiled "
+            f"{pc.get('triton_kernels_compiled', 0)} Triton kernels ({pc.get('triton_kernels_from_bundle', 0)} came "
+            f"from the bundle) and ran {pc.get('autotune_benchmarks', 0)} autotune benchmarks; without them, "
+            f"{uc.get('triton_kernels_compiled', 0)} and {uc.get('autotune_benchmarks', 0)}. What is left with the "
+            "bytes is dynamo tracing the Python, AOTAutograd, and loading kernels onto the device. "
+            "What would do better: `aoti` (a `.pt2` with the kernels linked into one library: no tracing "
+            "at all) where its loader works, or torch's precompile API "
+            "(`torch.compile(...).aot_compile(...)` + `torch.compiler.load_compiled_function`), which also saves "
+            "dynamo's output — pickle-based, so it needs the same sha256 pin as the compile cache.",
+        ]
+    elif inductor:
+        lines += [
+            "",
+            "Inductor generates no code with the bytes (codegen 0, cache hit), but on a CPU the cache "
             "entry holds C++ *source*, so each kernel is still compiled by the C++ compiler once per cache folder, "
             "and dynamo still traces the Python. A persistent cache folder (which also holds the compiled "
             f"kernels and the ISA probe) gets it to {warm:.2f} s.",

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# One call on the lent GPU machine: the GPU tests (`pytest -m gpu`) and bench/gpu_backends.py.
-# Carries torchao as a wheel in .whl/ (the GPU image has none). Results go to $OUT.
+# GPU work for one call on the lent machine: `bash bench/run_gpu_suite.sh STEP...` with steps
+#   tests      pytest -m gpu (GPU tests plus the gpu-marked backend/measure tests)
+#   diag       bench/aoti_loader_diag.py and bench/mixed_overhead.py
+#   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
+#   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes)
+# Carries torchao as a wheel in .whl/ (the GPU image has none). Results go to $OUT/h100.
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-reports/h100-run}
@@ -11,7 +15,7 @@ if ls .whl/*.whl > /dev/null 2>&1; then
 else
   export PYTHONPATH=$PWD
 fi
-python3 - <<'PY' 2>&1 | tee "$OUT/gpu-tests.log"
+python3 - <<'PY' 2>&1 | tee -a "$OUT/h100/versions.log"
 import importlib, torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))
 for m in ("torchao", "transformers", "torchvision", "onnxruntime", "onnxscript", "pynvml", "safetensors", "filelock", "jinja2", "requests"):
@@ -23,19 +27,27 @@ PY
 B=eager,eager-fp16,eager-bf16,cudagraphs,inductor,inductor-reduce-overhead,torchao-int8wo,torchao-int8dq,torchao-fp8,onnxruntime,torch-tensorrt,tensorrt
 run_bench() { timeout "$1" python3 bench/gpu_backends.py --models "$2" --backends "$3" --out "$OUT/h100" --measure-seconds 2 \
   2>&1 | grep -v "^\[aitune\] \(round\|warm-up\|iterations\)" | tail -40; }
-# Results of an earlier phase (committed under reports/h100) are summarized together with this one's.
+# Results of an earlier call (committed under reports/h100) are summarized together with this one's.
 cp -n reports/h100/model_*.json "$OUT/h100/" 2>/dev/null || true
-case "${1:-1}" in
-  1)
-    timeout 230 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
-      -p no:cacheprovider -q -rs 2>&1 | tail -60 | tee -a "$OUT/gpu-tests.log"
-    run_bench 110 gpt2 "$B,inductor-max-autotune"
-    run_bench 150 resnet50 "$B,aoti"
-    ;;
-  2)
-    run_bench 120 bert "$B"
-    run_bench 200 composite "$B"
-    ;;
-esac
-python3 bench/gpu_backends.py --summarize --out "$OUT/h100" > /dev/null
-ls -la "$OUT" "$OUT/h100"
+for step in "$@"; do
+  echo "=== $step $(date +%T)"
+  case "$step" in
+    tests)
+      timeout 260 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
+        -p no:cacheprovider -p no:logging -q -rfEs --tb=short > "$OUT/h100/gpu-tests.log" 2>&1
+      tail -40 "$OUT/h100/gpu-tests.log" ;;
+    diag)
+      timeout 120 python3 bench/aoti_loader_diag.py --out "$OUT/h100" 2>&1 | tail -30
+      timeout 150 python3 bench/mixed_overhead.py --out "$OUT/h100" 2>&1 | grep -v "^\[aitune\]" | tail -45 ;;
+    gpt2) run_bench 110 gpt2 "$B,inductor-max-autotune" ;;
+    resnet50) run_bench 150 resnet50 "$B,aoti" ;;
+    bert) run_bench 130 bert "$B" ;;
+    composite) run_bench 200 composite "$B" ;;
+    artifact)
+      timeout 330 python3 bench/artifact_load.py --device cuda --model resnet50 --backends eager,inductor --repeats 2 \
+        --out "$OUT/h100/artifact_load" 2>&1 | grep -v "^\[tune\] .*\(round\|warm-up\|iterations\)" | tail -30 ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
+python3 bench/gpu_backends.py --summarize --out "$OUT/h100" > /dev/null 2>&1 || true
+ls -la "$OUT/h100"

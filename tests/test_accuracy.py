@@ -216,6 +216,43 @@ def test_half_precision_defaults_are_looser_than_fp32():
         assert (tol.atol, tol.min_sqnr_db, tol.min_cosine) == (None, 25, 0.99)
 
 
+def test_bf16_rounding_that_breaks_allclose_near_zero_passes_on_whole_tensor_sqnr():
+    # Like resnet50 in bf16 on the H100: logits of size ~10, a few near zero, error ~0.5% of the
+    # tensor's scale (SQNR ~45 dB): elementwise 5e-2 + 5e-2·|ref| fails on the small ones.
+    rng = np.random.default_rng(3)
+    ref = 10 * rng.standard_normal(4000)
+    cand = _with_sqnr(ref, 45.0)
+    m, passed, reason = _gated("logits", ref, cand, "bf16")
+    assert m.allclose_ratio > 1  # elementwise alone would fail it
+    assert passed
+    assert "but SQNR 45.0 dB (close at 35 dB) passes" in reason
+
+
+def test_half_precision_sqnr_route_still_fails_a_broken_kernel_and_names_every_test():
+    rng = np.random.default_rng(4)
+    ref = 10 * rng.standard_normal(4000)
+    m, passed, reason = _gated("logits", ref, _with_sqnr(ref, 20.0), "bf16")
+    assert not passed
+    assert "SQNR 20.0 dB (close at 35 dB)" in reason and "atol 0.05" in reason
+    # fp16 holds a tighter floor: 40 dB passes bf16 but not fp16
+    assert _gated("logits", ref, _with_sqnr(ref, 40.0), "bf16")[1]
+    assert not _gated("logits", ref, _with_sqnr(ref, 40.0), "fp16")[1]
+
+
+def test_user_can_turn_the_sqnr_route_off_or_tighten_it():
+    rng = np.random.default_rng(5)
+    ref = 10 * rng.standard_normal(4000)
+    cand = _with_sqnr(ref, 45.0)
+    assert not _gated("out", ref, cand, "bf16", Tolerance(close_sqnr_db=60.0))[1]
+    assert not _gated("out", ref, cand, "bf16", Tolerance(close_sqnr_db=math.inf))[1]
+
+
+def test_fp32_and_quantized_defaults_have_no_sqnr_closeness_route():
+    for precision in ("fp32", "int8", "fp8"):
+        assert default_tolerance(precision).close_sqnr_db is None
+    assert "SQNR ≥ 35 dB" in gate_description("bf16") and "SQNR ≥ 45 dB" in gate_description("fp16")
+
+
 def test_unknown_precision_is_an_error_listing_the_known_ones():
     with pytest.raises(ValueError, match="fp64x.*fp32, tf32, fp16, bf16, int8, fp8"):
         default_tolerance("fp64x")

@@ -1,0 +1,202 @@
+"""Why does ``aoti_load_package`` crash on this machine, and does another loader path work?
+
+Seen on the lent H100 image (torch 2.11.0+cu130): every AOTInductor package segfaults in
+``torch._inductor.aoti_load_package``, CPU or CUDA. This program compiles one ``nn.Linear`` package
+per device, then tries each loader path in its own child process (a crash ends only that child):
+
+  package      ``torch._inductor.aoti_load_package`` (what the aoti backend uses)
+  loader       ``torch._C._aoti.AOTIModelPackageLoader`` directly, single-threaded
+  runner       the package's extracted ``.so`` through ``AOTIModelContainerRunner{Cpu,Cuda}``
+               (the loader ``torch._export.aot_load`` uses; no package machinery)
+
+A crashing child runs with a small ``LD_PRELOAD`` signal handler that prints the native backtrace
+(``backtrace_symbols_fd``), so the report names the faulting library and symbol. It also records the
+C++ compiler, glibc and the ``.so``'s dynamic dependencies.
+
+Run: ``python3 bench/aoti_loader_diag.py --out DIR`` (about a minute). Writes ``DIR/aoti_loader.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_HANDLER_C = r"""
+#include <execinfo.h>
+#include <signal.h>
+#include <unistd.h>
+static void on_fault(int sig) {
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    const char msg[] = "\n[aoti-diag] native backtrace:\n";
+    write(2, msg, sizeof(msg) - 1);
+    backtrace_symbols_fd(frames, n, 2);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+__attribute__((constructor)) static void install(void) {
+    signal(SIGSEGV, on_fault);
+    signal(SIGBUS, on_fault);
+    signal(SIGABRT, on_fault);
+}
+"""
+
+_CHILD = r"""
+import sys, json, zipfile, tempfile, os, glob, torch
+mode, path, device = sys.argv[1], sys.argv[2], sys.argv[3]
+x = torch.randn(4, 16, device=device)
+if mode == "package":
+    m = torch._inductor.aoti_load_package(path)
+    out = m(x)
+elif mode == "loader":
+    loader = torch._C._aoti.AOTIModelPackageLoader(path, "model", True, 1, -1)
+    out = loader.run([x])
+elif mode == "runner":
+    d = tempfile.mkdtemp()
+    zipfile.ZipFile(path).extractall(d)
+    sos = [p for p in glob.glob(d + "/**/*.so", recursive=True)]
+    so = sos[0]
+    if device == "cpu":
+        r = torch._C._aoti.AOTIModelContainerRunnerCpu(so, 1)
+    else:
+        r = torch._C._aoti.AOTIModelContainerRunnerCuda(so, 1, device, os.path.dirname(so))
+    out = r.run([x])
+else:
+    raise SystemExit("unknown mode " + mode)
+out = out[0] if isinstance(out, (list, tuple)) else out
+print(json.dumps({"ok": True, "shape": list(out.shape), "sum_finite": bool(torch.isfinite(out).all())}))
+"""
+
+
+def _sh(cmd: list[str], timeout: float = 60) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return (proc.stdout + proc.stderr).strip()
+    except Exception as exc:  # the tool may not exist here
+        return f"({type(exc).__name__}: {exc})"
+
+
+def _build_package(device: str, work: Path) -> Path:
+    import torch
+
+    model = torch.nn.Linear(16, 8).to(device).eval()
+    x = torch.randn(4, 16, device=device)
+    with torch.no_grad():
+        ep = torch.export.export(model, (x,))
+        path = work / f"linear-{device}.pt2"
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(path))
+    return path
+
+
+def _try(mode: str, package: Path, device: str, handler: Path | None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if handler is not None:
+        env["LD_PRELOAD"] = str(handler)
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", _CHILD, mode, str(package), device],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    row: dict[str, Any] = {"mode": mode, "device": device, "returncode": proc.returncode}
+    if proc.returncode == 0:
+        row["result"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    else:
+        row["stderr_tail"] = "\n".join(proc.stderr.strip().splitlines()[-60:])
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="Default: reports")
+    parser.add_argument("--devices", default="cpu,cuda", help="Default: cpu,cuda")
+    args = parser.parse_args()
+
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="aoti-diag-"))
+    handler: Path | None = work / "fault_handler.so"
+    (work / "fault_handler.c").write_text(_HANDLER_C)
+    built = _sh(["gcc", "-shared", "-fPIC", "-O0", "-o", str(handler), str(work / "fault_handler.c")])
+    if not handler.exists():
+        handler = None
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "glibc": " ".join(platform.libc_ver()),
+        "cxx": _sh(["c++", "--version"]).splitlines()[0] if shutil.which("c++") else "no c++ on PATH",
+        "gcc": _sh(["gcc", "--version"]).splitlines()[0] if shutil.which("gcc") else "no gcc on PATH",
+        "handler_build": built or "ok",
+        "CXX_env": os.environ.get("CXX"),
+        "attempts": [],
+        "packages": {},
+    }
+    for device in [d for d in args.devices.split(",") if d]:
+        if device == "cuda" and not torch.cuda.is_available():
+            continue
+        try:
+            package = _build_package(device, work)
+        except Exception as exc:
+            report["packages"][device] = {"build_error": f"{type(exc).__name__}: {exc}"[:2000]}
+            continue
+        with zipfile.ZipFile(package) as zf:
+            names = zf.namelist()
+            zf.extractall(work / f"x-{device}")
+        sos = sorted((work / f"x-{device}").rglob("*.so"))
+        report["packages"][device] = {
+            "members": names,
+            "ldd": _sh(["ldd", str(sos[0])]) if sos else "no .so in package",
+        }
+        for mode in ("package", "loader", "runner"):
+            row = _try(mode, package, device, handler)
+            print(json.dumps(row)[:3000], flush=True)
+            report["attempts"].append(row)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "aoti_loader.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "aoti_loader.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# AOTInductor loader paths on this machine (bench/aoti_loader_diag.py)",
+        "",
+        f"{report['created_at']} · torch {report['torch']} · CUDA {report['cuda']} · {report['gpu']} · "
+        f"python {report['python']} · {report['glibc']} · {report['gcc']}",
+        "",
+        "| device | loader path | result |",
+        "|---|---|---|",
+    ]
+    for row in report["attempts"]:
+        if row["returncode"] == 0:
+            result = f"ok, output {row['result']['shape']}"
+        else:
+            result = f"exit {row['returncode']}"
+        lines.append(f"| {row['device']} | {row['mode']} | {result} |")
+    for row in report["attempts"]:
+        if row["returncode"] != 0:
+            lines += ["", f"## {row['device']} / {row['mode']}: exit {row['returncode']}", "", "```",
+                      row.get("stderr_tail", ""), "```"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
