@@ -19,8 +19,16 @@ __all__ = ["CallableModule", "capture_module_inputs", "with_submodules_replaced"
 
 
 def _detach(value: Any) -> Any:
+    """A copy of a captured input that keeps what dynamo guards on, inference-ness included.
+
+    The capture runs under ``inference_mode``, where a plain clone is an inference tensor. A
+    submodule that receives the model's own (normal) input would then be built and measured on an
+    inference tensor while the mixed model passes it a normal one: dynamo guards on a tensor's
+    dispatch keys, which differ between the two, so the mixed model could run another graph.
+    """
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
+        with torch.inference_mode(value.is_inference()):
+            return value.detach().clone()
     if isinstance(value, tuple):
         return tuple(_detach(v) for v in value)
     if isinstance(value, list):

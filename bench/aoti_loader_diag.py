@@ -13,6 +13,13 @@ A crashing child runs with a small ``LD_PRELOAD`` signal handler that prints the
 (``backtrace_symbols_fd``), so the report names the faulting library and symbol. It also records the
 C++ compiler, glibc and the ``.so``'s dynamic dependencies.
 
+First finding (H100, torch 2.11.0+cu130): the crash is inside the package's own ``wrapper.so``, in
+``std::regex`` code (AOTI's runtime parses the device string with a regex), and that ``.so`` exports
+libstdc++'s own symbols (``std::codecvt<char16_t,...>::do_unshift``): libstdc++ linked statically
+into a library loaded by a process that already has the shared libstdc++, i.e. two copies of the
+locale machinery. So each package is also built by a compiler wrapper that logs every command, and
+once more with ``-static-libstdc++``/``-static-libgcc`` removed from the link, and loaded again.
+
 Run: ``python3 bench/aoti_loader_diag.py --out DIR`` (about a minute). Writes ``DIR/aoti_loader.{json,md}``.
 """
 
@@ -88,16 +95,57 @@ def _sh(cmd: list[str], timeout: float = 60) -> str:
         return f"({type(exc).__name__}: {exc})"
 
 
-def _build_package(device: str, work: Path) -> Path:
-    import torch
+_BUILD = r"""
+import sys, torch
+path, device = sys.argv[1], sys.argv[2]
+model = torch.nn.Linear(16, 8).to(device).eval()
+x = torch.randn(4, 16, device=device)
+with torch.no_grad():
+    ep = torch.export.export(model, (x,))
+    torch._inductor.aoti_compile_and_package(ep, package_path=path)
+"""
 
-    model = torch.nn.Linear(16, 8).to(device).eval()
-    x = torch.randn(4, 16, device=device)
-    with torch.no_grad():
-        ep = torch.export.export(model, (x,))
-        path = work / f"linear-{device}.pt2"
-        torch._inductor.aoti_compile_and_package(ep, package_path=str(path))
-    return path
+#: A compiler wrapper: log the command line, optionally drop static-runtime flags, run the compiler.
+_WRAPPER = """#!/bin/sh
+echo "$@" >> {log}
+{strip}
+exec {cxx} "$@"
+"""
+_STRIP = """
+for a in "$@"; do shift; case "$a" in -static-libstdc++|-static-libgcc) ;; *) set -- "$@" "$a";; esac; done
+"""
+
+
+def _build_package(device: str, work: Path, variant: str) -> dict[str, Any]:
+    """Build in a child with its own inductor cache (a cached .so would hide the variant)."""
+    cxx = shutil.which("g++") or "g++"
+    log = work / f"cxx-{device}-{variant}.log"
+    wrapper = work / f"cxx-{device}-{variant}.sh"
+    wrapper.write_text(_WRAPPER.format(log=log, cxx=cxx, strip=_STRIP if variant == "dynamic-runtime" else ""))
+    wrapper.chmod(0o755)
+    path = work / f"linear-{device}-{variant}.pt2"
+    env = dict(os.environ, CXX=str(wrapper), TORCHINDUCTOR_CACHE_DIR=str(work / f"cache-{device}-{variant}"))
+    proc = subprocess.run([sys.executable, "-c", _BUILD, str(path), device], capture_output=True, text=True, env=env,
+                          timeout=400)
+    info: dict[str, Any] = {"variant": variant, "package": str(path), "returncode": proc.returncode}
+    commands = log.read_text().splitlines() if log.exists() else []
+    info["compiler_commands"] = [("…" + c[-900:]) if len(c) > 900 else c for c in commands[-2:]]
+    info["links_libstdcxx_statically"] = any("-static-libstdc++" in c.split() for c in commands)
+    if proc.returncode != 0:
+        info["error"] = proc.stderr.strip()[-2000:]
+        return info
+    with zipfile.ZipFile(path) as zf:
+        info["members"] = zf.namelist()
+        zf.extractall(work / f"x-{device}-{variant}")
+    sos = sorted((work / f"x-{device}-{variant}").rglob("*.so"))
+    if sos:
+        info["needed"] = [line.split("[")[-1].rstrip("]") for line in _sh(["readelf", "-d", str(sos[0])]).splitlines()
+                          if "NEEDED" in line]
+        exported = _sh(["nm", "-D", "--defined-only", str(sos[0])])
+        info["exports_libstdcxx_internals"] = sum(
+            1 for line in exported.splitlines() if "St7codecvt" in line
+        )
+    return info
 
 
 def _try(mode: str, package: Path, device: str, handler: Path | None) -> dict[str, Any]:
@@ -123,6 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports"), help="Default: reports")
     parser.add_argument("--devices", default="cpu,cuda", help="Default: cpu,cuda")
+    parser.add_argument("--modes", default="package,runner", help="loader paths to try. Default: package,runner")
     args = parser.parse_args()
 
     import torch
@@ -147,27 +196,24 @@ def main() -> int:
         "CXX_env": os.environ.get("CXX"),
         "attempts": [],
         "packages": {},
+        "torch_static_flags": _sh(["grep", "-n", "static-libstdc", str(Path(torch.__file__).parent / "_inductor" / "cpp_builder.py")]),
     }
     for device in [d for d in args.devices.split(",") if d]:
         if device == "cuda" and not torch.cuda.is_available():
             continue
-        try:
-            package = _build_package(device, work)
-        except Exception as exc:
-            report["packages"][device] = {"build_error": f"{type(exc).__name__}: {exc}"[:2000]}
-            continue
-        with zipfile.ZipFile(package) as zf:
-            names = zf.namelist()
-            zf.extractall(work / f"x-{device}")
-        sos = sorted((work / f"x-{device}").rglob("*.so"))
-        report["packages"][device] = {
-            "members": names,
-            "ldd": _sh(["ldd", str(sos[0])]) if sos else "no .so in package",
-        }
-        for mode in ("package", "loader", "runner"):
-            row = _try(mode, package, device, handler)
-            print(json.dumps(row)[:3000], flush=True)
-            report["attempts"].append(row)
+        for variant in ("as-is", "dynamic-runtime"):
+            info = _build_package(device, work, variant)
+            report["packages"][f"{device}/{variant}"] = info
+            print(json.dumps({k: v for k, v in info.items() if k != "members"})[:3000], flush=True)
+            if info["returncode"] != 0:
+                continue
+            if variant == "dynamic-runtime" and not info["links_libstdcxx_statically"]:
+                pass  # nothing was stripped: same build as as-is, still loaded to confirm
+            for mode in args.modes.split(","):
+                row = _try(mode, Path(info["package"]), device, handler)
+                row["variant"] = variant
+                print(json.dumps(row)[:3000], flush=True)
+                report["attempts"].append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "aoti_loader.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "aoti_loader.md").write_text(markdown(report))
@@ -182,19 +228,30 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['created_at']} · torch {report['torch']} · CUDA {report['cuda']} · {report['gpu']} · "
         f"python {report['python']} · {report['glibc']} · {report['gcc']}",
         "",
-        "| device | loader path | result |",
-        "|---|---|---|",
+        f"`-static-libstdc++` in torch's cpp_builder: `{report.get('torch_static_flags') or 'not found'}`",
+        "",
+        "| device | build | links libstdc++ statically | libstdc++ internals exported | loader path | result |",
+        "|---|---|---|---:|---|---|",
     ]
     for row in report["attempts"]:
+        info = report["packages"].get(f"{row['device']}/{row.get('variant')}", {})
         if row["returncode"] == 0:
             result = f"ok, output {row['result']['shape']}"
         else:
             result = f"exit {row['returncode']}"
-        lines.append(f"| {row['device']} | {row['mode']} | {result} |")
+        lines.append(
+            f"| {row['device']} | {row.get('variant')} | {info.get('links_libstdcxx_statically')} | "
+            f"{info.get('exports_libstdcxx_internals')} | {row['mode']} | {result} |"
+        )
+    for key, info in report["packages"].items():
+        lines += ["", f"### build {key}: exit {info['returncode']}", "", f"NEEDED: {info.get('needed')}", "",
+                  "Last compiler commands:", "", "```", *info.get("compiler_commands", []), "```"]
+        if info.get("error"):
+            lines += ["", "```", info["error"], "```"]
     for row in report["attempts"]:
         if row["returncode"] != 0:
-            lines += ["", f"## {row['device']} / {row['mode']}: exit {row['returncode']}", "", "```",
-                      row.get("stderr_tail", ""), "```"]
+            lines += ["", f"## {row['device']} / {row.get('variant')} / {row['mode']}: exit {row['returncode']}", "",
+                      "```", row.get("stderr_tail", "")[-4000:], "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -81,6 +81,7 @@ def main() -> int:
     from aitune_ci.measure import MeasureConfig
 
     started = time.perf_counter()
+    torch._logging.set_logs(recompiles=True, perf_hints=True)  # recompiles and cudagraph skips, on stderr
     gpu_backends.DEVICE = args.device
     if args.device == "cuda":
         spec = gpu_backends.composite_spec(["eager", "cudagraphs", "inductor-reduce-overhead"])
@@ -100,6 +101,8 @@ def main() -> int:
     with torch.no_grad():
         tokens = model.backbone(x).flatten(2).transpose(1, 2).clone()  # clone keeps the transposed strides
         contiguous = tokens.contiguous()
+    with torch.inference_mode():
+        x_inference = x.clone()  # what the tune's forward hooks captured: an inference tensor
 
     def compose(backbone: Callable[..., Any], head: Callable[..., Any]) -> Callable[[], Any]:
         def run() -> Any:
@@ -117,6 +120,7 @@ def main() -> int:
         "cudagraphs (whole)": lambda: built.get("cudagraphs")(x),
         f"mixed as tuned {dict(result.module_choice)}": lambda: built[MIXED](x),
         "backbone/inductor-reduce-overhead alone": lambda: bb_ro(x),
+        "backbone/inductor-reduce-overhead alone, inference-tensor input": lambda: bb_ro(x_inference),
         "backbone/cudagraphs alone": lambda: bb_cg(x),
         "head/cudagraphs alone": lambda: head_cg(tokens),
         "head/cudagraphs alone, contiguous input": lambda: head_cg(contiguous),
@@ -127,13 +131,17 @@ def main() -> int:
         "compose backbone RO + head eager": compose(bb_ro, model.head),
         "compose backbone CG + head CG": compose(bb_cg, head_cg),
     }
+    from torch._dynamo.utils import counters
+
     rows: dict[str, Any] = {}
     with torch.no_grad():
         for label, fn in variants.items():
+            graphs_before = counters["stats"]["unique_graphs"]
             try:
                 rows[label] = _time(fn, iters=args.iters, blocks=args.blocks)
             except Exception as exc:
                 rows[label] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            rows[label]["graphs_compiled"] = counters["stats"]["unique_graphs"] - graphs_before
             print(label, rows[label], flush=True)
         # Alternating with another compiled function, as interleaved measurement rounds do.
         alternating: dict[str, Any] = {}
@@ -189,14 +197,14 @@ def main() -> int:
         "",
         f"Each row timed on its own: {args.blocks} blocks of {args.iters} back-to-back calls; median block.",
         "",
-        "| variant | GPU ms/call | host µs/call |",
-        "|---|---:|---:|",
+        "| variant | GPU ms/call | host µs/call | graphs compiled while timing |",
+        "|---|---:|---:|---:|",
     ]
     for label, row in rows.items():
         if "error" in row:
-            lines.append(f"| {label} | {row['error']} | |")
+            lines.append(f"| {label} | {row['error']} | | |")
         else:
-            lines.append(f"| {label} | {row['gpu_ms']:.3f} | {row['cpu_us']:.0f} |")
+            lines.append(f"| {label} | {row['gpu_ms']:.3f} | {row['cpu_us']:.0f} | {row['graphs_compiled']} |")
     lines += ["", "Alternating each call with the whole-model reduce-overhead graph (ms for the pair):", "",
               "| variant | GPU ms/pair | host µs/pair |", "|---|---:|---:|"]
     for label, row in alternating.items():

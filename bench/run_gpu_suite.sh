@@ -4,11 +4,13 @@
 #   diag       bench/aoti_loader_diag.py and bench/mixed_overhead.py
 #   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
 #   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes)
-# Carries torchao as a wheel in .whl/ (the GPU image has none). Results go to $OUT/h100.
+# Carries torchao as a wheel in .whl/ (the GPU image has none). Results are written to a work folder
+# and come back as one archive, $OUT/h100.tgz (the device tool returns a handful of files per call).
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-reports/h100-run}
-mkdir -p "$OUT/h100"
+FINAL=${OUT:-reports/h100-run}
+OUT=$(mktemp -d)
+mkdir -p "$OUT/h100" "$FINAL"
 if ls .whl/*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
@@ -37,8 +39,9 @@ for step in "$@"; do
         -p no:cacheprovider -p no:logging -q -rfEs --tb=short > "$OUT/h100/gpu-tests.log" 2>&1
       tail -40 "$OUT/h100/gpu-tests.log" ;;
     diag)
-      timeout 120 python3 bench/aoti_loader_diag.py --out "$OUT/h100" 2>&1 | tail -30
-      timeout 150 python3 bench/mixed_overhead.py --out "$OUT/h100" 2>&1 | grep -v "^\[aitune\]" | tail -45 ;;
+      timeout 150 python3 bench/aoti_loader_diag.py --devices cpu --out "$OUT/h100" 2>&1 | grep "^{" | cut -c1-600
+      timeout 170 python3 bench/mixed_overhead.py --out "$OUT/h100" 2> "$OUT/h100/mixed_overhead.log" | grep -v "^ \|^-\|^Name\|^Self" | tail -30
+      grep -i "recompil\|guard\|skipping cudagraphs\|mismatch" "$OUT/h100/mixed_overhead.log" | cut -c1-400 | head -30 ;;
     gpt2) run_bench 110 gpt2 "$B,inductor-max-autotune" ;;
     resnet50) run_bench 150 resnet50 "$B,aoti" ;;
     bert) run_bench 130 bert "$B" ;;
@@ -51,3 +54,4 @@ for step in "$@"; do
 done
 python3 bench/gpu_backends.py --summarize --out "$OUT/h100" > /dev/null 2>&1 || true
 ls -la "$OUT/h100"
+tar czf "$FINAL/h100.tgz" -C "$OUT" h100

@@ -89,3 +89,9 @@ def test_module_level_tune_chooses_per_module_and_validates_the_mix_end_to_end()
     assert mixed.description == ", ".join(f"{p}={b}" for p, b in result.module_choice.items())
     out = result.runtime.built[MIXED](spec.normalized_samples[0][0][0])
     assert out.shape == (4, 4)
+
+
+def test_capture_keeps_whether_each_input_is_an_inference_tensor():
+    captured = capture_module_inputs(Composite().eval(), [((torch.randn(2, 8),), {})], ["backbone", "head"])
+    assert not captured["backbone"][0][0][0].is_inference()  # the caller's own tensor
+    assert captured["head"][0][0][0].is_inference()  # made inside the capture's inference_mode
