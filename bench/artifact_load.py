@@ -363,15 +363,26 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Each load: a fresh process, empty `TORCHINDUCTOR_CACHE_DIR`, the artifact pinned by its sha256 "
         f"(median of {report['repeats']} runs). Build = `ait.tune`'s build time for the backend (cold cache). "
-        f"The one-time CPU ISA probe (torch compiles test programs before its first C++ build or AOTI load; "
-        f"{report['build_isa_probe_s']:.1f} s here, cached in the inductor cache folder) is left out of both "
-        "and shown as its own column; so are the imports of torch, aitune-ci and the backend's library "
-        "(onnxruntime, torchao, inductor), which any program running that backend pays.",
+        + (
+            "Imports of torch, aitune-ci and the backend's library are shown apart. Load includes moving the "
+            "weights to the GPU; first call includes CUDA/cuDNN initialisation (eager's first call shows how "
+            "much)."
+            if cuda
+            else f"The one-time CPU ISA probe (torch compiles test programs before its first C++ build or AOTI "
+            f"load; {report['build_isa_probe_s']:.1f} s here, cached in the inductor cache folder) is left out of "
+            "both and shown as its own column; so are the imports of torch, aitune-ci and the backend's library "
+            "(onnxruntime, torchao, inductor), which any program running that backend pays."
+        ),
         "",
-        f"Goal: build / load ≥ {report['goal']['build_over_load']:g}× for {', '.join(report['goal']['backends'])} "
-        "(judged on the first load in a fresh process). *Load again* is a second `ait.load` of the same file in "
-        "that process: what is left once per-process costs are paid (for aoti, the backend's crash-safe probe, "
-        "which loads the package once in a child Python process before loading it in this one).",
+        (
+            "*Load again* is a second `ait.load` of the same file in that process."
+            if cuda
+            else f"Goal: build / load ≥ {report['goal']['build_over_load']:g}× for "
+            f"{', '.join(report['goal']['backends'])} (judged on the first load in a fresh process). *Load again* "
+            "is a second `ait.load` of the same file in that process: what is left once per-process costs are "
+            "paid (for aoti, the backend's crash-safe probe, which loads the package once in a child Python "
+            "process before loading it in this one)."
+        ),
         "",
         "| backend | build (s) | load (s) | build / load | load again (s) | build / load again | imports (s) | "
         "ISA probe (s) | first call (ms) | steady (ms) | first / steady | artifact | goal |",
@@ -402,7 +413,7 @@ def markdown(report: dict[str, Any]) -> str:
             "Fresh process each time; ISA probe timed apart (it is paid once per cache folder, bytes or not).",
             "",
             "| first call after load | first call (s) | range (s) | ISA probe (s) | graphs traced | inductor codegen | "
-            "C++ builds | Triton kernels compiled / from bundle | autotune benchmarks | FX cache hit / miss |",
+            "C++ builds | Triton kernel loads / bundle files restored | autotune benchmarks | FX cache hit / miss |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         labels = {
@@ -437,12 +448,14 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             "On the GPU the cache bytes carry the generated Triton kernels as compiled binaries (the Triton "
-            "bundle) and autotuning results. With them, the first call after load compiled "
-            f"{pc.get('triton_kernels_compiled', 0)} Triton kernels ({pc.get('triton_kernels_from_bundle', 0)} came "
-            f"from the bundle) and ran {pc.get('autotune_benchmarks', 0)} autotune benchmarks; without them, "
-            f"{uc.get('triton_kernels_compiled', 0)} and {uc.get('autotune_benchmarks', 0)}. What is left with the "
-            "bytes is dynamo tracing the Python, AOTAutograd, and loading kernels onto the device. "
-            "What would do better: `aoti` (a `.pt2` with the kernels linked into one library: no tracing "
+            f"bundle: {pc.get('triton_kernels_from_bundle', 0)} files restored) and the autotuning results. With "
+            f"them the first call generated no code (codegen {pc.get('codegen', 0)}, FX cache hit) and ran "
+            f"{pc.get('autotune_benchmarks', 0)} autotune benchmarks; a cold compile ran "
+            f"{uc.get('autotune_benchmarks', 0)}. *Triton kernel loads* counts kernel modules loaded through "
+            "`async_compile` (in-memory misses; with a warm cache they load from disk, they are not compiled). "
+            f"The bytes get within {abs(pinned - warm):.2f} s of a persistent cache folder. What is left is dynamo "
+            "tracing the Python, the AOTAutograd cache lookup, loading the kernels onto the device, and CUDA "
+            "initialisation. What would do better: `aoti` (a `.pt2` with the kernels linked into one library: no tracing "
             "at all) where its loader works, or torch's precompile API "
             "(`torch.compile(...).aot_compile(...)` + `torch.compiler.load_compiled_function`), which also saves "
             "dynamo's output — pickle-based, so it needs the same sha256 pin as the compile cache.",

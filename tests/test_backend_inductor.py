@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torch_state import changed, global_torch_state
 
 from aitune_ci.backends.base import BuildContext
@@ -21,6 +22,7 @@ from aitune_ci.backends.inductor import (
     InductorCompiled,
     check_dynamic_axes,
     compile_counters,
+    compile_isolated,
     iter_tensors,
 )
 from aitune_ci.errors import BackendError
@@ -259,3 +261,48 @@ def test_cuda_build_matches_eager_across_batch_sizes_and_reloads(mode, tiny_mlp,
     loaded = backend.load(model, tmp_path / "artifact", meta, ctx)
     x = torch.randn(5, 16, device="cuda")
     torch.testing.assert_close(loaded(x), runner(x), atol=1e-5, rtol=1e-5)
+
+
+# ---- each build compiles through its own code object -------------------------------------------
+
+
+class _Recorder:
+    """A torch.compile backend that runs the graph eagerly and remembers each graph's inputs."""
+
+    def __init__(self) -> None:
+        self.graphs: list[list[object]] = []
+
+    def __call__(self, gm, example_inputs):
+        self.graphs.append(list(example_inputs))
+        return gm.forward
+
+
+def test_many_differently_shaped_models_each_get_a_compiled_graph():
+    # torch.compile(module) of torch.nn classes shares one wrapper code object in the process,
+    # and dynamo stops compiling a code object after 8 graphs (the 9th model runs eagerly).
+    recorder = _Recorder()
+    for width in range(12):
+        model = nn.Sequential(nn.Linear(8 + width, 4))
+        compile_isolated(model, backend=recorder, dynamic=False)(torch.randn(2, 8 + width))
+    assert len(recorder.graphs) == 12
+
+
+def test_a_build_after_a_model_of_another_rank_stays_static():
+    recorder = _Recorder()
+    compile_isolated(nn.Sequential(nn.Linear(8, 8)), backend=recorder, dynamic=False)(torch.randn(2, 5, 8))
+    compile_isolated(nn.Sequential(nn.Conv2d(3, 4, 3)), backend=recorder, dynamic=False)(torch.randn(2, 3, 16, 16))
+    assert len(recorder.graphs) == 2
+    symbolic = [x for x in recorder.graphs[1] if isinstance(x, torch.SymInt)]
+    shapes = [tuple(x.shape) for x in recorder.graphs[1] if isinstance(x, torch.Tensor)]
+    assert not symbolic and (2, 3, 16, 16) in shapes
+
+
+def test_static_build_keeps_its_marked_axes_dynamic_and_every_other_dim_static():
+    recorder = _Recorder()
+    fn = compile_isolated(nn.Linear(8, 4), backend=recorder, dynamic=False)
+    x = torch.randn(3, 8)
+    torch._dynamo.maybe_mark_dynamic(x, 0)
+    fn(x)
+    fn(torch.randn(5, 8))  # marked batch: the same graph
+    assert len(recorder.graphs) == 1
+    assert any(isinstance(v, torch.SymInt) for v in recorder.graphs[0])

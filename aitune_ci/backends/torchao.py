@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.inductor import compile_isolated
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError, BackendUnavailable
 from aitune_ci.spec import Sample
@@ -142,7 +143,7 @@ class TorchAOBackend(Backend):
         quantized = self._quantize(module, ctx.device)
         runner: Callable[..., Any] = quantized
         if self.options["compile"]:
-            runner = torch.compile(quantized, options=dict(_INDUCTOR_OPTIONS))
+            runner = compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS))
         with torch.no_grad():
             for i, (args, kwargs) in enumerate(samples):
                 if i == 0 and self.options["compile"]:
@@ -186,7 +187,7 @@ class TorchAOBackend(Backend):
         backend = TorchAOBackend(recipe=name, compile=bool(meta.get("compile", False)))
         quantized = backend._quantize(module, ctx.device)
         if backend.options["compile"]:
-            return torch.compile(quantized, options=dict(_INDUCTOR_OPTIONS))
+            return compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS))
         return quantized
 
     def _quantize(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
