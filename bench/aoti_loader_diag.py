@@ -208,6 +208,7 @@ def main() -> int:
             info = _build_package(device, work, variant)
             report["packages"][f"{device}/{variant}"] = info
             print(json.dumps({k: v for k, v in info.items() if k != "members"})[:3000], flush=True)
+            _write(report, args.out)
             if info["returncode"] != 0:
                 continue
             if variant == "dynamic-runtime" and not info["links_libstdcxx_statically"]:
@@ -217,11 +218,16 @@ def main() -> int:
                 row["variant"] = variant
                 print(json.dumps(row)[:3000], flush=True)
                 report["attempts"].append(row)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "aoti_loader.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "aoti_loader.md").write_text(markdown(report))
+                _write(report, args.out)  # after every attempt: a run cut short still leaves its findings
+    _write(report, args.out)
     print(markdown(report))
     return 0
+
+
+def _write(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "aoti_loader.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "aoti_loader.md").write_text(markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:

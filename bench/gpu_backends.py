@@ -114,10 +114,13 @@ def _fmt(x: float | None, unit: str = "") -> str:
 
 def summarize(out: Path) -> None:
     results = []
+    path_of: dict[str, Path] = {}
     for path in sorted(out.glob("model_*.json")):
         data = json.loads(path.read_text())
         wall = data.pop("bench_wall_s", None)
-        results.append((TuneResult.from_json(data, path), wall))
+        result = TuneResult.from_json(data, path)
+        path_of[result.name] = path
+        results.append((result, wall))
     lines = ["# GPU backends (bench/gpu_backends.py)", ""]
     env = dict(results[0][0].environment) if results else {}
     lines.append(f"Machine: {env.get('gpu')} · driver {env.get('driver')} · torch {env.get('torch')} · CUDA {env.get('cuda')} · "
@@ -127,7 +130,9 @@ def summarize(out: Path) -> None:
     for result, wall in results:
         eager = result.backend("eager")
         eager_ms = eager.latency.median_ms if eager and eager.latency else None
-        lines += [f"## {result.name}", "", f"winner: **{result.winner}** — {result.winner_reason} (tune wall time {wall} s)", ""]
+        created = json.loads(path_of[result.name].read_text()).get("created_at", "?")
+        lines += [f"## {result.name}", "", f"measured {created} · winner: **{result.winner}** — {result.winner_reason} "
+                  f"(tune wall time {wall} s)", ""]
         if result.module_choice:
             lines += [f"per-module choice: {dict(result.module_choice)}", ""]
         lines += ["| backend | module | status | median ms | 95% CI | vs eager | build s | accuracy / reason |", "|---|---|---|---|---|---|---|---|"]
@@ -151,6 +156,13 @@ def summarize(out: Path) -> None:
                 gain = best.latency.median_ms / mixed.latency.median_ms
                 lines += [f"mixed vs best single whole-model backend ({best.backend}): {gain:.2f}x "
                           f"({'meets' if gain >= 1.1 else 'misses'} the 1.1x goal)", ""]
+                parts = [r for r in result.backends if r.module and r.selected and r.latency]
+                if parts:
+                    total = sum(r.latency.median_ms for r in parts)
+                    each = " + ".join(f"{r.module}/{r.backend} {r.latency.median_ms:.3f}" for r in parts)
+                    lines += [f"the chosen parts on their own: {each} = {total:.3f} ms, against "
+                              f"{best.latency.median_ms:.3f} ms for {best.backend} on the whole model "
+                              f"({best.latency.median_ms / total:.2f}x at best, before the glue between them)", ""]
                 summary.append({"model": result.name, "mixed_gain_vs_best_single": round(gain, 3), "best_single": best.backend})
     payload = {
         "schema_version": SCHEMA_VERSION,

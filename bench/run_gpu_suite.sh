@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU work for one call on the lent machine: `bash bench/run_gpu_suite.sh STEP...` with steps
 #   tests      pytest -m gpu (GPU tests plus the gpu-marked backend/measure tests)
-#   diag       bench/aoti_loader_diag.py and bench/mixed_overhead.py
+#   aoti       bench/aoti_loader_diag.py (why AOTInductor packages crash on load there)
+#   diag       bench/mixed_overhead.py (the composite's mixed model against its parts)
 #   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
 #   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes)
 # Carries torchao as a wheel in .whl/ (the GPU image has none). Results are written to a work folder
@@ -35,11 +36,12 @@ for step in "$@"; do
   echo "=== $step $(date +%T)"
   case "$step" in
     tests)
-      timeout 260 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
+      timeout 420 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
         -p no:cacheprovider -p no:logging -q -rfEs --tb=short > "$OUT/h100/gpu-tests.log" 2>&1
       tail -40 "$OUT/h100/gpu-tests.log" ;;
+    aoti)
+      timeout 300 python3 bench/aoti_loader_diag.py --devices cpu,cuda --out "$OUT/h100" 2>&1 | grep "^{" | cut -c1-600 ;;
     diag)
-      timeout 150 python3 bench/aoti_loader_diag.py --devices cpu --out "$OUT/h100" 2>&1 | grep "^{" | cut -c1-600
       timeout 170 python3 bench/mixed_overhead.py --out "$OUT/h100" 2> "$OUT/h100/mixed_overhead.log" | grep -v "^ \|^-\|^Name\|^Self" | tail -30
       grep -i "recompil\|guard\|skipping cudagraphs\|mismatch" "$OUT/h100/mixed_overhead.log" | cut -c1-400 | head -30 ;;
     gpt2) run_bench 110 gpt2 "$B,inductor-max-autotune" ;;

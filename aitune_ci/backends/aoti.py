@@ -11,6 +11,9 @@ architecture): a payload from another machine must be rebuilt, not loaded.
 Until one package has loaded in a child process, packages are loaded there first: on the GPU
 image with torch 2.11.0+cu130, ``aoti_load_package`` segfaults for every package (CPU or CUDA,
 even one ``nn.Linear``), and a segfault would end the whole run instead of failing one backend.
+The crash is inside the package's own ``wrapper.so``, in libstdc++'s ``std::regex`` locale code
+(``bench/aoti_loader_diag.py``; findings in ``reports/h100/README.md``); a CPU package built there
+with ``TORCHINDUCTOR_VEC_ISA_OK=1`` loaded fine, which is not verified for CUDA packages.
 One good probe per process and device type is taken to mean the loader works here, and it is
 remembered on disk (``~/.cache/aitune-ci/``, keyed by torch version, device and GPU), so later
 processes on the same machine load packages directly, with no child process: a probe costs a
