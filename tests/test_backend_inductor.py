@@ -306,3 +306,14 @@ def test_static_build_keeps_its_marked_axes_dynamic_and_every_other_dim_static()
     fn(torch.randn(5, 8))  # marked batch: the same graph
     assert len(recorder.graphs) == 1
     assert any(isinstance(v, torch.SymInt) for v in recorder.graphs[0])
+
+
+def test_backend_build_after_a_model_of_another_rank_specialises_on_its_own_shapes(tmp_path):
+    # With torch.compile(module), the second of two torch.nn Sequentials came out dynamic in every
+    # dim (shape history shared through one wrapper): a new batch size then compiled nothing.
+    ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path)
+    InductorBackend().build(nn.Sequential(nn.Linear(8, 8)).eval(), [((torch.randn(2, 5, 8),), {})], ctx)
+    built = InductorBackend().build(nn.Sequential(nn.Linear(6, 4)).eval(), [((torch.randn(3, 6),), {})], ctx)
+    before = compile_counters()["graphs_traced"]
+    built(torch.randn(4, 6))  # no dynamic axis declared: a static graph must specialise anew
+    assert compile_counters()["graphs_traced"] == before + 1
