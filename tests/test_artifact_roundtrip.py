@@ -33,19 +33,18 @@ FAST = MeasureConfig(
 #: Backends whose artifact holds everything: loading neither traces, exports nor compiles.
 AHEAD_OF_TIME = ["eager", "eager-bf16", "aoti", "onnxruntime", "torchao-int8wo", "torchao-int8dq"]
 #: Just-in-time backends: dynamo traces the Python again, but every compiled graph comes from the artifact.
-FROM_COMPILE_CACHE = ["inductor", "inductor-max-autotune"]
-#: Saves only its recipe: loading compiles from scratch (see test_..._recompiles_on_load).
-RECOMPILES = ["torchao-int8dq-compiled"]
-CPU_BACKENDS = AHEAD_OF_TIME + FROM_COMPILE_CACHE + RECOMPILES
+FROM_COMPILE_CACHE = ["inductor", "inductor-max-autotune", "torchao-int8dq-compiled"]
+CPU_BACKENDS = AHEAD_OF_TIME + FROM_COMPILE_CACHE
 #: Tune order: inductor compiles before aoti's (aoti once leaked its config into inductor's cache key;
 #: tests/test_backend_global_state.py now guards every backend against such leaks).
 TUNE_ORDER = [
     "eager",
     "eager-bf16",
-    *FROM_COMPILE_CACHE,
+    "inductor",
+    "inductor-max-autotune",
     "torchao-int8wo",
     "torchao-int8dq",
-    *RECOMPILES,
+    "torchao-int8dq-compiled",
     "onnxruntime",
     "aoti",
 ]
@@ -202,18 +201,6 @@ def test_loading_an_inductor_payload_takes_every_graph_from_the_saved_cache(name
     assert events.get("inductor.fxgraph_cache_hit", 0) + events.get("aot_autograd.autograd_cache_hit", 0) >= 1, events
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="torchao's compiled variants save only the recipe (aitune_ci/backends/torchao.py), so loading "
-    "compiles again; recording the inductor compile cache there, as the inductor backend does, would fix it",
-)
-@pytest.mark.parametrize("name", RECOMPILES)
-def test_loading_a_compiled_torchao_payload_recompiles_on_load(name, fresh_pinned):
-    report, _ = fresh_pinned
-    assert report[name]["events"].get("fx_codegen_and_compile", 0) == 0, report[name]["events"]
-
-
 @pytest.mark.parametrize("name", AHEAD_OF_TIME)
 def test_loading_unpickles_nothing(name, fresh_pinned):
     report, _ = fresh_pinned
@@ -226,15 +213,18 @@ def test_the_inductor_compile_cache_is_pickles_which_is_why_it_needs_a_pin(fresh
     assert report["inductor"]["unpickled"], "the FX graph cache no longer unpickles: the pin rule can be relaxed"
 
 
-def test_an_unpinned_inductor_artifact_skips_its_cache_unpickles_nothing_and_compiles(saved, x, expected, tmp_path):
-    info = saved["inductor"]
-    jobs = [{"name": "inductor", "path": str(info.path), "sha256": info.sha256, "pinned": False}]
+@pytest.mark.parametrize("name", ["inductor", "torchao-int8dq-compiled"])
+def test_an_unpinned_compile_cache_artifact_skips_its_cache_unpickles_nothing_and_compiles(
+    name, saved, x, expected, tmp_path
+):
+    info = saved[name]
+    jobs = [{"name": name, "path": str(info.path), "sha256": info.sha256, "pinned": False}]
     report, outputs = _load_in_fresh_process(tmp_path, jobs, x)
-    entry = report["inductor"]
+    entry = report[name]
     assert any("skipping the compile cache" in w for w in entry["warnings"]), entry["warnings"]
     assert entry["unpickled"] == []
     assert entry["events"].get("fx_codegen_and_compile", 0) >= 1, entry["events"]  # compiled from scratch
-    assert torch.equal(outputs["inductor"], expected["inductor"])
+    assert torch.equal(outputs[name], expected[name])
 
 
 def test_an_unpinned_aoti_artifact_is_refused_before_its_library_is_opened(saved, tiny_mlp):

@@ -317,3 +317,13 @@ def test_backend_build_after_a_model_of_another_rank_specialises_on_its_own_shap
     before = compile_counters()["graphs_traced"]
     built(torch.randn(4, 6))  # no dynamic axis declared: a static graph must specialise anew
     assert compile_counters()["graphs_traced"] == before + 1
+
+
+def test_building_the_same_module_twice_records_a_complete_payload_both_times(tiny_mlp, tiny_input, tmp_path):
+    # Each build compiles through its own code object, so dynamo never hands the second build the
+    # first one's in-memory code (which would record no cache entries and save an empty payload).
+    ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path)
+    first = InductorBackend().build(tiny_mlp, [((tiny_input,), {})], ctx)
+    second = InductorBackend().build(tiny_mlp, [((tiny_input,), {})], ctx)
+    assert first.cache_artifacts and second.cache_artifacts
+    assert second.cache_info == first.cache_info

@@ -11,9 +11,9 @@ How recording behaves (torch 2.11-2.13): entries are recorded on cache hits as w
 a warm on-disk cache (``TORCHINDUCTOR_CACHE_DIR``) still yields a complete payload. The recorder
 is process-wide and cumulative, so ``save_cache_artifacts()`` alone would return every model
 compiled in the process; build records inside ``CacheArtifactManager.with_fresh_cache()`` to
-keep one model's entries. A compile that dynamo skips records nothing: a second ``torch.compile``
-of the same module with the same settings reuses dynamo's in-memory code. Build notices (no new
-graph, no artifacts), calls ``torch.compiler.reset()`` and compiles again from the warm cache.
+keep one model's entries. A compile that dynamo skips records nothing, but none is skipped: each
+build traces through its own code object (below), so a second build of the same module compiles
+again, from the warm cache, and records its entries.
 
 The cache keys hash process-global state besides the graph: the whole inductor and functorch
 config, the default dtype, deterministic mode, matmul precision and, for CPU kernels, the torch
@@ -345,18 +345,7 @@ class InductorBackend(Backend):
     def build(self, module: torch.nn.Module, samples: Sequence[Sample], ctx: BuildContext) -> Callable[..., Any]:
         """Compile and run every sample once, so compile time and compile errors land in build."""
         check_dynamic_axes(samples, ctx.dynamic_axes)
-        before = compile_counters()
         runner = self._compile_and_record(module, samples, ctx.dynamic_axes)
-        if runner.cache_artifacts is None and compile_counters()["graphs_traced"] == before["graphs_traced"]:
-            # Dynamo reused code compiled earlier in this process for this module and settings, so
-            # no cache entry was touched and there is nothing to record. Drop dynamo's in-memory
-            # code (other compiled modules retrace on their next call, from the warm cache) and
-            # compile again so the artifact is complete.
-            from torch._inductor import config as inductor_config
-
-            if inductor_config.fx_graph_cache:
-                torch.compiler.reset()
-                runner = self._compile_and_record(module, samples, ctx.dynamic_axes)
         if ctx.device.type == "cpu":
             runner.cpu_threads = torch.get_num_threads()
         return runner

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +13,17 @@ from typing import Any
 import torch
 
 from aitune_ci.backends.base import Backend, BuildContext
-from aitune_ci.backends.inductor import compile_isolated
+from aitune_ci.backends.inductor import (
+    COMPILE_CACHE_FILE,
+    _fresh_artifact_recording,
+    compile_isolated,
+    payload_file,
+)
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError, BackendUnavailable
 from aitune_ci.spec import Sample
 
-__all__ = ["RECIPES", "Recipe", "TorchAOBackend"]
+__all__ = ["RECIPES", "Recipe", "TorchAOBackend", "TorchAOCompiled"]
 
 _INSTALL = "torchao is not installed: pip install 'aitune-ci[torchao]'"
 
@@ -89,6 +95,26 @@ def _quantized_parameter_count(module: torch.nn.Module) -> int:
     return sum(type(p) not in (torch.Tensor, torch.nn.Parameter) for p in module.parameters())
 
 
+class TorchAOCompiled:
+    """A compiled quantized module, callable like the module, with the compile-cache bytes its build recorded.
+
+    Calls run under ``torch.inference_mode()``, so dynamo's grad-mode guard sees one mode whether
+    the caller is the build, the accuracy check, the timer or the user (each other mode would
+    compile the model again).
+    """
+
+    def __init__(self, compiled: Callable[..., Any]) -> None:
+        self.compiled = compiled
+        #: Bytes from ``torch.compiler.save_cache_artifacts()`` recorded during build, or None.
+        self.cache_artifacts: bytes | None = None
+        #: ``{artifact_type: count}`` of what ``cache_artifacts`` holds.
+        self.cache_info: dict[str, int] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            return self.compiled(*args, **kwargs)
+
+
 @register_backend("torchao-int8wo", recipe="int8wo")
 @register_backend("torchao-int8dq", recipe="int8dq")
 @register_backend("torchao-int8dq-compiled", recipe="int8dq", compile=True)
@@ -104,7 +130,10 @@ class TorchAOBackend(Backend):
     Saving stores the recipe, not the quantized tensors: the artifact layer saves the *original*
     weights as safetensors and :meth:`load` re-applies ``quantize_`` to them. That is exact, bit for
     bit, because quantizing is a deterministic function of the weights (for one torchao version;
-    the artifact's environment fingerprint records which).
+    the artifact's environment fingerprint records which). A compiled variant also saves the
+    inductor compile-cache entries its build recorded, as the inductor backend does, so a load
+    compiles from that cache instead of generating code again; those bytes are pickles, so the
+    artifact layer uses them only for a pinned artifact.
 
     Args:
         recipe: ``"int8wo"``, ``"int8dq"`` or ``"fp8"`` (see :data:`RECIPES`).
@@ -139,18 +168,30 @@ class TorchAOBackend(Backend):
                 return False, fp8_reason
         return True, ""
 
+    @property
+    def payload_executes_code(self) -> bool:
+        """A compiled variant's payload holds inductor's pickled cache entries; a plain one only a recipe."""
+        return bool(self.options["compile"])
+
     def build(self, module: torch.nn.Module, samples: Sequence[Sample], ctx: BuildContext) -> Callable[..., Any]:
         quantized = self._quantize(module, ctx.device)
-        runner: Callable[..., Any] = quantized
-        if self.options["compile"]:
-            runner = compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS))
-        with torch.no_grad():
+        if not self.options["compile"]:
+            with torch.no_grad():
+                for args, kwargs in samples:
+                    quantized(*args, **kwargs)
+            return quantized
+        runner = TorchAOCompiled(compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS)))
+        with _fresh_artifact_recording():
             for i, (args, kwargs) in enumerate(samples):
-                if i == 0 and self.options["compile"]:
+                if i == 0:
                     # Compile the first graph with the known dynamic dims already symbolic, so
                     # the second sample does not trigger a recompile.
                     args, kwargs = _mark_dynamic(args, kwargs, ctx.dynamic_axes)
                 runner(*args, **kwargs)
+            saved = torch.compiler.save_cache_artifacts()
+        if saved is not None:
+            runner.cache_artifacts, info = saved
+            runner.cache_info = {kind: len(keys) for kind, keys in info.artifacts.items() if keys}
         return runner
 
     def save(self, built: Callable[..., Any], outdir: Path) -> dict[str, Any]:
@@ -158,12 +199,22 @@ class TorchAOBackend(Backend):
         import torchao
 
         recipe = self.recipe
+        file: str | None = None
+        cache_info: dict[str, int] = {}
+        if isinstance(built, TorchAOCompiled) and built.cache_artifacts is not None:
+            outdir.mkdir(parents=True, exist_ok=True)
+            (outdir / COMPILE_CACHE_FILE).write_bytes(built.cache_artifacts)
+            file, cache_info = COMPILE_CACHE_FILE, dict(built.cache_info)
         return {
-            "payload": "torchao recipe re-applied on load",
+            "payload": "torchao recipe re-applied on load"
+            + (", with inductor's compile cache" if file else ""),
             "recipe": self.options["recipe"],
             "config": recipe.config,
             "config_kwargs": dict(recipe.config_kwargs),
             "compile": bool(self.options["compile"]),
+            "file": file,
+            "cache_artifacts": cache_info,
+            "torch": torch.__version__,
             "torchao_version": getattr(torchao, "__version__", "unknown"),
         }
 
@@ -186,9 +237,17 @@ class TorchAOBackend(Backend):
             )
         backend = TorchAOBackend(recipe=name, compile=bool(meta.get("compile", False)))
         quantized = backend._quantize(module, ctx.device)
-        if backend.options["compile"]:
-            return compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS))
-        return quantized
+        if not backend.options["compile"]:
+            return quantized
+        if meta.get("file"):
+            path = payload_file(indir, meta["file"])
+            if torch.compiler.load_cache_artifacts(path.read_bytes()) is None:
+                warnings.warn(
+                    f"{path}: torch could not read these compile-cache artifacts (saved by torch "
+                    f"{meta.get('torch', '?')}, this is {torch.__version__}); the first call compiles from scratch",
+                    stacklevel=2,
+                )
+        return TorchAOCompiled(compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS)))
 
     def _quantize(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         ok, reason = self.available(device)
