@@ -66,6 +66,8 @@ __all__ = [
     "forward_signature",
     "inductor_toolchain",
     "iter_tensors",
+    "fresh_artifact_recording",
+    "hot_load_compile_cache",
     "payload_file",
 ]
 
@@ -203,7 +205,7 @@ def inductor_toolchain(device: torch.device | str) -> tuple[bool, str]:
 # --- the built callable ----------------------------------------------------------------------
 
 
-def _fresh_artifact_recording() -> ContextManager[None]:
+def fresh_artifact_recording() -> ContextManager[None]:
     """Record compile-cache artifacts apart from the process-wide list.
 
     ``save_cache_artifacts`` otherwise returns everything compiled in this process so far (other
@@ -373,7 +375,7 @@ class InductorBackend(Backend):
         runner = self._compile(module, dynamic_axes)
         # CUDA-graph modes record their graph on a later call than the compile; run twice there.
         repeats = 2 if runner._uses_cuda_graphs else 1
-        with _fresh_artifact_recording():
+        with fresh_artifact_recording():
             for args, kwargs in samples:
                 for _ in range(repeats):
                     runner.prime(args, kwargs)
@@ -421,13 +423,7 @@ class InductorBackend(Backend):
         payload: bytes | None = None
         if meta.get("file") is not None:
             path = payload_file(indir, meta["file"])
-            payload = path.read_bytes()
-            if torch.compiler.load_cache_artifacts(payload) is None:
-                warnings.warn(
-                    f"{path}: torch could not read these compile-cache artifacts (saved by torch "
-                    f"{meta.get('torch', '?')}, this is {torch.__version__}); the first call compiles from scratch",
-                    stacklevel=2,
-                )
+            payload = hot_load_compile_cache(path, meta.get("torch"))
             _warn_if_thread_count_differs(path, meta.get("cpu_threads"))
         dynamic_axes = axes_from_json(meta["dynamic_axes"]) if "dynamic_axes" in meta else ctx.dynamic_axes
         runner = self._compile(module, dynamic_axes)
@@ -435,6 +431,18 @@ class InductorBackend(Backend):
         runner.cache_info = dict(meta.get("cache_artifacts", {}))
         runner.cpu_threads = meta.get("cpu_threads")
         return runner
+
+
+def hot_load_compile_cache(path: Path, saved_by_torch: str | None) -> bytes:
+    """Hand a saved compile cache to torch; warn (not fail) when torch cannot read it. Returns the bytes."""
+    payload = path.read_bytes()
+    if torch.compiler.load_cache_artifacts(payload) is None:
+        warnings.warn(
+            f"{path}: torch could not read these compile-cache artifacts (saved by torch "
+            f"{saved_by_torch or '?'}, this is {torch.__version__}); the first call compiles from scratch",
+            stacklevel=3,
+        )
+    return payload
 
 
 def _warn_if_thread_count_differs(path: Path, built_threads: int | None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ import torch
 from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.inductor import (
     COMPILE_CACHE_FILE,
-    _fresh_artifact_recording,
     compile_isolated,
+    fresh_artifact_recording,
+    hot_load_compile_cache,
     payload_file,
 )
 from aitune_ci.backends.registry import register_backend
@@ -181,7 +181,7 @@ class TorchAOBackend(Backend):
                     quantized(*args, **kwargs)
             return quantized
         runner = TorchAOCompiled(compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS)))
-        with _fresh_artifact_recording():
+        with fresh_artifact_recording():
             for i, (args, kwargs) in enumerate(samples):
                 if i == 0:
                     # Compile the first graph with the known dynamic dims already symbolic, so
@@ -240,13 +240,7 @@ class TorchAOBackend(Backend):
         if not backend.options["compile"]:
             return quantized
         if meta.get("file"):
-            path = payload_file(indir, meta["file"])
-            if torch.compiler.load_cache_artifacts(path.read_bytes()) is None:
-                warnings.warn(
-                    f"{path}: torch could not read these compile-cache artifacts (saved by torch "
-                    f"{meta.get('torch', '?')}, this is {torch.__version__}); the first call compiles from scratch",
-                    stacklevel=2,
-                )
+            hot_load_compile_cache(payload_file(indir, meta["file"]), meta.get("torch"))
         return TorchAOCompiled(compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS)))
 
     def _quantize(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
