@@ -327,3 +327,12 @@ def test_building_the_same_module_twice_records_a_complete_payload_both_times(ti
     second = InductorBackend().build(tiny_mlp, [((tiny_input,), {})], ctx)
     assert first.cache_artifacts and second.cache_artifacts
     assert second.cache_info == first.cache_info
+
+
+def test_a_build_that_compiles_nothing_fails_instead_of_timing_eager_under_the_inductor_name(
+    tiny_mlp, tiny_input, tmp_path
+):
+    ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path)
+    with torch._dynamo.config.patch(disable=True):
+        with pytest.raises(BackendError, match="without capturing a single graph.*disabled"):
+            InductorBackend().build(tiny_mlp, [((tiny_input,), {})], ctx)

@@ -118,3 +118,9 @@ def test_compiled_int8dq_matches_eager_int8dq_on_a_new_batch(tiny_mlp, tmp_path)
     x = torch.randn(3, 16)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), eager_q(x), atol=1e-4, rtol=1e-4)
+
+
+def test_a_compiled_build_that_compiles_nothing_fails_instead_of_timing_eager(tiny_mlp, tmp_path):
+    with torch._dynamo.config.patch(disable=True):
+        with pytest.raises(BackendError, match="without capturing a single graph"):
+            TorchAOBackend(recipe="int8dq", compile=True).build(tiny_mlp, samples_of(4), ctx(tmp_path))

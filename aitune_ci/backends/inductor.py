@@ -66,6 +66,7 @@ __all__ = [
     "forward_signature",
     "inductor_toolchain",
     "iter_tensors",
+    "ensure_something_compiled",
     "fresh_artifact_recording",
     "hot_load_compile_cache",
     "payload_file",
@@ -347,7 +348,9 @@ class InductorBackend(Backend):
     def build(self, module: torch.nn.Module, samples: Sequence[Sample], ctx: BuildContext) -> Callable[..., Any]:
         """Compile and run every sample once, so compile time and compile errors land in build."""
         check_dynamic_axes(samples, ctx.dynamic_axes)
+        before = compile_counters()["graphs_traced"]
         runner = self._compile_and_record(module, samples, ctx.dynamic_axes)
+        ensure_something_compiled(before, getattr(self, "name", f"inductor ({self.mode})"))
         if ctx.device.type == "cpu":
             runner.cpu_threads = torch.get_num_threads()
         return runner
@@ -431,6 +434,21 @@ class InductorBackend(Backend):
         runner.cache_info = dict(meta.get("cache_artifacts", {}))
         runner.cpu_threads = meta.get("cpu_threads")
         return runner
+
+
+def ensure_something_compiled(graphs_before: int, backend: str) -> None:
+    """Fail a build in which dynamo captured no graph: its timings would be eager PyTorch's under another name."""
+    if compile_counters()["graphs_traced"] > graphs_before:
+        return
+    import os
+
+    disabled = os.environ.get("TORCH_COMPILE_DISABLE") or torch._dynamo.config.disable
+    raise BackendError(
+        f"{backend}: torch.compile ran the model without capturing a single graph, so this backend would be "
+        "measured as eager PyTorch"
+        + (" (torch.compile is disabled in this process: TORCH_COMPILE_DISABLE or torch._dynamo.config.disable)"
+           if disabled else " (dynamo skipped the model's code: run with TORCH_LOGS=graph_breaks,recompiles to see why)")
+    )
 
 
 def hot_load_compile_cache(path: Path, saved_by_torch: str | None) -> bytes:

@@ -14,7 +14,9 @@ import torch
 from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.inductor import (
     COMPILE_CACHE_FILE,
+    compile_counters,
     compile_isolated,
+    ensure_something_compiled,
     fresh_artifact_recording,
     hot_load_compile_cache,
     payload_file,
@@ -181,6 +183,7 @@ class TorchAOBackend(Backend):
                     quantized(*args, **kwargs)
             return quantized
         runner = TorchAOCompiled(compile_isolated(quantized, dynamic=False, options=dict(_INDUCTOR_OPTIONS)))
+        before = compile_counters()["graphs_traced"]
         with fresh_artifact_recording():
             for i, (args, kwargs) in enumerate(samples):
                 if i == 0:
@@ -189,6 +192,7 @@ class TorchAOBackend(Backend):
                     args, kwargs = _mark_dynamic(args, kwargs, ctx.dynamic_axes)
                 runner(*args, **kwargs)
             saved = torch.compiler.save_cache_artifacts()
+        ensure_something_compiled(before, self.name)
         if saved is not None:
             runner.cache_artifacts, info = saved
             runner.cache_info = {kind: len(keys) for kind, keys in info.artifacts.items() if keys}
