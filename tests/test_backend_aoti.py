@@ -206,3 +206,14 @@ def test_probe_turns_a_package_that_cannot_load_into_a_backend_error(tmp_path):
     bogus.write_bytes(b"not a zip archive")
     with pytest.raises(BackendError, match="aoti_load_package failed"):
         probe_load(bogus, torch.device("cpu"))
+
+
+def test_a_loader_that_segfaults_becomes_a_backend_error_naming_the_signal_and_a_lead(tmp_path, monkeypatch):
+    # The real crash (torch 2.11 on the lent H100) cannot happen on this machine: the probe's child
+    # script is replaced by one that dies of SIGSEGV the same way, to test what the user is told.
+    import aitune_ci.backends.aoti as aoti
+
+    monkeypatch.setattr(aoti, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.delenv("TORCHINDUCTOR_VEC_ISA_OK", raising=False)
+    with pytest.raises(BackendError, match=r"crashed \(SIGSEGV\).*TORCHINDUCTOR_VEC_ISA_OK=1"):
+        aoti.probe_load(tmp_path / PACKAGE_FILE, torch.device("cpu"))

@@ -121,10 +121,17 @@ def probe_load(package: Path, device: torch.device, timeout_s: float = 300) -> N
             how = signal.Signals(-proc.returncode).name
         except ValueError:
             how = f"signal {-proc.returncode}"
+        hint = ""
+        if os.environ.get("TORCHINDUCTOR_VEC_ISA_OK") != "1":
+            hint = (
+                " On the lent H100 image (torch 2.11.0+cu130) the crash was inside the package's own library, in "
+                "libstdc++ locale code, and a CPU package built with TORCHINDUCTOR_VEC_ISA_OK=1 set before torch "
+                "is imported loaded fine (reports/h100/README.md); that may be worth a try here."
+            )
         raise BackendError(
             f"torch._inductor.aoti_load_package crashed ({how}) loading {package} in a probe process; "
             f"torch {torch.__version__}'s AOTInductor loader is broken on this machine. "
-            "Use another backend here, or another torch build."
+            f"Use another backend here, or another torch build.{hint}"
         )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
