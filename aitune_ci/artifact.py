@@ -76,15 +76,14 @@ _CHUNK = 1 << 20
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # byte-stable archives: equal content, equal file
 # Environment fields left out of the spec hash: they differ between identical CI machines.
 _VOLATILE_ENV = frozenset({"cpu_count", "gpu_index"})
-# Backends whose payload is plain data (weights, an ONNX graph, a recipe, nothing); every other
-# backend's payload is treated as executable (native code or pickles) unless it declares
-# ``payload_executes_code = False``.
+# Backends whose payload is plain data (weights, an ONNX graph, nothing); every other backend's
+# payload is treated as executable (native code or pickles) unless it declares
+# ``payload_executes_code`` (torchao does: a recipe alone, or a recipe with inductor's pickles).
 _DATA_ONLY_BACKENDS = frozenset(
     {
         "aitune_ci.backends.eager.EagerBackend",
         "aitune_ci.backends.eager.EagerHalfBackend",
         "aitune_ci.backends.onnxruntime.OnnxRuntimeBackend",
-        "aitune_ci.backends.torchao.TorchAOBackend",
         "aitune_ci.backends.cudagraphs.CUDAGraphsBackend",
     }
 )

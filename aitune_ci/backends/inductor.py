@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
@@ -440,8 +441,6 @@ def ensure_something_compiled(graphs_before: int, backend: str) -> None:
     """Fail a build in which dynamo captured no graph: its timings would be eager PyTorch's under another name."""
     if compile_counters()["graphs_traced"] > graphs_before:
         return
-    import os
-
     disabled = os.environ.get("TORCH_COMPILE_DISABLE") or torch._dynamo.config.disable
     raise BackendError(
         f"{backend}: torch.compile ran the model without capturing a single graph, so this backend would be "
