@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU work for one call on the lent machine: `bash bench/run_gpu_suite.sh STEP...` with steps
-#   tests      pytest -m gpu (GPU tests plus the gpu-marked backend/measure tests)
+#   tests      pytest -m gpu (GPU tests plus the gpu-marked backend/measure tests), one call
 #   aoti       bench/aoti_loader_diag.py (why AOTInductor packages crash on load there)
 #   diag       bench/mixed_overhead.py (the composite's mixed model against its parts)
 #   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
@@ -36,8 +36,9 @@ for step in "$@"; do
   echo "=== $step $(date +%T)"
   case "$step" in
     tests)
-      timeout 420 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
-        -p no:cacheprovider -p no:logging -q -rfEs --tb=short > "$OUT/h100/gpu-tests.log" 2>&1
+      # One pytest -m gpu call for every GPU test; it has needed 200-300 s, so give it a call of its own.
+      timeout 450 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
+        -p no:cacheprovider -p no:logging -q -rfEsx --tb=short --durations=10 > "$OUT/h100/gpu-tests.log" 2>&1
       tail -40 "$OUT/h100/gpu-tests.log" ;;
     aoti)
       timeout 300 python3 bench/aoti_loader_diag.py --devices cpu,cuda --out "$OUT/h100" 2>&1 | grep "^{" | cut -c1-600 ;;
