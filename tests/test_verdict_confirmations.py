@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-from statistics import median
-
 import pytest
+from synthetic_latency import stats
 
 from aitune_ci.baseline import BackendBaseline, LatencySummary
 from aitune_ci.config import Policy
 from aitune_ci.result import BackendResult, LatencyStats
 from aitune_ci.verdict import LATENCY, Verdict, VerdictKind, judge_with_confirmations
-
-# Seven rounds with ~2% spread between them.
-ROUNDS = (10.0, 10.2, 9.8, 10.1, 9.9, 10.25, 9.75)
-
-
-def stats(factor: float = 1.0) -> LatencyStats:
-    r = tuple(x * factor for x in ROUNDS)
-    m = median(r)
-    return LatencyStats(
-        median_ms=m,
-        mean_ms=sum(r) / len(r),
-        min_ms=min(r),
-        p90_ms=max(r),
-        p99_ms=max(r),
-        iqr_ms=0.02 * m,
-        ci_low_ms=0.99 * m,
-        ci_high_ms=1.01 * m,
-        cv=0.01,
-        iterations=20 * len(r),
-        rounds=len(r),
-        round_medians_ms=r,
-    )
-
 
 BASELINE = BackendBaseline(status="ok", latency=LatencySummary.from_stats(stats()))
 
@@ -46,11 +22,11 @@ class Remeasure:
 
     def __call__(self) -> LatencyStats:
         self.calls += 1
-        return stats(self.factors.pop(0))
+        return stats(factor=self.factors.pop(0))
 
 
 def judge(first: float, remeasure: Remeasure | None, policy: Policy | None = None, **kw) -> Verdict:
-    row = BackendResult(backend="eager", status="ok", latency=stats(first))
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=first))
     return judge_with_confirmations("tune_mlp", BASELINE, row, policy or Policy(), remeasure, **kw)
 
 
@@ -111,7 +87,7 @@ def test_a_paired_confirmation_adds_evidence_instead_of_having_to_clear_the_bar_
     # be significant, but pooled with the first the slowdown stands.
     first = PairedRatio(1.12, 1.04, 1.21, 5)
     second = PairedRatio(1.11, 0.99, 1.24, 5)
-    row = BackendResult(backend="eager", status="ok", latency=stats(1.0))
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
     verdict = judge_with_confirmations(
         "tune_x", BASELINE, row, Policy(max_confirmations=1), None, paired=first, remeasure_paired=lambda: second
     )
@@ -129,7 +105,7 @@ def test_an_inconclusive_slowdown_past_the_threshold_is_measured_again_not_passe
         calls.append(1)
         return PairedRatio(1.10, 1.05, 1.15, 5)
 
-    row = BackendResult(backend="eager", status="ok", latency=stats(1.0))
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
     verdict = judge_with_confirmations("tune_x", BASELINE, row, Policy(), None, paired=first, remeasure_paired=again)
     assert calls and verdict.kind == "REGRESSED"
 
@@ -137,7 +113,7 @@ def test_an_inconclusive_slowdown_past_the_threshold_is_measured_again_not_passe
 def test_a_small_inconclusive_change_under_the_threshold_is_not_remeasured():
     from aitune_ci.verdict import PairedRatio
 
-    row = BackendResult(backend="eager", status="ok", latency=stats(1.0))
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
     verdict = judge_with_confirmations(
         "tune_x", BASELINE, row, Policy(), None, paired=PairedRatio(1.02, 0.98, 1.06, 5),
         remeasure_paired=lambda: pytest.fail("must not re-measure"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+#: A tolerance that only exact outputs pass (every closeness test off), so eager-bf16 fails it.
+NOTHING_BUT_EXACT = "tolerance=ait.Tolerance(atol=0.0, rtol=0.0, max_rmse_ratio=1.0, close_sqnr_db=float('inf'))"
+
 
 @pytest.fixture
 def tuned(project):
@@ -53,7 +56,7 @@ def test_backend_that_now_fails_its_accuracy_gate_regresses_as_now_failing(tuned
     tuned.add_fixture(
         "tune_lin",
         backends=("eager", "eager-bf16"),
-        spec="tolerance=ait.Tolerance(atol=0.0, rtol=0.0, max_rmse_ratio=1.0, close_sqnr_db=float('inf'))",
+        spec=NOTHING_BUT_EXACT,
     )
 
     result = tuned.tune()
@@ -70,7 +73,7 @@ def test_inaccurate_backend_is_never_the_winner(tuned):
     tuned.add_fixture(
         "tune_lin",
         backends=("eager", "eager-bf16"),
-        spec="tolerance=ait.Tolerance(atol=0.0, rtol=0.0, max_rmse_ratio=1.0, close_sqnr_db=float('inf'))",
+        spec=NOTHING_BUT_EXACT,
     )
 
     result = tuned.tune("-rA")
