@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from aitune_ci.gpus import physical_gpu
+
 __all__ = ["environment_fingerprint", "environment_differences", "hardware_key", "COMPARED_FIELDS"]
 
 # Libraries whose versions change backend behaviour; recorded when installed.
@@ -83,11 +85,18 @@ def _fingerprint(device_str: str) -> tuple[tuple[str, Any], ...]:
         env["gpu"] = props.name
         env["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
         env["gpu_index"] = device.index if device.index is not None else torch.cuda.current_device()
-        # Under one-GPU-per-worker pinning the visible index is always 0; keep the physical one too.
-        env["gpu_physical_index"] = os.environ.get("AITUNE_PHYSICAL_GPU")
+        # Under one-GPU-per-worker pinning (or any CUDA_VISIBLE_DEVICES) the visible index is not
+        # the host's: keep the host's id, and the card's UUID, which no renumbering changes.
+        env["gpu_physical_index"] = physical_gpu(env["gpu_index"])
+        env["gpu_uuid"] = _uuid(props)
         env["compute_capability"] = f"{props.major}.{props.minor}"
         env["driver"] = _nvidia_driver()
     return tuple(env.items())
+
+
+def _uuid(props: Any) -> str | None:
+    uuid = getattr(props, "uuid", None)
+    return f"GPU-{uuid}" if uuid is not None else None
 
 
 def _nvidia_driver() -> str | None:

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Mapping, Sequence
 
-__all__ = ["PinningError", "assign_gpu", "visible_gpus", "worker_index", "pin_worker"]
+__all__ = ["PinningError", "assign_gpu", "visible_gpus", "worker_index", "pin_worker", "physical_gpu"]
 
 
 class PinningError(ValueError):
@@ -34,6 +34,20 @@ def visible_gpus(environ: Mapping[str, str] | None = None, detected_count: int |
         return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "-1"]
     count = detected_count if detected_count is not None else _nvml_count()
     return [str(i) for i in range(count)]
+
+
+def physical_gpu(visible_index: int, environ: Mapping[str, str] | None = None) -> str:
+    """The host's id for the GPU this process sees as ``cuda:visible_index``.
+
+    A pinned worker records its GPU in ``AITUNE_PHYSICAL_GPU``; otherwise ``CUDA_VISIBLE_DEVICES``
+    renumbers the GPUs a process sees, so ``cuda:0`` under ``CUDA_VISIBLE_DEVICES=1`` is GPU 1.
+    """
+    env = os.environ if environ is None else environ
+    pinned = env.get("AITUNE_PHYSICAL_GPU")
+    if pinned:
+        return pinned
+    listed = visible_gpus(env, detected_count=0) if env.get("CUDA_VISIBLE_DEVICES") is not None else []
+    return listed[visible_index] if 0 <= visible_index < len(listed) else str(visible_index)
 
 
 def _nvml_count() -> int:

@@ -20,7 +20,10 @@ into a library loaded by a process that already has the shared libstdc++, i.e. t
 locale machinery. So each package is also built by a compiler wrapper that logs every command, and
 once more with ``-static-libstdc++``/``-static-libgcc`` removed from the link, and loaded again.
 
-Run: ``python3 bench/aoti_loader_diag.py --out DIR`` (about a minute). Writes ``DIR/aoti_loader.{json,md}``.
+Third run: a CUDA package is also built with torch's ISA probe left on (``isa-probe``), to tell
+whether skipping the probe is what made the CPU package load.
+
+Run: ``python3 bench/aoti_loader_diag.py --out DIR`` (a few minutes). Writes ``DIR/aoti_loader.{json,md}``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -128,9 +132,13 @@ def _build_package(device: str, work: Path, variant: str) -> dict[str, Any]:
     # machine); the loader, not the probe, is what this program looks at.
     env = dict(os.environ, CXX=str(wrapper), TORCHINDUCTOR_CACHE_DIR=str(work / f"cache-{device}-{variant}"),
                TORCHINDUCTOR_VEC_ISA_OK="1")
+    if variant == "isa-probe":  # as torch builds by default (and the aoti backend does): the probe runs
+        env.pop("TORCHINDUCTOR_VEC_ISA_OK")
+    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _BUILD, str(path), device], capture_output=True, text=True, env=env,
                           timeout=400)
-    info: dict[str, Any] = {"variant": variant, "package": str(path), "returncode": proc.returncode}
+    info: dict[str, Any] = {"variant": variant, "package": str(path), "returncode": proc.returncode,
+                            "build_s": round(time.perf_counter() - t0, 1)}
     commands = log.read_text().splitlines() if log.exists() else []
     info["compiler_commands"] = [("…" + c[-900:]) if len(c) > 900 else c for c in commands[-2:]]
     info["links_libstdcxx_statically"] = any("-static-libstdc++" in c.split() for c in commands)
@@ -174,6 +182,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports"), help="Default: reports")
     parser.add_argument("--devices", default="cpu,cuda", help="Default: cpu,cuda")
+    parser.add_argument("--variants", default="as-is,isa-probe,dynamic-runtime",
+                        help="builds: as-is (ISA probe skipped), isa-probe (torch's default), dynamic-runtime "
+                             "(static libstdc++ flags dropped). Default: all three")
     parser.add_argument("--modes", default="package,runner", help="loader paths to try. Default: package,runner")
     args = parser.parse_args()
 
@@ -204,7 +215,7 @@ def main() -> int:
     for device in [d for d in args.devices.split(",") if d]:
         if device == "cuda" and not torch.cuda.is_available():
             continue
-        for variant in ("as-is", "dynamic-runtime"):
+        for variant in [v for v in args.variants.split(",") if v]:
             info = _build_package(device, work, variant)
             report["packages"][f"{device}/{variant}"] = info
             print(json.dumps({k: v for k, v in info.items() if k != "members"})[:3000], flush=True)
@@ -253,7 +264,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{info.get('exports_libstdcxx_internals')} | {row['mode']} | {result} |"
         )
     for key, info in report["packages"].items():
-        lines += ["", f"### build {key}: exit {info['returncode']}", "", f"NEEDED: {info.get('needed')}", "",
+        lines += ["", f"### build {key}: exit {info['returncode']}, {info.get('build_s')} s", "", f"NEEDED: {info.get('needed')}", "",
                   "Last compiler commands:", "", "```", *info.get("compiler_commands", []), "```"]
         if info.get("error"):
             lines += ["", "```", info["error"], "```"]

@@ -2,6 +2,8 @@
 # GPU work for one call on the lent machine: `bash bench/run_gpu_suite.sh STEP...` with steps
 #   tests      pytest -m gpu (GPU tests plus the gpu-marked backend/measure tests), one call
 #   aoti       bench/aoti_loader_diag.py (why AOTInductor packages crash on load there)
+#   tests-aoti both at once on a 2-GPU machine: the tests on GPU 1, the AOTI diagnosis on GPU 0
+#   multigpu   bench/multigpu.py: the example suite on one GPU and with one xdist worker per GPU
 #   diag       bench/mixed_overhead.py (the composite's mixed model against its parts)
 #   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
 #   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes)
@@ -41,7 +43,18 @@ for step in "$@"; do
         -p no:cacheprovider -p no:logging -q -rfEsx --tb=short --durations=10 > "$OUT/h100/gpu-tests.log" 2>&1
       tail -40 "$OUT/h100/gpu-tests.log" ;;
     aoti)
-      timeout 300 python3 bench/aoti_loader_diag.py --devices cpu,cuda --out "$OUT/h100" 2>&1 | grep "^{" | cut -c1-600 ;;
+      timeout 300 python3 bench/aoti_loader_diag.py --devices cuda,cpu --out "$OUT/h100" 2>&1 | grep "^{" | cut -c1-600 ;;
+    tests-aoti)
+      # The diagnosis measures nothing, so it may share the machine with the tests (each on its own GPU).
+      CUDA_VISIBLE_DEVICES=0 timeout 440 python3 bench/aoti_loader_diag.py --devices cuda,cpu --out "$OUT/h100" \
+        > "$OUT/h100/aoti_diag.log" 2>&1 &
+      CUDA_VISIBLE_DEVICES=1 timeout 450 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
+        -p no:cacheprovider -p no:logging -q -rfEsx --tb=short --durations=10 > "$OUT/h100/gpu-tests.log" 2>&1
+      tail -40 "$OUT/h100/gpu-tests.log"
+      wait
+      grep "^{" "$OUT/h100/aoti_diag.log" | cut -c1-400 ;;
+    multigpu)
+      timeout 560 python3 bench/multigpu.py --out "$OUT/h100/multigpu" --workers 2 --timeout 240 2>&1 | tail -40 ;;
     diag)
       timeout 170 python3 bench/mixed_overhead.py --out "$OUT/h100" 2> "$OUT/h100/mixed_overhead.log" | grep -v "^ \|^-\|^Name\|^Self" | tail -30
       grep -i "recompil\|guard\|skipping cudagraphs\|mismatch" "$OUT/h100/mixed_overhead.log" | cut -c1-400 | head -30 ;;

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from aitune_ci.gpus import PinningError, assign_gpu, pin_worker, visible_gpus, worker_index
+from aitune_ci.gpus import PinningError, assign_gpu, physical_gpu, pin_worker, visible_gpus, worker_index
 
 
 def test_worker_ids_map_to_indexes():
@@ -48,6 +48,13 @@ def test_pinning_sets_the_physical_gpu_for_the_worker():
     assert pin_worker("gw1", 2, environ=env) == "5"
     assert env == {"CUDA_VISIBLE_DEVICES": "5", "AITUNE_PHYSICAL_GPU": "5"}
     assert pin_worker(None, 2, environ=dict(env)) is None
+
+
+def test_physical_gpu_names_the_hosts_gpu_not_the_renumbered_one():
+    assert physical_gpu(0, {"AITUNE_PHYSICAL_GPU": "3", "CUDA_VISIBLE_DEVICES": "3"}) == "3"  # a pinned worker
+    assert physical_gpu(1, {"CUDA_VISIBLE_DEVICES": "2,5"}) == "5"  # cuda:1 is the host's GPU 5
+    assert physical_gpu(0, {"CUDA_VISIBLE_DEVICES": "GPU-8f3a"}) == "GPU-8f3a"  # a UUID stays a UUID
+    assert physical_gpu(1, {}) == "1"  # nothing renumbers: the visible index is the host's
 
 
 CONFTEST = """
