@@ -41,11 +41,19 @@ SCHEMA_VERSION = 1
 SUITE = ROOT / "bench" / "multigpu_suite"
 
 
+def _plugin_args() -> list[str]:
+    """``-p aitune_ci.plugin`` where aitune-ci is on PYTHONPATH but not installed (no entry point)."""
+    import importlib.metadata
+
+    installed = any(ep.value.startswith("aitune_ci") for ep in importlib.metadata.entry_points(group="pytest11"))
+    return [] if installed else ["-p", "aitune_ci.plugin"]
+
+
 def _pytest(name: str, extra: list[str], env: dict[str, str], work: Path, out: Path, measure_s: float,
             timeout: float) -> dict[str, Any]:
     """One ``pytest --aitune`` run of the suite; its wall time, exit code and JSON report."""
     report = work / f"{name}.json"
-    cmd = [sys.executable, "-m", "pytest", str(SUITE), "--aitune", "--aitune-dir", str(work / ".aitune"),
+    cmd = [sys.executable, "-m", "pytest", str(SUITE), *_plugin_args(), "--aitune", "--aitune-dir", str(work / ".aitune"),
            "--aitune-report", str(report), "--aitune-measure-seconds", str(measure_s),
            "-p", "no:cacheprovider", "-o", "addopts=", "-v", *extra]
     print(f"[multigpu] {name}: {' '.join(cmd[3:])}", flush=True)
