@@ -73,6 +73,8 @@ def _fingerprint(device_str: str) -> tuple[tuple[str, Any], ...]:
         "platform": f"{platform.system()}-{platform.machine()}",
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        # what this process may run on: under one xdist worker per GPU, its share of the cores
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,

@@ -118,14 +118,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def _pin_gpus(config: pytest.Config) -> None:
-    """One GPU per xdist worker (set before CUDA initialises); refuse more workers than GPUs."""
-    from aitune_ci.gpus import PinningError, assign_gpu, pin_worker, visible_gpus
+    """One GPU and a share of the CPU cores per xdist worker; refuse more workers than GPUs."""
+    from aitune_ci.gpus import PinningError, assign_gpu, pin_worker, pin_worker_cpus, visible_gpus
 
     oversubscribe = bool(_option(config, "aitune_oversubscribe"))
     workerinput = getattr(config, "workerinput", None)
     try:
         if workerinput is not None:
-            gpu = pin_worker(workerinput.get("workerid"), int(workerinput.get("workercount", 1)), oversubscribe)
+            worker, count = workerinput.get("workerid"), int(workerinput.get("workercount", 1))
+            pin_worker_cpus(worker, count)
+            gpu = pin_worker(worker, count, oversubscribe)
             if gpu is not None and "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
                 import warnings
 

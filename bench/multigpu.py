@@ -1,16 +1,19 @@
 """One GPU against one pytest-xdist worker per GPU: wall time, which GPU ran what, same verdicts?
 
 Runs the example suite (bench/multigpu_suite: resnet50, BERT-base, GPT-2 decode and a composite
-model, four backends each) three times through ``pytest --aitune``, sharing one baseline folder and
-one inductor cache folder:
+model, four backends each) four times through ``pytest --aitune``, sharing one baseline folder:
 
-  baseline  ``-n N --aitune-update``: writes the baselines (and artifacts); cold compile cache
-  single    no xdist, ``CUDA_VISIBLE_DEVICES=0``: compared with those baselines
-  parallel  ``-n N``: compared with the same baselines, one worker per GPU
+  single-cold    no xdist, ``CUDA_VISIBLE_DEVICES=0``, empty compile cache A, ``--aitune-update``:
+                 writes the baselines (and artifacts)
+  parallel-cold  ``-n N``, empty compile cache B: compared with those baselines
+  single-warm    as single-cold on the now warm cache A, without --aitune-update
+  parallel-warm  as parallel-cold on the now warm cache B
 
-``single`` and ``parallel`` both start from the warm cache the baseline run left, so their wall times
-compare like for like. Each fixture's baseline was measured on whichever GPU its worker had, so
-the later runs also show that results from two identical GPUs compare against one baseline.
+Each pair compares like for like (both cold: what a CI runner without a kept cache pays; both
+warm). single-cold also writes the baselines and artifacts, which parallel-cold does not, so the
+cold ratio slightly favours the parallel run. Both parallel runs compare against baselines measured
+on GPU 0 alone, so their workers on GPU 1 show that results from two identical GPUs compare
+against one baseline.
 
 Writes ``OUT/multigpu.{json,md}``, each run's JSON report and log. Without CUDA the suite falls back
 to the bundled small CPU models (a smoke run of this program, not a measurement).
@@ -55,7 +58,7 @@ def _pytest(name: str, extra: list[str], env: dict[str, str], work: Path, out: P
     report = work / f"{name}.json"
     cmd = [sys.executable, "-m", "pytest", str(SUITE), *_plugin_args(), "--aitune", "--aitune-dir", str(work / ".aitune"),
            "--aitune-report", str(report), "--aitune-measure-seconds", str(measure_s),
-           "-p", "no:cacheprovider", "-o", "addopts=", "-v", *extra]
+           "-p", "no:cacheprovider", "-o", "addopts=", "-v", "--durations=12", *extra]
     print(f"[multigpu] {name}: {' '.join(cmd[3:])}", flush=True)
     t0 = time.perf_counter()
     try:
@@ -88,16 +91,21 @@ def _pytest(name: str, extra: list[str], env: dict[str, str], work: Path, out: P
     return run
 
 
-def compare(single: dict[str, Any], parallel: dict[str, Any]) -> dict[str, Any]:
-    """What differs between the one-GPU run and the merged multi-worker run (pure)."""
+def compare(single: dict[str, Any], parallel: dict[str, Any], verdicts: bool = True) -> dict[str, Any]:
+    """What differs between a one-GPU run and the merged multi-worker run (pure).
+
+    ``verdicts=False`` where the one-GPU run wrote the baselines (its verdicts are all NEW).
+    """
     sv, pv = single.get("verdicts", {}), parallel.get("verdicts", {})
     differing = {k: (sv.get(k), pv.get(k)) for k in sorted(set(sv) | set(pv)) if sv.get(k) != pv.get(k)}
     sf, pf = single.get("fixtures", {}), parallel.get("fixtures", {})
     winners = {k: (sf.get(k, {}).get("winner"), pf.get(k, {}).get("winner")) for k in sorted(set(sf) | set(pf))}
     gpus = sorted({str(f.get("gpu_physical_index")) for f in pf.values()})
     return {
-        "verdicts_equal": not differing and bool(sv),
-        "differing_verdicts": differing,
+        "single": single["name"],
+        "parallel": parallel["name"],
+        "verdicts_equal": (not differing and bool(sv)) if verdicts else None,
+        "differing_verdicts": differing if verdicts else {},
         "winners": winners,
         "winners_equal": all(a == b for a, b in winners.values()),
         "parallel_gpus": gpus,
@@ -107,7 +115,6 @@ def compare(single: dict[str, Any], parallel: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     runs = {r["name"]: r for r in report["runs"]}
-    cmp = report["comparison"]
     lines = [
         "# One GPU vs one pytest-xdist worker per GPU (bench/multigpu.py)",
         "",
@@ -120,23 +127,25 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["runs"]:
         lines.append(f"| {r['name']} | `{' '.join(r['args']) or '(no xdist)'}` | {r.get('cuda_visible_devices') or 'all'} | "
                      f"{r['wall_s']} | {r['exit_code']} | {r.get('count_line') or ''} |")
-    lines += ["", f"`-n {report['workers']}` against one GPU: **{cmp['speedup']}×** faster "
-                  f"({runs['single']['wall_s']} s → {runs['parallel']['wall_s']} s, both on a warm compile cache).", "",
-              "| fixture | baseline written on GPU | single: GPU | parallel: GPU | winner single | winner parallel |",
-              "|---|---|---|---|---|---|"]
-    for name in sorted(runs["parallel"].get("fixtures", {})):
-        b = runs["baseline"].get("fixtures", {}).get(name, {})
-        s = runs["single"].get("fixtures", {}).get(name, {})
-        p = runs["parallel"]["fixtures"][name]
-        lines.append(f"| {name} | {b.get('gpu_physical_index')} | {s.get('gpu_physical_index')} | "
-                     f"{p.get('gpu_physical_index')} | {s.get('winner')} | {p.get('winner')} |")
-    lines += ["", f"Verdicts equal between the one-GPU run and the merged `-n {report['workers']}` run: "
-                  f"**{cmp['verdicts_equal']}** ({len(runs['single'].get('verdicts', {}))} checks); winners equal: "
-                  f"**{cmp['winners_equal']}**; GPUs used by the parallel run: {', '.join(cmp['parallel_gpus'])}."]
-    if cmp["differing_verdicts"]:
-        lines += ["", "| check | single | parallel | parallel's reason |", "|---|---|---|---|"]
-        for key, (a, b) in cmp["differing_verdicts"].items():
-            lines.append(f"| {key} | {a} | {b} | {runs['parallel'].get('messages', {}).get(key, '')[:300]} |")
+    for cmp in report["comparisons"]:
+        s, p = runs[cmp["single"]], runs[cmp["parallel"]]
+        lines += ["", f"## {cmp['single']} vs {cmp['parallel']}", "",
+                  f"`-n {report['workers']}` against one GPU: **{cmp['speedup']}×** ({s['wall_s']} s → {p['wall_s']} s).", "",
+                  f"| fixture | {s['name']}: GPU, tune s | {p['name']}: GPU, tune s | winner {s['name']} | winner {p['name']} |",
+                  "|---|---|---|---|---|"]
+        for name in sorted(p.get("fixtures", {})):
+            a, b = s.get("fixtures", {}).get(name, {}), p["fixtures"][name]
+            lines.append(f"| {name} | {a.get('gpu_physical_index')}, {a.get('tune_s')} | {b.get('gpu_physical_index')}, "
+                         f"{b.get('tune_s')} | {a.get('winner')} | {b.get('winner')} |")
+        equal = ("n/a (the one-GPU run wrote the baselines)" if cmp["verdicts_equal"] is None
+                 else f"**{cmp['verdicts_equal']}** ({len(s.get('verdicts', {}))} checks)")
+        lines += ["", f"Verdicts equal: {equal}; winners equal: "
+                      f"**{cmp['winners_equal']}**; GPUs used by {p['name']}: {', '.join(cmp['parallel_gpus'])}."]
+        if cmp["differing_verdicts"]:
+            lines += ["", f"| check | {s['name']} | {p['name']} | reasons ({s['name']} / {p['name']}) |", "|---|---|---|---|"]
+            for key, (a, b) in cmp["differing_verdicts"].items():
+                lines.append(f"| {key} | {a} | {b} | {s.get('messages', {}).get(key, '')[:220]} / "
+                             f"{p.get('messages', {}).get(key, '')[:220]} |")
     uuids = {f.get("gpu_uuid") for r in report["runs"] for f in r.get("fixtures", {}).values()}
     keys = {f.get("hardware_key") for r in report["runs"] for f in r.get("fixtures", {}).values()}
     lines += ["", f"Hardware keys seen: {', '.join(sorted(map(str, keys)))}; GPU UUIDs seen: {len(uuids - {None})}.", ""]
@@ -155,7 +164,7 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="aitune-multigpu-"))
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(work / "inductor-cache"), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     n = ["-n", str(args.workers)]
     cuda = torch.cuda.is_available()
@@ -170,12 +179,20 @@ def main() -> int:
         "backends": "eager, eager-bf16, cudagraphs, inductor" if cuda else "eager, eager-bf16 (CPU smoke)",
         "runs": [],
     }
-    report["runs"].append(_pytest("baseline", [*n, "--aitune-update"], env, work, args.out, args.measure_seconds, args.timeout))
-    report["runs"].append(_pytest("single", [], dict(env, CUDA_VISIBLE_DEVICES="0") if cuda else env, work, args.out,
-                                  args.measure_seconds, args.timeout))
-    report["runs"].append(_pytest("parallel", n, env, work, args.out, args.measure_seconds, args.timeout))
+    cache = {"single": str(work / "cache-single"), "parallel": str(work / "cache-parallel")}
+    one_gpu = {"CUDA_VISIBLE_DEVICES": "0"} if cuda else {}
+    plan = [
+        ("single-cold", ["--aitune-update"], dict(env, TORCHINDUCTOR_CACHE_DIR=cache["single"], **one_gpu)),
+        ("parallel-cold", n, dict(env, TORCHINDUCTOR_CACHE_DIR=cache["parallel"])),
+        ("single-warm", [], dict(env, TORCHINDUCTOR_CACHE_DIR=cache["single"], **one_gpu)),
+        ("parallel-warm", n, dict(env, TORCHINDUCTOR_CACHE_DIR=cache["parallel"])),
+    ]
+    for name, extra, run_env in plan:
+        report["runs"].append(_pytest(name, extra, run_env, work, args.out, args.measure_seconds, args.timeout))
+        atomic_write_text(args.out / "multigpu.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
     runs = {r["name"]: r for r in report["runs"]}
-    report["comparison"] = compare(runs["single"], runs["parallel"])
+    report["comparisons"] = [compare(runs["single-cold"], runs["parallel-cold"], verdicts=False),
+                             compare(runs["single-warm"], runs["parallel-warm"])]
     atomic_write_text(args.out / "multigpu.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
     atomic_write_text(args.out / "multigpu.md", markdown(report))
     print(markdown(report))

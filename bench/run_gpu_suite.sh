@@ -4,6 +4,7 @@
 #   aoti       bench/aoti_loader_diag.py (why AOTInductor packages crash on load there)
 #   tests-aoti both at once on a 2-GPU machine: the tests on GPU 1, the AOTI diagnosis on GPU 0
 #   multigpu   bench/multigpu.py: the example suite on one GPU and with one xdist worker per GPU
+#   aoti-check the C++ compiler facts, the aoti CUDA test, and resnet50 with eager/inductor/aoti
 #   diag       bench/mixed_overhead.py (the composite's mixed model against its parts)
 #   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
 #   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes)
@@ -53,8 +54,25 @@ for step in "$@"; do
       tail -40 "$OUT/h100/gpu-tests.log"
       wait
       grep "^{" "$OUT/h100/aoti_diag.log" | cut -c1-400 ;;
+    aoti-check)
+      python3 - <<'PY' 2>&1 | tee "$OUT/h100/aoti-compiler.log"
+import os, torch
+from torch._inductor.cpp_builder import get_cpp_compiler
+from aitune_ci.backends.cxx_runtime import inspect_compiler, pick_compiler
+from aitune_ci.backends.aoti import package_compiler
+current = get_cpp_compiler()
+print("CXX =", os.environ.get("CXX"), "| torch picks", current)
+for c in (current, "g++", "/usr/bin/g++"):
+    print(c, "->", inspect_compiler(c))
+print("pick:", pick_compiler(current))
+print("package_compiler():", package_compiler())
+PY
+      timeout 200 python3 -m pytest -m gpu tests/test_backend_aoti.py -p no:cacheprovider -q -rfEsx --tb=short \
+        > "$OUT/h100/aoti-tests.log" 2>&1; tail -8 "$OUT/h100/aoti-tests.log"
+      timeout 200 python3 bench/gpu_backends.py --models resnet50 --backends eager,inductor,aoti \
+        --out "$OUT/h100/aoti-resnet50" --measure-seconds 2 2>&1 | grep -v "^\[aitune\] \(round\|warm-up\|iterations\)" | tail -30 ;;
     multigpu)
-      timeout 560 python3 bench/multigpu.py --out "$OUT/h100/multigpu" --workers 2 --timeout 240 2>&1 | tail -40 ;;
+      timeout 540 python3 bench/multigpu.py --out "$OUT/h100/multigpu" --workers 2 --timeout 200 2>&1 | tail -40 ;;
     diag)
       timeout 170 python3 bench/mixed_overhead.py --out "$OUT/h100" 2> "$OUT/h100/mixed_overhead.log" | grep -v "^ \|^-\|^Name\|^Self" | tail -30
       grep -i "recompil\|guard\|skipping cudagraphs\|mismatch" "$OUT/h100/mixed_overhead.log" | cut -c1-400 | head -30 ;;

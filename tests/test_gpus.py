@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
 
-from aitune_ci.gpus import PinningError, assign_gpu, physical_gpu, pin_worker, visible_gpus, worker_index
+from aitune_ci.gpus import (
+    PinningError,
+    assign_gpu,
+    partition_cpus,
+    physical_gpu,
+    pin_worker,
+    pin_worker_cpus,
+    visible_gpus,
+    worker_index,
+)
 
 
 def test_worker_ids_map_to_indexes():
@@ -57,6 +67,31 @@ def test_physical_gpu_names_the_hosts_gpu_not_the_renumbered_one():
     assert physical_gpu(1, {}) == "1"  # nothing renumbers: the visible index is the host's
 
 
+# A 2-socket-style numbering: CPU i and i+16 are the two hardware threads of core i.
+HYPERTHREADED = {cpu: frozenset({cpu % 16, cpu % 16 + 16}) for cpu in range(32)}
+
+
+def test_workers_get_disjoint_whole_cores():
+    shares = [partition_cpus(range(32), HYPERTHREADED, 2, i) for i in range(2)]
+    assert shares[0] == [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23]
+    assert not set(shares[0]) & set(shares[1]) and set(shares[0]) | set(shares[1]) == set(range(32))
+    for share in shares:  # no core split between workers
+        assert all(HYPERTHREADED[cpu] <= set(share) for cpu in share)
+
+
+def test_uneven_and_scarce_cores():
+    assert [partition_cpus(range(5), {}, 2, i) for i in range(2)] == [[0, 1, 2], [3, 4]]
+    assert [partition_cpus([0, 1], {}, 2, i) for i in range(2)] == [[0], [1]]
+    assert [partition_cpus([3], {}, 2, i) for i in range(2)] == [[3], [3]]  # one core: shared, not empty
+    assert partition_cpus([0, 1, 2, 3], {0: frozenset({0, 8})}, 2, 0) == [0, 1]  # siblings outside the mask ignored
+
+
+def test_no_cpu_pinning_outside_xdist_or_when_turned_off():
+    assert pin_worker_cpus(None, 2) is None
+    assert pin_worker_cpus("gw0", 1) is None
+    assert pin_worker_cpus("gw0", 2, environ={"AITUNE_CPU_PINNING": "0"}) is None
+
+
 CONFTEST = """
 import json, os
 import pytest
@@ -65,7 +100,8 @@ def pytest_collection_finish(session):
     wid = os.environ.get("PYTEST_XDIST_WORKER")
     if wid:
         with open(f"pinned-{wid}.json", "w") as f:
-            json.dump({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "physical": os.environ.get("AITUNE_PHYSICAL_GPU")}, f)
+            json.dump({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "physical": os.environ.get("AITUNE_PHYSICAL_GPU"),
+                       "cpus": sorted(os.sched_getaffinity(0))}, f)
 """
 
 
@@ -81,6 +117,19 @@ def test_real_xdist_workers_are_pinned_to_different_gpus(pytester, monkeypatch):
     assert result.ret == 0, result.stdout.str()
     pinned = sorted(json.loads(p.read_text())["physical"] for p in pytester.path.glob("pinned-gw*.json"))
     assert pinned == ["0", "1"]
+    # and each worker runs on its own share of this machine's CPUs
+    cpus = [set(json.loads(p.read_text())["cpus"]) for p in sorted(pytester.path.glob("pinned-gw*.json"))]
+    everything = os.sched_getaffinity(0)
+    if len(everything) >= 2:
+        assert cpus[0] and cpus[1] and not cpus[0] & cpus[1] and cpus[0] | cpus[1] == everything
+
+
+def test_cpu_pinning_can_be_turned_off(pytester, monkeypatch):
+    monkeypatch.setenv("AITUNE_CPU_PINNING", "0")
+    result = _run(pytester, "-n", "2")
+    assert result.ret == 0, result.stdout.str()
+    cpus = [set(json.loads(p.read_text())["cpus"]) for p in pytester.path.glob("pinned-gw*.json")]
+    assert cpus == [os.sched_getaffinity(0)] * 2
 
 
 def test_more_workers_than_gpus_is_a_usage_error_naming_the_fix(pytester, monkeypatch):

@@ -8,12 +8,16 @@ lets export keep what it can dynamic, and records that in the metadata.
 The package carries its own weights and machine code for one device type (and CPU ISA or GPU
 architecture): a payload from another machine must be rebuilt, not loaded.
 
-Until one package has loaded in a child process, packages are loaded there first: on the GPU
-image with torch 2.11.0+cu130, ``aoti_load_package`` segfaults for every package (CPU or CUDA,
-even one ``nn.Linear``), and a segfault would end the whole run instead of failing one backend.
-The crash is inside the package's own ``wrapper.so``, in libstdc++'s ``std::regex`` locale code
-(``bench/aoti_loader_diag.py``; findings in ``reports/h100/README.md``); a CPU package built there
-with ``TORCHINDUCTOR_VEC_ISA_OK=1`` loaded fine, which is not verified for CUDA packages.
+Packages are built with a C++ compiler whose libstdc++ is not newer than the one this process
+runs (``cxx_runtime``): on the GPU image with torch 2.11.0+cu130, ``CXX=/opt/gcc/bin/g++`` built
+packages that segfaulted on load inside their own ``wrapper.so`` (libstdc++ ``std::regex`` locale
+code), CPU or CUDA, even for one ``nn.Linear``; the same packages built with the system ``g++``
+loaded (``bench/aoti_loader_diag.py``; ``reports/h100/README.md``). When torch's own choice is such
+a compiler, the build uses a compatible one and says so, or fails with the reason if none is found.
+The ``cxx`` option (or ``AITUNE_AOTI_CXX``) names the compiler outright.
+
+Until one package has loaded in a child process, packages are loaded there first, since a loader
+segfault would end the whole run instead of failing one backend.
 One good probe per process and device type is taken to mean the loader works here, and it is
 remembered on disk (``~/.cache/aitune-ci/``, keyed by torch version, device and GPU), so later
 processes on the same machine load packages directly, with no child process: a probe costs a
@@ -29,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -49,7 +54,7 @@ from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError
 from aitune_ci.spec import Sample
 
-__all__ = ["PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "export_dynamic_shapes", "probe_load"]
+__all__ = ["PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "export_dynamic_shapes", "package_compiler", "probe_load"]
 
 #: The package file ``build`` writes into ``ctx.workdir`` and ``save`` copies.
 PACKAGE_FILE = "model.pt2"
@@ -121,13 +126,7 @@ def probe_load(package: Path, device: torch.device, timeout_s: float = 300) -> N
             how = signal.Signals(-proc.returncode).name
         except ValueError:
             how = f"signal {-proc.returncode}"
-        hint = ""
-        if os.environ.get("TORCHINDUCTOR_VEC_ISA_OK") != "1":
-            hint = (
-                " On the lent H100 image (torch 2.11.0+cu130) the crash was inside the package's own library, in "
-                "libstdc++ locale code, and a CPU package built with TORCHINDUCTOR_VEC_ISA_OK=1 set before torch "
-                "is imported loaded fine (reports/h100/README.md); that may be worth a try here."
-            )
+        hint = _compiler_hint()
         raise BackendError(
             f"torch._inductor.aoti_load_package crashed ({how}) loading {package} in a probe process; "
             f"torch {torch.__version__}'s AOTInductor loader is broken on this machine. "
@@ -183,6 +182,8 @@ class AOTIBackend(Backend):
         dim_max: upper bound of every dynamic axis (default: unbounded).
         inductor_configs: passed to ``aoti_compile_and_package`` (e.g. ``{"max_autotune": True}``).
         probe: load each package in a child process first (default True; see the module docstring).
+        cxx: the C++ compiler to build packages with (default: torch's choice, ``$CXX`` or ``g++``,
+            unless its libstdc++ is newer than this process's; also ``AITUNE_AOTI_CXX``).
     """
 
     precision = "fp32"
@@ -190,7 +191,11 @@ class AOTIBackend(Backend):
     payload_is_device_specific = True
 
     def __init__(
-        self, dim_max: int | None = None, inductor_configs: Mapping[str, Any] | None = None, probe: bool = True
+        self,
+        dim_max: int | None = None,
+        inductor_configs: Mapping[str, Any] | None = None,
+        probe: bool = True,
+        cxx: str | None = None,
     ) -> None:
         options: dict[str, Any] = {}
         if dim_max is not None:
@@ -201,6 +206,10 @@ class AOTIBackend(Backend):
             options["inductor_configs"] = dict(inductor_configs)
         if not probe:
             options["probe"] = False
+        if cxx is not None:
+            if not isinstance(cxx, str) or not cxx:
+                raise BackendError(f"aoti option cxx must name a C++ compiler (g++, /usr/bin/g++), got {cxx!r}")
+            options["cxx"] = cxx
         super().__init__(**options)
 
     def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
@@ -222,7 +231,11 @@ class AOTIBackend(Backend):
         # FX-graph cache key of every later inductor compile; a config patch restores it on exit.
         from torch._inductor import config as inductor_config
 
-        with torch.no_grad(), inductor_config.patch({"aot_inductor.metadata": dict(inductor_config.aot_inductor.metadata)}):
+        compiler = package_compiler(self.options.get("cxx"))
+        patch: dict[str, Any] = {"aot_inductor.metadata": dict(inductor_config.aot_inductor.metadata)}
+        if compiler is not None:
+            patch["cpp.cxx"] = (None, compiler)
+        with torch.no_grad(), inductor_config.patch(patch):
             torch._inductor.aoti_compile_and_package(
                 ep, package_path=str(package), inductor_configs=dict(self.options.get("inductor_configs", {}))
             )
@@ -313,6 +326,64 @@ class AOTIBackend(Backend):
                     pass  # a read-only home only costs the probe again next time
             _LOADER_WORKS.add(device.type)
         return _load_package_here(path, device)
+
+
+def package_compiler(explicit: str | None = None) -> str | None:
+    """The C++ compiler to build packages with; None keeps torch's own choice.
+
+    Raises:
+        BackendError: torch's choice builds for a newer libstdc++ than this process runs, and no
+            compatible compiler was found.
+    """
+    chosen = explicit or os.environ.get("AITUNE_AOTI_CXX")
+    if chosen:
+        return chosen
+    from aitune_ci.backends.cxx_runtime import pick_compiler
+
+    current = _torch_compiler()
+    if current is None:
+        return None  # inductor itself will say what is missing
+    checked, replacement = pick_compiler(current)
+    if checked is None or checked.ok:
+        return None
+    if replacement is None:
+        raise BackendError(
+            f"AOTInductor packages built here would crash this process when loaded: {checked.describe()}. "
+            "Set CXX (or the aoti option cxx=..., or AITUNE_AOTI_CXX) to a C++ compiler whose libstdc++ is not "
+            "newer than the one Python runs, such as the system g++."
+        )
+    warnings.warn(
+        f"aitune: building AOTInductor packages with {replacement.compiler}, not {current}: {checked.describe()}, "
+        "and packages built that way crash on load. Set AITUNE_AOTI_CXX to choose the compiler yourself.",
+        stacklevel=2,
+    )
+    return replacement.compiler
+
+
+def _torch_compiler() -> str | None:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return str(get_cpp_compiler())
+    except Exception:
+        return None
+
+
+def _compiler_hint() -> str:
+    """What a loader crash may owe to the compiler that built the package (for the error text)."""
+    compiler = os.environ.get("AITUNE_AOTI_CXX") or _torch_compiler()
+    if compiler is None:
+        return ""
+    from aitune_ci.backends.cxx_runtime import inspect_compiler
+
+    checked = inspect_compiler(compiler)
+    if checked is None:
+        return ""
+    return (
+        f" The package was built with {compiler}, which links against {checked.compiler_libstdcxx}; this process runs "
+        f"{checked.runtime_libstdcxx}. A compiler whose libstdc++ differs from the one Python runs is the first "
+        "thing to rule out (set AITUNE_AOTI_CXX)."
+    )
 
 
 #: Device types whose package loader a probe has seen work in this process.

@@ -46,10 +46,6 @@ def gpu_tune():
 )
 def test_core_gpu_backend_builds_is_accurate_and_is_measured_with_cuda_events(gpu_tune, name):
     row = gpu_tune.backend(name)
-    if name == "aoti" and row.error and "crashed (SIGSEGV)" in row.error:
-        # Seen on the lent H100 (torch 2.11.0+cu130): aoti_load_package segfaults for every package,
-        # even a bare nn.Linear; the backend's load probe turns that into a FAILED row.
-        pytest.xfail(f"torch's AOTInductor loader crashes on this machine: {row.error[:200]}")
     assert row.status == "ok", row.error
     assert row.latency is not None and row.latency.median_ms > 0
     assert row.accuracy.samples_checked == 2

@@ -1,0 +1,142 @@
+"""AOTInductor packages are built with a compiler whose libstdc++ this process can run.
+
+The H100 image's case (``CXX`` a newer GCC than the libstdc++ Python loaded) cannot be reproduced
+with a second real GCC here, so a stand-in compiler is a shell script: it answers ``--version`` and
+``-print-file-name=libstdc++.so.6`` (pointing at a file naming a newer ``GLIBCXX`` version than
+any real libstdc++ has) and fails any real compile. The replacement compiler is this machine's g++.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from aitune_ci.backends import cxx_runtime
+from aitune_ci.backends.cxx_runtime import (
+    compatible,
+    inspect_compiler,
+    newest_glibcxx,
+    pick_compiler,
+    runtime_libstdcxx,
+)
+from aitune_ci.errors import BackendError
+
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (inductor's CPU compiler)")
+
+
+def test_newest_glibcxx_is_the_highest_symbol_version_named():
+    image = b"\x00GLIBCXX_3.4\x00GLIBCXX_3.4.29\x00GLIBCXX_3.4.33\x00GLIBCXX_DEBUG_MESSAGE_LENGTH\x00GLIBCXX_3.4.3\x00"
+    assert newest_glibcxx(image) == 33
+    assert newest_glibcxx(b"GLIBCXX_3.4\x00") == 0
+    assert newest_glibcxx(b"no versions at all") is None
+
+
+def test_code_built_for_an_older_or_equal_runtime_is_compatible():
+    assert compatible(30, 33) and compatible(33, 33)
+    assert not compatible(34, 33)
+    assert compatible(None, 33) and compatible(34, None)  # unknown: do not second-guess torch
+
+
+def test_the_runtime_libstdcxx_is_read_from_the_process_maps():
+    maps = (
+        "7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+        "7f02-7f03 r-xp 00000000 08:01 43 /usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.33\n"
+    )
+    assert runtime_libstdcxx(maps) == os.path.realpath("/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.33")
+    assert runtime_libstdcxx("7f00-7f01 r-xp 00000000 08:01 42 /lib/libc.so.6\n") is None
+    mine = runtime_libstdcxx()  # torch is imported, so this process has one
+    assert mine is not None and os.path.exists(mine) and newest_glibcxx(open(mine, "rb").read()) is not None
+
+
+@pytest.fixture
+def newer_compiler(tmp_path):
+    """A compiler whose libstdc++ is newer than any real one; it cannot compile anything."""
+    lib = tmp_path / "lib" / "libstdc++.so.6"
+    lib.parent.mkdir()
+    lib.write_bytes(b"\x00GLIBCXX_3.4\x00GLIBCXX_3.4.99\x00")
+    used = tmp_path / "compiled-with-me.log"
+    script = tmp_path / "newer-g++"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        "  --version) echo 'g++ (future) 99.0'; exit 0;;\n"
+        f"  -print-file-name=libstdc++.so.6) echo {lib}; exit 0;;\n"
+        "esac\n"
+        f'echo "$@" >> {used}\n'
+        "exit 1\n"
+    )
+    script.chmod(0o755)
+    inspect_compiler.cache_clear()
+    yield str(script), used
+    inspect_compiler.cache_clear()
+
+
+def test_a_compiler_newer_than_the_runtime_is_flagged_with_both_libraries(newer_compiler):
+    compiler, _ = newer_compiler
+    checked = inspect_compiler(compiler)
+    assert checked is not None and not checked.ok
+    assert checked.compiler_glibcxx == 99 and checked.runtime_glibcxx is not None
+    assert "GLIBCXX_3.4.99" in checked.describe() and str(checked.runtime_libstdcxx) in checked.describe()
+
+
+@needs_gxx
+def test_the_system_compiler_replaces_a_newer_one(newer_compiler):
+    compiler, _ = newer_compiler
+    checked, replacement = pick_compiler(compiler, fallbacks=("no-such-compiler-xyz", "g++"))
+    assert not checked.ok
+    assert replacement is not None and replacement.compiler == "g++" and replacement.ok
+
+
+@needs_gxx
+def test_a_compatible_compiler_is_kept():
+    checked, replacement = pick_compiler("g++")
+    assert checked is not None and checked.ok and replacement is None
+
+
+def test_with_no_compatible_compiler_the_build_fails_with_what_to_do(newer_compiler, monkeypatch):
+    from torch._inductor import config as inductor_config
+
+    from aitune_ci.backends.aoti import package_compiler
+
+    compiler, _ = newer_compiler
+    monkeypatch.setattr(cxx_runtime, "FALLBACKS", ())
+    monkeypatch.delenv("AITUNE_AOTI_CXX", raising=False)
+    with inductor_config.patch({"cpp.cxx": (None, compiler)}):
+        with pytest.raises(BackendError, match=r"would crash this process when loaded: .*newer-g\+\+.*GLIBCXX_3\.4\.99.*AITUNE_AOTI_CXX"):
+            package_compiler()
+
+
+def test_an_explicit_compiler_is_used_as_given(newer_compiler, monkeypatch):
+    from aitune_ci.backends.aoti import AOTIBackend, package_compiler
+
+    compiler, _ = newer_compiler
+    assert package_compiler("clang++") == "clang++"
+    monkeypatch.setenv("AITUNE_AOTI_CXX", compiler)
+    assert package_compiler() == compiler
+    with pytest.raises(BackendError, match="cxx must name a C\\+\\+ compiler"):
+        AOTIBackend(cxx="")
+
+
+@pytest.mark.slow
+@needs_gxx
+def test_a_package_is_built_with_the_replacement_and_loads(newer_compiler, tiny_mlp, tiny_input, tmp_path, monkeypatch):
+    """torch's choice is the stand-in (it fails any compile): the build must use g++ and say so."""
+    from torch._inductor import config as inductor_config
+
+    from aitune_ci.backends.aoti import AOTIBackend
+    from aitune_ci.backends.base import BuildContext
+
+    compiler, used = newer_compiler
+    monkeypatch.delenv("AITUNE_AOTI_CXX", raising=False)
+    ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path / "aoti")
+    with inductor_config.patch({"cpp.cxx": (None, compiler)}), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built = AOTIBackend().build(tiny_mlp, [((tiny_input,), {})], ctx)
+    assert not used.exists(), f"the newer compiler was used: {used.read_text()}"
+    assert any("building AOTInductor packages with g++, not" in str(w.message) for w in caught)
+    with torch.no_grad():
+        torch.testing.assert_close(built(tiny_input), tiny_mlp(tiny_input), atol=1e-5, rtol=1e-5)
