@@ -209,5 +209,5 @@ def test_a_loader_that_segfaults_becomes_a_backend_error_naming_the_signal_and_a
     import aitune_ci.backends.aoti as aoti
 
     monkeypatch.setattr(aoti, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)\n")
-    with pytest.raises(BackendError, match=r"crashed \(SIGSEGV\).*built with \S+, which links against .*AITUNE_AOTI_CXX"):
+    with pytest.raises(BackendError, match=r"crashed \(SIGSEGV\).*built with \S+ \(libstdc\+\+ linked: \w+;.*AITUNE_AOTI_CXX"):
         aoti.probe_load(tmp_path / PACKAGE_FILE, torch.device("cpu"))

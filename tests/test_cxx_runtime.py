@@ -1,9 +1,10 @@
-"""AOTInductor packages are built with a compiler whose libstdc++ this process can run.
+"""AOTInductor packages are built with a compiler whose libraries this process can load.
 
-The H100 image's case (``CXX`` a newer GCC than the libstdc++ Python loaded) cannot be reproduced
-with a second real GCC here, so a stand-in compiler is a shell script: it answers ``--version`` and
-``-print-file-name=libstdc++.so.6`` (pointing at a file naming a newer ``GLIBCXX`` version than
-any real libstdc++ has) and fails any real compile. The replacement compiler is this machine's g++.
+The H100 image's compiler (a relocated GCC whose dangling ``libstdc++.so`` link makes it put a
+static libstdc++ into every shared library) is reproduced faithfully by a script that runs this
+machine's g++ with ``-static-libstdc++``; a compiler built for a newer libstdc++ than any real one
+is a script that only answers ``--version`` and ``-print-file-name``. The replacement compiler is
+this machine's g++.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from aitune_ci.backends import cxx_runtime
 from aitune_ci.backends.cxx_runtime import (
+    classify_link,
     compatible,
     inspect_compiler,
     newest_glibcxx,
@@ -33,6 +35,12 @@ def test_newest_glibcxx_is_the_highest_symbol_version_named():
     assert newest_glibcxx(image) == 33
     assert newest_glibcxx(b"GLIBCXX_3.4\x00") == 0
     assert newest_glibcxx(b"no versions at all") is None
+
+
+def test_how_a_library_got_libstdcxx_is_read_from_its_bytes():
+    assert classify_link(b"\x00libstdc++.so.6\x00libc.so.6\x00") == "shared"
+    assert classify_link(b"\x00libc.so.6\x00_ZNSt7codecvtIDsc11__mbstate_tE2idE\x00") == "static"
+    assert classify_link(b"\x00libc.so.6\x00") == "unknown"
 
 
 def test_code_built_for_an_older_or_equal_runtime_is_compatible():
@@ -73,6 +81,28 @@ def newer_compiler(tmp_path):
     inspect_compiler.cache_clear()
     yield str(script), used
     inspect_compiler.cache_clear()
+
+
+@pytest.fixture
+def static_compiler(tmp_path):
+    """This machine's g++, linking libstdc++ statically into shared libraries as the H100's CXX did."""
+    used = tmp_path / "static-g++.log"
+    script = tmp_path / "static-g++"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {used}\nexec {shutil.which("g++")} -static-libstdc++ "$@"\n')
+    script.chmod(0o755)
+    inspect_compiler.cache_clear()
+    yield str(script), used
+    inspect_compiler.cache_clear()
+
+
+@needs_gxx
+def test_a_compiler_that_links_libstdcxx_statically_is_flagged(static_compiler):
+    compiler, _ = static_compiler
+    checked = inspect_compiler(compiler)
+    assert checked is not None and checked.links_libstdcxx == "static" and not checked.ok
+    assert "static copy of libstdc++" in checked.describe() and str(checked.runtime_libstdcxx) in checked.describe()
+    real = inspect_compiler("g++")
+    assert real is not None and real.links_libstdcxx == "shared" and real.ok
 
 
 def test_a_compiler_newer_than_the_runtime_is_flagged_with_both_libraries(newer_compiler):
@@ -123,20 +153,24 @@ def test_an_explicit_compiler_is_used_as_given(newer_compiler, monkeypatch):
 
 @pytest.mark.slow
 @needs_gxx
-def test_a_package_is_built_with_the_replacement_and_loads(newer_compiler, tiny_mlp, tiny_input, tmp_path, monkeypatch):
-    """torch's choice is the stand-in (it fails any compile): the build must use g++ and say so."""
+def test_a_package_is_built_with_the_replacement_and_loads(static_compiler, tiny_mlp, tiny_input, tmp_path, monkeypatch):
+    """torch's choice is the static-libstdc++ compiler: the package must be built with g++, and say so."""
     from torch._inductor import config as inductor_config
 
     from aitune_ci.backends.aoti import AOTIBackend
     from aitune_ci.backends.base import BuildContext
 
-    compiler, used = newer_compiler
+    compiler, used = static_compiler
     monkeypatch.delenv("AITUNE_AOTI_CXX", raising=False)
     ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path / "aoti")
     with inductor_config.patch({"cpp.cxx": (None, compiler)}), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         built = AOTIBackend().build(tiny_mlp, [((tiny_input,), {})], ctx)
-    assert not used.exists(), f"the newer compiler was used: {used.read_text()}"
+    calls = used.read_text().splitlines()
+    assert calls, "the check never ran the compiler"
+    builds = [c for c in calls if "aitune-cxx-" not in c and "-print-file-name" not in c and c != "--version"]
+    assert not builds, f"the static-libstdc++ compiler built package code: {builds[:2]}"
     assert any("building AOTInductor packages with g++, not" in str(w.message) for w in caught)
+    assert any("static copy of libstdc++" in str(w.message) for w in caught)
     with torch.no_grad():
         torch.testing.assert_close(built(tiny_input), tiny_mlp(tiny_input), atol=1e-5, rtol=1e-5)

@@ -8,12 +8,12 @@ lets export keep what it can dynamic, and records that in the metadata.
 The package carries its own weights and machine code for one device type (and CPU ISA or GPU
 architecture): a payload from another machine must be rebuilt, not loaded.
 
-Packages are built with a C++ compiler whose libstdc++ is not newer than the one this process
-runs (``cxx_runtime``): on the GPU image with torch 2.11.0+cu130, ``CXX=/opt/gcc/bin/g++`` built
-packages that segfaulted on load inside their own ``wrapper.so`` (libstdc++ ``std::regex`` locale
-code), CPU or CUDA, even for one ``nn.Linear``; the same packages built with the system ``g++``
-loaded (``bench/aoti_loader_diag.py``; ``reports/h100/README.md``). When torch's own choice is such
-a compiler, the build uses a compatible one and says so, or fails with the reason if none is found.
+Packages are built with a C++ compiler that links libstdc++ dynamically (``cxx_runtime``): on the
+GPU image with torch 2.11.0+cu130, ``CXX=/opt/gcc/bin/g++`` linked a static copy of libstdc++ into
+every package's ``wrapper.so``, and every package, CPU or CUDA, even one ``nn.Linear``, segfaulted
+on load in that copy's ``std::regex`` locale code; packages built there with ``/usr/bin/g++``
+loaded (``bench/aoti_loader_diag.py``; ``reports/h100/README.md``). When torch's own choice is
+such a compiler, the build uses a sound one and warns, or fails with the reason if none is found.
 The ``cxx`` option (or ``AITUNE_AOTI_CXX``) names the compiler outright.
 
 Until one package has loaded in a child process, packages are loaded there first, since a loader
@@ -380,9 +380,9 @@ def _compiler_hint() -> str:
     if checked is None:
         return ""
     return (
-        f" The package was built with {compiler}, which links against {checked.compiler_libstdcxx}; this process runs "
-        f"{checked.runtime_libstdcxx}. A compiler whose libstdc++ differs from the one Python runs is the first "
-        "thing to rule out (set AITUNE_AOTI_CXX)."
+        f" The package was built with {compiler} (libstdc++ linked: {checked.links_libstdcxx}; its libstdc++: "
+        f"{checked.compiler_libstdcxx}); this process runs {checked.runtime_libstdcxx}. A second libstdc++ in the "
+        "process is the first thing to rule out (set AITUNE_AOTI_CXX to another compiler)."
     )
 
 

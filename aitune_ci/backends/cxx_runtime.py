@@ -1,16 +1,21 @@
-"""Can this process load a library that inductor's C++ compiler builds? (libstdc++ versions)
+"""Can this process load a library that inductor's C++ compiler builds? (how it links libstdc++)
 
 AOTInductor compiles each package's ``wrapper.so`` with the C++ compiler torch picks (``$CXX``, else
-``g++``) and ``dlopen``s it into the running process, whose libstdc++ was already chosen when
-Python started. A compiler that ships a *newer* libstdc++ than the one loaded generates inline
-library code (``std::regex``, locales) for a runtime the process does not have. Seen on the lent
-H100 image: ``CXX=/opt/gcc/bin/g++`` and the system libstdc++ in the process; every package
-segfaulted on load inside ``wrapper.so``'s ``std::regex`` code, while the same packages built with
-the system ``g++`` loaded (``bench/aoti_loader_diag.py``, ``reports/h100/README.md``).
+``g++``) and ``dlopen``s it into the running process, which already has the shared libstdc++. A
+library that carries its *own static copy* of libstdc++ brings a second set of locale and
+``std::regex`` machinery, and crashes as soon as both meet.
 
-The comparison is by the newest ``GLIBCXX_3.4.N`` symbol version each libstdc++ defines; the pure
-part (:func:`newest_glibcxx`, :func:`compatible`) is separate from reading files and running
-compilers.
+Seen on the lent H100 image (torch 2.11.0+cu130): ``CXX=/opt/gcc/bin/g++``, a relocated GCC 13
+whose ``libstdc++.so`` link is dangling, so ``ld`` falls back to its ``libstdc++.a``: every
+``wrapper.so`` it built had no ``NEEDED libstdc++.so.6`` and exported libstdc++'s own symbols, and
+every package segfaulted on load in ``std::regex`` locale code. ``/usr/bin/g++`` (the same GCC
+13.3) links libstdc++ dynamically, and packages built with it load (``bench/aoti_loader_diag.py``,
+``reports/h100/README.md``).
+
+So a compiler is checked by linking a tiny shared library with it, as inductor would, and reading
+how libstdc++ came in; a compiler that builds for a newer libstdc++ than the process runs is
+refused too. The verdicts on bytes and versions (:func:`classify_link`, :func:`newest_glibcxx`,
+:func:`compatible`) are pure; running compilers and reading files is not.
 """
 
 from __future__ import annotations
@@ -19,16 +24,34 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
-__all__ = ["CompilerRuntime", "newest_glibcxx", "compatible", "runtime_libstdcxx", "inspect_compiler", "pick_compiler"]
+__all__ = [
+    "CompilerRuntime", "classify_link", "newest_glibcxx", "compatible", "runtime_libstdcxx", "inspect_compiler",
+    "pick_compiler",
+]
+
+LinkMode = Literal["shared", "static", "unknown"]
 
 _GLIBCXX = re.compile(rb"GLIBCXX_3\.4(?:\.(\d+))?(?![\d.])")
-#: Compilers tried, in order, when torch's own choice builds for a newer libstdc++ than the process has.
+#: Compilers tried, in order, when torch's own choice would build libraries this process cannot load.
 FALLBACKS = ("g++", "/usr/bin/g++", "c++", "/usr/bin/c++")
+#: Uses out-of-line libstdc++ code (streams, locales), so the link must bring libstdc++ in somehow.
+_PROBE_SOURCE = "#include <sstream>\nstd::string aitune_probe(int x) { std::ostringstream s; s << x; return s.str(); }\n"
+
+
+def classify_link(library: bytes) -> LinkMode:
+    """How a shared library got libstdc++: ``shared`` (it needs libstdc++.so), ``static`` (it carries
+    libstdc++'s locale code itself), or ``unknown``."""
+    if b"libstdc++.so" in library:
+        return "shared"
+    if b"_ZNSt7codecvt" in library:
+        return "static"
+    return "unknown"
 
 
 def newest_glibcxx(data: bytes) -> int | None:
@@ -44,9 +67,10 @@ def compatible(compiler_version: int | None, runtime_version: int | None) -> boo
 
 @dataclass(frozen=True)
 class CompilerRuntime:
-    """A compiler, the libstdc++ it links against, and the one this process runs."""
+    """A compiler, how it links libstdc++ into a shared library, and the libstdc++ this process runs."""
 
     compiler: str
+    links_libstdcxx: LinkMode
     compiler_libstdcxx: str | None
     compiler_glibcxx: int | None
     runtime_libstdcxx: str | None
@@ -54,9 +78,15 @@ class CompilerRuntime:
 
     @property
     def ok(self) -> bool:
-        return compatible(self.compiler_glibcxx, self.runtime_glibcxx)
+        static_into_shared = self.links_libstdcxx == "static" and self.runtime_libstdcxx is not None
+        return not static_into_shared and compatible(self.compiler_glibcxx, self.runtime_glibcxx)
 
     def describe(self) -> str:
+        if self.links_libstdcxx == "static" and self.runtime_libstdcxx is not None:
+            return (
+                f"{self.compiler} links a static copy of libstdc++ into the shared libraries it builds (its "
+                f"libstdc++.so cannot be found), while this process already runs {self.runtime_libstdcxx}"
+            )
         return (
             f"{self.compiler} builds against {self.compiler_libstdcxx} (GLIBCXX_3.4.{self.compiler_glibcxx}) "
             f"but this process runs {self.runtime_libstdcxx} (GLIBCXX_3.4.{self.runtime_glibcxx})"
@@ -79,15 +109,30 @@ def runtime_libstdcxx(maps: str | None = None) -> str | None:
         except OSError:
             return None
     for line in maps.splitlines():
-        path = line.split()[-1] if line.split() else ""
-        if "/libstdc++.so" in path:
-            return os.path.realpath(path)
+        fields = line.split()
+        if fields and "/libstdc++.so" in fields[-1]:
+            return os.path.realpath(fields[-1])
     return None
+
+
+def _link_mode(exe: str) -> LinkMode:
+    """Link a tiny shared library with ``exe`` (as inductor does, ``-shared -fPIC``) and look inside."""
+    with tempfile.TemporaryDirectory(prefix="aitune-cxx-") as tmp:
+        source, library = Path(tmp) / "probe.cpp", Path(tmp) / "probe.so"
+        source.write_text(_PROBE_SOURCE)
+        try:
+            proc = subprocess.run([exe, "-shared", "-fPIC", "-o", str(library), str(source)],
+                                  capture_output=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        if proc.returncode != 0 or not library.exists():
+            return "unknown"
+        return classify_link(library.read_bytes())
 
 
 @lru_cache(maxsize=16)
 def inspect_compiler(compiler: str) -> CompilerRuntime | None:
-    """What ``compiler`` links against, next to this process's libstdc++; None if it cannot be run."""
+    """How ``compiler`` links libstdc++, next to this process's libstdc++; None if it cannot be run."""
     exe = shutil.which(compiler)
     if exe is None:
         return None
@@ -100,6 +145,7 @@ def inspect_compiler(compiler: str) -> CompilerRuntime | None:
     runtime = runtime_libstdcxx()
     return CompilerRuntime(
         compiler=compiler,
+        links_libstdcxx=_link_mode(exe),
         compiler_libstdcxx=lib,
         compiler_glibcxx=_glibcxx_of(lib) if lib else None,
         runtime_libstdcxx=runtime,
@@ -121,6 +167,6 @@ def pick_compiler(
         if exe is None or os.path.realpath(exe) == same:
             continue
         other = inspect_compiler(candidate)
-        if other is not None and other.ok and other.compiler_glibcxx is not None:
+        if other is not None and other.ok and other.links_libstdcxx == "shared":
             return checked, other
     return checked, None
