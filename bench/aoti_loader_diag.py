@@ -122,7 +122,9 @@ for a in "$@"; do shift; case "$a" in -static-libstdc++|-static-libgcc) ;; *) se
 
 def _build_package(device: str, work: Path, variant: str) -> dict[str, Any]:
     """Build in a child with its own inductor cache (a cached .so would hide the variant)."""
-    cxx = shutil.which("g++") or "g++"
+    # env-cxx: the compiler torch itself would use ($CXX); on the lent H100 that is /opt/gcc/bin/g++,
+    # which links a static libstdc++ into shared libraries (the loader crash); the others use g++.
+    cxx = os.environ.get("CXX") if variant == "env-cxx" and os.environ.get("CXX") else (shutil.which("g++") or "g++")
     log = work / f"cxx-{device}-{variant}.log"
     wrapper = work / f"cxx-{device}-{variant}.sh"
     wrapper.write_text(_WRAPPER.format(log=log, cxx=cxx, strip=_STRIP if variant == "dynamic-runtime" else ""))
@@ -182,9 +184,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports"), help="Default: reports")
     parser.add_argument("--devices", default="cpu,cuda", help="Default: cpu,cuda")
-    parser.add_argument("--variants", default="as-is,isa-probe,dynamic-runtime",
-                        help="builds: as-is (ISA probe skipped), isa-probe (torch's default), dynamic-runtime "
-                             "(static libstdc++ flags dropped). Default: all three")
+    parser.add_argument("--variants", default="as-is,env-cxx,isa-probe,dynamic-runtime",
+                        help="builds: as-is (g++ from PATH, ISA probe skipped), env-cxx (the $CXX torch uses), "
+                             "isa-probe (torch's default probe on), dynamic-runtime (static libstdc++ flags "
+                             "dropped). Default: all four")
     parser.add_argument("--modes", default="package,runner", help="loader paths to try. Default: package,runner")
     args = parser.parse_args()
 
