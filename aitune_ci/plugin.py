@@ -6,6 +6,7 @@ Hook reference: https://docs.pytest.org/en/stable/reference/reference.html#hooks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -90,6 +91,14 @@ def pytest_configure(config: pytest.Config) -> None:
             return
         if config.get_verbosity() < 1 and message.startswith(_CHATTY):
             return  # per-round timing lines only with -v
+        worker = getattr(config, "workerinput", {}).get("workerid")
+        if worker is not None:
+            # An xdist worker's terminal goes nowhere, but its stderr is the controller's: say which
+            # worker (and so which GPU) is on what.
+            with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+                sys.stderr.write(f"[aitune {worker}] {message}\n")
+                sys.stderr.flush()
+            return
         if capture is not None:
             with capture.global_and_fixture_disabled():
                 reporter.write_line(f"[aitune] {message}")
