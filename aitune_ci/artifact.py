@@ -74,8 +74,9 @@ __all__ = [
 WEIGHTS_MEMBER = "weights/model.safetensors"
 _CHUNK = 1 << 20
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # byte-stable archives: equal content, equal file
-# Environment fields left out of the spec hash: they differ between identical CI machines.
-_VOLATILE_ENV = frozenset({"cpu_count", "gpu_index"})
+# Environment fields left out of the spec hash: they differ between identical CI machines (or
+# between the identical GPUs and CPU shares of one machine's xdist workers).
+_VOLATILE_ENV = frozenset({"cpu_count", "cpus_usable", "gpu_index", "gpu_physical_index", "gpu_uuid"})
 # Backends whose payload is plain data (weights, an ONNX graph, nothing); every other backend's
 # payload is treated as executable (native code or pickles) unless it declares
 # ``payload_executes_code`` (torchao does: a recipe alone, or a recipe with inductor's pickles).

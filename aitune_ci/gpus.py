@@ -164,7 +164,10 @@ def pin_worker_cpus(worker_id: str | None, workers: int, environ: Mapping[str, s
     if index is None or workers < 2 or env.get("AITUNE_CPU_PINNING", "1") == "0" or not hasattr(os, "sched_setaffinity"):
         return None
     allowed = sorted(os.sched_getaffinity(0))
-    mine = partition_cpus(allowed, _thread_siblings(allowed), workers, index)
+    # xdist numbers a worker that replaces a crashed one past workercount (gw2 of 2): wrap around
+    mine = partition_cpus(allowed, _thread_siblings(allowed), workers, index % workers)
+    if not mine:
+        return None
     os.sched_setaffinity(0, mine)
     import sys
 

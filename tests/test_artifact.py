@@ -451,6 +451,8 @@ def test_spec_hash_is_stable_and_moves_with_what_changes_the_build(tiny_mlp, tin
     h = spec_hash(base, ["eager"], env)
     assert spec_hash(_spec(copy.deepcopy(tiny_mlp), tiny_input, name="b"), ["eager"], env) == h  # renaming: same
     assert spec_hash(base, ["eager"], {**env, "cpu_count": 64}) == h  # same hardware, bigger runner: same
+    other_card = {**env, "gpu_index": 0, "gpu_physical_index": "1", "gpu_uuid": "GPU-67e0b991", "cpus_usable": 16}
+    assert spec_hash(base, ["eager"], other_card) == h  # the twin GPU and CPU share of another xdist worker: same
     other_weights = copy.deepcopy(tiny_mlp)
     with torch.no_grad():
         other_weights.fc1.bias.add_(1)

@@ -174,3 +174,37 @@ def test_a_package_is_built_with_the_replacement_and_loads(static_compiler, tiny
     assert any("static copy of libstdc++" in str(w.message) for w in caught)
     with torch.no_grad():
         torch.testing.assert_close(built(tiny_input), tiny_mlp(tiny_input), atol=1e-5, rtol=1e-5)
+    import zipfile
+
+    with zipfile.ZipFile(built.package_path) as archive:
+        libraries = [archive.read(n) for n in archive.namelist() if n.endswith(".so")]
+    assert libraries and all(classify_link(lib) == "shared" for lib in libraries)
+
+
+def _zip_with_library(tmp_path, name, extra_flags):
+    import subprocess
+    import zipfile
+
+    source = tmp_path / f"{name}.cpp"
+    source.write_text("#include <sstream>\nstd::string f(int x){std::ostringstream s; s << x; return s.str();}\n")
+    library = tmp_path / f"{name}.so"
+    subprocess.run(["g++", "-shared", "-fPIC", *extra_flags, "-o", str(library), str(source)], check=True)
+    package = tmp_path / f"{name}.pt2"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.write(library, f"model/data/aotinductor/model/{name}.wrapper.so")
+    return package
+
+
+@needs_gxx
+def test_a_package_carrying_a_static_libstdcxx_is_refused_before_any_load(tmp_path, monkeypatch):
+    """A committed artifact built elsewhere by such a compiler must not reach the loader (or a probe)."""
+    import aitune_ci.backends.aoti as aoti
+
+    static = _zip_with_library(tmp_path, "static", ["-static-libstdc++"])
+    shared = _zip_with_library(tmp_path, "shared", [])
+    aoti.check_package_libraries(shared)  # fine
+    probes = []
+    monkeypatch.setattr(aoti, "probe_load", lambda *a, **k: probes.append(a))
+    with pytest.raises(BackendError, match=r"static\.wrapper\.so, which carries its own static copy of libstdc\+\+.*Rebuild"):
+        aoti.AOTIBackend()._load_package(static, torch.device("cpu"))
+    assert probes == []

@@ -86,6 +86,18 @@ def test_uneven_and_scarce_cores():
     assert partition_cpus([0, 1, 2, 3], {0: frozenset({0, 8})}, 2, 0) == [0, 1]  # siblings outside the mask ignored
 
 
+def test_a_worker_replacing_a_crashed_one_is_pinned_too(monkeypatch):
+    # xdist starts gw2 when gw0 or gw1 of 2 dies; its share must not be empty (sched_setaffinity([]) raises)
+    import aitune_ci.gpus as gpus
+
+    pinned = []
+    monkeypatch.setattr(gpus.os, "sched_setaffinity", lambda pid, cpus: pinned.append(list(cpus)), raising=False)
+    monkeypatch.setattr(gpus.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(gpus, "_thread_siblings", lambda cpus: {})
+    assert pin_worker_cpus("gw2", 2, environ={}) == [0, 1]
+    assert pinned == [[0, 1]]
+
+
 def test_no_cpu_pinning_outside_xdist_or_when_turned_off():
     assert pin_worker_cpus(None, 2) is None
     assert pin_worker_cpus("gw0", 1) is None
@@ -120,7 +132,11 @@ def test_real_xdist_workers_are_pinned_to_different_gpus(pytester, monkeypatch):
     # and each worker runs on its own share of this machine's CPUs
     cpus = [set(json.loads(p.read_text())["cpus"]) for p in sorted(pytester.path.glob("pinned-gw*.json"))]
     everything = os.sched_getaffinity(0)
-    if len(everything) >= 2:
+    from aitune_ci.gpus import _thread_siblings
+
+    siblings = _thread_siblings(sorted(everything))
+    physical_cores = {frozenset(siblings.get(cpu, {cpu}) & everything) for cpu in everything}
+    if len(physical_cores) >= 2:  # one hyper-threaded core is shared, not split
         assert cpus[0] and cpus[1] and not cpus[0] & cpus[1] and cpus[0] | cpus[1] == everything
 
 

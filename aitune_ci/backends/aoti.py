@@ -54,7 +54,10 @@ from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError
 from aitune_ci.spec import Sample
 
-__all__ = ["PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "export_dynamic_shapes", "package_compiler", "probe_load"]
+__all__ = [
+    "PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "check_package_libraries", "export_dynamic_shapes", "package_compiler",
+    "probe_load",
+]
 
 #: The package file ``build`` writes into ``ctx.workdir`` and ``save`` copies.
 PACKAGE_FILE = "model.pt2"
@@ -183,7 +186,8 @@ class AOTIBackend(Backend):
         inductor_configs: passed to ``aoti_compile_and_package`` (e.g. ``{"max_autotune": True}``).
         probe: load each package in a child process first (default True; see the module docstring).
         cxx: the C++ compiler to build packages with (default: torch's choice, ``$CXX`` or ``g++``,
-            unless its libstdc++ is newer than this process's; also ``AITUNE_AOTI_CXX``).
+            unless it links libstdc++ statically or for a newer libstdc++ than this process runs; also
+            ``AITUNE_AOTI_CXX``).
     """
 
     precision = "fp32"
@@ -234,7 +238,7 @@ class AOTIBackend(Backend):
         compiler = package_compiler(self.options.get("cxx"))
         patch: dict[str, Any] = {"aot_inductor.metadata": dict(inductor_config.aot_inductor.metadata)}
         if compiler is not None:
-            patch["cpp.cxx"] = (None, compiler)
+            patch["cpp.cxx"] = (compiler,)  # alone: a leading None lets torch swap in conda's g++
         with torch.no_grad(), inductor_config.patch(patch):
             torch._inductor.aoti_compile_and_package(
                 ep, package_path=str(package), inductor_configs=dict(self.options.get("inductor_configs", {}))
@@ -314,6 +318,7 @@ class AOTIBackend(Backend):
         )
 
     def _load_package(self, path: Path, device: torch.device) -> Callable[..., Any]:
+        check_package_libraries(path)  # before any probe: a known crash needs no child process to show it
         if self.options.get("probe", True) and device.type not in _LOADER_WORKS:
             mode = os.environ.get("AITUNE_AOTI_PROBE", "auto")
             marker = _probe_marker(device)
@@ -349,8 +354,8 @@ def package_compiler(explicit: str | None = None) -> str | None:
     if replacement is None:
         raise BackendError(
             f"AOTInductor packages built here would crash this process when loaded: {checked.describe()}. "
-            "Set CXX (or the aoti option cxx=..., or AITUNE_AOTI_CXX) to a C++ compiler whose libstdc++ is not "
-            "newer than the one Python runs, such as the system g++."
+            "Set CXX (or the aoti option cxx=..., or AITUNE_AOTI_CXX) to a C++ compiler that links libstdc++ "
+            "dynamically and is not newer than the libstdc++ Python runs, such as the system g++."
         )
     warnings.warn(
         f"aitune: building AOTInductor packages with {replacement.compiler}, not {current}: {checked.describe()}, "
@@ -380,7 +385,7 @@ def _compiler_hint() -> str:
     if checked is None:
         return ""
     return (
-        f" The package was built with {compiler} (libstdc++ linked: {checked.links_libstdcxx}; its libstdc++: "
+        f" Packages here are built with {compiler} (libstdc++ linked: {checked.links_libstdcxx}; its libstdc++: "
         f"{checked.compiler_libstdcxx}); this process runs {checked.runtime_libstdcxx}. A second libstdc++ in the "
         "process is the first thing to rule out (set AITUNE_AOTI_CXX to another compiler)."
     )
@@ -401,6 +406,35 @@ def _probe_marker(device: torch.device) -> Path:
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aitune-ci"
     return root / f"aoti-loader-ok-{device.type}-{key}"
+
+
+def check_package_libraries(path: Path, head_bytes: int = 8 << 20) -> None:
+    """Refuse a package whose native library carries its own static libstdc++ (loading it crashes).
+
+    The dynamic section and symbol names sit at the start of a shared library, so the first
+    ``head_bytes`` of each ``.so`` member are enough (weights may follow; they are not read).
+    """
+    import zipfile
+
+    from aitune_ci.backends.cxx_runtime import classify_link, runtime_libstdcxx
+
+    if runtime_libstdcxx() is None:
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if info.filename.endswith(".so")]
+            for info in members:
+                with archive.open(info) as f:
+                    if classify_link(f.read(head_bytes)) == "static":
+                        raise BackendError(
+                            f"{path} holds {info.filename}, which carries its own static copy of libstdc++: loading it "
+                            "next to this process's shared libstdc++ crashes (seen on the lent H100 as a segfault in "
+                            "std::regex). It was built by a compiler whose libstdc++.so could not be found. Rebuild the "
+                            "package here (pytest --aitune --aitune-update), where aoti picks a compiler that links "
+                            "libstdc++ dynamically."
+                        )
+    except zipfile.BadZipFile:
+        return  # the loader reports a damaged package in its own words
 
 
 def _load_package_here(path: Path, device: torch.device) -> Callable[..., Any]:
