@@ -433,8 +433,8 @@ def check_package_libraries(path: Path, head_bytes: int = 8 << 20) -> None:
                             "package here (pytest --aitune --aitune-update), where aoti picks a compiler that links "
                             "libstdc++ dynamically."
                         )
-    except zipfile.BadZipFile:
-        return  # the loader reports a damaged package in its own words
+    except (zipfile.BadZipFile, OSError):
+        return  # the loader reports a missing or damaged package in its own words
 
 
 def _load_package_here(path: Path, device: torch.device) -> Callable[..., Any]:
