@@ -337,8 +337,8 @@ def package_compiler(explicit: str | None = None) -> str | None:
     """The C++ compiler to build packages with; None keeps torch's own choice.
 
     Raises:
-        BackendError: torch's choice builds for a newer libstdc++ than this process runs, and no
-            compatible compiler was found.
+        BackendError: torch's choice links a static libstdc++ into shared libraries, or builds for a
+            newer libstdc++ than this process runs, and no sound compiler was found.
     """
     chosen = explicit or os.environ.get("AITUNE_AOTI_CXX")
     if chosen:
@@ -422,8 +422,9 @@ def check_package_libraries(path: Path, head_bytes: int = 8 << 20) -> None:
         return
     try:
         with zipfile.ZipFile(path) as archive:
-            members = [info for info in archive.infolist() if info.filename.endswith(".so")]
-            for info in members:
+            for info in archive.infolist():
+                if not info.filename.endswith(".so"):
+                    continue
                 with archive.open(info) as f:
                     if classify_link(f.read(head_bytes)) == "static":
                         raise BackendError(
