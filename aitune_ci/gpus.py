@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Mapping, Sequence
 
 __all__ = [
@@ -169,8 +170,6 @@ def pin_worker_cpus(worker_id: str | None, workers: int, environ: Mapping[str, s
     if not mine:
         return None
     os.sched_setaffinity(0, mine)
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() > len(mine):
         torch.set_num_threads(len(mine))

@@ -92,18 +92,14 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.get_verbosity() < 1 and message.startswith(_CHATTY):
             return  # per-round timing lines only with -v
         worker = getattr(config, "workerinput", {}).get("workerid")
-        if worker is not None:
-            # An xdist worker's terminal goes nowhere, but its stderr is the controller's: say which
-            # worker (and so which GPU) is on what.
-            with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            if worker is None:
+                reporter.write_line(f"[aitune] {message}")
+            else:
+                # An xdist worker's terminal goes nowhere, but its stderr is the controller's: say
+                # which worker (and so which GPU) is on what.
                 sys.stderr.write(f"[aitune {worker}] {message}\n")
                 sys.stderr.flush()
-            return
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(f"[aitune] {message}")
-        else:
-            reporter.write_line(f"[aitune] {message}")
 
     try:
         config.stash[session_key] = AituneSession(options, progress=progress)
