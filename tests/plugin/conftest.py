@@ -1,10 +1,12 @@
 """A throwaway user repo for plugin tests: tune fixtures on nn.Linear, baselines to read and edit.
 
 Every run uses the ``eager`` family of backends and a 0.2 s measurement budget, so a whole
-``pytest --aitune`` run takes well under a second. The repo's ``[tool.aitune]`` sets a 100%
-threshold (a shared 2-core machine can slow a microsecond model by tens of percent between runs,
-and the edits these tests make to baselines, 5x, are far beyond that) and no confirmations
-(re-measuring a 5x slowdown only costs time; the test of confirmations turns them back on).
+``pytest --aitune`` run takes well under a second. The repo's ``[tool.aitune]`` sets a 300%
+threshold and no confirmations. A shared 2-core CI machine has been seen to run the same
+microsecond model 2.1x slower in a run seconds later (a neighbour on the sibling hyperthread), so
+a check that must PASS needs room for that; the edits these tests make to baselines (20x) still
+land 5x beyond the threshold, so a check that must regress or improve does so under the same
+noise. Re-measuring a 20x slowdown only costs time; the test of confirmations turns them back on.
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ def {name}():
     )
 """
 
+#: The repo's latency threshold: a check 4x slower than its baseline still passes.
+THRESHOLD = 3.0
+
 #: The [tool.aitune] table of every test repo unless a test writes its own.
-DEFAULT_AITUNE = "threshold = 1.0\nmax_confirmations = 0"
+DEFAULT_AITUNE = f"threshold = {THRESHOLD}\nmax_confirmations = 0"
+
+#: The same table with re-measurement of a suspected regression turned on.
+CONFIRMING_AITUNE = f"threshold = {THRESHOLD}\nmax_confirmations = 2"
 
 _HEADER = "import torch\nimport aitune_ci as ait\n"
 
@@ -64,8 +72,11 @@ class AituneProject:
     #: The [tool.aitune] table of every test repo unless a test writes its own.
     AITUNE = DEFAULT_AITUNE
 
-    #: How far an edited baseline is moved: far beyond noise and beyond the 100% default threshold.
-    FACTOR = 5.0
+    #: The same table with re-measurement of a suspected regression turned on.
+    CONFIRMING_AITUNE = CONFIRMING_AITUNE
+
+    #: How far an edited baseline is moved: 5x beyond the threshold (and far beyond noise).
+    FACTOR = 20.0
 
     def __init__(self, pytester: pytest.Pytester) -> None:
         self.pytester = pytester

@@ -32,7 +32,7 @@ def test_sqnr_drop_beyond_the_limit_regresses_on_accuracy(tuned):
 
 
 def test_accuracy_regression_is_not_remeasured(tuned):
-    tuned.configure(aitune="threshold = 1.0\nmax_confirmations = 2")
+    tuned.configure(aitune=tuned.CONFIRMING_AITUNE)
     tuned.set_accuracy("tune_lin", "eager-bf16", sqnr_db=78.0)
 
     result = tuned.tune()

@@ -28,7 +28,7 @@ def test_baseline_edited_faster_makes_the_check_regress_and_the_run_fail(tuned, 
 
 
 def test_suspected_regression_is_remeasured_before_it_fails(tuned):
-    tuned.configure(aitune="threshold = 1.0\nmax_confirmations = 2")
+    tuned.configure(aitune=tuned.CONFIRMING_AITUNE)
     tuned.scale_latency("tune_lin", "eager", 1 / tuned.FACTOR)
 
     result = tuned.tune()

@@ -29,9 +29,15 @@ def tune_net():
                         strategy="one-backend")
 """
 
+# The eager check has no compiled artifact to pair with, so it is judged on medians from two
+# runs; at the default 5% this machine's noise between runs (up to 2x) fails it now and then,
+# and it is not what these tests are about. The onnxruntime checks keep the default.
 PYPROJECT = """
 [tool.pytest.ini_options]
 aitune_measure_seconds = "0.4"
+
+[tool.aitune.thresholds]
+"tune_net[eager]" = 3.0
 """
 
 

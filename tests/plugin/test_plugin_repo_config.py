@@ -9,16 +9,20 @@ import pytest
 
 @pytest.fixture
 def regressed(project):
-    """tune_lin[eager] whose baseline was edited 5x faster: REGRESSED under the default 100% threshold."""
+    """tune_lin[eager] whose baseline was edited FACTOR (20x) faster: REGRESSED under the repo threshold."""
     project.add_fixture("tune_lin")
     project.tune("--aitune-update")
     project.scale_latency("tune_lin", "eager", 1 / project.FACTOR)
     return project
 
 
-def _verdict_messages(project, report: str) -> dict[str, str]:
+def _verdicts(project, report: str) -> dict[str, dict]:
     data = json.loads((project.path / report).read_text())
-    return {f"{v['fixture']}[{v['backend']}]": v["message"] for v in data["verdicts"]}
+    return {f"{v['fixture']}[{v['backend']}]": v for v in data["verdicts"]}
+
+
+def _verdict_messages(project, report: str) -> dict[str, str]:
+    return {check: v["message"] for check, v in _verdicts(project, report).items()}
 
 
 def test_default_threshold_fails_the_edited_check(regressed):
@@ -28,21 +32,23 @@ def test_default_threshold_fails_the_edited_check(regressed):
     assert regressed.verdicts(result) == {"tune_lin[eager]": "REGRESSED (latency)"}
 
 
+# Which threshold judged a check is read from the run JSON rather than from a PASS: an edit that
+# passes under a 900% threshold but regresses under the default 300% would sit within 1.6x of
+# either, and this machine's noise between runs reaches 2x. What a threshold does to a verdict is
+# tests/test_verdict.py's business; these tests check that the right one reaches it.
 @pytest.mark.parametrize("key", ['"tune_lin[eager]"', "tune_lin"], ids=["check", "fixture"])
-def test_per_check_or_per_fixture_threshold_lets_the_slowdown_pass(regressed, key):
+def test_per_check_or_per_fixture_threshold_is_the_one_applied(regressed, key):
     regressed.configure(aitune=f"{regressed.AITUNE}\n\n[tool.aitune.thresholds]\n{key} = 9.0")
 
-    result = regressed.tune()
+    regressed.tune("--aitune-report", "run.json")
 
-    assert result.ret == pytest.ExitCode.OK
-    assert regressed.verdicts(result) == {"tune_lin[eager]": "PASS"}
+    assert _verdicts(regressed, "run.json")["tune_lin[eager]"]["threshold"] == 9.0
 
 
 def test_command_line_threshold_wins_over_the_repo_default(regressed):
-    result = regressed.tune("--aitune-threshold", "900%")
+    regressed.tune("--aitune-threshold", "900%", "--aitune-report", "run.json")
 
-    assert result.ret == pytest.ExitCode.OK
-    assert regressed.verdicts(result) == {"tune_lin[eager]": "PASS"}
+    assert _verdicts(regressed, "run.json")["tune_lin[eager]"]["threshold"] == 9.0
 
 
 def test_acknowledged_slowdown_passes_and_the_reason_is_reported(regressed):
