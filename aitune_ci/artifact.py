@@ -47,6 +47,7 @@ from aitune_ci.artifact_safety import (
     describe_differences,
     environment_differences,
     format_manifest,
+    missing_cpu_features,
     non_portable_differences,
     parse_manifest,
     rebuild_hint,
@@ -812,9 +813,11 @@ def _plan_entries(
         device_specific = entry["payload_is_device_specific"] or backend.payload_is_device_specific
         blocking = non_portable_differences(differences)
         if device_specific and entry["files"] and blocking:
+            lacking = missing_cpu_features(*blocking["cpu_features"]) if "cpu_features" in blocking else []
+            why = f"; this CPU lacks {', '.join(lacking)}, so its code would die of an illegal instruction" if lacking else ""
             raise ArtifactError(
                 f"{source}: {what} uses backend {name!r}, whose payload is compiled for one device and library "
-                f"build, and this artifact comes from another environment ({describe_differences(blocking)}). "
+                f"build, and this artifact comes from another environment ({describe_differences(blocking)}{why}). "
                 f"Artifact environment: {json.dumps(manifest['environment'], sort_keys=True)}. "
                 f"This environment: {json.dumps(_jsonable(here), sort_keys=True)}. Rebuild it here: {archive.hint}"
             )

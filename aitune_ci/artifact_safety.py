@@ -33,6 +33,7 @@ __all__ = [
     "check_members_match",
     "describe_differences",
     "environment_differences",
+    "missing_cpu_features",
     "format_manifest",
     "non_portable_differences",
     "parse_manifest",
@@ -62,6 +63,9 @@ _REPORTED_FIELDS = (
     "torch-tensorrt",
     "triton",
 )
+#: Also reported when the payload runs on the CPU, where the artifact records them. A CPU payload
+#: built where ``cpu_features`` held more than here is refused (``missing_cpu_features``).
+_CPU_FIELDS = ("cpu_capability", "cpu_features")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # One path component of a member name: no leading dot-only names, no separators, no controls.
@@ -420,12 +424,34 @@ def check_members_match(manifest: Mapping[str, Any], names: Iterable[str], sourc
 
 def environment_differences(recorded: Mapping[str, Any], here: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Reported fields that differ, as ``{field: (artifact's, here)}``."""
-    return {k: (recorded.get(k), here.get(k)) for k in _REPORTED_FIELDS if recorded.get(k) != here.get(k)}
+    differences = {k: (recorded.get(k), here.get(k)) for k in _REPORTED_FIELDS if recorded.get(k) != here.get(k)}
+    if here.get("device_type") == "cpu":
+        differences.update(
+            (k, (recorded[k], here.get(k))) for k in _CPU_FIELDS if k in recorded and recorded[k] != here.get(k)
+        )
+    return differences
+
+
+def missing_cpu_features(recorded: Any, here: Any) -> list[str]:
+    """The CPU features the artifact's machine had and this one lacks ([] when either is unknown).
+
+    Compiled CPU code needs every feature it was built for (inductor emits AVX-512 or AMX code
+    where the CPU has them), and runs on any CPU that has more.
+    """
+    if not isinstance(recorded, str) or not isinstance(here, str):
+        return []
+    return sorted(set(recorded.split()) - set(here.split()))
 
 
 def non_portable_differences(differences: Mapping[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
-    """The differences a device-specific payload cannot be loaded across."""
-    return {k: v for k, v in differences.items() if k in NON_PORTABLE_FIELDS}
+    """The differences a device-specific payload cannot be loaded across.
+
+    A change of CPU features counts only when this CPU lacks one the artifact's had.
+    """
+    blocking = {k: v for k, v in differences.items() if k in NON_PORTABLE_FIELDS}
+    if "cpu_features" in differences and missing_cpu_features(*differences["cpu_features"]):
+        blocking["cpu_features"] = differences["cpu_features"]
+    return blocking
 
 
 def describe_differences(differences: Mapping[str, tuple[Any, Any]]) -> str:

@@ -40,6 +40,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     specs = [cnn_spec(backends=names, device=args.device), encoder_spec(backends=names, device=args.device)]
     config = MeasureConfig(max_total_s=args.measure_seconds)
     tables = []
+    result = None
     for spec in specs:
         result = tune(spec, measure_config=config)
         table = format_tune_table(result)
@@ -48,9 +49,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         path = out / f"{result.name}.json"
         atomic_write_text(path, json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
         print(f"wrote {path}")
-    atomic_write_text(out / "demo.md", "# aitune-ci demo\n\n" + "\n\n".join(f"```\n{t}\n```" for t in tables) + "\n")
+    header = f"# aitune-ci demo\n\n{_machine_line(result.environment, result.created_at)}\n\n" if result else ""
+    atomic_write_text(out / "demo.md", header + "\n\n".join(f"```\n{t}\n```" for t in tables) + "\n")
     print(f"wrote {out / 'demo.md'}")
     return 0
+
+
+def _machine_line(env: dict, created_at: object) -> str:
+    """Where the demo's figures come from: CPU-bound numbers mean little without the CPU."""
+    where = env.get("gpu") or env.get("cpu") or "unknown"
+    isa = "; ".join(str(x) for x in (env.get("cpu_capability"), env.get("cpu_features")) if x)
+    cores = f"{env.get('cpus_usable')} of {env.get('cpu_count')} cores"
+    return (
+        f"Measured {created_at or 'at an unknown time'} on {where}{f' ({isa})' if isa and not env.get('gpu') else ''}, "
+        f"{cores}, torch {env.get('torch')}, Python {env.get('python')}."
+    )
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

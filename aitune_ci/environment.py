@@ -13,7 +13,15 @@ import torch
 
 from aitune_ci.gpus import physical_gpu
 
-__all__ = ["environment_fingerprint", "environment_differences", "hardware_key", "COMPARED_FIELDS"]
+__all__ = [
+    "environment_fingerprint",
+    "environment_differences",
+    "hardware_key",
+    "cpu_features",
+    "COMPARED_FIELDS",
+    "CPU_RUN_FIELDS",
+    "CPU_FEATURES",
+]
 
 # Libraries whose versions change backend behaviour; recorded when installed.
 _LIBRARIES = ("torch", "torchao", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "tensorrt",
@@ -22,6 +30,52 @@ _LIBRARIES = ("torch", "torchao", "onnxruntime", "onnxruntime-gpu", "onnx", "onn
 #: Fields whose difference between a baseline and now makes a latency comparison suspect.
 COMPARED_FIELDS = ("hardware_key", "torch", "cuda", "driver", "torchao", "onnxruntime", "onnxruntime-gpu",
                    "tensorrt", "torch-tensorrt", "triton", "python")
+
+
+#: Compared on CPU runs only (a GPU run's kernels do not depend on the host CPU). A baseline that
+#: predates one of them does not record it, and unknown is not a difference.
+CPU_RUN_FIELDS = ("cpu_capability", "cpu_features", "cpus_usable")
+
+#: CPU features that decide which compiled code can run here, and how fast: inductor and
+#: AOTInductor build AVX-512 or AMX code on a CPU that has them (code that dies with SIGILL on
+#: one that lacks them), and bf16/int8 kernels are fast only with them. Clouds often hide the
+#: model name ("AMD EPYC"), so two machines of one hardware key can differ here: seen on this
+#: project's own CI, where bf16 eager ran 160x slower on the second one.
+CPU_FEATURES = (
+    "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_bf16", "amx_int8",  # x86
+    "asimd", "sve", "sve2", "bf16", "i8mm",  # arm64
+)  # fmt: skip
+
+
+def cpu_features(cpuinfo: str) -> str | None:
+    """The ``CPU_FEATURES`` a ``/proc/cpuinfo`` text lists, space-separated; None when it lists none.
+
+    Pure (the text is passed in), so it is tested on any machine.
+    """
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            present = set(value.split())
+            return " ".join(f for f in CPU_FEATURES if f in present)
+    return None
+
+
+def _read_cpu_features() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return cpu_features(f.read())
+    except OSError:
+        return None
+
+
+def _cpu_capability() -> str | None:
+    """The kernel set torch dispatches to here (``AVX512``, ``AVX2``, ``DEFAULT``, ...)."""
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    try:
+        return str(get()) if get is not None else None
+    except Exception:
+        return None
 
 
 def _cpu_model() -> str:
@@ -75,6 +129,8 @@ def _fingerprint(device_str: str) -> tuple[tuple[str, Any], ...]:
         "cpu_count": os.cpu_count(),
         # what this process may run on: under one xdist worker per GPU, its share of the cores
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_capability": _cpu_capability(),
+        "cpu_features": _read_cpu_features(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
@@ -119,5 +175,11 @@ def environment_fingerprint(device: torch.device | str | None = None) -> dict[st
 
 
 def environment_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The compared fields that differ, as ``{field: (old, new)}`` (pure; for verdict text)."""
-    return {k: (old.get(k), new.get(k)) for k in COMPARED_FIELDS if old.get(k) != new.get(k)}
+    """The compared fields that differ, as ``{field: (old, new)}`` (pure; for verdict text).
+
+    On a CPU run the CPU's capability, features and usable cores count too, where ``old`` records them.
+    """
+    differences = {k: (old.get(k), new.get(k)) for k in COMPARED_FIELDS if old.get(k) != new.get(k)}
+    if new.get("device_type") == "cpu":
+        differences.update((k, (old[k], new.get(k))) for k in CPU_RUN_FIELDS if k in old and old[k] != new.get(k))
+    return differences

@@ -32,7 +32,7 @@ from aitune_ci.artifact_safety import check_member_name
 from aitune_ci.backends.base import BuildContext
 from aitune_ci.backends.registry import get_backend
 from aitune_ci.engine import TuneRuntime
-from aitune_ci.environment import environment_fingerprint
+from aitune_ci.environment import CPU_FEATURES, environment_fingerprint
 from aitune_ci.errors import ArtifactError
 from aitune_ci.measure import MeasureConfig
 from aitune_ci.result import BackendResult, TuneResult
@@ -392,6 +392,32 @@ def test_a_device_specific_payload_from_another_gpu_and_torch_is_refused_with_bo
     assert "NVIDIA-H100-80GB-HBM3" in text and torch.__version__ in text and "2.11.0+cu130" in text
     assert "Artifact environment:" in text and "This environment:" in text
     assert "--aitune-update --aitune-fixtures tune_tiny" in text
+
+
+def test_a_cpu_package_built_for_features_this_cpu_lacks_is_refused_before_it_runs(artifact, tiny_mlp, tmp_path):
+    """One hardware key, two instruction sets: clouds name both CPUs "AMD EPYC", and an AOTInductor
+    package built where AVX-512 exists dies of SIGILL (taking pytest with it) where it does not."""
+    manifest, members = _members(artifact.path)
+    _as_aoti(manifest, members)
+    here = (manifest["environment"]["cpu_features"] or "").split()
+    lacking = sorted(f for f in CPU_FEATURES if f not in here)
+    manifest["environment"]["cpu_features"] = " ".join(here + lacking)
+    path = _write(tmp_path / "avx512.ait", manifest, members)
+    with pytest.raises(ArtifactError) as err:
+        load(path, _fresh(tiny_mlp), trusted=True)
+    text = str(err.value)
+    assert f"this CPU lacks {', '.join(lacking)}, so its code would die of an illegal instruction" in text
+    assert "compiled for one device" in text and "--aitune-update --aitune-fixtures tune_tiny" in text
+
+
+def test_a_portable_payload_from_a_cpu_with_other_features_loads_with_a_warning(artifact, tuned, tiny_mlp, tmp_path):
+    manifest, members = _members(artifact.path)
+    manifest["environment"].update(cpu_features="avx512f avx512_bf16", cpu_capability="AVX512")
+    path = _write(tmp_path / "other_cpu.ait", manifest, members)
+    with pytest.warns(ArtifactWarning, match=r"cpu_capability: artifact 'AVX512', here .*cpu_features: artifact"):
+        loaded = load(path, _fresh(tiny_mlp))
+    x = _x()
+    assert torch.equal(loaded(x), tuned[1].runtime.built["eager"](x))
 
 
 def test_a_portable_payload_from_another_torch_loads_with_a_warning(artifact, tuned, tiny_mlp, tmp_path):

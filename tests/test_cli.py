@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from aitune_ci.cli import main
+from aitune_ci.environment import environment_fingerprint
 
 
 def test_demo_tunes_both_example_models_and_writes_results(tmp_path, capsys):
@@ -16,7 +19,10 @@ def test_demo_tunes_both_example_models_and_writes_results(tmp_path, capsys):
     for name in ("small_cnn", "small_encoder"):
         data = json.loads((out / f"{name}.json").read_text())
         assert data["schema_version"] == 1 and data["winner"] in ("eager", "eager-bf16")
-    assert "# aitune-ci demo" in (out / "demo.md").read_text()
+    report = (out / "demo.md").read_text()
+    assert report.startswith("# aitune-ci demo\n")
+    env = environment_fingerprint("cpu")
+    assert f"on {env['cpu']} ({env['cpu_capability']}" in report and f"torch {torch.__version__}" in report
 
 
 def test_backends_lists_every_backend_with_the_reason_it_cannot_run(capsys):

@@ -48,7 +48,10 @@ SOFTWARE_FIELDS = (
     "numpy",
 )
 #: Environment fields shown as "hardware".
-HARDWARE_FIELDS = ("hardware_key", "gpu", "gpu_memory_gb", "compute_capability", "cpu", "cpu_count", "platform")
+HARDWARE_FIELDS = (
+    "hardware_key", "gpu", "gpu_memory_gb", "compute_capability", "cpu", "cpu_capability", "cpu_features", "cpu_count",
+    "platform",
+)  # fmt: skip
 
 
 def _kind(v: Verdict) -> str:

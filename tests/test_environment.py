@@ -1,0 +1,64 @@
+"""What the environment records about the CPU, and which differences a verdict or an artifact reports."""
+
+from __future__ import annotations
+
+import torch
+
+from aitune_ci.artifact_safety import environment_differences as artifact_differences
+from aitune_ci.artifact_safety import missing_cpu_features, non_portable_differences
+from aitune_ci.environment import cpu_features, environment_differences, environment_fingerprint
+
+X86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw amx_tile ht\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm sve sve2 bf16 i8mm\nCPU part\t: 0xd4f\n"
+
+
+def test_cpu_features_keeps_the_ones_that_decide_compiled_code():
+    assert cpu_features(X86) == "avx2 fma avx512f avx512bw amx_tile"
+    assert cpu_features(ARM) == "asimd sve sve2 bf16 i8mm"
+    assert cpu_features("processor\t: 0\nmodel name\t: something\n") is None
+
+
+def test_this_machine_is_recorded_with_torchs_kernel_set_and_its_features():
+    env = environment_fingerprint("cpu")
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        assert env["cpu_features"] == cpu_features(f.read())
+
+
+def _env(**fields):
+    base = dict(hardware_key="cpu-x86_64-AMD-EPYC", device_type="cpu", torch="2.13.0", cpu_capability="AVX512",
+                cpu_features="avx2 fma avx512f", cpus_usable=16)  # fmt: skip
+    base.update(fields)
+    return base
+
+
+def test_a_cpu_run_reports_another_instruction_set_or_core_count_under_one_hardware_key():
+    now = _env(cpu_capability="AVX2", cpu_features="avx2 fma", cpus_usable=2)
+    assert environment_differences(_env(), now) == {
+        "cpu_capability": ("AVX512", "AVX2"),
+        "cpu_features": ("avx2 fma avx512f", "avx2 fma"),
+        "cpus_usable": (16, 2),
+    }
+
+
+def test_a_gpu_run_does_not_compare_the_host_cpu():
+    old, now = _env(device_type="cuda"), _env(device_type="cuda", cpu_capability="AVX2", cpus_usable=2)
+    assert environment_differences(old, now) == {}
+
+
+def test_a_baseline_that_predates_the_cpu_fields_is_not_different_for_lacking_them():
+    old = {k: v for k, v in _env().items() if k not in ("cpu_capability", "cpu_features")}
+    assert environment_differences(old, _env()) == {}
+    assert artifact_differences(old, _env()) == {}
+
+
+def test_only_features_this_cpu_lacks_block_a_compiled_payload():
+    assert missing_cpu_features("avx2 fma avx512f amx_tile", "avx2 fma") == ["amx_tile", "avx512f"]
+    assert missing_cpu_features("avx2 fma", "avx2 fma avx512f") == []
+    assert missing_cpu_features(None, "avx2") == [] and missing_cpu_features("avx2", None) == []
+
+    built_on_less = artifact_differences(_env(cpu_features="avx2 fma"), _env())
+    assert "cpu_features" in built_on_less  # reported (latency may differ) ...
+    assert non_portable_differences(built_on_less) == {}  # ... but the code runs here
+    built_on_more = artifact_differences(_env(), _env(cpu_features="avx2 fma"))
+    assert non_portable_differences(built_on_more) == {"cpu_features": ("avx2 fma avx512f", "avx2 fma")}
