@@ -847,6 +847,18 @@ def _plan_entries(
                 ),
                 stacklevel=3,
             )
+        elif device.type == "cpu" and entry["files"] and not entry["ahead_of_time"] and "cpu_features" in differences:
+            # Inductor generates CPU kernels for the vector ISA it finds, but its cache key (torch
+            # 2.13's CacheBase.get_system) names no CPU: another CPU's entries would be taken as ours.
+            use_payload = False
+            warnings.warn(
+                ArtifactWarning(
+                    f"{source}: skipping the compile cache of {what} ({name}): its kernels were generated on a CPU "
+                    f"with other features ({describe_differences({'cpu_features': differences['cpu_features']})}), "
+                    "and inductor's cache does not tell CPUs apart, so the first call compiles here"
+                ),
+                stacklevel=3,
+            )
         plan.append((entry, backend, use_payload))
     return plan
 

@@ -227,6 +227,34 @@ def test_an_unpinned_compile_cache_artifact_skips_its_cache_unpickles_nothing_an
     assert torch.equal(outputs[name], expected[name])
 
 
+def test_a_compile_cache_from_a_cpu_with_other_features_is_skipped_and_the_model_compiles_here(
+    saved, x, expected, tmp_path
+):
+    """Inductor's cache key names no CPU, so entries generated for AVX-512 would be taken as ours."""
+    import zipfile
+
+    from aitune_ci.artifact import artifact_sha256
+
+    with zipfile.ZipFile(saved["inductor"].path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    manifest = json.loads(members.pop("manifest.json"))
+    manifest["environment"]["cpu_features"] = "avx2 fma avx512f avx512bw avx512dq avx512vl amx_tile"
+    path = tmp_path / "other_cpu.ait"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        for name, data in members.items():
+            zf.writestr(name, data)
+    jobs = [{"name": "inductor", "path": str(path), "sha256": artifact_sha256(path), "pinned": True}]
+
+    report, outputs = _load_in_fresh_process(tmp_path, jobs, x)
+
+    entry = report["inductor"]
+    assert any("generated on a CPU with other features" in w for w in entry["warnings"]), entry["warnings"]
+    assert entry["unpickled"] == []
+    assert entry["events"].get("fx_codegen_and_compile", 0) >= 1, entry["events"]  # compiled here
+    assert torch.equal(outputs["inductor"], expected["inductor"])
+
+
 def test_an_unpinned_aoti_artifact_is_refused_before_its_library_is_opened(saved, tiny_mlp):
     with pytest.raises(ait.ArtifactError, match="executable code"):
         ait.load(saved["aoti"].path, type(tiny_mlp)())
