@@ -8,20 +8,24 @@
 #   diag       bench/mixed_overhead.py (the composite's mixed model against its parts)
 #   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
 #   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes)
-# Carries torchao as a wheel in .whl/ (the GPU image has none). Results are written to a work folder
-# and come back as one archive, $OUT/h100.tgz (the device tool returns a handful of files per call).
+# Carries torchao as a wheel in .whl/ (`make gpu-wheels`; the GPU image has none). Results are written to a work folder
+# named after the GPU (h100, h200, ...: figures from one GPU must not be filed under another) and
+# come back as one archive, $OUT/<gpu>.tgz (the device tool returns a handful of files per call).
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-FINAL=${OUT:-reports/h100-run}
+FINAL=${OUT:-reports/gpu-run}
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -oiE '[a-z][0-9]{2,4}' | head -1 | tr 'A-Z' 'a-z')
+GPU=${GPU:-gpu}
 OUT=$(mktemp -d)
-mkdir -p "$OUT/h100" "$FINAL"
+mkdir -p "$OUT/$GPU" "$FINAL"
+echo "results for $GPU"
 if ls .whl/*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD
 fi
-python3 - <<'PY' 2>&1 | tee -a "$OUT/h100/versions.log"
+python3 - <<'PY' 2>&1 | tee -a "$OUT/$GPU/versions.log"
 import importlib, torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))
 for m in ("torchao", "transformers", "torchvision", "onnxruntime", "onnxscript", "pynvml", "safetensors", "filelock", "jinja2", "requests"):
@@ -31,31 +35,31 @@ for m in ("torchao", "transformers", "torchvision", "onnxruntime", "onnxscript",
         print(m, "MISSING", type(exc).__name__, exc)
 PY
 B=eager,eager-fp16,eager-bf16,cudagraphs,inductor,inductor-reduce-overhead,torchao-int8wo,torchao-int8dq,torchao-fp8,onnxruntime,torch-tensorrt,tensorrt
-run_bench() { timeout "$1" python3 bench/gpu_backends.py --models "$2" --backends "$3" --out "$OUT/h100" --measure-seconds 2 \
+run_bench() { timeout "$1" python3 bench/gpu_backends.py --models "$2" --backends "$3" --out "$OUT/$GPU" --measure-seconds 2 \
   2>&1 | grep -v "^\[aitune\] \(round\|warm-up\|iterations\)" | tail -40; }
-# Results of an earlier call (committed under reports/h100) are summarized together with this one's.
-cp -n reports/h100/model_*.json "$OUT/h100/" 2>/dev/null || true
+# Results of an earlier call on this GPU (committed under reports/<gpu>) are summarized with this one's.
+cp -n "reports/$GPU"/model_*.json "$OUT/$GPU/" 2>/dev/null || true
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case "$step" in
     tests)
       # One pytest -m gpu call for every GPU test; it has needed 200-300 s, so give it a call of its own.
       timeout 450 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
-        -p no:cacheprovider -p no:logging -q -rfEsx --tb=short --durations=10 > "$OUT/h100/gpu-tests.log" 2>&1
-      tail -40 "$OUT/h100/gpu-tests.log" ;;
+        -p no:cacheprovider -p no:logging -q -rfEsx --tb=short --durations=10 > "$OUT/$GPU/gpu-tests.log" 2>&1
+      tail -40 "$OUT/$GPU/gpu-tests.log" ;;
     aoti)
-      timeout 300 python3 bench/aoti_loader_diag.py --devices cuda,cpu --out "$OUT/h100" 2>&1 | grep "^{" | cut -c1-600 ;;
+      timeout 300 python3 bench/aoti_loader_diag.py --devices cuda,cpu --out "$OUT/$GPU" 2>&1 | grep "^{" | cut -c1-600 ;;
     tests-aoti)
       # The diagnosis measures nothing, so it may share the machine with the tests (each on its own GPU).
-      CUDA_VISIBLE_DEVICES=0 timeout 440 python3 bench/aoti_loader_diag.py --devices cuda,cpu --out "$OUT/h100" \
-        > "$OUT/h100/aoti_diag.log" 2>&1 &
+      CUDA_VISIBLE_DEVICES=0 timeout 440 python3 bench/aoti_loader_diag.py --devices cuda,cpu --out "$OUT/$GPU" \
+        > "$OUT/$GPU/aoti_diag.log" 2>&1 &
       CUDA_VISIBLE_DEVICES=1 timeout 450 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
-        -p no:cacheprovider -p no:logging -q -rfEsx --tb=short --durations=10 > "$OUT/h100/gpu-tests.log" 2>&1
-      tail -40 "$OUT/h100/gpu-tests.log"
+        -p no:cacheprovider -p no:logging -q -rfEsx --tb=short --durations=10 > "$OUT/$GPU/gpu-tests.log" 2>&1
+      tail -40 "$OUT/$GPU/gpu-tests.log"
       wait
-      grep "^{" "$OUT/h100/aoti_diag.log" | cut -c1-400 ;;
+      grep "^{" "$OUT/$GPU/aoti_diag.log" | cut -c1-400 ;;
     aoti-check)
-      python3 - <<'PY' 2>&1 | tee "$OUT/h100/aoti-compiler.log"
+      python3 - <<'PY' 2>&1 | tee "$OUT/$GPU/aoti-compiler.log"
 import os, torch
 from torch._inductor.cpp_builder import get_cpp_compiler
 from aitune_ci.backends.cxx_runtime import inspect_compiler, pick_compiler
@@ -68,24 +72,24 @@ print("pick:", pick_compiler(current))
 print("package_compiler():", package_compiler())
 PY
       timeout 200 python3 -m pytest -m gpu tests/test_backend_aoti.py -p no:cacheprovider -q -rfEsx --tb=short \
-        > "$OUT/h100/aoti-tests.log" 2>&1; tail -8 "$OUT/h100/aoti-tests.log"
+        > "$OUT/$GPU/aoti-tests.log" 2>&1; tail -8 "$OUT/$GPU/aoti-tests.log"
       timeout 200 python3 bench/gpu_backends.py --models resnet50 --backends eager,inductor,aoti \
-        --out "$OUT/h100/aoti-resnet50" --measure-seconds 2 2>&1 | grep -v "^\[aitune\] \(round\|warm-up\|iterations\)" | tail -30 ;;
+        --out "$OUT/$GPU/aoti-resnet50" --measure-seconds 2 2>&1 | grep -v "^\[aitune\] \(round\|warm-up\|iterations\)" | tail -30 ;;
     multigpu)
-      timeout 540 python3 bench/multigpu.py --out "$OUT/h100/multigpu" --workers 2 --timeout 200 2>&1 | tail -40 ;;
+      timeout 540 python3 bench/multigpu.py --out "$OUT/$GPU/multigpu" --workers 2 --timeout 200 2>&1 | tail -40 ;;
     diag)
-      timeout 170 python3 bench/mixed_overhead.py --out "$OUT/h100" 2> "$OUT/h100/mixed_overhead.log" | grep -v "^ \|^-\|^Name\|^Self" | tail -30
-      grep -i "recompil\|guard\|skipping cudagraphs\|mismatch" "$OUT/h100/mixed_overhead.log" | cut -c1-400 | head -30 ;;
+      timeout 170 python3 bench/mixed_overhead.py --out "$OUT/$GPU" 2> "$OUT/$GPU/mixed_overhead.log" | grep -v "^ \|^-\|^Name\|^Self" | tail -30
+      grep -i "recompil\|guard\|skipping cudagraphs\|mismatch" "$OUT/$GPU/mixed_overhead.log" | cut -c1-400 | head -30 ;;
     gpt2) run_bench 110 gpt2 "$B,inductor-max-autotune" ;;
     resnet50) run_bench 150 resnet50 "$B,aoti" ;;
     bert) run_bench 130 bert "$B" ;;
     composite) run_bench 200 composite "$B" ;;
     artifact)
       timeout 330 python3 bench/artifact_load.py --device cuda --model resnet50 --backends eager,inductor --repeats 2 \
-        --out "$OUT/h100/artifact_load" 2>&1 | grep -v "^\[tune\] .*\(round\|warm-up\|iterations\)" | tail -30 ;;
+        --out "$OUT/$GPU/artifact_load" 2>&1 | grep -v "^\[tune\] .*\(round\|warm-up\|iterations\)" | tail -30 ;;
     *) echo "unknown step $step" ;;
   esac
 done
-python3 bench/gpu_backends.py --summarize --out "$OUT/h100" > /dev/null 2>&1 || true
-ls -la "$OUT/h100"
-tar czf "$FINAL/h100.tgz" -C "$OUT" h100
+python3 bench/gpu_backends.py --summarize --out "$OUT/$GPU" > /dev/null 2>&1 || true
+ls -la "$OUT/$GPU"
+tar czf "$FINAL/$GPU.tgz" -C "$OUT" "$GPU"
