@@ -1,4 +1,7 @@
-"""Where a measurement was taken: hardware key and software versions, recorded everywhere."""
+"""Where a measurement was taken: hardware key and software versions, recorded everywhere.
+
+Imports torch only to take a fingerprint, so reports can compare recorded environments without it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,12 @@ import os
 import platform
 import re
 from functools import lru_cache
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from aitune_ci.gpus import physical_gpu
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 __all__ = [
     "environment_fingerprint",
@@ -71,6 +75,8 @@ def _read_cpu_features() -> str | None:
 
 def _cpu_capability() -> str | None:
     """The kernel set torch dispatches to here (``AVX512``, ``AVX2``, ``DEFAULT``, ...)."""
+    import torch
+
     get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
     try:
         return str(get()) if get is not None else None
@@ -99,6 +105,8 @@ def hardware_key(device: torch.device | str | None = None) -> str:
 
     Two identical GPUs share a key, so their results compare against the same baseline.
     """
+    import torch
+
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -119,6 +127,8 @@ def _version(dist: str) -> str | None:
 
 @lru_cache(maxsize=8)
 def _fingerprint(device_str: str) -> tuple[tuple[str, Any], ...]:
+    import torch
+
     device = torch.device(device_str)
     env: dict[str, Any] = {
         "hardware_key": hardware_key(device),
@@ -170,6 +180,8 @@ def _nvidia_driver() -> str | None:
 
 def environment_fingerprint(device: torch.device | str | None = None) -> dict[str, Any]:
     """Hardware and software versions for results, baselines and artifacts (cached per device)."""
+    import torch
+
     device = torch.device(device) if device is not None else torch.device("cpu")
     return dict(_fingerprint(str(device)))
 

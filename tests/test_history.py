@@ -17,6 +17,7 @@ from aitune_ci.report.history import (
     HistoryWarning,
     append_history,
     change_points,
+    environment_changes,
     history_path,
     mark_change_points,
     read_history,
@@ -171,3 +172,22 @@ def test_real_gpu_history_marks_the_cudagraphs_drift() -> None:
     cuda = frame[frame["backend"] == "cudagraphs"].reset_index(drop=True)
     first = int(cuda.index[cuda["change_point"]][0])
     assert cuda["median_ms"][first:].median() > 1.3 * cuda["median_ms"][:first].median()
+
+
+def test_environment_changes_between_runs_name_the_fields_a_shift_can_be_put_down_to(tmp_path: Path) -> None:
+    def line(day: int, **env) -> str:
+        environment = {"hardware_key": "cpu-x86_64-AMD-EPYC", "device_type": "cpu", "torch": "2.13.0", "cpu": "AMD EPYC"}
+        environment.update(env)
+        return json.dumps({"schema_version": HISTORY_SCHEMA_VERSION, "date": f"2026-11-{day:02d}T02:00:00+00:00",
+                           "fixture": "tune_x", "environment": environment,
+                           "backends": {"eager": {"status": "ok", "median_ms": 1.0}}})  # fmt: skip
+
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join([line(1), line(2, cpu_features="avx2 fma"), line(3, cpu_features="avx2 fma avx512f"),
+                                line(4, cpu_features="avx2 fma avx512f", torch="2.14.0")]) + "\n")  # fmt: skip
+    envs = read_history(path)["environment"].tolist()
+
+    assert environment_changes(envs[0], envs[1]) == {}  # a field first recorded is not a change
+    assert environment_changes(envs[1], envs[2]) == {"cpu_features": ("avx2 fma", "avx2 fma avx512f")}
+    assert environment_changes(envs[2], envs[3]) == {"torch": ("2.13.0", "2.14.0")}
+    assert environment_changes(None, envs[3]) == {}

@@ -4,8 +4,10 @@ real browser (headless Chromium, started here), readable on a phone and in dark 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from aitune_ci.merge import load_run
 from aitune_ci.report import render_report, write_report
-from aitune_ci.report.history import read_history
+from aitune_ci.report.history import mark_change_points, read_history
 from aitune_ci.report.html import render_html
 
 DATA = Path(__file__).parent / "data"
@@ -136,6 +138,25 @@ def test_trend_chart_marks_the_drift_found_in_the_history(run: dict, history) ->
     assert "Trend over the history" in html
     assert re.search(r"cudagraphs: level shift \+\d", html), "the real cudagraphs drift (0.12 -> 0.36 ms) is marked"
     assert "Trend over the history" not in render_html(run)
+
+
+def test_a_level_shift_names_the_environment_change_that_came_with_it(run: dict, history, tmp_path: Path) -> None:
+    """The real H100 history, edited so that torch was upgraded on the night the cudagraphs shift starts."""
+    marked = mark_change_points(history)
+    night = marked[(marked["backend"] == "cudagraphs") & marked["change_point"]]["date"].min()
+    lines = []
+    for line in HISTORY.read_text().splitlines():
+        record = json.loads(line)
+        if datetime.fromisoformat(record["date"]) >= night:
+            record["environment"]["torch"] = "2.12.0+cu130"
+        lines.append(json.dumps(record))
+    edited = tmp_path / "history.jsonl"
+    edited.write_text("\n".join(lines) + "\n")
+
+    html = render_html(run, history=read_history(edited))
+
+    assert re.search(r"cudagraphs: level shift \+[^<]*; the environment changed then: torch 2\.11\.0\+cu130 → 2\.12\.0\+cu130", html)
+    assert "the environment changed" not in render_html(run, history=history)
 
 
 def test_suffix_dispatch_renders_html_and_markdown(run: dict) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "append_run_history",
     "change_points",
     "current_commit",
+    "environment_changes",
     "history_line",
     "history_path",
     "mark_change_points",
@@ -65,6 +66,7 @@ HISTORY_COLUMNS = (
     "cosine",
     "max_abs",
     "winner",
+    "environment",
 )
 _SERIES_KEYS = ("hardware_key", "fixture", "module", "backend")
 
@@ -208,6 +210,7 @@ def _rows_of(record: Any) -> list[dict[str, Any]]:
     if date.tzinfo is None:
         date = date.replace(tzinfo=timezone.utc)
     rows = []
+    environment = _environment_key(record.get("environment"))
     for key, b in backends.items():
         module, _, backend = key.rpartition("/")
         rows.append(
@@ -231,9 +234,31 @@ def _rows_of(record: Any) -> list[dict[str, Any]]:
                 "cosine": _number(b.get("cosine")),
                 "max_abs": _number(b.get("max_abs")),
                 "winner": record.get("winner") == backend and not module,
+                "environment": environment,
             }
         )
     return rows
+
+
+def _environment_key(env: Any) -> str | None:
+    """The environment fields a shift can be put down to, as sorted JSON (a flat frame holds strings)."""
+    from aitune_ci.environment import COMPARED_FIELDS, CPU_RUN_FIELDS
+
+    if not isinstance(env, dict):
+        return None
+    return json.dumps({k: env[k] for k in ("device_type", *COMPARED_FIELDS, *CPU_RUN_FIELDS) if k in env}, sort_keys=True)
+
+
+def environment_changes(before: str | None, after: str | None) -> dict[str, tuple[Any, Any]]:
+    """What changed between two rows' ``environment`` column: ``{field: (before, after)}``.
+
+    ``{}`` when either side is unknown (a line without an environment).
+    """
+    from aitune_ci.environment import environment_differences
+
+    if not before or not after:
+        return {}
+    return environment_differences(json.loads(before), json.loads(after))
 
 
 def read_history(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -185,21 +185,31 @@ def _trend(history: pd.DataFrame | None, fixture: str, salt: str) -> str | None:
 
 
 def _change_point_notes(history: pd.DataFrame | None, fixture: str) -> list[str]:
+    """One line per level shift, naming an environment change (torch, driver, CPU...) at or next to it."""
+    from aitune_ci.report.history import environment_changes
+
     if history is None or history.empty or "change_point" not in history.columns:
         return []
     notes = []
     rows = history[(history["fixture"] == fixture) & (history["module"] == "")]
     for backend, group in rows.sort_values("date").groupby("backend", sort=True):
-        values = group["median_ms"].tolist()
-        for i, (is_cp, date) in enumerate(zip(group["change_point"].tolist(), group["date"].tolist(), strict=True)):
+        values, dates = group["median_ms"].tolist(), group["date"].tolist()
+        envs = group["environment"].tolist() if "environment" in group.columns else [None] * len(values)
+        for i, (is_cp, date) in enumerate(zip(group["change_point"].tolist(), dates, strict=True)):
             if is_cp and i > 0:
                 before = [x for x in values[max(0, i - 5) : i] if x == x]
                 after = [x for x in values[i : i + 5] if x == x]
                 if before and after:
                     b, a = sorted(before)[len(before) // 2], sorted(after)[len(after) // 2]
-                    notes.append(
-                        f"{backend}: level shift {fmt_pct(a / b - 1)} from {date:%Y-%m-%d %H:%M} ({fmt_ms(b)} → {fmt_ms(a)} ms)"
-                    )
+                    note = f"{backend}: level shift {fmt_pct(a / b - 1)} from {date:%Y-%m-%d %H:%M} ({fmt_ms(b)} → {fmt_ms(a)} ms)"
+                    # The detector can place a shift one run early or late: look at the runs beside it.
+                    for j in (i, i - 1, i + 1):
+                        changed = environment_changes(envs[j - 1], envs[j]) if 0 < j < len(envs) else {}
+                        if changed:
+                            what = ", ".join(f"{k} {old} → {new}" for k, (old, new) in sorted(changed.items()))
+                            note += f"; the environment changed {'then' if j == i else f'on {dates[j]:%Y-%m-%d %H:%M}'}: {what}"
+                            break
+                    notes.append(note)
     return notes
 
 
