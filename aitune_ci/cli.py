@@ -12,10 +12,15 @@ __all__ = ["main"]
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
+    import torch
+
     from aitune_ci.backends.registry import backends
+    from aitune_ci.environment import environment_fingerprint
     from aitune_ci.report.terminal import format_table
 
-    rows = backends(args.device)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"{device} on {_machine(environment_fingerprint(device))}")
+    rows = backends(device)
     table = [[r.name, "yes" if r.available else "no", r.precision, "AOT" if r.ahead_of_time else "JIT", r.reason] for r in rows]
     print(format_table(["backend", "available", "precision", "kind", "reason"], table))
     return 0
@@ -49,20 +54,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         path = out / f"{result.name}.json"
         atomic_write_text(path, json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
         print(f"wrote {path}")
-    header = f"# aitune-ci demo\n\n{_machine_line(result.environment, result.created_at)}\n\n" if result else ""
+    when = result.created_at if result else ""
+    header = f"# aitune-ci demo\n\nMeasured {when or 'at an unknown time'} on {_machine(result.environment)}.\n\n" if result else ""
     atomic_write_text(out / "demo.md", header + "\n\n".join(f"```\n{t}\n```" for t in tables) + "\n")
     print(f"wrote {out / 'demo.md'}")
     return 0
 
 
-def _machine_line(env: dict, created_at: object) -> str:
-    """Where the demo's figures come from: CPU-bound numbers mean little without the CPU."""
+def _machine(env: dict) -> str:
+    """``AMD EPYC (AVX2; avx2 fma), 2 of 2 cores, torch 2.13.0, Python 3.11.7``: CPU-bound numbers
+    mean little without the CPU, and clouds give different CPUs one name."""
     where = env.get("gpu") or env.get("cpu") or "unknown"
     isa = "; ".join(str(x) for x in (env.get("cpu_capability"), env.get("cpu_features")) if x)
-    cores = f"{env.get('cpus_usable')} of {env.get('cpu_count')} cores"
+    if isa and not env.get("gpu"):
+        where += f" ({isa})"
     return (
-        f"Measured {created_at or 'at an unknown time'} on {where}{f' ({isa})' if isa and not env.get('gpu') else ''}, "
-        f"{cores}, torch {env.get('torch')}, Python {env.get('python')}."
+        f"{where}, {env.get('cpus_usable')} of {env.get('cpu_count')} cores, torch {env.get('torch')}, "
+        f"Python {env.get('python')}"
     )
 
 

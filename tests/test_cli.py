@@ -28,6 +28,8 @@ def test_demo_tunes_both_example_models_and_writes_results(tmp_path, capsys):
 def test_backends_lists_every_backend_with_the_reason_it_cannot_run(capsys):
     assert main(["backends", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
+    env = environment_fingerprint("cpu")
+    assert printed.startswith(f"cpu on {env['cpu']} ({env['cpu_capability']}")
     assert "inductor" in printed and "onnxruntime" in printed
     assert "cudagraphs" in printed and "needs CUDA" in printed
 
