@@ -78,6 +78,16 @@ _FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # byte-stable archives: equal content, equa
 # Environment fields left out of the spec hash: they differ between identical CI machines (or
 # between the identical GPUs and CPU shares of one machine's xdist workers).
 _VOLATILE_ENV = frozenset({"cpu_count", "cpus_usable", "gpu_index", "gpu_physical_index", "gpu_uuid"})
+
+
+def _ignored_env(environment: Mapping[str, Any]) -> frozenset[str]:
+    """Fields left out of the spec hash: the volatile ones, and on a GPU run the host CPU's
+    instruction set, which its kernels do not depend on (a reuse across runner hosts stays valid)."""
+    from aitune_ci.environment import CPU_RUN_FIELDS
+
+    return _VOLATILE_ENV if environment.get("device_type") == "cpu" else _VOLATILE_ENV | set(CPU_RUN_FIELDS)
+
+
 # Backends whose payload is plain data (weights, an ONNX graph, nothing); every other backend's
 # payload is treated as executable (native code or pickles) unless it declares
 # ``payload_executes_code`` (torchao does: a recipe alone, or a recipe with inductor's pickles).
@@ -213,7 +223,7 @@ def _spec_hash(
             },
             "spec": _jsonable(fields),
             "backends": [_backend_descriptor(n) for n in sorted(set(backend_names) | {"eager"})],
-            "environment": {k: _jsonable(v) for k, v in environment.items() if k not in _VOLATILE_ENV},
+            "environment": {k: _jsonable(v) for k, v in environment.items() if k not in _ignored_env(environment)},
         }
     )
 

@@ -19,7 +19,10 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     from aitune_ci.report.terminal import format_table
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"{device} on {_machine(environment_fingerprint(device))}")
+    try:
+        print(f"{device} on {_machine(environment_fingerprint(device))}")
+    except Exception as exc:  # no such device here: the table below says why each backend cannot run
+        print(f"{device}: not on this machine ({type(exc).__name__}: {exc})")
     rows = backends(device)
     table = [[r.name, "yes" if r.available else "no", r.precision, "AOT" if r.ahead_of_time else "JIT", r.reason] for r in rows]
     print(format_table(["backend", "available", "precision", "kind", "reason"], table))

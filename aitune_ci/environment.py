@@ -37,8 +37,9 @@ COMPARED_FIELDS = ("hardware_key", "torch", "cuda", "driver", "torchao", "onnxru
 
 
 #: Compared on CPU runs only (a GPU run's kernels do not depend on the host CPU). A baseline that
-#: predates one of them does not record it, and unknown is not a difference.
-CPU_RUN_FIELDS = ("cpu_capability", "cpu_features", "cpus_usable")
+#: predates one of them does not record it, and unknown is not a difference. The cores a run may
+#: use are not compared: pytest-xdist workers each get a share, so every check would differ.
+CPU_RUN_FIELDS = ("cpu_capability", "cpu_features")
 
 #: CPU features that decide which compiled code can run here, and how fast: inductor and
 #: AOTInductor build AVX-512 or AMX code on a CPU that has them (code that dies with SIGILL on
@@ -189,7 +190,7 @@ def environment_fingerprint(device: torch.device | str | None = None) -> dict[st
 def environment_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """The compared fields that differ, as ``{field: (old, new)}`` (pure; for verdict text).
 
-    On a CPU run the CPU's capability, features and usable cores count too, where ``old`` records them.
+    On a CPU run the CPU's instruction set (``CPU_RUN_FIELDS``) counts too, where ``old`` records it.
     """
     differences = {k: (old.get(k), new.get(k)) for k in COMPARED_FIELDS if old.get(k) != new.get(k)}
     if new.get("device_type") == "cpu":

@@ -9,12 +9,14 @@
 #   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
 #   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes)
 # Carries torchao as a wheel in .whl/ (`make gpu-wheels`; the GPU image has none). Results are written to a work folder
-# named after the GPU (h100, h200, ...: figures from one GPU must not be filed under another) and
+# named after the GPU (h200, h100-80gb-hbm3: figures from one GPU must not be filed under another) and
 # come back as one archive, $OUT/<gpu>.tgz (the device tool returns a handful of files per call).
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 FINAL=${OUT:-reports/gpu-run}
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -oiE '[a-z][0-9]{2,4}' | head -1 | tr 'A-Z' 'a-z')
+# "NVIDIA H200" -> h200, "NVIDIA H100 80GB HBM3" -> h100-80gb-hbm3: the whole name, so no two GPUs share one
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | sed 's/^NVIDIA //' | tr 'A-Z' 'a-z' \
+  | tr -cs 'a-z0-9' '-' | sed 's/^-*//; s/-*$//')
 GPU=${GPU:-gpu}
 OUT=$(mktemp -d)
 mkdir -p "$OUT/$GPU" "$FINAL"

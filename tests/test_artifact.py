@@ -412,9 +412,9 @@ def test_a_cpu_package_built_for_features_this_cpu_lacks_is_refused_before_it_ru
 
 def test_a_portable_payload_from_a_cpu_with_other_features_loads_with_a_warning(artifact, tuned, tiny_mlp, tmp_path):
     manifest, members = _members(artifact.path)
-    manifest["environment"].update(cpu_features="avx512f avx512_bf16", cpu_capability="AVX512")
+    manifest["environment"].update(cpu_features="avx512f avx512_bf16 sve2", cpu_capability="AVX512-elsewhere")
     path = _write(tmp_path / "other_cpu.ait", manifest, members)
-    with pytest.warns(ArtifactWarning, match=r"cpu_capability: artifact 'AVX512', here .*cpu_features: artifact"):
+    with pytest.warns(ArtifactWarning, match=r"cpu_capability: artifact 'AVX512-elsewhere', here .*cpu_features: artifact"):
         loaded = load(path, _fresh(tiny_mlp))
     x = _x()
     assert torch.equal(loaded(x), tuned[1].runtime.built["eager"](x))
@@ -492,6 +492,14 @@ def test_spec_hash_is_stable_and_moves_with_what_changes_the_build(tiny_mlp, tin
     }
     for what, value in changed.items():
         assert value is True or (isinstance(value, str) and value != h), what
+
+
+def test_spec_hash_moves_with_the_cpus_instruction_set_only_where_the_model_runs_on_the_cpu(tiny_mlp, tiny_input):
+    spec = _spec(copy.deepcopy(tiny_mlp), tiny_input)
+    for device_type, moves in (("cpu", True), ("cuda", False)):
+        env = {"hardware_key": "x", "device_type": device_type, "cpu_capability": "AVX512", "cpu_features": "avx2 avx512f"}
+        other_host = {**env, "cpu_capability": "AVX2", "cpu_features": "avx2"}
+        assert (spec_hash(spec, ["eager"], env) != spec_hash(spec, ["eager"], other_host)) is moves, device_type
 
 
 def test_spec_hash_ignores_the_in_place_dtype_conversion_of_a_tune(tiny_mlp, tiny_input):

@@ -34,6 +34,17 @@ def test_backends_lists_every_backend_with_the_reason_it_cannot_run(capsys):
     assert "cudagraphs" in printed and "needs CUDA" in printed
 
 
+def test_backends_for_a_device_this_machine_lacks_still_prints_the_table(capsys):
+    import pytest
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["backends", "--device", "cuda"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("cuda: not on this machine (")
+    assert "inductor" in printed and "cudagraphs" in printed
+
+
 def test_inspect_of_a_file_that_is_not_an_artifact_is_a_clear_error(tmp_path, capsys):
     bogus = tmp_path / "model.ait"
     bogus.write_text("version https://git-lfs.github.com/spec/v1\n")

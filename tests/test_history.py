@@ -190,4 +190,5 @@ def test_environment_changes_between_runs_name_the_fields_a_shift_can_be_put_dow
     assert environment_changes(envs[0], envs[1]) == {}  # a field first recorded is not a change
     assert environment_changes(envs[1], envs[2]) == {"cpu_features": ("avx2 fma", "avx2 fma avx512f")}
     assert environment_changes(envs[2], envs[3]) == {"torch": ("2.13.0", "2.14.0")}
-    assert environment_changes(None, envs[3]) == {}
+    assert environment_changes(envs[3], envs[0]) == {"torch": ("2.14.0", "2.13.0")}  # an older writer: no features
+    assert environment_changes(None, envs[3]) == {} and environment_changes(float("nan"), envs[3]) == {}

@@ -159,6 +159,32 @@ def test_a_level_shift_names_the_environment_change_that_came_with_it(run: dict,
     assert "the environment changed" not in render_html(run, history=history)
 
 
+def test_histories_of_two_machines_are_separate_series(run: dict, tmp_path: Path) -> None:
+    """`aitune-ci report` reads one history file per hardware key; a CPU's shift is its own, not the GPU's."""
+    import pandas as pd
+
+    def history(hardware: str, medians: list[float]) -> Path:
+        path = tmp_path / f"{hardware}.jsonl"
+        lines = [
+            json.dumps({"schema_version": 1, "date": f"2026-11-{day + 1:02d}T02:00:00+00:00", "fixture": "tune_small_cnn",
+                        "hardware_key": hardware, "environment": {"hardware_key": hardware, "torch": "2.13.0"},
+                        "backends": {"eager": {"status": "ok", "median_ms": ms}}})  # fmt: skip
+            for day, ms in enumerate(medians)
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    quiet = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01]
+    cpu = history("cpu-x86_64-AMD-EPYC", quiet + [2 * x for x in quiet])
+    gpu = history("NVIDIA-H100-80GB-HBM3", [0.1 * x for x in quiet + quiet])
+    merged = mark_change_points(pd.concat([read_history(cpu), read_history(gpu)], ignore_index=True))
+
+    html = render_html(run, history=merged)
+
+    assert re.search(r"eager on cpu-x86_64-AMD-EPYC: level shift \+\d+\.\d%", html)
+    assert "hardware_key" not in html.split("Trend over the history")[1]
+
+
 def test_suffix_dispatch_renders_html_and_markdown(run: dict) -> None:
     assert render_report(run, ".html").startswith("<!DOCTYPE html>")
     assert render_report(run, "report.md").startswith("<!-- aitune-ci:report -->")

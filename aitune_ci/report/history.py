@@ -249,16 +249,18 @@ def _environment_key(env: Any) -> str | None:
     return json.dumps({k: env[k] for k in ("device_type", *COMPARED_FIELDS, *CPU_RUN_FIELDS) if k in env}, sort_keys=True)
 
 
-def environment_changes(before: str | None, after: str | None) -> dict[str, tuple[Any, Any]]:
+def environment_changes(before: Any, after: Any) -> dict[str, tuple[Any, Any]]:
     """What changed between two rows' ``environment`` column: ``{field: (before, after)}``.
 
-    ``{}`` when either side is unknown (a line without an environment).
+    Only fields both lines record count (a field an older or newer aitune-ci did not write is
+    unknown, not changed); ``{}`` when either side is unknown (no environment, or NaN from a CSV).
     """
     from aitune_ci.environment import environment_differences
 
-    if not before or not after:
+    if not isinstance(before, str) or not isinstance(after, str) or not before or not after:
         return {}
-    return environment_differences(json.loads(before), json.loads(after))
+    old, new = json.loads(before), json.loads(after)
+    return {k: v for k, v in environment_differences(old, new).items() if k in old and k in new}
 
 
 def read_history(path: str | os.PathLike[str]) -> pd.DataFrame:

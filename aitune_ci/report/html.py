@@ -172,8 +172,8 @@ def _trend(history: pd.DataFrame | None, fixture: str, salt: str) -> str | None:
     if "change_point" not in rows.columns:
         rows = mark_change_points(rows)
     series = {}
-    for backend, group in rows.sort_values("date").groupby("backend", sort=True):
-        series[str(backend)] = {
+    for label, group in _series(rows):
+        series[label] = {
             "date": [d.to_pydatetime() for d in group["date"]],
             "median_ms": group["median_ms"].tolist(),
             "ci_low_ms": group["ci_low_ms"].fillna(group["median_ms"]).tolist(),
@@ -184,6 +184,16 @@ def _trend(history: pd.DataFrame | None, fixture: str, salt: str) -> str | None:
     return charts.trend_chart(series, f"{fixture}: median latency over {nights} runs", salt)
 
 
+def _series(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """One date-ordered series per hardware and backend, labelled by the backend (and the hardware,
+    when the history holds more than one: a CPU run and a GPU run are not one series)."""
+    several = rows["hardware_key"].nunique(dropna=False) > 1
+    out = []
+    for (hardware, backend), group in rows.sort_values("date").groupby(["hardware_key", "backend"], sort=True, dropna=False):
+        out.append((f"{backend} on {hardware}" if several else str(backend), group))
+    return out
+
+
 def _change_point_notes(history: pd.DataFrame | None, fixture: str) -> list[str]:
     """One line per level shift, naming an environment change (torch, driver, CPU...) at or next to it."""
     from aitune_ci.report.history import environment_changes
@@ -192,7 +202,7 @@ def _change_point_notes(history: pd.DataFrame | None, fixture: str) -> list[str]
         return []
     notes = []
     rows = history[(history["fixture"] == fixture) & (history["module"] == "")]
-    for backend, group in rows.sort_values("date").groupby("backend", sort=True):
+    for backend, group in _series(rows):
         values, dates = group["median_ms"].tolist(), group["date"].tolist()
         envs = group["environment"].tolist() if "environment" in group.columns else [None] * len(values)
         for i, (is_cp, date) in enumerate(zip(group["change_point"].tolist(), dates, strict=True)):
