@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aitune_ci.environment import cpu_differences
 from aitune_ci.errors import ArtifactError
 
 __all__ = [
@@ -63,9 +64,6 @@ _REPORTED_FIELDS = (
     "torch-tensorrt",
     "triton",
 )
-#: Also reported when the payload runs on the CPU, where the artifact records them. A CPU payload
-#: built where ``cpu_features`` held more than here is refused (``missing_cpu_features``).
-_CPU_FIELDS = ("cpu_capability", "cpu_features")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # One path component of a member name: no leading dot-only names, no separators, no controls.
@@ -423,12 +421,13 @@ def check_members_match(manifest: Mapping[str, Any], names: Iterable[str], sourc
 
 
 def environment_differences(recorded: Mapping[str, Any], here: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Reported fields that differ, as ``{field: (artifact's, here)}``."""
+    """Reported fields that differ, as ``{field: (artifact's, here)}``.
+
+    Where the payload runs on the CPU, its instruction set too (``cpu_differences``); a CPU payload
+    built where ``cpu_features`` held more than here is refused (``missing_cpu_features``).
+    """
     differences = {k: (recorded.get(k), here.get(k)) for k in _REPORTED_FIELDS if recorded.get(k) != here.get(k)}
-    if here.get("device_type") == "cpu":
-        differences.update(
-            (k, (recorded[k], here.get(k))) for k in _CPU_FIELDS if k in recorded and recorded[k] != here.get(k)
-        )
+    differences.update(cpu_differences(recorded, here))
     return differences
 
 

@@ -10,7 +10,7 @@ import os
 import platform
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from aitune_ci.gpus import physical_gpu
 
@@ -22,6 +22,7 @@ __all__ = [
     "environment_differences",
     "hardware_key",
     "cpu_features",
+    "cpu_differences",
     "COMPARED_FIELDS",
     "CPU_RUN_FIELDS",
     "CPU_FEATURES",
@@ -193,6 +194,12 @@ def environment_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[st
     On a CPU run the CPU's instruction set (``CPU_RUN_FIELDS``) counts too, where ``old`` records it.
     """
     differences = {k: (old.get(k), new.get(k)) for k in COMPARED_FIELDS if old.get(k) != new.get(k)}
-    if new.get("device_type") == "cpu":
-        differences.update((k, (old[k], new.get(k))) for k in CPU_RUN_FIELDS if k in old and old[k] != new.get(k))
+    differences.update(cpu_differences(old, new))
     return differences
+
+
+def cpu_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """On a CPU run (``new``'s device), the ``CPU_RUN_FIELDS`` that differ where ``old`` records them."""
+    if new.get("device_type") != "cpu":
+        return {}
+    return {k: (old[k], new.get(k)) for k in CPU_RUN_FIELDS if k in old and old[k] != new.get(k)}

@@ -196,8 +196,6 @@ def _series(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def _change_point_notes(history: pd.DataFrame | None, fixture: str) -> list[str]:
     """One line per level shift, naming an environment change (torch, driver, CPU...) at or next to it."""
-    from aitune_ci.report.history import environment_changes
-
     if history is None or history.empty or "change_point" not in history.columns:
         return []
     notes = []
@@ -212,15 +210,23 @@ def _change_point_notes(history: pd.DataFrame | None, fixture: str) -> list[str]
                 if before and after:
                     b, a = sorted(before)[len(before) // 2], sorted(after)[len(after) // 2]
                     note = f"{backend}: level shift {fmt_pct(a / b - 1)} from {date:%Y-%m-%d %H:%M} ({fmt_ms(b)} → {fmt_ms(a)} ms)"
-                    # The detector can place a shift one run early or late: look at the runs beside it.
-                    for j in (i, i - 1, i + 1):
-                        changed = environment_changes(envs[j - 1], envs[j]) if 0 < j < len(envs) else {}
-                        if changed:
-                            what = ", ".join(f"{k} {old} → {new}" for k, (old, new) in sorted(changed.items()))
-                            note += f"; the environment changed {'then' if j == i else f'on {dates[j]:%Y-%m-%d %H:%M}'}: {what}"
-                            break
-                    notes.append(note)
+                    notes.append(note + _environment_note(envs, dates, i))
     return notes
+
+
+def _environment_note(envs: list[Any], dates: list[Any], i: int) -> str:
+    """``; the environment changed then: torch 2.11 → 2.12`` for a shift at run ``i``, or ``""``.
+
+    The detector can place a shift one run early or late, so the runs beside it are looked at too.
+    """
+    from aitune_ci.report.history import environment_changes
+
+    for j in (i, i - 1, i + 1):
+        changed = environment_changes(envs[j - 1], envs[j]) if 0 < j < len(envs) else {}
+        if changed:
+            what = ", ".join(f"{k} {old} → {new}" for k, (old, new) in sorted(changed.items()))
+            return f"; the environment changed {'then' if j == i else f'on {dates[j]:%Y-%m-%d %H:%M}'}: {what}"
+    return ""
 
 
 def _fixture_context(f: FixtureView, index: int, history: pd.DataFrame | None) -> dict[str, Any]:
