@@ -211,6 +211,7 @@ def _spec_hash(
     from aitune_ci import __version__
 
     entries = _state_entries(model, dtype)
+    ignored = _ignored_env(environment)
     return sha256_json(
         {
             "aitune_ci": __version__,
@@ -223,7 +224,7 @@ def _spec_hash(
             },
             "spec": _jsonable(fields),
             "backends": [_backend_descriptor(n) for n in sorted(set(backend_names) | {"eager"})],
-            "environment": {k: _jsonable(v) for k, v in environment.items() if k not in _ignored_env(environment)},
+            "environment": {k: _jsonable(v) for k, v in environment.items() if k not in ignored},
         }
     )
 

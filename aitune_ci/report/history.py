@@ -22,6 +22,7 @@ import numpy as np
 
 from aitune_ci.atomic import locked
 from aitune_ci.baseline import backend_key
+from aitune_ci.environment import COMPARED_FIELDS, CPU_RUN_FIELDS, environment_differences
 from aitune_ci.errors import DataFileError
 from aitune_ci.result import TuneResult
 
@@ -242,8 +243,6 @@ def _rows_of(record: Any) -> list[dict[str, Any]]:
 
 def _environment_key(env: Any) -> str | None:
     """The environment fields a shift can be put down to, as sorted JSON (a flat frame holds strings)."""
-    from aitune_ci.environment import COMPARED_FIELDS, CPU_RUN_FIELDS
-
     if not isinstance(env, dict):
         return None
     return json.dumps({k: env[k] for k in ("device_type", *COMPARED_FIELDS, *CPU_RUN_FIELDS) if k in env}, sort_keys=True)
@@ -255,8 +254,6 @@ def environment_changes(before: Any, after: Any) -> dict[str, tuple[Any, Any]]:
     Only fields both lines record count (a field an older or newer aitune-ci did not write is
     unknown, not changed); ``{}`` when either side is unknown (no environment, or NaN from a CSV).
     """
-    from aitune_ci.environment import environment_differences
-
     if not isinstance(before, str) or not isinstance(after, str) or not before or not after:
         return {}
     old, new = json.loads(before), json.loads(after)
