@@ -5,9 +5,10 @@
 #   tests-aoti both at once on a 2-GPU machine: the tests on GPU 1, the AOTI diagnosis on GPU 0
 #   multigpu   bench/multigpu.py: the example suite on one GPU and with one xdist worker per GPU
 #   aoti-check the C++ compiler facts, the aoti CUDA test, and resnet50 with eager/inductor/aoti
+#   aoti-facts the C++ compiler facts alone (what torch picks, what aoti builds with, and why)
 #   diag       bench/mixed_overhead.py (the composite's mixed model against its parts)
 #   gpt2 resnet50 bert composite   bench/gpu_backends.py for that model
-#   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes)
+#   artifact   bench/artifact_load.py --device cuda --model resnet50 (inductor cache bytes; ARTIFACT_BACKENDS=eager,inductor,aoti adds aoti)
 # Carries torchao as a wheel in .whl/ (`make gpu-wheels`; the GPU image has none). Results are written to a work folder
 # named after the GPU (h200, h100-80gb-hbm3: figures from one GPU must not be filed under another) and
 # come back as one archive, $OUT/<gpu>.tgz (the device tool returns a handful of files per call).
@@ -46,7 +47,7 @@ for step in "$@"; do
   case "$step" in
     tests)
       # One pytest -m gpu call for every GPU test; it has needed 200-300 s, so give it a call of its own.
-      timeout 450 python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
+      timeout "${GPU_TESTS_TIMEOUT:-450}" python3 -m pytest -m gpu tests/gpu tests/test_backend_*.py tests/test_measure.py \
         -p no:cacheprovider -p no:logging -q -rfEsx --tb=short --durations=10 > "$OUT/$GPU/gpu-tests.log" 2>&1
       tail -40 "$OUT/$GPU/gpu-tests.log" ;;
     aoti)
@@ -60,7 +61,7 @@ for step in "$@"; do
       tail -40 "$OUT/$GPU/gpu-tests.log"
       wait
       grep "^{" "$OUT/$GPU/aoti_diag.log" | cut -c1-400 ;;
-    aoti-check)
+    aoti-check|aoti-facts)
       python3 - <<'PY' 2>&1 | tee "$OUT/$GPU/aoti-compiler.log"
 import os, torch
 from torch._inductor.cpp_builder import get_cpp_compiler
@@ -73,6 +74,7 @@ for c in (current, "g++", "/usr/bin/g++"):
 print("pick:", pick_compiler(current))
 print("package_compiler():", package_compiler())
 PY
+      [ "$step" = aoti-facts ] && continue
       timeout 200 python3 -m pytest -m gpu tests/test_backend_aoti.py -p no:cacheprovider -q -rfEsx --tb=short \
         > "$OUT/$GPU/aoti-tests.log" 2>&1; tail -8 "$OUT/$GPU/aoti-tests.log"
       timeout 200 python3 bench/gpu_backends.py --models resnet50 --backends eager,inductor,aoti \
@@ -83,11 +85,12 @@ PY
       timeout 170 python3 bench/mixed_overhead.py --out "$OUT/$GPU" 2> "$OUT/$GPU/mixed_overhead.log" | grep -v "^ \|^-\|^Name\|^Self" | tail -30
       grep -i "recompil\|guard\|skipping cudagraphs\|mismatch" "$OUT/$GPU/mixed_overhead.log" | cut -c1-400 | head -30 ;;
     gpt2) run_bench 110 gpt2 "$B,inductor-max-autotune" ;;
-    resnet50) run_bench 150 resnet50 "$B,aoti" ;;
+    resnet50) run_bench "${RESNET50_TIMEOUT:-150}" resnet50 "$B,aoti" ;;
     bert) run_bench 130 bert "$B" ;;
     composite) run_bench 200 composite "$B" ;;
     artifact)
-      timeout 330 python3 bench/artifact_load.py --device cuda --model resnet50 --backends eager,inductor --repeats 2 \
+      timeout "${ARTIFACT_TIMEOUT:-330}" python3 bench/artifact_load.py --device cuda --model resnet50 \
+        --backends "${ARTIFACT_BACKENDS:-eager,inductor}" --repeats 2 \
         --out "$OUT/$GPU/artifact_load" 2>&1 | grep -v "^\[tune\] .*\(round\|warm-up\|iterations\)" | tail -30 ;;
     *) echo "unknown step $step" ;;
   esac
