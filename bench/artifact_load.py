@@ -3,16 +3,18 @@
 The model is tuned once here (cold inductor cache) and each backend saved. Every load then runs in a
 fresh process with an empty ``TORCHINDUCTOR_CACHE_DIR`` (a CI runner with no cache), repeated, and
 reports: load seconds (``ait.load``), first-call latency, and the steady-state median. The one-time
-CPU ISA probe torch runs before its first C++ build or AOTInductor load (it compiles small test
-programs, several seconds, cached in the inductor cache folder) is timed on its own and kept out of
-both build and load, so the ratio compares like with like; the report shows it separately.
+CPU ISA probe torch runs before its first C++ build (it compiles small test programs, several
+seconds, cached in the inductor cache folder) is timed on its own and kept out of inductor's build
+and load, so the ratio compares like with like; the report shows it separately. torch's AOTInductor
+loader runs the probe too, only to word a warning; aitune-ci's aoti load skips it, so aoti's load is
+measured with nothing taken out (on the lent H200 the probe had made a resnet50 package's load 46 s).
 
 Inductor is a just-in-time backend, so it is measured three ways on the first call after load:
   pinned      the artifact's compile-cache bytes are loaded (``load_cache_artifacts``)
   unpinned    the bytes are skipped (an unpinned artifact's pickles are not trusted): a cold compile
   warm-dir    bytes skipped, but a persistent inductor cache folder from an earlier run
 
-Run: ``.venv/bin/python bench/artifact_load.py`` (about 10 minutes on 2 CPU cores);
+Run: ``.venv/bin/python bench/artifact_load.py`` (4 to 10 minutes on 2 CPU cores);
 ``--model encoder`` for the transformer, ``--repeats N`` for more runs. Writes
 ``reports/artifact_load.json`` and ``reports/artifact_load.md``. On a GPU machine:
 ``python3 bench/artifact_load.py --device cuda --model resnet50 --backends eager,inductor
@@ -122,9 +124,10 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     with torch.no_grad():
-        loaded(*args)
+        first_out = loaded(*args)
     _sync(device)
     first_s = time.perf_counter() - t0
+    _save_leaves(first_out, job["output"])
     after = _events()
     times = []
     with torch.no_grad():
@@ -165,6 +168,25 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _save_leaves(output: Any, path: str) -> None:
+    """The output's tensors, flattened in pytree order, as ``leaf.N`` in a safetensors file."""
+    import torch.utils._pytree as pytree
+    from safetensors.torch import save_file
+
+    leaves = [t for t in pytree.tree_leaves(output) if hasattr(t, "detach")]
+    save_file({f"leaf.{i}": t.detach().float().cpu().contiguous() for i, t in enumerate(leaves)}, path)
+
+
+def _max_abs_difference(path_a: str, path_b: str) -> float:
+    """Largest |a - b| over every leaf; inf where the outputs' structures differ."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(path_a), load_file(path_b)
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return float("inf")
+    return max(((a[k] - b[k]).abs().max().item() for k in a), default=0.0)
+
+
 def _run_child(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache_dir), TRITON_CACHE_DIR=str(cache_dir / "triton"))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -173,7 +195,10 @@ def _run_child(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"child failed for {job['name']}/{job['variant']}:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    run = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The loaded artifact must compute what its build computed in the parent process.
+    run["max_abs_vs_build"] = _max_abs_difference(job["output"], job["reference"])
+    return run
 
 
 # --- parent ----------------------------------------------------------------------------------
@@ -195,6 +220,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "first_call_s_range": [min(r["first_call_s"] for r in runs), max(r["first_call_s"] for r in runs)],
         "steady_ms": _median([r["steady_ms"] for r in runs]),
         "import_s": _median([r["import_s"] for r in runs]),
+        "max_abs_vs_build": max(r["max_abs_vs_build"] for r in runs),
         "compile": runs[-1]["compile"],
     }
 
@@ -258,6 +284,9 @@ def main() -> int:
         if row is None or row.status != "ok":
             rows[name] = {"status": row.status if row else "missing", "error": row.error if row else None}
             continue
+        with torch.no_grad():
+            reference = result.runtime.built[name](*(a.to(args.device) for a in sample_args))
+        _save_leaves(reference, str(work / f"reference-{name}.safetensors"))
         t0 = time.perf_counter()
         info = ait.save(result, work / f"{name}.ait", backend=name)
         rows[name] = {
@@ -277,10 +306,14 @@ def main() -> int:
             "path": str(info.path),
             "sha256": info.sha256,
             "pinned": pinned,
-            "probe": name in ("inductor", "aoti") and args.device == "cpu",
+            # aoti's load no longer runs the probe (aitune_ci.backends.aoti._load_package_here), so it is not
+            # taken out of its load: a load that paid it again would show.
+            "probe": name == "inductor" and args.device == "cpu",
             "model_factory": factory,
             "device": args.device,
             "inputs": str(work / "inputs.safetensors"),
+            "output": str(work / f"output-{name}-{variant}.safetensors"),
+            "reference": str(work / f"reference-{name}.safetensors"),
             "steady_iters": args.steady_iters,
         }
 
@@ -352,7 +385,11 @@ def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     sample = ", ".join(f"{s['dtype']}{s['shape']}" for s in report["model"]["sample"] if "shape" in s)
     cuda = report.get("device", "cpu") == "cuda"
-    where = f"{env.get('gpu_name') or env.get('gpu') or 'GPU'}" if cuda else f"{env.get('cpu')} ({env.get('cpu_count')} cores)"
+    where = (
+        f"{env.get('gpu_name') or env.get('gpu') or 'GPU'}"
+        if cuda  # one CPU name has meant machines of different instruction sets here: say which
+        else f"{env.get('cpu')} ({env.get('cpu_count')} cores, {env.get('cpu_capability') or 'ISA unknown'})"
+    )
     lines = [
         f"# Artifact load vs build, per backend ({'GPU' if cuda else 'CPU'})",
         "",
@@ -368,11 +405,15 @@ def markdown(report: dict[str, Any]) -> str:
             "weights to the GPU; first call includes CUDA/cuDNN initialisation (eager's first call shows how "
             "much)."
             if cuda
-            else f"The one-time CPU ISA probe (torch compiles test programs before its first C++ build or AOTI "
-            f"load; {report['build_isa_probe_s']:.1f} s here, cached in the inductor cache folder) is left out of "
-            "both and shown as its own column; so are the imports of torch, aitune-ci and the backend's library "
-            "(onnxruntime, torchao, inductor), which any program running that backend pays."
+            else f"The one-time CPU ISA probe (torch compiles test programs before its first C++ build; "
+            f"{report['build_isa_probe_s']:.1f} s here, cached in the inductor cache folder) is left out of "
+            "inductor's build and load and shown as its own column (aoti's load does not run it); so are the "
+            "imports of torch, aitune-ci and the backend's library (onnxruntime, torchao, inductor), which any "
+            "program running that backend pays."
         ),
+        "",
+        "*max |Δ| vs build*: the largest difference between the loaded artifact's first output and the output "
+        "of the build it was saved from (same input), over every run.",
         "",
         (
             "*Load again* is a second `ait.load` of the same file in that process."
@@ -385,12 +426,12 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         "",
         "| backend | build (s) | load (s) | build / load | load again (s) | build / load again | imports (s) | "
-        "ISA probe (s) | first call (ms) | steady (ms) | first / steady | artifact | goal |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "ISA probe (s) | first call (ms) | steady (ms) | first / steady | max \\|Δ\\| vs build | artifact | goal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, row in report["backends"].items():
         if row["status"] != "ok":
-            lines.append(f"| {name} | {row['status']}: {row.get('error') or ''} |" + " |" * 11)
+            lines.append(f"| {name} | {row['status']}: {row.get('error') or ''} |" + " |" * 12)
             continue
         load = row["load"]
         ratio = row["speedup_build_over_load"]
@@ -402,7 +443,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row['speedup_build_over_load_again']:.0f}× | {_f(load['import_s'])} | "
             f"{_f(load['probe_s'])} | "
             f"{_f(load['first_call_s'] * 1e3)} | {_f(load['steady_ms'])} | "
-            f"{load['first_call_s'] * 1e3 / load['steady_ms']:.0f}× | {row['size_bytes'] / 2**20:.2f} MiB | {goal} |"
+            f"{load['first_call_s'] * 1e3 / load['steady_ms']:.0f}× | {load['max_abs_vs_build']:.2g} | "
+            f"{row['size_bytes'] / 2**20:.2f} MiB | {goal} |"
         )
     inductor = report["inductor_first_call"]
     if inductor:

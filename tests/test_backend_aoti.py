@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
-from aitune_ci.backends.aoti import PACKAGE_FILE, AOTIBackend, AOTICompiled, export_dynamic_shapes, probe_load
+from aitune_ci.backends.aoti import (
+    PACKAGE_FILE,
+    AOTIBackend,
+    AOTICompiled,
+    compute_capability_problem,
+    export_dynamic_shapes,
+    probe_load,
+)
 from aitune_ci.backends.base import BuildContext
 from aitune_ci.backends.inductor import compile_counters
 from aitune_ci.errors import BackendError
@@ -194,6 +201,25 @@ def test_cuda_package_builds_saves_and_loads(tiny_mlp, tmp_path):
         out = fn(x, scale=scale)
         assert isinstance(out, dict)
         torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_probe_process_loads_a_real_package_without_building_cpu_isa_checks(built_mlp, tmp_path, monkeypatch):
+    # torch's loader runs inductor's CPU ISA probe (a C++ test build per candidate ISA, written to
+    # the inductor cache folder) only to word a warning; the probe process must not pay it.
+    _, built, _ = built_mlp
+    cache = tmp_path / "empty-inductor-cache"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    probe_load(built.package_path, torch.device("cpu"))
+    built_files = [p.name for p in cache.rglob("*") if p.suffix in (".so", ".o", ".cpp")] if cache.exists() else []
+    assert built_files == []
+
+
+def test_a_cuda_package_from_another_compute_capability_is_named_and_same_or_unknown_passes():
+    problem = compute_capability_problem({"AOTI_COMPUTE_CAPABILITY": "90"}, "100")
+    assert problem == "the package was built for CUDA compute capability 90, and this GPU has 100"
+    assert compute_capability_problem({"AOTI_COMPUTE_CAPABILITY": "90"}, "90") is None
+    assert compute_capability_problem({"AOTI_DEVICE_KEY": "cuda"}, "90") is None  # not recorded
+    assert compute_capability_problem({"AOTI_COMPUTE_CAPABILITY": "90"}, None) is None
 
 
 def test_probe_turns_a_package_that_cannot_load_into_a_backend_error(tmp_path):

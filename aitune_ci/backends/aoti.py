@@ -16,6 +16,10 @@ loaded (``bench/aoti_loader_diag.py``; ``reports/h100/README.md``). When torch's
 such a compiler, the build uses a sound one and warns, or fails with the reason if none is found.
 The ``cxx`` option (or ``AITUNE_AOTI_CXX``) names the compiler outright.
 
+A load skips the CPU instruction-set probe torch's own loader runs to word a warning (46 s of test
+builds for a CUDA package on a fresh H200 runner; ``_load_package_here``), and refuses a CUDA
+package built for another compute capability, which torch only warns about.
+
 Until one package has loaded in a child process, packages are loaded there first, since a loader
 segfault would end the whole run instead of failing one backend.
 One good probe per process and device type is taken to mean the loader works here, and it is
@@ -55,8 +59,8 @@ from aitune_ci.errors import BackendError
 from aitune_ci.spec import Sample
 
 __all__ = [
-    "PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "check_package_libraries", "export_dynamic_shapes", "package_compiler",
-    "probe_load",
+    "PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "check_package_libraries", "compute_capability_problem",
+    "export_dynamic_shapes", "package_compiler", "probe_load",
 ]
 
 #: The package file ``build`` writes into ``ctx.workdir`` and ``save`` copies.
@@ -102,11 +106,20 @@ def _identifier(name: str) -> str:
     return ident if ident.isidentifier() else f"d_{ident}"
 
 
-_PROBE = (
-    "import sys, torch\n"
-    "index = int(sys.argv[2])\n"
-    "torch._inductor.aoti_load_package(sys.argv[1], **({'device_index': index} if index >= 0 else {}))\n"
-)
+# Loads as _load_package_here does (no CPU ISA probe); the loader's constructor is where a bad
+# package's library is opened, and so where the crash it guards against happens.
+_PROBE = """\
+import sys, torch
+path, index = sys.argv[1], int(sys.argv[2])
+try:
+    from torch._inductor.package.package import AOTICompiledModel
+    loader = torch._C._aoti.AOTIModelPackageLoader
+    loader.load_metadata_from_package(path, "model")
+except (ImportError, AttributeError):
+    torch._inductor.aoti_load_package(path, **({"device_index": index} if index >= 0 else {}))
+else:
+    AOTICompiledModel(loader(path, "model", False, 1, index))
+"""
 
 
 def probe_load(package: Path, device: torch.device, timeout_s: float = 300) -> None:
@@ -439,9 +452,60 @@ def check_package_libraries(path: Path, head_bytes: int = 8 << 20) -> None:
 
 
 def _load_package_here(path: Path, device: torch.device) -> Callable[..., Any]:
-    if device.type == "cuda" and device.index is not None:
-        return torch._inductor.aoti_load_package(str(path), device_index=device.index)
-    return torch._inductor.aoti_load_package(str(path))
+    """Load as ``torch._inductor.aoti_load_package`` does, minus its CPU instruction-set probe.
+
+    torch's loader compares the package's recorded device information with this machine's, only to
+    log a warning, and its ``get_device_information`` runs inductor's ISA probe to do so: a C++ test
+    build (and, in torch 2.13, a Python start) per candidate ISA, unless the inductor cache folder
+    already holds them. On a fresh runner that made a CUDA resnet50 package take 46 s to load on the lent H200 (10
+    C++ builds; the build itself took 63 s). The package's code is already compiled: a CPU payload
+    built for features this CPU lacks is refused before this point (``artifact_safety``), and a CUDA
+    payload built for another compute capability is refused here, which torch only warns about.
+    """
+    try:
+        from torch._inductor.package.package import AOTICompiledModel
+
+        loader = torch._C._aoti.AOTIModelPackageLoader
+        metadata = loader.load_metadata_from_package(str(path), _MODEL_NAME)
+    except (ImportError, AttributeError):  # another torch's layout: its own loader, probe and all
+        index = {"device_index": device.index} if device.type == "cuda" and device.index is not None else {}
+        return torch._inductor.aoti_load_package(str(path), **index)
+    if device.type == "cuda":
+        problem = compute_capability_problem(dict(metadata), _compute_capability(device))
+        if problem:
+            raise BackendError(
+                f"{path}: {problem} ({torch.cuda.get_device_name(device)}). Its kernels cannot run on this GPU: "
+                "rebuild the package here (pytest --aitune --aitune-update)."
+            )
+    index = device.index if device.type == "cuda" and device.index is not None else -1
+    return AOTICompiledModel(loader(str(path), _MODEL_NAME, False, 1, index))
+
+
+#: The model name ``aoti_compile_and_package`` gives a package's single model.
+_MODEL_NAME = "model"
+
+
+def compute_capability_problem(metadata: Mapping[str, str], here: str | None) -> str | None:
+    """Why a CUDA package's kernels cannot run on a GPU of compute capability ``here`` (None: they can).
+
+    ``metadata`` is the package's recorded device information (``AOTI_COMPUTE_CAPABILITY``: ``"90"``
+    for sm_90); either side unknown is not a mismatch.
+    """
+    built = metadata.get("AOTI_COMPUTE_CAPABILITY")
+    if not built or not here or built == here:
+        return None
+    return f"the package was built for CUDA compute capability {built}, and this GPU has {here}"
+
+
+def _compute_capability(device: torch.device) -> str | None:
+    """This GPU's compute capability, written as torch records it in a package (``"90"``; ROCm: ``gfx942``)."""
+    try:
+        if torch.version.hip is not None:
+            return str(torch.cuda.get_device_properties(device).gcnArchName).split(":", 1)[0]
+        major, minor = torch.cuda.get_device_capability(device)
+    except Exception:
+        return None
+    return str(major * 10 + minor)
 
 
 def _dump_spec(spec: pytree.TreeSpec | None) -> str | None:
