@@ -34,6 +34,7 @@ FAST = MeasureConfig(
 AHEAD_OF_TIME = ["eager", "eager-bf16", "aoti", "onnxruntime", "torchao-int8wo", "torchao-int8dq"]
 #: Just-in-time backends: dynamo traces the Python again, but every compiled graph comes from the artifact.
 FROM_COMPILE_CACHE = ["inductor", "inductor-max-autotune", "torchao-int8dq-compiled"]
+#: Ahead-of-time payloads load first in the fresh process, before any inductor one runs the CPU ISA probe.
 CPU_BACKENDS = AHEAD_OF_TIME + FROM_COMPILE_CACHE
 #: Tune order: inductor compiles before aoti's (aoti once leaked its config into inductor's cache key;
 #: tests/test_backend_global_state.py now guards every backend against such leaks).
@@ -84,7 +85,8 @@ _LOADER = textwrap.dedent(
     # Nothing is paid up front: inductor's CPU ISA probe (C++ test builds) shows in the counts of
     # the load that runs it. torch's AOTInductor loader runs it only to word a warning, and aoti's
     # load skips it, so an aoti load must count no C++ build at all (on the lent H200 the probe had
-    # made a resnet50 package's load take 46 s).
+    # made a resnet50 package's load take 46 s). The probe runs once per process, so this holds
+    # only while aoti loads before any inductor payload: jobs come in CPU_BACKENDS order.
 
     report, outputs = {{}}, {{}}
     for job in jobs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -222,10 +223,71 @@ def test_a_cuda_package_from_another_compute_capability_is_named_and_same_or_unk
     assert compute_capability_problem({"AOTI_COMPUTE_CAPABILITY": "90"}, None) is None
 
 
+class _StandInLoader:
+    """Stands in for torch's ``AOTIModelPackageLoader``: there is no GPU here to load a CUDA package on."""
+
+    made: list[tuple] = []
+
+    @staticmethod
+    def load_metadata_from_package(path, model_name):
+        return {"AOTI_DEVICE_KEY": "cuda", "AOTI_COMPUTE_CAPABILITY": "80"}
+
+    def __init__(self, *args):
+        _StandInLoader.made.append(args)
+
+
+@pytest.fixture
+def stand_in_cuda_loader(monkeypatch):
+    import torch._inductor.package.package as package
+
+    import aitune_ci.backends.aoti as aoti
+
+    _StandInLoader.made = []
+    monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", _StandInLoader)
+    monkeypatch.setattr(package, "AOTICompiledModel", lambda loader: ("compiled", loader))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    return aoti
+
+
+def test_a_cuda_package_from_another_compute_capability_loads_with_a_warning_naming_both(
+    stand_in_cuda_loader, monkeypatch, tmp_path
+):
+    aoti = stand_in_cuda_loader
+    monkeypatch.setattr(aoti, "_compute_capability", lambda device: "90")
+    with pytest.warns(UserWarning, match=r"compute capability 80, and this GPU has 90 \(NVIDIA H200\).*Rebuild"):
+        compiled, loader = aoti._load_package_here(tmp_path / "p.pt2", torch.device("cuda", 1))
+    assert compiled == "compiled" and isinstance(loader, _StandInLoader)
+    assert _StandInLoader.made == [(str(tmp_path / "p.pt2"), "model", False, 1, 1)]  # as aoti_load_package passes
+
+
+def test_a_cuda_package_for_this_compute_capability_loads_quietly_on_the_default_device(
+    stand_in_cuda_loader, monkeypatch, tmp_path
+):
+    aoti = stand_in_cuda_loader
+    monkeypatch.setattr(aoti, "_compute_capability", lambda device: "80")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aoti._load_package_here(tmp_path / "p.pt2", torch.device("cuda"))
+    assert _StandInLoader.made == [(str(tmp_path / "p.pt2"), "model", False, 1, -1)]
+
+
+def test_a_torch_without_the_loader_class_falls_back_to_aoti_load_package_with_the_device_index(
+    monkeypatch, tmp_path
+):
+    import aitune_ci.backends.aoti as aoti
+
+    calls = []
+    monkeypatch.delattr(torch._C._aoti, "AOTIModelPackageLoader")
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda path, **kw: calls.append((path, kw)) or "loaded")
+    assert aoti._load_package_here(tmp_path / "p.pt2", torch.device("cuda", 1)) == "loaded"
+    assert aoti._load_package_here(tmp_path / "p.pt2", torch.device("cpu")) == "loaded"
+    assert calls == [(str(tmp_path / "p.pt2"), {"device_index": 1}), (str(tmp_path / "p.pt2"), {})]
+
+
 def test_probe_turns_a_package_that_cannot_load_into_a_backend_error(tmp_path):
     bogus = tmp_path / PACKAGE_FILE
     bogus.write_bytes(b"not a zip archive")
-    with pytest.raises(BackendError, match="aoti_load_package failed"):
+    with pytest.raises(BackendError, match="AOTInductor package loader failed"):
         probe_load(bogus, torch.device("cpu"))
 
 

@@ -31,7 +31,8 @@ def tune_net():
 
 # The eager check has no compiled artifact to pair with, so it is judged on medians from two
 # runs; at the default 5% this machine's noise between runs (up to 2x) fails it now and then,
-# and it is not what these tests are about. The onnxruntime checks keep the default.
+# and it is not what these tests are about. The onnxruntime checks keep the default unless a test
+# says why not.
 PYPROJECT = """
 [tool.pytest.ini_options]
 aitune_measure_seconds = "0.4"
@@ -70,6 +71,10 @@ def test_update_commits_the_winner_as_an_artifact_pinned_in_the_baseline(repo):
 
 
 def test_unchanged_code_passes_on_the_paired_ratio(repo):
+    # Two identical ONNX sessions, timed in 5 interleaved rounds (0.4 s), have come out 0.900x
+    # [0.804, 0.983] on this 2-core machine, all five rounds on one side: IMPROVED at the default 5%.
+    # This test is about the paired path being taken and passing; the slowdown test below keeps 5%.
+    repo.makefile(".toml", pyproject=PYPROJECT + '"tune_net[onnxruntime]" = 0.5\n')
     _run(repo, "--aitune-update")
     result = _run(repo)
     assert result.ret == 0, result.stdout.str()
