@@ -109,19 +109,14 @@ def _identifier(name: str) -> str:
 #: The model name ``aoti_compile_and_package`` gives a package's single model.
 _MODEL_NAME = "model"
 
-# Loads as _load_package_here does (no CPU ISA probe); the loader's constructor is where a bad
-# package's library is opened, and so where the crash it guards against happens.
-_PROBE = f"""\
-import sys, torch
-path, index = sys.argv[1], int(sys.argv[2])
-try:
-    from torch._inductor.package.package import AOTICompiledModel
-    loader = torch._C._aoti.AOTIModelPackageLoader
-    loader.load_metadata_from_package(path, {_MODEL_NAME!r})
-except (ImportError, AttributeError):
-    torch._inductor.aoti_load_package(path, **({{"device_index": index}} if index >= 0 else {{}}))
-else:
-    AOTICompiledModel(loader(path, {_MODEL_NAME!r}, False, 1, index))
+# The child loads exactly as this process would (_load_package_here); the loader's constructor is
+# where a bad package's library is opened, and so where the crash the probe guards against happens.
+_PROBE = """\
+import sys
+from pathlib import Path
+import torch
+from aitune_ci.backends.aoti import _load_package_here
+_load_package_here(Path(sys.argv[1]), torch.device(sys.argv[2]))
 """
 
 
@@ -130,13 +125,16 @@ def probe_load(package: Path, device: torch.device, timeout_s: float = 300) -> N
 
     Costs a Python start and a torch import (seconds); it turns a loader segfault into an error.
     """
-    index = device.index if device.type == "cuda" and device.index is not None else -1
+    # The child imports this same aitune_ci, installed or not.
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(package), str(index)],
+            [sys.executable, "-c", _PROBE, str(package), str(device)],
             capture_output=True,
             text=True,
             timeout=timeout_s,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise BackendError(f"loading {package} in a probe process took over {timeout_s:.0f} s") from exc
