@@ -463,14 +463,14 @@ def _load_package_here(path: Path, device: torch.device) -> Callable[..., Any]:
     payload built for features this CPU lacks is refused before this point (``artifact_safety``),
     and a CUDA package built for another compute capability is warned about here, as torch did.
     """
+    index = device.index if device.type == "cuda" and device.index is not None else -1  # -1: torch's default
     try:
         from torch._inductor.package.package import AOTICompiledModel
 
         loader = torch._C._aoti.AOTIModelPackageLoader
         metadata = loader.load_metadata_from_package(str(path), _MODEL_NAME)
     except (ImportError, AttributeError):  # another torch's layout: its own loader, probe and all
-        index = {"device_index": device.index} if device.type == "cuda" and device.index is not None else {}
-        return torch._inductor.aoti_load_package(str(path), **index)
+        return torch._inductor.aoti_load_package(str(path), **({"device_index": index} if index >= 0 else {}))
     if device.type == "cuda":
         problem = compute_capability_problem(dict(metadata), _compute_capability(device))
         if problem:
@@ -480,9 +480,7 @@ def _load_package_here(path: Path, device: torch.device) -> Callable[..., Any]:
                 "here. Rebuild the package on this GPU (pytest --aitune --aitune-update).",
                 stacklevel=2,
             )
-    index = device.index if device.type == "cuda" and device.index is not None else -1
     return AOTICompiledModel(loader(str(path), _MODEL_NAME, False, 1, index))
-
 
 
 def compute_capability_problem(metadata: Mapping[str, str], here: str | None) -> str | None:
