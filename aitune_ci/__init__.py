@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from aitune_ci.version import __version__
 
 _EXPORTS = {
     "TuneSpec": "aitune_ci.spec",
@@ -17,8 +17,8 @@ _EXPORTS = {
     "TuneResult": "aitune_ci.result",
     "BackendResult": "aitune_ci.result",
     "tune": "aitune_ci.engine",
-    "save": "aitune_ci.artifact",
-    "load": "aitune_ci.artifact",
+    "save": "aitune_ci.store.artifact",
+    "load": "aitune_ci.store.artifact",
     "jit": "aitune_ci.jit",
     "tune_fixture": "aitune_ci.fixture",
     "AituneCIError": "aitune_ci.errors",
@@ -32,7 +32,6 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "backends"]) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aitune_ci.artifact import load, save
     from aitune_ci.backends import backends
     from aitune_ci.engine import tune
     from aitune_ci.errors import (
@@ -47,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aitune_ci.jit import jit
     from aitune_ci.result import BackendResult, TuneResult
     from aitune_ci.spec import TuneSpec
+    from aitune_ci.store.artifact import load, save
     from aitune_ci.tolerance import Tolerance
 
 

@@ -23,14 +23,15 @@ from torch.utils import _pytree as pytree
 from aitune_ci.accuracy import compare_outputs
 from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.registry import get_backend
-from aitune_ci.baseline import backend_key
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
 from aitune_ci.environment import environment_fingerprint
 from aitune_ci.gpu_health import GpuMonitor
 from aitune_ci.measure import MeasureConfig, measure
 from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
 from aitune_ci.result import BackendResult, TuneResult
-from aitune_ci.spec import Sample, TuneSpec, sample_signature
+from aitune_ci.samples import Sample, sample_signature
+from aitune_ci.spec import TuneSpec
+from aitune_ci.store.baseline import backend_key
 from aitune_ci.strategies import SWEEP_MIN_GAIN, select, sweep_batch_sizes
 
 __all__ = ["tune", "remeasure", "Progress", "TuneRuntime", "default_backend_names", "MIXED"]

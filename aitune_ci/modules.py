@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from aitune_ci.errors import SpecError
-from aitune_ci.spec import Sample, sample_signature
+from aitune_ci.samples import Sample, sample_signature
 
 __all__ = ["CallableModule", "capture_module_inputs", "with_submodules_replaced"]
 

@@ -76,7 +76,7 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("--aitune-dir", "aitune_dir", "where baselines, artifacts and history live. Default: .aitune", metavar="DIR", default=".aitune"),
     _Option("--aitune-update", "aitune_update", "write new baselines (and artifacts) for every tuned fixture. Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-update-new-only", "aitune_update_new_only", "write baselines only where none exists yet. Default: off", "store_true", ini_type="bool", default=False),
-    _Option("--aitune-threshold", "aitune_threshold", "latency tolerance before a slowdown can fail: fraction or percent. Default: 5%", type=parse_threshold, metavar="FRACTION", default=None),
+    _Option("--aitune-threshold", "aitune_threshold", "latency tolerance before a slowdown can fail: fraction or percent. Default: 5%%", type=parse_threshold, metavar="FRACTION", default=None),
     _Option("--aitune-backends", "aitune_backends", "only these backends (comma-separated). Default: each spec's own list", type=parse_backends, metavar="A,B", default=None),
     _Option("--aitune-report", "aitune_report", "write a report; suffix picks the format: .html, .md or .json (repeatable). Default: none", "append", metavar="PATH", default=None, ini_type="linelist"),
     _Option("--aitune-fixtures", "aitune_fixtures", "only the checks of these tune fixtures, by exact name (comma-separated; tune_lin does not select tune_lin_big, as -k would); other tests are not affected. Default: all", type=parse_fixtures, metavar="NAME[,NAME]", default=None),

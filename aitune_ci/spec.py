@@ -1,4 +1,7 @@
-"""TuneSpec: what a user declares about one model, validated the moment it is built."""
+"""TuneSpec: what a user declares about one model, validated the moment it is built.
+
+It names backends, so it sits above the backend registry and checks the names against it.
+"""
 
 from __future__ import annotations
 
@@ -8,76 +11,15 @@ from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
+from aitune_ci.backends.registry import backend_names
 from aitune_ci.errors import SpecError
+from aitune_ci.samples import Sample, normalize_sample, sample_signature
 from aitune_ci.tolerance import Tolerance, ToleranceSpec
 
-__all__ = ["Sample", "Strategy", "TuneSpec", "normalize_sample", "sample_signature", "STRATEGIES"]
+__all__ = ["STRATEGIES", "Strategy", "TuneSpec"]
 
 Strategy = Literal["max-throughput", "min-latency", "first-wins", "one-backend"]
 STRATEGIES: tuple[str, ...] = ("max-throughput", "min-latency", "first-wins", "one-backend")
-
-#: One call's inputs, normalized: positional args and keyword args.
-Sample = tuple[tuple[Any, ...], dict[str, Any]]
-
-_SAMPLE_FORMS = (
-    "a Tensor, a tuple of positional args, a dict of keyword args, or an (args_tuple, kwargs_dict) pair"
-)
-
-
-def normalize_sample(sample: Any, index: int = 0) -> Sample:
-    """Turn any accepted sample form into ``(args, kwargs)``.
-
-    A 2-tuple whose first item is a tuple and second a dict is read as ``(args, kwargs)``; wrap a
-    genuine (tuple, dict) positional pair as ``((a, b), {})`` to pass it positionally.
-    """
-    if isinstance(sample, torch.Tensor):
-        return (sample,), {}
-    if isinstance(sample, dict):
-        _check_keys(sample, index)
-        return (), dict(sample)
-    if isinstance(sample, list):
-        raise SpecError(
-            f"TuneSpec.samples[{index}] is a list; expected {_SAMPLE_FORMS}. "
-            "Use a tuple for several positional args."
-        )
-    if isinstance(sample, tuple):
-        if len(sample) == 2 and isinstance(sample[0], tuple) and isinstance(sample[1], dict):
-            _check_keys(sample[1], index)
-            return tuple(sample[0]), dict(sample[1])
-        if not sample:
-            raise SpecError(f"TuneSpec.samples[{index}] is an empty tuple; expected {_SAMPLE_FORMS}")
-        return tuple(sample), {}
-    raise SpecError(f"TuneSpec.samples[{index}] is a {type(sample).__name__}; expected {_SAMPLE_FORMS}")
-
-
-def _check_keys(kwargs: Mapping[Any, Any], index: int) -> None:
-    bad = [k for k in kwargs if not isinstance(k, str)]
-    if bad:
-        raise SpecError(f"TuneSpec.samples[{index}] has non-string keyword names {bad!r}")
-
-
-def sample_signature(sample: Sample) -> list[dict[str, Any]]:
-    """A JSON-able description of a sample's tensors: path, shape, dtype (non-tensors by type)."""
-    args, kwargs = sample
-    out: list[dict[str, Any]] = []
-
-    def visit(path: str, value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            out.append({"path": path, "shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")})
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                visit(f"{path}.{i}", v)
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                visit(f"{path}.{k}", v)
-        else:
-            out.append({"path": path, "type": type(value).__name__, "value": repr(value)[:80]})
-
-    for i, a in enumerate(args):
-        visit(f"args.{i}", a)
-    for k, v in kwargs.items():
-        visit(f"kwargs.{k}", v)
-    return out
 
 
 @dataclass(frozen=True)
@@ -122,15 +64,19 @@ class TuneSpec:
                 f"TuneSpec.model must be a torch.nn.Module, got {type(self.model).__name__}. "
                 "Wrap a plain function in an nn.Module whose forward calls it."
             )
-        if isinstance(self.samples, (torch.Tensor, dict)) or not isinstance(self.samples, Sequence) or isinstance(
-            self.samples, (str, bytes)
+        if (
+            isinstance(self.samples, (torch.Tensor, dict))
+            or not isinstance(self.samples, Sequence)
+            or isinstance(self.samples, (str, bytes))
         ):
             raise SpecError(
                 f"TuneSpec.samples must be a list of samples, got {type(self.samples).__name__}; "
                 "wrap a single input as samples=[x]"
             )
         if len(self.samples) == 0:
-            raise SpecError("TuneSpec.samples is empty; give at least one sample input, e.g. samples=[torch.randn(8, 16)]")
+            raise SpecError(
+                "TuneSpec.samples is empty; give at least one sample input, e.g. samples=[torch.randn(8, 16)]"
+            )
         object.__setattr__(
             self, "normalized_samples", tuple(normalize_sample(s, i) for i, s in enumerate(self.samples))
         )
@@ -195,8 +141,6 @@ class TuneSpec:
             return
         if isinstance(self.backends, str) or not isinstance(self.backends, Sequence):
             raise SpecError(f"TuneSpec.backends must be a list of backend names, got {self.backends!r}")
-        from aitune_ci.backends.registry import backend_names
-
         known = backend_names()
         for b in self.backends:
             if not isinstance(b, str):

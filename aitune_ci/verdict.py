@@ -42,10 +42,10 @@ from enum import Enum
 from statistics import NormalDist, median
 from typing import Any, Protocol
 
-from aitune_ci.baseline import BackendBaseline, Baseline, LatencySummary, log_spread, update_command
 from aitune_ci.config import Policy, check_id
 from aitune_ci.errors import DataFileError
 from aitune_ci.result import BackendResult, LatencyStats, TuneResult
+from aitune_ci.store.baseline import BackendBaseline, Baseline, LatencySummary, log_spread, update_command
 
 __all__ = [
     "ACCURACY",

@@ -97,7 +97,7 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     import aitune_ci as ait
-    import aitune_ci.artifact  # noqa: F401
+    import aitune_ci.store.artifact  # noqa: F401
     from aitune_ci.backends.registry import backend_names
     # The libraries a program using the backend imports anyway: timed apart from the load itself.
     backend_names()

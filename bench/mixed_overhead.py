@@ -76,9 +76,9 @@ def main() -> int:
 
     import gpu_backends
 
-    from aitune_ci.baseline import backend_key
     from aitune_ci.engine import MIXED, tune
     from aitune_ci.measure import MeasureConfig
+    from aitune_ci.store.baseline import backend_key
 
     started = time.perf_counter()
     torch._logging.set_logs(recompiles=True, perf_hints=True)  # recompiles and cudagraph skips, on stderr

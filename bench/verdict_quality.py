@@ -60,7 +60,6 @@ from typing import Any
 import torch
 
 from aitune_ci.atomic import atomic_write_text
-from aitune_ci.baseline import BackendBaseline, Baseline
 from aitune_ci.config import Policy
 from aitune_ci.engine import remeasure, tune
 from aitune_ci.environment import environment_differences, environment_fingerprint
@@ -68,6 +67,7 @@ from aitune_ci.measure import MeasureConfig, measure_paired
 from aitune_ci.result import LatencyStats, TuneResult
 from aitune_ci.spec import TuneSpec
 from aitune_ci.stats import RatioEstimate
+from aitune_ci.store.baseline import BackendBaseline, Baseline
 from aitune_ci.verdict import Verdict, VerdictKind, apply_run_correction, judge_with_confirmations
 
 SCHEMA_VERSION = 2  # 2: a "mode" on every condition and run; goals per mode

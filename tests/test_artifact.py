@@ -15,7 +15,14 @@ import pytest
 import torch
 
 import aitune_ci as ait
-from aitune_ci.artifact import (
+from aitune_ci.backends.base import BuildContext
+from aitune_ci.backends.registry import get_backend
+from aitune_ci.engine import TuneRuntime
+from aitune_ci.environment import CPU_FEATURES, environment_fingerprint
+from aitune_ci.errors import ArtifactError
+from aitune_ci.measure import MeasureConfig
+from aitune_ci.result import BackendResult, TuneResult
+from aitune_ci.store.artifact import (
     WEIGHTS_MEMBER,
     ArtifactLimits,
     ArtifactWarning,
@@ -28,14 +35,7 @@ from aitune_ci.artifact import (
     save,
     spec_hash,
 )
-from aitune_ci.artifact_safety import check_member_name
-from aitune_ci.backends.base import BuildContext
-from aitune_ci.backends.registry import get_backend
-from aitune_ci.engine import TuneRuntime
-from aitune_ci.environment import CPU_FEATURES, environment_fingerprint
-from aitune_ci.errors import ArtifactError
-from aitune_ci.measure import MeasureConfig
-from aitune_ci.result import BackendResult, TuneResult
+from aitune_ci.store.artifact.safety import check_member_name
 
 FAST = MeasureConfig(
     min_rounds=1, max_rounds=1, target_round_s=0.002, max_total_s=0.1, warmup_min_iters=1, warmup_max_s=0.02,
@@ -334,8 +334,8 @@ def test_too_many_members_are_refused(artifact, tiny_mlp, tmp_path):
 
 def test_loading_code_holds_no_pickle_and_no_unsafe_torch_load():
     """Static check of the artifact modules: no pickle/dill/marshal, torch.load only with weights_only=True."""
-    import aitune_ci.artifact as artifact_module
-    import aitune_ci.artifact_safety as safety_module
+    import aitune_ci.store.artifact as artifact_module
+    import aitune_ci.store.artifact.safety as safety_module
 
     for module in (artifact_module, safety_module):
         tree = ast.parse(Path(module.__file__).read_text())

@@ -22,9 +22,9 @@ import pytest
 import torch
 
 import aitune_ci as ait
-from aitune_ci.artifact import WEIGHTS_MEMBER, ArtifactLimits, load, save
 from aitune_ci.errors import ArtifactError
 from aitune_ci.measure import MeasureConfig
+from aitune_ci.store.artifact import WEIGHTS_MEMBER, ArtifactLimits, load, save
 
 FAST = MeasureConfig(
     min_rounds=1, max_rounds=1, target_round_s=0.002, max_total_s=0.1, warmup_min_iters=1, warmup_max_s=0.02,

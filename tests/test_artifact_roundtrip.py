@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import aitune_ci as ait
-from aitune_ci.artifact import save
 from aitune_ci.measure import MeasureConfig
+from aitune_ci.store.artifact import save
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")]
 
@@ -231,7 +231,7 @@ def test_a_compile_cache_from_a_cpu_with_other_features_is_skipped_and_the_model
     """Inductor's cache key names no CPU, so entries generated for AVX-512 would be taken as ours."""
     import zipfile
 
-    from aitune_ci.artifact import artifact_sha256
+    from aitune_ci.store.artifact import artifact_sha256
 
     with zipfile.ZipFile(saved["inductor"].path) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
@@ -259,7 +259,7 @@ def test_an_unpinned_aoti_artifact_is_refused_before_its_library_is_opened(saved
 
 
 def test_manifest_records_each_backend_and_its_payload(saved):
-    from aitune_ci.artifact import inspect_artifact
+    from aitune_ci.store.artifact import inspect_artifact
 
     files = {}
     for name, info in saved.items():

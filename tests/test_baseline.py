@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from aitune_ci.atomic import atomic_write_bytes, atomic_write_text, locked
-from aitune_ci.baseline import (
+from aitune_ci.errors import DataFileError
+from aitune_ci.result import AccuracyReport, BackendResult, LatencyStats, LeafMetrics, TuneResult
+from aitune_ci.store.baseline import (
     BASELINE_SCHEMA_VERSION,
     NOISE_HISTORY_MAX,
     Baseline,
     BaselineStore,
     log_spread,
 )
-from aitune_ci.errors import DataFileError
-from aitune_ci.result import AccuracyReport, BackendResult, LatencyStats, LeafMetrics, TuneResult
 
 HW = "cpu-x86_64-Test-CPU"
 
@@ -280,7 +280,7 @@ def test_locked_is_exclusive_within_one_process_too(tmp_path):
 
 
 def test_one_stalled_round_does_not_make_the_spread_explode():
-    from aitune_ci.baseline import log_spread
+    from aitune_ci.store.baseline import log_spread
 
     steady = [1.0, 1.01, 0.99, 1.005, 0.995, 1.0, 1.002]
     stalled = steady[:-1] + [10.0]

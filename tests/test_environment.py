@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from aitune_ci.artifact_safety import environment_differences as artifact_differences
-from aitune_ci.artifact_safety import missing_cpu_features, non_portable_differences
 from aitune_ci.environment import cpu_features, environment_differences, environment_fingerprint
+from aitune_ci.store.artifact.safety import environment_differences as artifact_differences
+from aitune_ci.store.artifact.safety import missing_cpu_features, non_portable_differences
 
 X86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw amx_tile ht\n"
 ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm sve sve2 bf16 i8mm\nCPU part\t: 0xd4f\n"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from aitune_ci.errors import DataFileError
-from aitune_ci.merge import load_run
-from aitune_ci.report.history import (
+from aitune_ci.result import TuneResult
+from aitune_ci.store.history import (
     HISTORY_SCHEMA_VERSION,
     HistoryWarning,
     append_history,
@@ -22,7 +22,7 @@ from aitune_ci.report.history import (
     mark_change_points,
     read_history,
 )
-from aitune_ci.result import TuneResult
+from aitune_ci.store.runs import load_run
 
 DATA = Path(__file__).parent / "data"
 

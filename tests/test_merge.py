@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from aitune_ci.cli.report_commands import add_subcommands
 from aitune_ci.errors import DataFileError
-from aitune_ci.merge import MergeConflict, load_run, merge_runs
-from aitune_ci.report.commands import add_subcommands
+from aitune_ci.store.runs import MergeConflict, load_run, merge_runs
 
 DATA = Path(__file__).parent / "data"
 SHARDS = [DATA / "report_shard1.json", DATA / "report_shard2.json"]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from aitune_ci.merge import load_run
 from aitune_ci.report import render_report, write_report
-from aitune_ci.report.history import mark_change_points, read_history
 from aitune_ci.report.html import render_html
+from aitune_ci.store.history import mark_change_points, read_history
+from aitune_ci.store.runs import load_run
 
 DATA = Path(__file__).parent / "data"
 RUN = DATA / "report_run.json"

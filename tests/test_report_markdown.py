@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from aitune_ci.github import DEFAULT_MARKER, MAX_COMMENT_CHARS
-from aitune_ci.merge import load_run
-from aitune_ci.report.markdown import annotations, publish, render_markdown, step_outputs
+from aitune_ci.github import annotations, publish, step_outputs
+from aitune_ci.report.markdown import DEFAULT_MARKER, MAX_COMMENT_CHARS, render_markdown
+from aitune_ci.store.runs import load_run
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"

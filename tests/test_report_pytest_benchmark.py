@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aitune_ci.merge import load_run
 from aitune_ci.report import render_report, to_pytest_benchmark
+from aitune_ci.store.runs import load_run
 
 DATA = Path(__file__).parent / "data"
 PYTEST_BENCHMARK = shutil.which("pytest-benchmark") or "/root/.pyenv/versions/3.11.7/bin/pytest-benchmark"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from aitune_ci.errors import SpecError
-from aitune_ci.spec import TuneSpec, normalize_sample, sample_signature
+from aitune_ci.samples import normalize_sample, sample_signature
+from aitune_ci.spec import TuneSpec
 from aitune_ci.tolerance import Tolerance
 
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 from synthetic_latency import ROUNDS, stats
 
-from aitune_ci.baseline import AccuracySummary, BackendBaseline, Baseline, LatencySummary
 from aitune_ci.config import Acknowledgement, Policy
 from aitune_ci.result import AccuracyReport, BackendResult, LeafMetrics, TuneResult
+from aitune_ci.store.baseline import AccuracySummary, BackendBaseline, Baseline, LatencySummary
 from aitune_ci.verdict import (
     ACCURACY,
     LATENCY,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from synthetic_latency import stats
 
-from aitune_ci.baseline import BackendBaseline, LatencySummary
 from aitune_ci.config import Policy
 from aitune_ci.result import BackendResult, LatencyStats
+from aitune_ci.store.baseline import BackendBaseline, LatencySummary
 from aitune_ci.verdict import LATENCY, Verdict, VerdictKind, judge_with_confirmations
 
 BASELINE = BackendBaseline(status="ok", latency=LatencySummary.from_stats(stats()))

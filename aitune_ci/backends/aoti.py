@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.utils._pytree as pytree
 
-from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.inductor import (
     axes_from_json,
     axes_to_json,
@@ -56,7 +56,7 @@ from aitune_ci.backends.inductor import (
 )
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
 __all__ = [
     "PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "check_package_libraries", "compute_capability_problem",
@@ -205,8 +205,8 @@ class AOTIBackend(Backend):
     """
 
     precision = "fp32"
-    ahead_of_time = True
-    payload_is_device_specific = True
+    payload = Payload.NATIVE
+    libraries = ("triton",)
 
     def __init__(
         self,

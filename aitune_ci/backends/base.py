@@ -4,18 +4,54 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 import torch
 
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
-__all__ = ["Backend", "BuildContext", "Precision", "PRECISIONS"]
+__all__ = ["Backend", "BuildContext", "Payload", "Precision", "PRECISIONS"]
 
 #: The numeric class a backend runs at; it picks the default accuracy gate.
 Precision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+
+
+class Payload(str, Enum):
+    """What a backend saves into a ``.ait`` beyond the weights: the one fact its artifact rules follow.
+
+    ``ahead_of_time``, ``executes_code`` and ``device_specific`` derive from it, so the artifact
+    writer, the loader's safety checks and the paired A/B all read one declaration.
+    """
+
+    #: nothing: the model's own code runs at load (eager, CUDA graphs, a torchao recipe)
+    WEIGHTS = "weights"
+    #: a portable graph read as data (an ONNX file): compiled ahead of time, executes no code
+    GRAPH = "graph"
+    #: just-in-time compile-cache bytes (inductor's pickles): executes code, recompiles warm
+    COMPILE_CACHE = "compile-cache"
+    #: native code built for this GPU and these library versions (AOTInductor .so, TensorRT engine)
+    NATIVE = "native"
+
+    @property
+    def ahead_of_time(self) -> bool:
+        """The payload is the compiled computation itself: it loads with no compile."""
+        return self in (Payload.GRAPH, Payload.NATIVE)
+
+    @property
+    def executes_code(self) -> bool:
+        """Loading its files runs code from them (native code or pickles): only from a pinned or trusted artifact.
+
+        A WEIGHTS backend writes no files; any it does write are unexplained, so they count as code.
+        """
+        return self is not Payload.GRAPH
+
+    @property
+    def device_specific(self) -> bool:
+        """Tied to the exact GPU and library versions it was built with."""
+        return self is Payload.NATIVE
 
 
 @dataclass(frozen=True)
@@ -42,20 +78,25 @@ class BuildContext:
 class Backend(ABC):
     """One way to run a module faster (or as the reference).
 
-    Subclasses set ``name`` and ``precision``, implement :meth:`available` and :meth:`build`, and
-    optionally :meth:`save` / :meth:`load` so a built module can go into a ``.ait`` artifact and
-    come back without recompiling. Optional dependencies are imported inside these methods only,
-    so a CPU runner can import every backend module.
+    Subclasses set ``name``, ``precision`` and ``payload``, the libraries whose versions change
+    their results and the pip extra that installs them, implement :meth:`available` and
+    :meth:`build`, and optionally :meth:`save` / :meth:`load` so a built module can go into a
+    ``.ait`` artifact and come back without recompiling. Everything else (the environment record,
+    the artifact rules, the docs table) reads these declarations. Optional dependencies are
+    imported inside these methods only, so a CPU runner can import every backend module.
     """
 
     name: ClassVar[str]
     precision: ClassVar[Precision] = "fp32"
     #: Device types this backend can ever run on.
     device_types: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
-    #: True when ``build`` compiles ahead of time (its payload loads with no recompilation).
-    ahead_of_time: ClassVar[bool] = False
-    #: True when the saved payload is tied to the exact GPU / library versions it was built with.
-    payload_is_device_specific: ClassVar[bool] = False
+    #: What its ``.ait`` payload holds (see :class:`Payload`).
+    payload: Payload = Payload.WEIGHTS
+    #: Distributions (pip names) whose versions change this backend's speed or numbers: recorded
+    #: in every result and compared with the baseline's.
+    libraries: ClassVar[tuple[str, ...]] = ()
+    #: The ``pip install 'aitune-ci[<extra>]'`` extra that brings ``libraries``; None when torch suffices.
+    extra: ClassVar[str | None] = None
 
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = dict(options)
@@ -90,6 +131,21 @@ class Backend(ABC):
     ) -> Callable[..., Any]:
         """Rebuild the callable from files written by :meth:`save`, without recompiling where possible."""
         raise NotImplementedError(f"backend {self.name!r} cannot be loaded from an artifact")
+
+    @property
+    def ahead_of_time(self) -> bool:
+        """``build`` compiles ahead of time: its payload loads with no recompilation."""
+        return self.payload.ahead_of_time
+
+    @property
+    def payload_is_device_specific(self) -> bool:
+        """The saved payload is tied to the exact GPU / library versions it was built with."""
+        return self.payload.device_specific
+
+    @property
+    def payload_executes_code(self) -> bool:
+        """Loading the payload runs code from the file (native code or pickles)."""
+        return self.payload.executes_code
 
     def describe(self) -> str:
         """The name plus any non-default options, for tables and logs."""

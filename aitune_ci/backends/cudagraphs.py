@@ -22,7 +22,7 @@ from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.inductor import forward_signature, iter_tensors
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
 __all__ = ["CUDAGraphsBackend", "CUDAGraphRunner", "input_key"]
 

@@ -9,7 +9,7 @@ import torch
 
 from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.registry import register_backend
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
 
 @register_backend("eager")

@@ -50,10 +50,10 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import torch
 
-from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
 __all__ = [
     "COMPILE_CACHE_FILE",
@@ -319,6 +319,8 @@ class InductorBackend(Backend):
     """
 
     precision = "fp32"
+    payload = Payload.COMPILE_CACHE
+    libraries = ("triton",)
 
     def __init__(self, mode: str = "default", dynamic: bool | None = None, fullgraph: bool = False) -> None:
         if mode not in INDUCTOR_MODES:

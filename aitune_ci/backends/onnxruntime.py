@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError, BackendUnavailable
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
 __all__ = ["OnnxRuntimeBackend", "OrtModule", "dynamic_shapes_for"]
 
@@ -56,7 +56,9 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
     precision = "fp32"
-    ahead_of_time = True
+    payload = Payload.GRAPH
+    libraries = ("onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript")
+    extra = "onnx"
 
     def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
         ok, reason = super().available(device)

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
-from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import ArtifactError, BackendError
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
 if TYPE_CHECKING:
     from torch.export import Dim
@@ -574,8 +574,9 @@ class TensorRTBackend(Backend):
     """
 
     device_types = frozenset({"cuda"})
-    ahead_of_time = True
-    payload_is_device_specific = True
+    payload = Payload.NATIVE
+    libraries = ("tensorrt",)
+    extra = "tensorrt"
 
     def __init__(
         self, precision: str = "fp32", workspace_bytes: int | None = None, optimization_level: int | None = None

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.backends.tensorrt import (
     HALF_DTYPES,
@@ -38,7 +38,7 @@ from aitune_ci.backends.tensorrt import (
     version_tuple,
 )
 from aitune_ci.errors import ArtifactError, BackendError
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
 __all__ = ["MIN_TORCH_TENSORRT", "TorchTensorRTBackend", "TorchTensorRTModule"]
 
@@ -92,8 +92,9 @@ class TorchTensorRTBackend(Backend):
     """
 
     device_types = frozenset({"cuda"})
-    ahead_of_time = True
-    payload_is_device_specific = True
+    payload = Payload.NATIVE
+    libraries = ("torch-tensorrt", "tensorrt")
+    extra = "tensorrt"
 
     def __init__(
         self,

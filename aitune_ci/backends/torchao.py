@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.inductor import (
     COMPILE_CACHE_FILE,
     compile_counters,
@@ -23,7 +23,7 @@ from aitune_ci.backends.inductor import (
 )
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError, BackendUnavailable
-from aitune_ci.spec import Sample
+from aitune_ci.samples import Sample
 
 __all__ = ["RECIPES", "Recipe", "TorchAOBackend", "TorchAOCompiled"]
 
@@ -143,6 +143,9 @@ class TorchAOBackend(Backend):
             recommended inductor options scoped to this compile.
     """
 
+    libraries = ("torchao", "triton")
+    extra = "torchao"
+
     def __init__(self, recipe: str = "int8wo", compile: bool = False) -> None:
         if recipe not in RECIPES:
             raise BackendError(f"unknown torchao recipe {recipe!r}; expected one of {', '.join(RECIPES)}")
@@ -171,9 +174,9 @@ class TorchAOBackend(Backend):
         return True, ""
 
     @property
-    def payload_executes_code(self) -> bool:
-        """A compiled variant's payload holds inductor's pickled cache entries; a plain one only a recipe."""
-        return bool(self.options["compile"])
+    def payload(self) -> Payload:  # type: ignore[override]
+        """A compiled variant saves inductor's compile cache; a plain one only a recipe (data)."""
+        return Payload.COMPILE_CACHE if self.options["compile"] else Payload.WEIGHTS
 
     def build(self, module: torch.nn.Module, samples: Sequence[Sample], ctx: BuildContext) -> Callable[..., Any]:
         quantized = self._quantize(module, ctx.device)

@@ -164,7 +164,7 @@ def _row_context(row: BackendRow, fixture: FixtureView) -> dict[str, Any]:
 def _trend(history: pd.DataFrame | None, fixture: str, salt: str) -> str | None:
     if history is None or history.empty:
         return None
-    from aitune_ci.report.history import mark_change_points
+    from aitune_ci.store.history import mark_change_points
 
     rows = history[(history["fixture"] == fixture) & (history["module"] == "") & history["median_ms"].notna()]
     if rows.empty:
@@ -219,7 +219,7 @@ def _environment_note(envs: list[Any], dates: list[Any], i: int) -> str:
 
     The detector can place a shift one run early or late, so the runs beside it are looked at too.
     """
-    from aitune_ci.report.history import environment_changes
+    from aitune_ci.store.history import environment_changes
 
     for j in (i, i - 1, i + 1):
         changed = environment_changes(envs[j - 1], envs[j]) if 0 < j < len(envs) else {}
@@ -306,7 +306,7 @@ def render_html(
     """
     view = RunView.from_run(run, baseline_environment=baseline_environment)
     if history is not None and not history.empty and "change_point" not in history.columns:
-        from aitune_ci.report.history import mark_change_points
+        from aitune_ci.store.history import mark_change_points
 
         history = mark_change_points(history)
     fixtures = [_fixture_context(f, i, history) for i, f in enumerate(view.fixtures)]

@@ -1,4 +1,4 @@
-"""What GitHub shows for a run: the PR comment / step summary (markdown), annotations and step outputs.
+"""What GitHub shows for a run: the PR comment and step summary, as markdown.
 
 The comment leads with the verdict, then a table of what changed (regressions and failures first,
 then improvements and new checks), with unchanged checks folded in ``<details>``. It always fits
@@ -9,23 +9,19 @@ points at the full report.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aitune_ci.baseline import update_command
-from aitune_ci.github import (
-    DEFAULT_MARKER,
-    MAX_COMMENT_CHARS,
-    annotation,
-    post_report_comment,
-    write_step_outputs,
-    write_step_summary,
-)
 from aitune_ci.report.view import BackendRow, RunView, fmt_ms, fmt_pct
+from aitune_ci.store.baseline import update_command
 from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, Verdict
 
-__all__ = ["annotations", "publish", "render_markdown", "step_outputs"]
+__all__ = ["DEFAULT_MARKER", "MAX_COMMENT_CHARS", "render_markdown"]
+
+#: Hidden marker that lets the comment client find the report comment again.
+DEFAULT_MARKER = "<!-- aitune-ci:report -->"
+#: GitHub refuses a comment body longer than this.
+MAX_COMMENT_CHARS = 65536
 
 _ICONS = {"REGRESSED": "🔴", "FAILED": "❌", "IMPROVED": "🟢", "NEW": "🆕", "PASS": "✅", "SKIPPED": "⏭️", "NONE": "⚪"}
 _HEADLINES = {
@@ -272,61 +268,3 @@ def render_markdown(
         note = "\n\n_… truncated to fit GitHub's comment limit; see the HTML report._\n"
         text = text[: max(0, max_chars - len(note))] + note
     return text
-
-
-def annotations(run: Mapping[str, Any]) -> list[str]:
-    """``::error`` lines for checks that fail CI, ``::warning`` for tolerated failures and an environment mismatch."""
-    view = RunView.from_run(run)
-    lines = []
-    for v in view.verdicts:
-        kind = v.kind.value if hasattr(v.kind, "value") else str(v.kind)
-        first = (v.message or f"{v.check_id}: {kind}").split(". ")[0]
-        if v.fails:
-            lines.append(annotation("error", v.message or first, title=f"aitune-ci: {v.check_id} {kind.lower()}"))
-        elif kind in ("REGRESSED", "FAILED"):
-            lines.append(
-                annotation("warning", v.message or first, title=f"aitune-ci: {v.check_id} {kind.lower()} (tolerated)")
-            )
-    if view.env_mismatch:
-        diffs = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in view.env_mismatch.items())
-        lines.append(
-            annotation(
-                "warning",
-                f"the environment differs from the baseline ({diffs}); latency changes may come from it",
-                title="aitune-ci: environment mismatch",
-            )
-        )
-    return lines
-
-
-def step_outputs(run: Mapping[str, Any], reports: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
-    """Step outputs: ``verdict``, ``failing`` (true when CI should fail), each count, ``total`` and ``report-<kind>`` paths."""
-    view = RunView.from_run(run)
-    out: dict[str, Any] = {"verdict": view.overall, "failing": view.failing, **view.counts, "total": len(view.verdicts)}
-    for kind, path in (reports or {}).items():
-        out[f"report-{kind}"] = str(path)
-    return out
-
-
-def publish(
-    run: Mapping[str, Any],
-    *,
-    report_url: str | None = None,
-    reports: Mapping[str, str | Path] | None = None,
-    comment: bool = True,
-    fail_on_error: bool = False,
-    echo: Callable[[str], Any] = print,
-) -> int:
-    """In GitHub Actions: print annotations, write the step summary and outputs, upsert the PR comment.
-
-    Outside Actions (no ``GITHUB_STEP_SUMMARY`` / ``GITHUB_OUTPUT``) those writes are skipped.
-    Returns the exit status of posting the comment (0 unless ``fail_on_error`` and it failed).
-    """
-    for line in annotations(run):
-        echo(line)
-    body = render_markdown(run, report_url=report_url)
-    write_step_summary(body)
-    write_step_outputs(step_outputs(run, reports))
-    if not comment:
-        return 0
-    return post_report_comment(body, fail_on_error=fail_on_error)

@@ -14,9 +14,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from chromium import Browser  # noqa: E402  (tests/chromium.py: DevTools over a pipe)
 
-from aitune_ci.merge import load_run  # noqa: E402
+from aitune_ci.store.runs import load_run  # noqa: E402
 from aitune_ci.report import write_report  # noqa: E402
-from aitune_ci.report.history import read_history  # noqa: E402
+from aitune_ci.store.history import read_history  # noqa: E402
 
 COMMIT = "cad57c84ebdc1d00ea41c1ddce9b225dc04a8cc9"  # the checkout the H100 run measured
 

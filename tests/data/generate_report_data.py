@@ -98,7 +98,7 @@ def run_phase(args: argparse.Namespace) -> None:
                 f"--aitune-report={args.out / f'report_shard{i}.json'}",
             )
     sys.path.insert(0, str(ROOT))
-    from aitune_ci.merge import load_run, merge_runs
+    from aitune_ci.store.runs import load_run, merge_runs
 
     shards = [args.out / "report_shard1.json", args.out / "report_shard2.json"]
     merged = merge_runs([load_run(p) for p in shards], sources=[p.name for p in shards])
@@ -112,8 +112,8 @@ def history_phase(args: argparse.Namespace) -> None:
     from aitune_ci.engine import tune
     from aitune_ci.examples import SmallCNN
     from aitune_ci.measure import MeasureConfig
-    from aitune_ci.report.history import append_history, current_commit
     from aitune_ci.spec import TuneSpec
+    from aitune_ci.store.history import append_history, current_commit
 
     commit = current_commit(ROOT) or args.commit
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,7 @@ from aitune_ci.backends.registry import backend_names
 # ``aitune_ci`` caches its lazy attributes (``ait.TuneSpec``) on the package: a later run would then
 # see two TuneSpec classes and reject every spec. Importing what the plugin uses once, up front,
 # keeps one of each (and loads every backend module once).
-for _module in ("aitune_ci.engine", "aitune_ci.items", "aitune_ci.session", "aitune_ci.report.terminal"):
+for _module in ("aitune_ci.engine", "aitune_ci.plugin.items", "aitune_ci.plugin.session", "aitune_ci.report.terminal"):
     importlib.import_module(_module)
 for _name in ("TuneSpec", "Tolerance", "tune_fixture"):
     getattr(ait, _name)

@@ -15,7 +15,7 @@ __all__ = ["add_subcommands", "cmd_comment", "cmd_merge", "cmd_report"]
 
 
 def _load(paths: list[str]) -> dict[str, Any]:
-    from aitune_ci.merge import load_run, merge_runs
+    from aitune_ci.store.runs import load_run, merge_runs
 
     runs = [load_run(p) for p in paths]
     return runs[0] if len(runs) == 1 else merge_runs(runs, sources=paths)
@@ -32,7 +32,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from aitune_ci.report import render_report
 
     run = _load(args.runs)
-    from aitune_ci.report.history import append_run_history, current_commit
+    from aitune_ci.store.history import append_run_history, current_commit
 
     commit = args.commit or current_commit()
     if args.append_history:
@@ -46,7 +46,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if history_files:
         import pandas as pd
 
-        from aitune_ci.report.history import mark_change_points, read_history
+        from aitune_ci.store.history import mark_change_points, read_history
 
         frames = [read_history(p) for p in history_files]
         history = mark_change_points(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
@@ -76,8 +76,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_comment(args: argparse.Namespace) -> int:
     """Annotations, step summary and outputs, and the PR comment (upserted) of run files."""
+    from aitune_ci.github import publish
     from aitune_ci.report import report_suffix
-    from aitune_ci.report.markdown import publish
 
     run = _load(args.runs)
     kinds = {".html": "html", ".md": "markdown", ".json": "json", ".benchmark.json": "benchmark"}

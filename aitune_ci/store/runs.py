@@ -18,7 +18,7 @@ from aitune_ci.result import TuneResult
 
 __all__ = ["MergeConflict", "RUN_SCHEMA_VERSION", "load_run", "merge_runs"]
 
-#: Version of the run JSON (``AituneSession.run_json()``); equal to ``aitune_ci.session.RUN_SCHEMA_VERSION``.
+#: Version of the run JSON (``AituneSession.run_json()``); equal to ``aitune_ci.plugin.session.RUN_SCHEMA_VERSION``.
 RUN_SCHEMA_VERSION = 1
 
 _FIX = "re-create it with `pytest --aitune --aitune-report run.json` (or `aitune-ci merge` for merged shards)"

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from aitune_ci.discovery import FixturePlan
 from aitune_ci.errors import AituneCIError, DataFileError
+from aitune_ci.plugin.discovery import FixturePlan
 
 __all__ = ["AituneSession", "CheckOutcome", "SessionOptions", "RUN_SCHEMA_VERSION"]
 
@@ -108,7 +108,7 @@ class AituneSession:
 
     # -- running --------------------------------------------------------------------------------
     def _store(self) -> Any:
-        from aitune_ci.baseline import BaselineStore
+        from aitune_ci.store.baseline import BaselineStore
 
         return BaselineStore(self.options.directory / "baselines")
 
@@ -162,7 +162,7 @@ class AituneSession:
             self.verdicts = [marked if v is verdict else v for v in self.verdicts]
 
     def _maybe_update(self, state: _FixtureState) -> None:
-        from aitune_ci.baseline import Baseline
+        from aitune_ci.store.baseline import Baseline
 
         opts = self.options
         if not (opts.update or (opts.update_new_only and state.baseline is None and state.baseline_error is None)):
@@ -234,8 +234,8 @@ class AituneSession:
         """
         import copy
 
-        from aitune_ci.artifact import inspect_artifact, load, spec_hash
         from aitune_ci.environment import environment_fingerprint
+        from aitune_ci.store.artifact import inspect_artifact, load, spec_hash
 
         baseline, spec = state.baseline, state.plan.spec
         if not self.options.reuse or self.options.rebuild or self.options.update or self.options.update_new_only:
@@ -260,7 +260,7 @@ class AituneSession:
 
     def _save_artifact(self, state: _FixtureState) -> str | None:
         """Write the winner as ``.aitune/artifacts/<hw>/<fixture>.ait``; its sha256 goes in the baseline."""
-        from aitune_ci.artifact import save, spec_hash
+        from aitune_ci.store.artifact import save, spec_hash
 
         result = state.result
         if result.winner is None:
@@ -283,8 +283,8 @@ class AituneSession:
         """
         import copy
 
-        from aitune_ci.artifact import load
         from aitune_ci.measure import measure_paired
+        from aitune_ci.store.artifact import load
 
         baseline, result = state.baseline, state.result
         if baseline is None or not baseline.artifact_sha256 or not baseline.winner or self.options.update:
@@ -352,7 +352,7 @@ class AituneSession:
                 self._release(state)
 
     def _check_backend(self, state: _FixtureState, backend: str) -> CheckOutcome:
-        from aitune_ci.baseline import update_command
+        from aitune_ci.store.baseline import update_command
 
         fixture = state.plan.name
         if state.baseline is None and self.options.strict and not state.updated:

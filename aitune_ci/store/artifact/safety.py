@@ -1,6 +1,6 @@
 """The rules a ``.ait`` archive must pass before any byte of it is used: pure, no torch, no I/O.
 
-``aitune_ci.artifact`` reads archives; this module decides what is acceptable: member names, member
+``aitune_ci.store.artifact`` reads archives; this module decides what is acceptable: member names, member
 types, sizes and counts (from the central directory, and again while streaming), the manifest's
 schema, the members it lists, and whether an artifact from another environment may be loaded here.
 Every refusal is an :class:`~aitune_ci.errors.ArtifactError` whose message says what to do.

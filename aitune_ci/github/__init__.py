@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 from urllib.parse import urlsplit
 
@@ -18,6 +19,8 @@ import requests
 from requests.auth import AuthBase
 
 from aitune_ci.errors import GitHubError
+from aitune_ci.report.markdown import DEFAULT_MARKER, MAX_COMMENT_CHARS, render_markdown
+from aitune_ci.report.view import RunView
 
 __all__ = [
     "DEFAULT_AUTHOR",
@@ -26,7 +29,10 @@ __all__ = [
     "CommentResult",
     "GitHubClient",
     "annotation",
+    "annotations",
     "post_report_comment",
+    "publish",
+    "step_outputs",
     "pull_request_number",
     "upsert_comment",
     "write_step_outputs",
@@ -35,12 +41,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Hidden HTML comment that identifies our PR comment, so each run updates it instead of adding one.
-DEFAULT_MARKER = "<!-- aitune-ci:report -->"
 #: The login behind the GITHUB_TOKEN of a workflow: its marked comment is preferred when several exist.
 DEFAULT_AUTHOR = "github-actions[bot]"
-#: GitHub refuses issue comments longer than this (characters).
-MAX_COMMENT_CHARS = 65536
 
 _API_VERSION = "2022-11-28"
 _MAX_PAGES = 100  # 10,000 comments at per_page=100: beyond that something loops
@@ -563,3 +565,64 @@ def _escape_data(text: str) -> str:
 
 def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+# --- a run, published in GitHub Actions -------------------------------------------------------
+
+
+def annotations(run: Mapping[str, Any]) -> list[str]:
+    """``::error`` lines for checks that fail CI, ``::warning`` for tolerated failures and an environment mismatch."""
+    view = RunView.from_run(run)
+    lines = []
+    for v in view.verdicts:
+        kind = v.kind.value if hasattr(v.kind, "value") else str(v.kind)
+        first = (v.message or f"{v.check_id}: {kind}").split(". ")[0]
+        if v.fails:
+            lines.append(annotation("error", v.message or first, title=f"aitune-ci: {v.check_id} {kind.lower()}"))
+        elif kind in ("REGRESSED", "FAILED"):
+            lines.append(
+                annotation("warning", v.message or first, title=f"aitune-ci: {v.check_id} {kind.lower()} (tolerated)")
+            )
+    if view.env_mismatch:
+        diffs = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in view.env_mismatch.items())
+        lines.append(
+            annotation(
+                "warning",
+                f"the environment differs from the baseline ({diffs}); latency changes may come from it",
+                title="aitune-ci: environment mismatch",
+            )
+        )
+    return lines
+
+
+def step_outputs(run: Mapping[str, Any], reports: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
+    """Step outputs: ``verdict``, ``failing`` (true when CI should fail), each count, ``total`` and ``report-<kind>`` paths."""
+    view = RunView.from_run(run)
+    out: dict[str, Any] = {"verdict": view.overall, "failing": view.failing, **view.counts, "total": len(view.verdicts)}
+    for kind, path in (reports or {}).items():
+        out[f"report-{kind}"] = str(path)
+    return out
+
+
+def publish(
+    run: Mapping[str, Any],
+    *,
+    report_url: str | None = None,
+    reports: Mapping[str, str | Path] | None = None,
+    comment: bool = True,
+    fail_on_error: bool = False,
+    echo: Callable[[str], Any] = print,
+) -> int:
+    """In GitHub Actions: print annotations, write the step summary and outputs, upsert the PR comment.
+
+    Outside Actions (no ``GITHUB_STEP_SUMMARY`` / ``GITHUB_OUTPUT``) those writes are skipped.
+    Returns the exit status of posting the comment (0 unless ``fail_on_error`` and it failed).
+    """
+    for line in annotations(run):
+        echo(line)
+    body = render_markdown(run, report_url=report_url)
+    write_step_summary(body)
+    write_step_outputs(step_outputs(run, reports))
+    if not comment:
+        return 0
+    return post_report_comment(body, fail_on_error=fail_on_error)

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aitune_ci.discovery import FixturePlan, evaluate_plan, find_tune_fixtures
-from aitune_ci.session import SELECTION
+from aitune_ci.plugin.discovery import FixturePlan, evaluate_plan, find_tune_fixtures
+from aitune_ci.plugin.session import SELECTION
 
 if TYPE_CHECKING:  # pragma: no cover
     from aitune_ci.options import Shard
-    from aitune_ci.session import AituneSession
+    from aitune_ci.plugin.session import AituneSession
 
 __all__ = ["AituneItem", "AituneCheckFailed", "generate_items", "apply_shard", "fixture_of", "fixture_scheduler"]
 

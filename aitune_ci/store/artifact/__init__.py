@@ -7,7 +7,7 @@ Layout of the archive (every member listed in the manifest with its sha256 and s
     modules/<i>/...               what backend i's ``save`` wrote (.pt2, .onnx, compile-cache bytes, ...)
 
 Loading takes the user's model instance (structure from code, weights and payloads from the file),
-checks the archive (:mod:`aitune_ci.artifact_safety`) and the manifest before touching a payload,
+checks the archive (:mod:`aitune_ci.store.artifact.safety`) and the manifest before touching a payload,
 extracts only into a fresh temporary folder, and never unpickles. Two payload kinds execute code
 when used and are therefore loaded only from a *pinned* artifact (``expected_sha256``, which the
 pytest plugin takes from the committed baseline) or with ``trusted=True``: AOTInductor packages
@@ -35,7 +35,10 @@ from typing import IO, Any
 
 import torch
 
-from aitune_ci.artifact_safety import (
+from aitune_ci.atomic import atomic_write_stream
+from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.errors import AituneCIError, ArtifactError
+from aitune_ci.store.artifact.safety import (
     ARTIFACT_FORMAT,
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -54,9 +57,7 @@ from aitune_ci.artifact_safety import (
     sha256_json,
     validate_manifest,
 )
-from aitune_ci.atomic import atomic_write_stream
-from aitune_ci.backends.base import Backend, BuildContext
-from aitune_ci.errors import AituneCIError, ArtifactError
+from aitune_ci.version import __version__
 
 __all__ = [
     "ArtifactInfo",
@@ -87,18 +88,6 @@ def _ignored_env(environment: Mapping[str, Any]) -> frozenset[str]:
 
     return _VOLATILE_ENV if environment.get("device_type") == "cpu" else _VOLATILE_ENV | set(CPU_RUN_FIELDS)
 
-
-# Backends whose payload is plain data (weights, an ONNX graph, nothing); every other backend's
-# payload is treated as executable (native code or pickles) unless it declares
-# ``payload_executes_code`` (torchao does: a recipe alone, or a recipe with inductor's pickles).
-_DATA_ONLY_BACKENDS = frozenset(
-    {
-        "aitune_ci.backends.eager.EagerBackend",
-        "aitune_ci.backends.eager.EagerHalfBackend",
-        "aitune_ci.backends.onnxruntime.OnnxRuntimeBackend",
-        "aitune_ci.backends.cudagraphs.CUDAGraphsBackend",
-    }
-)
 
 
 class ArtifactWarning(UserWarning):
@@ -208,8 +197,6 @@ def _spec_hash(
     backend_names: Sequence[str],
     environment: Mapping[str, Any],
 ) -> str:
-    from aitune_ci import __version__
-
     entries = _state_entries(model, dtype)
     ignored = _ignored_env(environment)
     return sha256_json(
@@ -301,11 +288,7 @@ def _backend_key(backend: str, module: str) -> str:
 
 
 def _executes_code(backend: Backend, has_files: bool) -> bool:
-    declared = getattr(backend, "payload_executes_code", None)
-    if isinstance(declared, bool):
-        return declared and has_files
-    cls = type(backend)
-    return has_files and f"{cls.__module__}.{cls.__qualname__}" not in _DATA_ONLY_BACKENDS
+    return has_files and backend.payload_executes_code
 
 
 def _choose_entries(result: Any, backend: str | None) -> list[tuple[str, str]]:
@@ -423,8 +406,6 @@ def save(
         ]
         files = [WEIGHTS_MEMBER] + [f for m in modules for f in m["files"]]
         entries_state = _state_entries(runtime.model, dtype)
-        from aitune_ci import __version__
-
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "format": ARTIFACT_FORMAT,
@@ -466,7 +447,7 @@ def save(
 
 
 def _input_signature(runtime: Any, result: Any) -> list[Any]:
-    from aitune_ci.spec import sample_signature
+    from aitune_ci.samples import sample_signature
 
     samples = getattr(runtime, "samples", None)
     if samples:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aitune_ci.atomic import locked
-from aitune_ci.baseline import backend_key
 from aitune_ci.environment import COMPARED_FIELDS, CPU_RUN_FIELDS, environment_differences
 from aitune_ci.errors import DataFileError
 from aitune_ci.result import TuneResult
+from aitune_ci.store.baseline import backend_key
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

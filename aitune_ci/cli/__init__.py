@@ -78,7 +78,7 @@ def _machine(env: dict) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from aitune_ci.artifact import artifact_sha256, format_manifest, inspect_artifact
+    from aitune_ci.store.artifact import artifact_sha256, format_manifest, inspect_artifact
 
     manifest = inspect_artifact(args.file, verify=not args.no_verify)
     if args.json:
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip streaming every member through sha256. Default: verify")
     p.set_defaults(func=_cmd_inspect)
 
-    from aitune_ci.report.commands import add_subcommands as add_report_subcommands
+    from aitune_ci.cli.report_commands import add_subcommands as add_report_subcommands
 
     add_report_subcommands(sub)  # report, comment, merge
     return parser

@@ -1,0 +1,1 @@
+"""What aitune-ci keeps on disk: baselines, history, run files and ``.ait`` artifacts."""
