@@ -122,6 +122,18 @@ def _known_module(name: str, modules: set[str]) -> str | None:
     return None
 
 
+def _says_lazy(lines: list[str], first: int, last: int) -> bool:
+    """A ``# lazy:`` comment on the import, or above it in the block of imports and comments it starts."""
+    if any("# lazy:" in line for line in lines[first - 1 : last]):
+        return True
+    row = first - 2
+    while row >= 0 and lines[row].strip().startswith(("#", "import ", "from ")):
+        if "# lazy:" in lines[row]:
+            return True
+        row -= 1
+    return False
+
+
 def _imports_of(path: Path, modules: set[str]) -> list[_Import]:
     module = _module_name(path)
     source_lines = path.read_text(encoding="utf-8").splitlines()
@@ -137,8 +149,7 @@ def _imports_of(path: Path, modules: set[str]) -> list[_Import]:
                 else:
                     base = _resolve(module, path.name == "__init__.py", child)
                     names = [f"{base}.{a.name}" for a in child.names]
-                lines = source_lines[max(0, child.lineno - 2) : child.end_lineno]
-                lazy = any("# lazy:" in line for line in lines)
+                lazy = _says_lazy(source_lines, child.lineno, child.end_lineno or child.lineno)
                 for name in names:
                     target = _known_module(name, modules)
                     if target is not None and target != module:

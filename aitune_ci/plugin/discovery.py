@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from aitune_ci.fixture import is_tune_fixture
+from aitune_ci.spec import TuneSpec
 
 __all__ = ["FixturePlan", "find_tune_fixtures", "evaluate_plan"]
 
@@ -69,8 +70,6 @@ def evaluate_plan(
     device_backends: Callable[[Any], list[str]],
 ) -> FixturePlan:
     """Call the fixture function and decide its backends; never raises (errors go into the plan)."""
-    from aitune_ci.spec import TuneSpec
-
     plan = FixturePlan(name=name, func=func, source=source)
     params = [p for p in inspect.signature(func).parameters.values() if p.default is inspect.Parameter.empty]
     if params:

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from aitune_ci.check import SELECTION, Outcome
+from aitune_ci.engine import default_backend_names
 from aitune_ci.plugin.discovery import FixturePlan, evaluate_plan, find_tune_fixtures
-from aitune_ci.plugin.session import SELECTION
+from aitune_ci.plugin.stash import session_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from aitune_ci.options import Shard
@@ -40,13 +42,11 @@ class AituneItem(pytest.Item):
         self.add_marker(pytest.mark.xdist_group(name=f"aitune-{fixture}"))
 
     def runtest(self) -> None:
-        from aitune_ci.plugin import session_key
-
         outcome = self.config.stash[session_key].check(self.fixture, self.check)
         self.user_properties.append(("aitune", outcome.message))
-        if outcome.outcome == "failed":
+        if outcome.outcome is Outcome.FAILED:
             raise AituneCheckFailed(outcome.message)
-        if outcome.outcome == "skipped":
+        if outcome.outcome is Outcome.SKIPPED:
             pytest.skip(outcome.message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
@@ -89,8 +89,6 @@ def generate_items(
     session: pytest.Session, state: AituneSession, collectors: dict[str, pytest.Collector]
 ) -> list[AituneItem]:
     """Items for every tune fixture in conftest files and collected test modules."""
-    from aitune_ci.engine import default_backend_names
-
     sources: list[tuple[pytest.Collector, types.ModuleType, Path]] = []
     for mod in _conftest_modules(session):
         path = Path(mod.__file__ or "")
@@ -169,7 +167,7 @@ def fixture_scheduler(config: pytest.Config, log: Any) -> Any:
     loadgroup cannot be relied on: it renames items through a private attribute that pytest 9.2
     no longer reads.)
     """
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadScopeScheduling  # optional dependency: only under pytest-xdist
 
     class FixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -1,0 +1,337 @@
+"""One tune fixture against its committed baseline: tune once, judge every backend, update on request.
+
+The check policy lives here, apart from pytest: which committed artifact may be reused, when the
+baseline's artifact and this build are timed A/B in one process, how a suspected regression is
+re-measured, and when baselines and artifacts are written. ``plugin.session`` keeps one
+:class:`FixtureCheck` per tune fixture and turns its :class:`CheckOutcome` into a test outcome.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from aitune_ci.backends.registry import get_backend
+from aitune_ci.config import RepoConfig
+from aitune_ci.engine import MIXED, remeasure, tune
+from aitune_ci.environment import environment_differences, environment_fingerprint, hardware_key
+from aitune_ci.errors import AituneCIError, DataFileError
+from aitune_ci.measure import MeasureConfig, measure_paired
+from aitune_ci.result import BackendResult, TuneResult
+from aitune_ci.spec import TuneSpec
+from aitune_ci.status import VerdictKind
+from aitune_ci.store.artifact import inspect_artifact, load, save, spec_hash
+from aitune_ci.store.baseline import Baseline, BaselineStore, update_command
+from aitune_ci.verdict import Verdict, apply_run_correction, judge_with_confirmations, require_baseline, winner_change
+
+__all__ = ["SELECTION", "CheckOptions", "CheckOutcome", "FixtureCheck", "Outcome"]
+
+#: The check name of the per-fixture item that reports the winner (``tune_x[selection]``).
+SELECTION = "selection"
+
+
+class Outcome(str, Enum):
+    """What a test item reports."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """The ``--aitune-*`` options that decide how a fixture is checked (see ``options.py``)."""
+
+    directory: Path
+    update: bool = False
+    update_new_only: bool = False
+    strict: bool = False
+    rebuild: bool = False
+    reuse: bool = False
+    measure_seconds: float | None = None
+
+    @property
+    def writes_baselines(self) -> bool:
+        return self.update or self.update_new_only
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What one item concluded, the text to show, and the verdict behind it (None for selection/errors)."""
+
+    outcome: Outcome
+    message: str
+    verdict: Verdict | None = None
+
+
+def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool:
+    """Whether an artifact of ``backend`` holds the compiled computation itself (AOTI, ONNX, TensorRT)."""
+    names = list(module_choice.values()) if backend == MIXED else [backend]
+    try:
+        return bool(names) and all(get_backend(n).ahead_of_time for n in names)
+    except AituneCIError:
+        return False
+
+
+class FixtureCheck:
+    """Tunes one fixture (on :meth:`run`) and answers each of its checks against the baseline.
+
+    Args:
+        name: the tune fixture's name: baselines, artifacts and verdicts are keyed by it.
+        spec: what the fixture returned.
+        backends: every backend the fixture declares (the spec hash covers them all).
+        selected: the checks that survived deselection: only their backends (and eager) are tuned.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: TuneSpec,
+        backends: list[str],
+        selected: set[str],
+        options: CheckOptions,
+        repo_config: RepoConfig,
+        progress: Callable[[str], None],
+    ) -> None:
+        self.name, self.spec, self.backends, self.selected = name, spec, backends, selected
+        self.options, self.repo_config, self.progress = options, repo_config, progress
+        self.hardware = hardware_key(spec.resolved_device)
+        self.store = BaselineStore(options.directory / "baselines")
+        self.result: TuneResult | None = None
+        self.baseline: Baseline | None = None
+        self.baseline_error: DataFileError | None = None
+        self.error: str | None = None
+        self.verdicts: dict[str, Verdict] = {}
+        self.updated = False
+        #: backend -> (RatioEstimate of new/old, function that measures the pair again)
+        self.paired: dict[str, Any] = {}
+        #: the backend whose committed artifact was loaded instead of built (unchanged spec hash)
+        self.reused: str | None = None
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Tune, judge against the baseline, and write the baseline when asked; errors go to ``error``."""
+        try:
+            self.baseline = self.store.read(self.hardware, self.name)
+        except DataFileError as exc:
+            self.baseline_error = exc
+        backends = [b for b in self.backends if b in self.selected or b == "eager"]
+        seconds = self.options.measure_seconds
+        config = MeasureConfig(max_total_s=seconds) if seconds else None
+        prebuilt = self._reusable_artifact(backends)
+        t0 = time.perf_counter()
+        try:
+            result = tune(self.spec, backends=backends, measure_config=config, progress=self.progress, prebuilt=prebuilt)
+        except AituneCIError as exc:
+            self.error = f"{self.name}: {exc}"
+            return
+        except Exception as exc:  # the engine records backend errors itself; this is a broken spec/model
+            self.error = f"{self.name}: tuning raised {type(exc).__name__}: {exc}"
+            return
+        # Baselines, verdicts and reports are keyed by the fixture, whatever the spec's display name.
+        self.result = replace(result, name=self.name)
+        self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s")
+        if self.baseline_error is None or self.options.update:
+            self.paired = self._paired_with_baseline_artifact()
+            self._judge()
+        self._maybe_update()
+        if self.options.strict and self.baseline is None and not self.updated:
+            self.verdicts = {backend: require_baseline(v) for backend, v in self.verdicts.items()}
+
+    def release(self) -> None:
+        """Drop compiled modules once every check is answered; keep the plain result data."""
+        if self.result is not None:
+            self.result = replace(self.result, runtime=None)
+
+    def _judge(self) -> None:
+        """Verdicts for every tuned backend, with confirmations, then Benjamini-Hochberg over the fixture.
+
+        A suspected regression is re-measured up to ``policy.max_confirmations`` times; the
+        measurements are pooled (each re-measurement is a fresh window), so only a slowdown that
+        survives fresh windows fails.
+        """
+        assert self.result is not None
+        env_diff = (
+            environment_differences(dict(self.baseline.environment), dict(self.result.environment))
+            if self.baseline is not None
+            else {}
+        )
+        verdicts = [self._judge_row(row, env_diff) for row in self.result.backends if not row.module]
+        for verdict in apply_run_correction(verdicts):
+            self.verdicts[verdict.backend] = verdict
+
+    def _judge_row(self, row: BackendResult, env_diff: Mapping[str, Any]) -> Verdict:
+        """One backend's verdict, re-measured while suspected (``judge_with_confirmations``)."""
+        result, backend = self.result, row.backend
+        assert result is not None and result.runtime is not None
+        policy = self.repo_config.policy_for(self.name, backend)
+
+        def again() -> Any:
+            return remeasure(result, backend).latency
+
+        def say(verdict: Verdict, measured: int) -> None:
+            suspicion = "suspected regressed" if verdict.kind == VerdictKind.REGRESSED else "inconclusive, looks slower"
+            self.progress(
+                f"{self.name} · {backend}: {suspicion} ({verdict.delta:+.1%}), "
+                f"re-measuring ({measured}/{policy.max_confirmations})"
+            )
+
+        paired = self.paired.get(backend)
+        return judge_with_confirmations(
+            self.name,
+            self.baseline.backends.get(backend) if self.baseline is not None else None,
+            row,
+            policy,
+            again if backend in result.runtime.built else None,
+            env_diff=env_diff,
+            on_suspect=say,
+            paired=paired[0] if paired else None,
+            remeasure_paired=paired[1] if paired else None,
+        )
+
+    # -- artifacts ------------------------------------------------------------------------------
+    def artifact_path(self) -> Path:
+        return self.options.directory / "artifacts" / self.hardware / f"{self.name}.ait"
+
+    def _reusable_artifact(self, backends: list[str]) -> dict[str, Any]:
+        """The committed artifact's winner, loaded instead of rebuilt when nothing it depends on changed.
+
+        "Nothing changed" is the spec hash: model classes' code, structure and weights, samples,
+        backend options, hardware and library versions. Opt-in (``--aitune-reuse``), because a
+        slowdown caused by something outside those inputs (a runtime flag, a config value read in
+        forward) would be measured on yesterday's build. ``--aitune-rebuild`` and updates build.
+        """
+        baseline, options = self.baseline, self.options
+        if not options.reuse or options.rebuild or options.writes_baselines:
+            return {}
+        if baseline is None or not baseline.artifact_sha256 or baseline.winner not in backends:
+            return {}
+        path = self.artifact_path()
+        if not path.is_file():
+            return {}
+        try:
+            manifest = inspect_artifact(path, verify=False)
+            wanted = spec_hash(self.spec, self.backends, environment_fingerprint(self.spec.resolved_device))
+            if manifest.get("spec_hash") != wanted:
+                return {}
+            loaded = load(path, copy.deepcopy(self.spec.model), expected_sha256=baseline.artifact_sha256).runner
+        except AituneCIError as exc:
+            self.progress(f"{self.name}: committed artifact not reused ({exc})")
+            return {}
+        self.reused = baseline.winner
+        self.progress(f"{self.name} · {baseline.winner}: nothing changed since the baseline; reusing its artifact")
+        return {baseline.winner: loaded}
+
+    def _paired_with_baseline_artifact(self) -> dict[str, Any]:
+        """Time the baseline's own artifact and this build interleaved, in this process (A/B, ABBA).
+
+        Drift that hits both alike cancels in the ratio, which is far steadier than comparing two
+        medians taken on different days. Used for the backend the artifact holds (the baseline's
+        winner); any reason it cannot be loaded here is reported and the medians are used instead.
+        """
+        baseline, result = self.baseline, self.result
+        assert result is not None
+        if baseline is None or not baseline.artifact_sha256 or not baseline.winner or self.options.update:
+            return {}
+        backend = baseline.winner
+        if self.reused == backend:
+            return {}  # this run's build *is* the baseline artifact: A/B against itself says nothing
+        if not _payload_is_compiled(backend, baseline.module_choice):
+            # A JIT backend's artifact is weights (+ a compile cache): loaded, it runs today's model
+            # code, so A/B against it could not see a regression in that code. Medians are used.
+            return {}
+        new = result.runtime.built.get(backend) if result.runtime is not None else None
+        path = self.artifact_path()
+        if new is None or not path.is_file():
+            return {}
+        try:
+            old = load(path, copy.deepcopy(self.spec.model), expected_sha256=baseline.artifact_sha256).runner
+        except AituneCIError as exc:
+            self.progress(f"{self.name} · {backend}: no paired A/B against the baseline artifact ({exc})")
+            return {}
+        args, kwargs = result.runtime.samples[0]
+        device, config = result.device, result.runtime.measure_config
+
+        def pair() -> Any:
+            return measure_paired(lambda: old(*args, **kwargs), lambda: new(*args, **kwargs), device, config)
+
+        try:
+            estimate = pair()
+        except Exception as exc:  # the old artifact may not run on today's inputs or code
+            self.progress(f"{self.name} · {backend}: paired A/B failed ({type(exc).__name__}: {exc})")
+            return {}
+        self.progress(
+            f"{self.name} · {backend}: paired A/B vs baseline artifact: {estimate.ratio:.3f}x "
+            f"[{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] over {estimate.n} rounds"
+        )
+        return {backend: (estimate, pair)}
+
+    # -- baselines ------------------------------------------------------------------------------
+    def _maybe_update(self) -> None:
+        options = self.options
+        new_only = options.update_new_only and self.baseline is None and self.baseline_error is None
+        if not (options.update or new_only):
+            return
+        assert self.result is not None
+        previous = self.baseline if self.baseline_error is None else None
+        sha = self._save_artifact()
+        path = self.store.write(Baseline.from_result(self.result, previous, artifact_sha256=sha))
+        self.updated = True
+        self.progress(f"{self.name}: baseline written to {path}")
+
+    def _save_artifact(self) -> str | None:
+        """Write the winner as ``.aitune/artifacts/<hw>/<fixture>.ait``; its sha256 goes in the baseline."""
+        result = self.result
+        assert result is not None
+        if result.winner is None:
+            return None
+        path = self.artifact_path()
+        try:
+            info = save(result, path, spec_hash=spec_hash(self.spec, self.backends, result.environment))
+        except AituneCIError as exc:
+            self.progress(f"{self.name}: no artifact written for {result.winner}: {exc}")
+            return None
+        self.progress(f"{self.name}: artifact written to {path} ({info.size_bytes / 1e6:.1f} MB)")
+        return info.sha256
+
+    # -- answers --------------------------------------------------------------------------------
+    def outcome(self, check: str) -> CheckOutcome:
+        """The outcome of item ``fixture[check]`` (``check`` is a backend name or ``selection``)."""
+        if self.error:
+            return CheckOutcome(Outcome.FAILED, self.error)
+        if self.baseline_error is not None and not self.options.update:
+            return CheckOutcome(Outcome.FAILED, f"{self.baseline_error}")
+        if check == SELECTION:
+            return self._selection_outcome()
+        return self._backend_outcome(check)
+
+    def _backend_outcome(self, backend: str) -> CheckOutcome:
+        if self.baseline is None and self.options.strict and not self.updated:
+            return CheckOutcome(
+                Outcome.FAILED,
+                f"{self.name}[{backend}]: no baseline for this hardware and --aitune-strict is set. Create it with:\n"
+                f"    {update_command(self.name, new_only=True)}",
+            )
+        verdict = self.verdicts.get(backend)
+        if verdict is None:
+            return CheckOutcome(Outcome.FAILED, f"{self.name}: backend {backend!r} was not tuned")
+        if verdict.kind == VerdictKind.SKIPPED:
+            return CheckOutcome(Outcome.SKIPPED, verdict.message, verdict)
+        if self.updated:
+            return CheckOutcome(Outcome.PASSED, f"baseline updated (was {verdict.kind} against the old one)", verdict)
+        return CheckOutcome(Outcome.FAILED if verdict.fails else Outcome.PASSED, verdict.message, verdict)
+
+    def _selection_outcome(self) -> CheckOutcome:
+        result = self.result
+        assert result is not None
+        if result.winner is None:
+            return CheckOutcome(Outcome.FAILED, f"{self.name}: no backend could be selected — {result.winner_reason}")
+        text = f"{self.name}: winner {result.winner} ({result.winner_reason})"
+        changed = winner_change(self.baseline, result) if self.baseline is not None else None
+        if changed:
+            text += f"; {changed}"
+        return CheckOutcome(Outcome.PASSED, text)
