@@ -7,15 +7,43 @@ collection: its plan carries the error, and its items fail with it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import random
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import numpy as np
+import torch
+
 from aitune_ci.fixture import is_tune_fixture
 from aitune_ci.spec import TuneSpec
 
-__all__ = ["FixturePlan", "find_tune_fixtures", "evaluate_plan"]
+__all__ = ["FIXTURE_SEED", "FixturePlan", "evaluate_plan", "find_tune_fixtures", "seeded"]
+
+#: torch, numpy and random are seeded with this before each tune fixture is called, so a fixture
+#: that draws random weights or samples builds the same model in every run (and in the PR's base).
+FIXTURE_SEED = 0
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch, numpy and random for the block; put the CPU generators' states back after.
+
+    ``torch.manual_seed`` seeds CUDA too, lazily: it does not initialise CUDA at collection,
+    before an xdist worker is pinned to its GPU.
+    """
+    torch_state, numpy_state, random_state = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(random_state)
 
 
 @dataclass
@@ -80,10 +108,11 @@ def evaluate_plan(
         )
         return plan
     try:
-        value = func()
-        if inspect.isgenerator(value):
-            plan.teardown = value
-            value = next(value)
+        with seeded(FIXTURE_SEED):
+            value = func()
+            if inspect.isgenerator(value):
+                plan.teardown = value
+                value = next(value)
     except Exception as exc:
         plan.error = f"{name} raised {type(exc).__name__}: {exc}"
         return plan
