@@ -50,14 +50,14 @@ __all__ = [
 #   and 5e-2 (bf16) the same MLPs and a 3-conv CNN used at most 6% and 12% of the allowance,
 #   headroom for deeper models; drift below the gate is caught by the baseline SQNR check.
 #   The RMSE test (≤ 3×) rarely helps here: half precision's error is 10³× fp32's.
-#   Deep models still break elementwise gates on a few outputs near zero: measured on the H100,
+#   Deep models still break elementwise gates on a few outputs near zero: measured on an H100 GPU,
 #   resnet50 in bf16 had max_abs 0.6 against 5e-2 + 5e-2·|ref| with SQNR 45.6 dB and cosine
 #   0.99999, i.e. ordinary bf16 rounding. So a leaf is also close when its SQNR reaches a floor
 #   set from the format's rounding error: one rounding gives ~53 dB (bf16, u = 2⁻⁸) and ~71 dB
-#   (fp16 and tf32 inputs, u = 2⁻¹¹); whole models measured on the H100 gave bf16 41.9-45.6 dB
-#   (GPT-2, resnet50) and fp16 60.1-67.0 dB (GPT-2, resnet50, a CNN+transformer). Floors of 35
-#   and 45 dB leave 7-15 dB for deeper models, while a wrong kernel or a dropped layer lands far
-#   below (< 20 dB).
+#   (fp16 and tf32 inputs, u = 2⁻¹¹); whole models measured there (reports/h100/model_*.json)
+#   gave bf16 41.9-45.6 dB (GPT-2, resnet50) and fp16 60.1-67.0 dB (GPT-2, resnet50, a
+#   CNN+transformer). Floors of 35 and 45 dB leave 7-15 dB for deeper models, while a wrong
+#   kernel or a dropped layer lands far below (< 20 dB).
 # - int8 / fp8: elementwise closeness is meaningless for quantized weights; SQNR ≥ 25 dB and
 #   cosine ≥ 0.99 (the design's gate).
 _DEFAULTS: dict[str, Tolerance] = {
@@ -142,6 +142,88 @@ def _rmse(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
 
 
+def _nonfinite_divergence(r: np.ndarray, c: np.ndarray) -> str:
+    """Why the candidate's NaN/Inf disagree with the reference's; ``""`` when every one agrees."""
+    r_fin, c_fin = np.isfinite(r), np.isfinite(c)
+    agree = (np.isnan(r) & np.isnan(c)) | (np.isinf(r) & (r == c))
+    diverged = ~(r_fin & c_fin) & ~agree
+    if not diverged.any():
+        return ""
+    bad_nan = int(np.count_nonzero(np.isnan(c) & r_fin))
+    bad_inf = int(np.count_nonzero(np.isinf(c) & r_fin))
+    other = int(np.count_nonzero(diverged)) - bad_nan - bad_inf
+    parts = []
+    if bad_nan or bad_inf:
+        parts.append(f"{bad_nan} NaN and {bad_inf} Inf where the reference is finite")
+    if other:
+        parts.append(f"{other} element(s) where the reference is NaN/Inf and the candidate is not the same")
+    return "candidate has " + "; ".join(parts)
+
+
+def _exact_mismatch(ref: np.ndarray, cand: np.ndarray) -> str:
+    """Why an integer or bool leaf fails (they must match exactly); ``""`` when it matches or is float."""
+    if ref.dtype.kind not in "bui":
+        return ""
+    mismatches = int(np.count_nonzero(ref != cand))
+    if not mismatches:
+        return ""
+    return (
+        f"{ref.dtype.name} leaf differs from the reference in {mismatches} of {ref.size} elements "
+        "(integer and bool outputs must match exactly)"
+    )
+
+
+def _max_rel(ad: np.ndarray, ar: np.ndarray, rv: np.ndarray) -> float:
+    """Largest relative error, with references below ``_REL_FLOOR`` of the leaf's RMS clamped to it."""
+    if not ad.size:
+        return 0.0
+    floor = max(_REL_FLOOR * _rmse(rv), np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore"):
+        return float((ad / np.maximum(ar, floor)).max())
+
+
+def _cosine(rv: np.ndarray, cv: np.ndarray) -> float:
+    norm_r, norm_c = float(np.linalg.norm(rv)), float(np.linalg.norm(cv))
+    if norm_r == 0.0 and norm_c == 0.0:
+        return 1.0
+    if norm_r == 0.0 or norm_c == 0.0:
+        return 0.0
+    return float(np.clip(np.dot(rv, cv) / (norm_r * norm_c), -1.0, 1.0))
+
+
+def _sqnr_db(rv: np.ndarray, d: np.ndarray) -> float:
+    signal, noise = float(np.sum(rv * rv)), float(np.sum(d * d))
+    if noise == 0.0:
+        return _INF
+    if signal == 0.0:
+        return -_INF
+    return 10.0 * math.log10(signal / noise)
+
+
+def _rmse_ratio(path: str, r: np.ndarray, c: np.ndarray, f: np.ndarray, both: np.ndarray) -> float:
+    """The candidate's RMSE against fp64 over eager's own, on elements finite in all three."""
+    if f.shape != r.shape:
+        raise ValueError(
+            f"leaf {path!r}: the fp64 reference has shape {f.shape}, the fp32 reference {r.shape}; "
+            "both must come from the same eager model on the same sample"
+        )
+    ok = both & np.isfinite(f)
+    rmse_cand, rmse_eager = _rmse(c[ok] - f[ok]), _rmse(r[ok] - f[ok])
+    if rmse_eager > 0.0:
+        return rmse_cand / rmse_eager
+    return 1.0 if rmse_cand == 0.0 else _INF  # eager is exact at fp64 precision: only an exact candidate matches it
+
+
+def _allclose_ratio(ad: np.ndarray, ar: np.ndarray, tolerance: Tolerance | None) -> float | None:
+    """The largest ``|cand - ref| / (atol + rtol·|ref|)``; None when the tolerance sets neither."""
+    if tolerance is None or (tolerance.atol is None and tolerance.rtol is None):
+        return None
+    allow = (tolerance.atol or 0.0) + (tolerance.rtol or 0.0) * ar
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(ad == 0.0, 0.0, ad / allow)
+    return float(ratios.max()) if ratios.size else 0.0
+
+
 def leaf_metrics(
     path: str,
     reference: Any,
@@ -176,99 +258,37 @@ def leaf_metrics(
         return _failed_leaf(
             path, shape, f"shape {tuple(cand.shape)} differs from the reference's {shape}", 0, 0, sample_index
         )
-    exact = ref.dtype.kind in "bui"
-    exact_mismatches = int(np.count_nonzero(ref != cand)) if exact else 0
-
     r, c = _as_real(ref), _as_real(cand)
     nan_count = int(np.count_nonzero(np.isnan(c)))
     inf_count = int(np.count_nonzero(np.isinf(c)))
-    r_fin, c_fin = np.isfinite(r), np.isfinite(c)
-    agree = (np.isnan(r) & np.isnan(c)) | (np.isinf(r) & (r == c))
-    diverged = ~(r_fin & c_fin) & ~agree
-    if diverged.any():
-        bad_nan = int(np.count_nonzero(np.isnan(c) & r_fin))
-        bad_inf = int(np.count_nonzero(np.isinf(c) & r_fin))
-        other = int(np.count_nonzero(diverged)) - bad_nan - bad_inf
-        parts = []
-        if bad_nan or bad_inf:
-            parts.append(f"{bad_nan} NaN and {bad_inf} Inf where the reference is finite")
-        if other:
-            parts.append(f"{other} element(s) where the reference is NaN/Inf and the candidate is not the same")
-        return _failed_leaf(path, shape, "candidate has " + "; ".join(parts), nan_count, inf_count, sample_index)
+    divergence = _nonfinite_divergence(r, c)
+    if divergence:
+        return _failed_leaf(path, shape, divergence, nan_count, inf_count, sample_index)
 
-    both = r_fin & c_fin
+    both = np.isfinite(r) & np.isfinite(c)
     rv, cv = r[both], c[both]
     d = cv - rv
     ad = np.abs(d)
     ar = np.abs(rv)
-    max_abs = float(ad.max()) if ad.size else 0.0
-    mean_abs = float(ad.mean()) if ad.size else 0.0
-
-    rms_ref = _rmse(rv)
-    floor = max(_REL_FLOOR * rms_ref, np.finfo(np.float64).tiny)
-    with np.errstate(over="ignore"):
-        max_rel = float((ad / np.maximum(ar, floor)).max()) if ad.size else 0.0
-
-    norm_r, norm_c = float(np.linalg.norm(rv)), float(np.linalg.norm(cv))
-    if norm_r == 0.0 and norm_c == 0.0:
-        cosine = 1.0
-    elif norm_r == 0.0 or norm_c == 0.0:
-        cosine = 0.0
-    else:
-        cosine = float(np.clip(np.dot(rv, cv) / (norm_r * norm_c), -1.0, 1.0))
-
-    signal, noise = float(np.sum(rv * rv)), float(np.sum(d * d))
-    if noise == 0.0:
-        sqnr_db = _INF
-    elif signal == 0.0:
-        sqnr_db = -_INF
-    else:
-        sqnr_db = 10.0 * math.log10(signal / noise)
-
     rmse_ratio = None
     if fp64_reference is not None:
-        f = _as_real(np.asarray(fp64_reference))
-        if f.shape != r.shape:
-            raise ValueError(
-                f"leaf {path!r}: the fp64 reference has shape {f.shape}, the fp32 reference {r.shape}; "
-                "both must come from the same eager model on the same sample"
-            )
-        ok = both & np.isfinite(f)
-        rmse_cand, rmse_eager = _rmse(c[ok] - f[ok]), _rmse(r[ok] - f[ok])
-        if rmse_eager > 0.0:
-            rmse_ratio = rmse_cand / rmse_eager
-        else:  # eager is exact at fp64 precision: only an exact candidate matches it
-            rmse_ratio = 1.0 if rmse_cand == 0.0 else _INF
-
-    allclose_ratio = None
-    if tolerance is not None and (tolerance.atol is not None or tolerance.rtol is not None):
-        allow = (tolerance.atol or 0.0) + (tolerance.rtol or 0.0) * ar
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.where(ad == 0.0, 0.0, ad / allow)
-        allclose_ratio = float(ratios.max()) if ratios.size else 0.0
-
-    passed, reason = True, ""
-    if exact_mismatches:
-        passed = False
-        reason = (
-            f"{ref.dtype.name} leaf differs from the reference in {exact_mismatches} of {ref.size} elements "
-            "(integer and bool outputs must match exactly)"
-        )
+        rmse_ratio = _rmse_ratio(path, r, c, _as_real(np.asarray(fp64_reference)), both)
+    exact_mismatch = _exact_mismatch(ref, cand)
     return LeafMetrics(
         path=path,
         shape=shape,
-        max_abs=max_abs,
-        max_rel=max_rel,
-        mean_abs=mean_abs,
-        cosine=cosine,
-        sqnr_db=sqnr_db,
+        max_abs=float(ad.max()) if ad.size else 0.0,
+        max_rel=_max_rel(ad, ar, rv),
+        mean_abs=float(ad.mean()) if ad.size else 0.0,
+        cosine=_cosine(rv, cv),
+        sqnr_db=_sqnr_db(rv, d),
         rmse_ratio=rmse_ratio,
         nan_count=nan_count,
         inf_count=inf_count,
-        passed=passed,
-        reason=reason,
+        passed=not exact_mismatch,
+        reason=exact_mismatch,
         worst_sample=sample_index,
-        allclose_ratio=allclose_ratio,
+        allclose_ratio=_allclose_ratio(ad, ar, tolerance),
     )
 
 
@@ -433,14 +453,14 @@ def flatten_outputs(obj: Any) -> list[tuple[str, Any]]:
 
 
 def _is_leaf(value: Any) -> bool:
-    import torch
+    import torch  # lazy: the pure numpy layer above imports without torch
 
     return isinstance(value, (torch.Tensor, np.ndarray, np.generic, int, float, complex, str, bytes))
 
 
 def _to_numpy(value: Any) -> Any:
     """A tensor as a CPU numpy array: floats in float64, ints in int64, bool kept."""
-    import torch
+    import torch  # lazy: the pure numpy layer above imports without torch
 
     if not isinstance(value, torch.Tensor):
         return value
@@ -490,6 +510,38 @@ def compare_outputs(
             precision.
     """
     default_tolerance(precision)  # unknown precision: fail before any work
+    _check_one_output_per_sample(reference, candidate, fp64_reference)
+    worst: dict[str, LeafMetrics] = {}
+    structure: list[str] = []
+    for i, (ref_out, cand_out) in enumerate(zip(reference, candidate, strict=True)):
+        ref_leaves = dict(flatten_outputs(ref_out))
+        cand_leaves = dict(flatten_outputs(cand_out))
+        f64_leaves = dict(flatten_outputs(fp64_reference[i])) if fp64_reference is not None else {}
+        problem = _structure_difference(i, ref_leaves, cand_leaves)
+        if problem:
+            structure.append(problem)
+        for path, ref_value in ref_leaves.items():
+            if path not in cand_leaves:
+                continue
+            m = _gated_leaf(path, ref_value, cand_leaves[path], f64_leaves.get(path), i, precision, tolerance)
+            if path not in worst or _worse(m, worst[path]):
+                worst[path] = m
+
+    leaves = tuple(worst.values())
+    failed = [m for m in leaves if not m.passed]
+    return AccuracyReport(
+        passed=not failed and not structure,
+        precision=precision,
+        gate=gate_description(precision, tolerance),
+        leaves=leaves,
+        reason="; ".join(_failure_reasons(structure, leaves)),
+        samples_checked=len(reference),
+    )
+
+
+def _check_one_output_per_sample(
+    reference: Sequence[Any], candidate: Sequence[Any], fp64_reference: Sequence[Any] | None
+) -> None:
     for name, seq in (("reference", reference), ("candidate", candidate), ("fp64_reference", fp64_reference)):
         if seq is not None and not isinstance(seq, (list, tuple)):
             raise ValueError(
@@ -504,52 +556,45 @@ def compare_outputs(
     if not reference:
         raise ValueError("compare_outputs: no samples to compare; give at least one output per sample")
 
-    worst: dict[str, LeafMetrics] = {}
-    structure: list[str] = []
-    for i, (ref_out, cand_out) in enumerate(zip(reference, candidate, strict=True)):
-        ref_leaves = dict(flatten_outputs(ref_out))
-        cand_leaves = dict(flatten_outputs(cand_out))
-        f64_leaves = dict(flatten_outputs(fp64_reference[i])) if fp64_reference is not None else {}
-        missing = [p for p in ref_leaves if p not in cand_leaves]
-        extra = [p for p in cand_leaves if p not in ref_leaves]
-        if missing or extra:
-            parts = [f"sample {i}: candidate output structure differs from the reference"]
-            if missing:
-                parts.append(f"missing leaves {missing}")
-            if extra:
-                parts.append(f"extra leaves {extra}")
-            structure.append("; ".join(parts))
-        for path, ref_value in ref_leaves.items():
-            if path not in cand_leaves:
-                continue
-            tol = resolve_tolerance(tolerance, path).merged_over(default_tolerance(precision))
-            f64 = f64_leaves.get(path)
-            m = leaf_metrics(
-                path,
-                _to_numpy(ref_value),
-                _to_numpy(cand_leaves[path]),
-                fp64_reference=_to_numpy(f64) if f64 is not None else None,
-                sample_index=i,
-                tolerance=tol,
-            )
-            passed, reason = gate_leaf(m, tol, precision)
-            m = dataclasses.replace(m, passed=passed, reason=reason)
-            if path not in worst or _worse(m, worst[path]):
-                worst[path] = m
 
-    leaves = tuple(worst.values())
+def _structure_difference(index: int, ref_leaves: Mapping[str, Any], cand_leaves: Mapping[str, Any]) -> str:
+    """What sample ``index``'s candidate lacks or adds among the reference's leaves; ``""`` if nothing."""
+    missing = [p for p in ref_leaves if p not in cand_leaves]
+    extra = [p for p in cand_leaves if p not in ref_leaves]
+    if not missing and not extra:
+        return ""
+    parts = [f"sample {index}: candidate output structure differs from the reference"]
+    if missing:
+        parts.append(f"missing leaves {missing}")
+    if extra:
+        parts.append(f"extra leaves {extra}")
+    return "; ".join(parts)
+
+
+def _gated_leaf(
+    path: str, ref: Any, cand: Any, f64: Any, index: int, precision: str, tolerance: ToleranceSpec
+) -> LeafMetrics:
+    """One leaf of one sample measured and gated with the tolerance its path resolves to."""
+    tol = resolve_tolerance(tolerance, path).merged_over(default_tolerance(precision))
+    m = leaf_metrics(
+        path,
+        _to_numpy(ref),
+        _to_numpy(cand),
+        fp64_reference=_to_numpy(f64) if f64 is not None else None,
+        sample_index=index,
+        tolerance=tol,
+    )
+    passed, reason = gate_leaf(m, tol, precision)
+    return dataclasses.replace(m, passed=passed, reason=reason)
+
+
+def _failure_reasons(structure: list[str], leaves: Sequence[LeafMetrics]) -> list[str]:
+    """Structure problems, then the count of failed leaves and the first three of them."""
     failed = [m for m in leaves if not m.passed]
     reasons = list(structure)
+    if failed:
+        reasons.append(f"{len(failed)} of {len(leaves)} leaves failed")
     reasons += [f"{m.path} [sample {m.worst_sample}]: {m.reason}" for m in failed[:3]]
     if len(failed) > 3:
         reasons.append(f"{len(failed) - 3} more leaves failed")
-    if failed:
-        reasons.insert(len(structure), f"{len(failed)} of {len(leaves)} leaves failed")
-    return AccuracyReport(
-        passed=not failed and not structure,
-        precision=precision,
-        gate=gate_description(precision, tolerance),
-        leaves=leaves,
-        reason="; ".join(reasons),
-        samples_checked=len(reference),
-    )
+    return reasons

@@ -19,7 +19,14 @@ from filelock import FileLock, Timeout
 
 from aitune_ci.errors import AituneCIError
 
-__all__ = ["LockTimeout", "atomic_write_bytes", "atomic_write_stream", "atomic_write_text", "ensure_gitignore", "locked"]
+__all__ = [
+    "LockTimeout",
+    "atomic_write_bytes",
+    "atomic_write_stream",
+    "atomic_write_text",
+    "ensure_gitignore",
+    "locked",
+]
 
 #: How long ``locked`` waits by default. Locks are released by the OS when their holder dies, so
 #: waiting this long means another live process is writing, not that a stale lock is left behind.

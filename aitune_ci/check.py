@@ -15,20 +15,27 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from aitune_ci.backends.registry import get_backend
+from aitune_ci.backends.registry import fingerprint, get_backend
 from aitune_ci.config import RepoConfig
 from aitune_ci.engine import MIXED, remeasure, tune
-from aitune_ci.environment import environment_differences, environment_fingerprint, hardware_key
+from aitune_ci.environment import environment_differences, hardware_key
 from aitune_ci.errors import AituneCIError, DataFileError
 from aitune_ci.measure import MeasureConfig, measure_paired
 from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.spec import TuneSpec
-from aitune_ci.status import VerdictKind
+from aitune_ci.status import VerdictKind, VerdictMode
 from aitune_ci.store.artifact import inspect_artifact, load, save, spec_hash
 from aitune_ci.store.baseline import Baseline, BaselineStore, update_command
-from aitune_ci.verdict import Verdict, apply_run_correction, judge_with_confirmations, require_baseline, winner_change
+from aitune_ci.verdict import (
+    Verdict,
+    apply_run_correction,
+    judge_with_confirmations,
+    require_baseline,
+    winner_change,
+)
+from aitune_ci.verdict.text import with_message
 
-__all__ = ["SELECTION", "CheckOptions", "CheckOutcome", "FixtureCheck", "Outcome"]
+__all__ = ["SELECTION", "BaseSide", "CheckOptions", "CheckOutcome", "FixtureCheck", "Outcome"]
 
 #: The check name of the per-fixture item that reports the winner (``tune_x[selection]``).
 SELECTION = "selection"
@@ -57,6 +64,19 @@ class CheckOptions:
     @property
     def writes_baselines(self) -> bool:
         return self.update or self.update_new_only
+
+
+@dataclass(frozen=True)
+class BaseSide:
+    """The PR's base version of a fixture (relative mode): its spec, and the ref it was built from.
+
+    Attributes:
+        spec: what the base's fixture returned, its model built from the base's code.
+        ref: how verdicts name the base, e.g. ``origin/main (1a2b3c4d5e6f)``.
+    """
+
+    spec: TuneSpec
+    ref: str
 
 
 @dataclass(frozen=True)
@@ -96,8 +116,10 @@ class FixtureCheck:
         options: CheckOptions,
         repo_config: RepoConfig,
         progress: Callable[[str], None],
+        base: BaseSide | None = None,
     ) -> None:
         self.name, self.spec, self.backends, self.selected = name, spec, backends, selected
+        self.base = base
         self.options, self.repo_config, self.progress = options, repo_config, progress
         self.hardware = hardware_key(spec.resolved_device)
         self.store = BaselineStore(options.directory / "baselines")
@@ -125,7 +147,9 @@ class FixtureCheck:
         prebuilt = self._reusable_artifact(backends)
         t0 = time.perf_counter()
         try:
-            result = tune(self.spec, backends=backends, measure_config=config, progress=self.progress, prebuilt=prebuilt)
+            result = tune(
+                self.spec, backends=backends, measure_config=config, progress=self.progress, prebuilt=prebuilt
+            )
         except AituneCIError as exc:
             self.error = f"{self.name}: {exc}"
             return
@@ -135,7 +159,9 @@ class FixtureCheck:
         # Baselines, verdicts and reports are keyed by the fixture, whatever the spec's display name.
         self.result = replace(result, name=self.name)
         self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s")
-        if self.baseline_error is None or self.options.update:
+        if self.base is not None and not self.options.writes_baselines and self._judge_against_base(self.base):
+            pass
+        elif self.baseline_error is None or self.options.update:
             self.paired = self._paired_with_baseline_artifact()
             self._judge()
         self._maybe_update()
@@ -164,9 +190,22 @@ class FixtureCheck:
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict
 
-    def _judge_row(self, row: BackendResult, env_diff: Mapping[str, Any]) -> Verdict:
-        """One backend's verdict, re-measured while suspected (``judge_with_confirmations``)."""
+    def _judge_row(
+        self,
+        row: BackendResult,
+        env_diff: Mapping[str, Any],
+        *,
+        baseline: Baseline | None = None,
+        paired: tuple[Any, Callable[[], Any]] | None = None,
+    ) -> Verdict:
+        """One backend's verdict, re-measured while suspected (``judge_with_confirmations``).
+
+        Against ``baseline`` (default: the committed one), with the ``(estimate, measure again)``
+        of a paired A/B when there is one (default: the committed artifact's, if timed).
+        """
         result, backend = self.result, row.backend
+        baseline = baseline or self.baseline
+        paired = paired or self.paired.get(backend)
         assert result is not None and result.runtime is not None
         policy = self.repo_config.policy_for(self.name, backend)
 
@@ -180,10 +219,9 @@ class FixtureCheck:
                 f"re-measuring ({measured}/{policy.max_confirmations})"
             )
 
-        paired = self.paired.get(backend)
         return judge_with_confirmations(
             self.name,
-            self.baseline.backends.get(backend) if self.baseline is not None else None,
+            baseline.backends.get(backend) if baseline is not None else None,
             row,
             policy,
             again if backend in result.runtime.built else None,
@@ -192,6 +230,62 @@ class FixtureCheck:
             paired=paired[0] if paired else None,
             remeasure_paired=paired[1] if paired else None,
         )
+
+    def _judge_against_base(self, base: BaseSide) -> bool:
+        """Relative mode: tune the base in this process and judge each backend on the paired ratio.
+
+        Base and head of each backend are timed interleaved (ABBA) in this process, so whatever
+        makes one process or one moment faster than another hits both. Accuracy and "now failing"
+        are judged against the base's own run. Returns False (stored mode takes over) when the
+        base cannot be tuned.
+        """
+        result = self.result
+        assert result is not None and result.runtime is not None
+        names = [row.backend for row in result.backends if not row.module]
+        try:
+            base_result = tune(
+                base.spec,
+                backends=names,
+                measure_config=result.runtime.measure_config,
+                progress=lambda message: self.progress(f"base · {message}"),
+            )
+        except Exception as exc:  # a base that cannot even be tuned leaves the stored baseline to judge
+            self.progress(f"{self.name}: the base {base.ref} could not be tuned ({type(exc).__name__}: {exc})")
+            return False
+        reference = Baseline.from_result(replace(base_result, name=self.name))
+        verdicts = []
+        for row in result.backends:
+            if row.module:
+                continue
+            pair = self._pair(base_result, row.backend)
+            estimate = None
+            if pair is not None:
+                try:
+                    estimate = pair()
+                except Exception as exc:  # either side may fail on a re-run; the medians still judge
+                    self.progress(f"{self.name} · {row.backend}: paired base/head timing failed ({exc})")
+                    pair = None
+            verdict = self._judge_row(row, {}, baseline=reference, paired=(estimate, pair) if estimate else None)
+            verdicts.append(with_message(replace(verdict, mode=VerdictMode.RELATIVE, base_ref=base.ref)))
+        for verdict in apply_run_correction(verdicts):
+            self.verdicts[verdict.backend] = verdict
+        return True
+
+    def _pair(self, base_result: TuneResult, backend: str) -> Callable[[], Any] | None:
+        """Measures base (A) against head (B) of ``backend`` once more; None when either was not built."""
+        head = self.result
+        assert head is not None and head.runtime is not None and base_result.runtime is not None
+        old, new = base_result.runtime.built.get(backend), head.runtime.built.get(backend)
+        if old is None or new is None:
+            return None
+        old_args, old_kwargs = base_result.runtime.samples[0]
+        args, kwargs = head.runtime.samples[0]
+        device, config = head.device, head.runtime.measure_config
+
+        def pair() -> Any:
+            return measure_paired(lambda: old(*old_args, **old_kwargs), lambda: new(*args, **kwargs), device, config)
+
+        return pair
 
     # -- artifacts ------------------------------------------------------------------------------
     def artifact_path(self) -> Path:
@@ -215,7 +309,7 @@ class FixtureCheck:
             return {}
         try:
             manifest = inspect_artifact(path, verify=False)
-            wanted = spec_hash(self.spec, self.backends, environment_fingerprint(self.spec.resolved_device))
+            wanted = spec_hash(self.spec, self.backends, fingerprint(self.spec.resolved_device))
             if manifest.get("spec_hash") != wanted:
                 return {}
             loaded = load(path, copy.deepcopy(self.spec.model), expected_sha256=baseline.artifact_sha256).runner

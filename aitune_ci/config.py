@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class Policy:
         max_confirmations: how many times a suspected latency regression is re-measured before it
             fails; 0 fails on the first measurement.
         noise_k: the effective threshold is at least ``noise_k`` times the between-run noise (see
-            ``aitune_ci.verdict`` for why 3).
+            ``aitune_ci.verdict.latency`` for why 3).
         noise_floor: the smallest between-run noise (relative) assumed when history shows less:
             one run cannot prove a machine steadier than this.
         sqnr_ceiling_db: SQNR above this is float rounding; drops above it are not regressions.
@@ -225,12 +225,17 @@ def _check_key(key: Any, source: object, table: str) -> str:
     return key
 
 
-def _parse_thresholds(value: Any, source: object) -> dict[str, float]:
+def _check_entries(value: Any, source: object, table: str, entry: str) -> Iterator[tuple[str, Any]]:
+    """The (check, entry) pairs of the table ``table``, each key checked before its entry is read."""
     if not isinstance(value, dict):
-        raise ConfigError(source, "thresholds", f"expected a table of check -> number, found {type(value).__name__}")
+        raise ConfigError(source, table, f"expected a table of check -> {entry}, found {type(value).__name__}")
+    for key, item in value.items():
+        yield _check_key(key, source, table), item
+
+
+def _parse_thresholds(value: Any, source: object) -> dict[str, float]:
     out: dict[str, float] = {}
-    for key, threshold in value.items():
-        _check_key(key, source, "thresholds")
+    for key, threshold in _check_entries(value, source, "thresholds", "number"):
         if not _is_number(threshold) or threshold < 0 or not math.isfinite(threshold):
             raise ConfigError(source, f"thresholds.{key}", f"expected a number >= 0 such as 0.05, found {threshold!r}")
         out[key] = float(threshold)
@@ -238,11 +243,8 @@ def _parse_thresholds(value: Any, source: object) -> dict[str, float]:
 
 
 def _parse_acknowledged(value: Any, source: object) -> dict[str, Acknowledgement]:
-    if not isinstance(value, dict):
-        raise ConfigError(source, "acknowledged", f"expected a table of check -> entry, found {type(value).__name__}")
     out: dict[str, Acknowledgement] = {}
-    for key, entry in value.items():
-        _check_key(key, source, "acknowledged")
+    for key, entry in _check_entries(value, source, "acknowledged", "entry"):
         where = f"acknowledged.{key}"
         if isinstance(entry, str):
             entry = {"reason": entry}

@@ -94,14 +94,15 @@ def explicit_dynamic_axes(value: Any, signatures: Sequence[Sequence[Mapping[str,
     """Validate a user's ``dynamic_axes``: ``{input_path: {dim: name}}`` or ``{input_path: [dims]}``."""
     if not isinstance(value, Mapping):
         raise SpecError(
-            "TuneSpec.dynamic_axes must be 'auto', None, or a dict like {'args.0': {0: 'batch'}}; "
-            f"got {value!r}"
+            f"TuneSpec.dynamic_axes must be 'auto', None, or a dict like {{'args.0': {{0: 'batch'}}}}; got {value!r}"
         )
     shapes = _tensor_shapes(signatures)
     out: DynamicAxes = {}
     for path, dims in value.items():
         if path not in shapes:
-            raise SpecError(f"TuneSpec.dynamic_axes names input {path!r}; the samples' tensor inputs are {sorted(shapes)}")
+            raise SpecError(
+                f"TuneSpec.dynamic_axes names input {path!r}; the samples' tensor inputs are {sorted(shapes)}"
+            )
         rank = len(shapes[path][0])
         named = dims if isinstance(dims, Mapping) else {d: f"{path.replace('.', '_')}_{d}" for d in dims}
         for d, name in named.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as _dt
-import sys
+import logging
 import tempfile
 import time
 import traceback
@@ -21,25 +21,25 @@ import torch
 from torch.utils import _pytree as pytree
 
 from aitune_ci.accuracy import compare_outputs
+from aitune_ci.backends import registry
 from aitune_ci.backends.base import Backend, BuildContext
-from aitune_ci.backends.registry import get_backend
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
-from aitune_ci.environment import environment_fingerprint
 from aitune_ci.gpu_health import GpuMonitor
-from aitune_ci.measure import MeasureConfig, measure
+from aitune_ci.measure import MeasureConfig, Progress, measure
 from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
-from aitune_ci.result import BackendResult, TuneResult
+from aitune_ci.result import AccuracyReport, BackendResult, TuneResult
 from aitune_ci.samples import Sample, sample_signature
 from aitune_ci.spec import TuneSpec
+from aitune_ci.status import BackendStatus
 from aitune_ci.store.baseline import backend_key
-from aitune_ci.strategies import SWEEP_MIN_GAIN, select, sweep_batch_sizes
+from aitune_ci.strategies import SWEEP_MIN_GAIN, Selection, select, sweep_batch_sizes
 
 __all__ = ["tune", "remeasure", "Progress", "TuneRuntime", "default_backend_names", "MIXED"]
 
+log = logging.getLogger(__name__)
+
 #: The row name of the model with each tuned submodule's winner swapped in.
 MIXED = "mixed"
-
-Progress = Callable[[str], None]
 
 # Looser precision classes win when a backend's class and the spec's dtype disagree.
 _LOOSENESS = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3, "fp8": 4, "int8": 4}
@@ -67,15 +67,40 @@ class TuneRuntime:
     batch_size: int | None = None
 
 
-def _stderr_progress(message: str) -> None:
-    print(f"[aitune] {message}", file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class _Tuning:
+    """What every step of one tune shares: the spec, where it runs, where builds go, whom to tell."""
+
+    spec: TuneSpec
+    device: torch.device
+    workroot: Path
+    runtime: TuneRuntime
+    say: Progress
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What the backends are built on: the whole model or one submodule, with its inputs and references.
+
+    Attributes:
+        title: the progress lines' name for it (``small_cnn``, or ``small_cnn.encoder`` for a submodule).
+        path: the submodule's path in the model; ``""`` for the whole model.
+        reference: the fp32 eager output of each sample.
+        fp64: the fp64 eager output of each sample, for the RMSE gate; ``None`` when unavailable.
+    """
+
+    title: str
+    module: torch.nn.Module
+    path: str
+    samples: list[Sample]
+    reference: list[Any]
+    fp64: list[Any] | None
+    dynamic_axes: DynamicAxes
 
 
 def default_backend_names(device: torch.device) -> list[str]:
     """Every registered backend that is available on ``device`` (eager first)."""
-    from aitune_ci.backends.registry import backends
-
-    return [row.name for row in backends(device) if row.available]
+    return [row.name for row in registry.backends(device) if row.available]
 
 
 def _to_device(sample: Sample, device: torch.device, dtype: torch.dtype) -> Sample:
@@ -116,9 +141,12 @@ def _error_text(exc: BaseException) -> str:
     return text + where
 
 
+def _loosest(precisions: Sequence[str]) -> str:
+    return max(precisions, key=lambda p: _LOOSENESS.get(p, 0))
+
+
 def _effective_precision(backend_precision: str, dtype: torch.dtype) -> str:
-    spec_precision = _DTYPE_PRECISION.get(dtype, "fp32")
-    return max(backend_precision, spec_precision, key=lambda p: _LOOSENESS.get(p, 0))
+    return _loosest([backend_precision, _DTYPE_PRECISION.get(dtype, "fp32")])
 
 
 def _fp64_reference(model: torch.nn.Module, samples: Sequence[Sample], device: torch.device) -> list[Any] | None:
@@ -143,8 +171,9 @@ def _bind(fn: Callable[..., Any], sample: Sample) -> Callable[[], Any]:
 
 
 @contextlib.contextmanager
-def _health_watch(device: torch.device, runtime: TuneRuntime, block: str, say: Progress) -> Iterator[None]:
+def _health_watch(tuning: _Tuning, block: str) -> Iterator[None]:
     """Record GPU clocks/temperature/power/throttling while a measurement block runs (CUDA only)."""
+    device = tuning.device
     if device.type != "cuda":
         yield
         return
@@ -154,9 +183,10 @@ def _health_watch(device: torch.device, runtime: TuneRuntime, block: str, say: P
     finally:
         summary = monitor.stop()
         if summary is not None:
-            runtime.gpu_health[block] = summary.to_json()
+            tuning.runtime.gpu_health[block] = summary.to_json()
             if summary.throttled:
-                say(f"measurement block {block!r} ran THROTTLED ({', '.join(summary.throttle_reasons)}): compare with care")
+                reasons = ", ".join(summary.throttle_reasons)
+                tuning.say(f"measurement block {block!r} ran THROTTLED ({reasons}): compare with care")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -167,7 +197,7 @@ def tune(
     spec: TuneSpec,
     *,
     measure_config: MeasureConfig | None = None,
-    progress: Progress | None = _stderr_progress,
+    progress: Progress | None = None,
     backends: Sequence[str] | None = None,
     prebuilt: Mapping[str, Callable[..., Any]] | None = None,
 ) -> TuneResult:
@@ -176,7 +206,8 @@ def tune(
     Args:
         spec: what to tune.
         measure_config: measurement budget and rounds (defaults suit a CI run).
-        progress: called with one line per step (``None`` for silence).
+        progress: called with one line per step; when ``None``, each line is logged at INFO on the
+            ``aitune_ci.engine`` logger (the ``aitune-ci`` CLI and the pytest plugin show those).
         backends: overrides ``spec.backends`` (the plugin's ``--aitune-backends`` filter).
         prebuilt: backend name -> an already built callable (a reused artifact) to validate and
             measure instead of building.
@@ -185,23 +216,98 @@ def tune(
         A TuneResult with one row per backend; backends that raise are recorded as FAILED with the
         error text and the tune goes on. ``result.runtime`` keeps the built callables for ``ait.save``.
     """
-    say = progress or (lambda _msg: None)
+    say = progress or log.info
     started = time.perf_counter()
     device = spec.resolved_device
     measure_config = measure_config or MeasureConfig()
+    names = _backend_order(spec, backends, device)
+    model, reference_model = _prepare_models(spec, device)
+    samples = [_to_device(s, device, spec.dtype) for s in spec.normalized_samples]
+    dynamic_axes, batch_axis = _input_axes(spec, samples)
+
+    say(f"{spec.display_name}: {len(names)} backends on {device} ({', '.join(names)})")
+    reference = [_call(reference_model, _to_device(s, device, torch.float32)) for s in spec.normalized_samples]
+    fp64 = _fp64_reference(reference_model, spec.normalized_samples, device)
+
+    tmp = tempfile.TemporaryDirectory(prefix="aitune-")
+    runtime = TuneRuntime(
+        model=model,
+        samples=samples,
+        dynamic_axes=dynamic_axes,
+        workdir=tmp,
+        prebuilt=dict(prebuilt or {}),
+        measure_config=measure_config,
+        batch_size=batch_axis.base_size if batch_axis else None,
+    )
+    tuning = _Tuning(spec=spec, device=device, workroot=Path(tmp.name), runtime=runtime, say=say)
+    whole = _Target(spec.display_name, model, "", samples, reference, fp64, dynamic_axes)
+    rows = _build_all(tuning, whole, names)
+
+    module_rows: list[BackendResult] = []
+    if spec.modules:
+        module_rows = _tune_modules(tuning, names, sweeps=spec.strategy == "max-throughput" and batch_axis is not None)
+        if runtime.module_choice:
+            rows[MIXED] = _build_mixed(tuning, whole, module_rows)
+
+    _measure_whole_model(tuning, rows)
+    if spec.strategy == "max-throughput" and batch_axis is not None:
+        _batch_sweep(tuning, rows, batch_axis)
+
+    selection = select(list(rows.values()), spec.strategy, order=names + ([MIXED] if MIXED in rows else []))
+    say(f"{spec.display_name}: winner {selection.winner or '(none)'} — {selection.reason}")
+    if MIXED in rows:
+        say(f"{spec.display_name}: {_mixed_gain_text(selection.rows)}")
+    return _result(tuning, selection, module_rows, batch_axis, started)
+
+
+def _result(
+    tuning: _Tuning,
+    selection: Selection,
+    module_rows: list[BackendResult],
+    batch_axis: BatchAxis | None,
+    started: float,
+) -> TuneResult:
+    """The finished tune; ``started`` is its ``perf_counter`` start (for ``tune_s``)."""
+    spec, runtime = tuning.spec, tuning.runtime
+    return TuneResult(
+        name=spec.display_name,
+        strategy=spec.strategy,
+        device=str(tuning.device),
+        backends=tuple(selection.rows) + tuple(module_rows),
+        winner=selection.winner,
+        module_choice=dict(runtime.module_choice),
+        gpu_health=dict(runtime.gpu_health),
+        winner_reason=selection.reason,
+        environment=registry.fingerprint(tuning.device),
+        spec=spec.summary(),
+        batch_axis=batch_axis.dim if batch_axis else None,
+        dynamic_axes={p: {str(d): n for d, n in dims.items()} for p, dims in runtime.dynamic_axes.items()},
+        tune_s=time.perf_counter() - started,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        runtime=runtime,
+    )
+
+
+def _backend_order(spec: TuneSpec, backends: Sequence[str] | None, device: torch.device) -> list[str]:
+    """The backends to build, eager first: it is the reference, always built and measured."""
     names = list(backends if backends is not None else (spec.backends or default_backend_names(device)))
     names = [n for n in names if n != MIXED]  # a result row, not a backend
     if "eager" in names:
         names.remove("eager")
-    names.insert(0, "eager")  # the reference is always built and measured first
+    return ["eager", *names]
 
+
+def _prepare_models(spec: TuneSpec, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The model to tune (in the spec's dtype) and the fp32 model whose outputs are the reference."""
     model = spec.model.eval().to(device)
-    if spec.dtype != torch.float32:
-        reference_model = copy.deepcopy(model).to(torch.float32)
-        model = model.to(spec.dtype)
-    else:
-        reference_model = model
-    samples = [_to_device(s, device, spec.dtype) for s in spec.normalized_samples]
+    if spec.dtype == torch.float32:
+        return model, model
+    reference_model = copy.deepcopy(model).to(torch.float32)
+    return model.to(spec.dtype), reference_model
+
+
+def _input_axes(spec: TuneSpec, samples: Sequence[Sample]) -> tuple[DynamicAxes, BatchAxis | None]:
+    """The dynamic axes ahead-of-time backends are built with, and the batch axis (None if there is none)."""
     signatures = [sample_signature(s) for s in samples]
     if spec.dynamic_axes == "auto":
         dynamic_axes = detect_dynamic_axes(signatures)
@@ -213,225 +319,185 @@ def tune(
     if spec.strategy == "max-throughput" and batch_axis is not None:
         # The sweep calls every backend at other batch sizes: ahead-of-time backends must be built
         # with a dynamic batch dim, or they would be rebuilt (or fail) at every size.
-        for path in batch_axis.paths:
-            dynamic_axes.setdefault(path, {}).setdefault(batch_axis.dim, "batch")
+        _make_batch_dynamic(dynamic_axes, batch_axis)
+    return dynamic_axes, batch_axis
 
-    say(f"{spec.display_name}: {len(names)} backends on {device} ({', '.join(names)})")
-    reference_samples = [_to_device(s, device, torch.float32) for s in spec.normalized_samples]
-    reference = [_call(reference_model, s) for s in reference_samples]
-    fp64 = _fp64_reference(reference_model, spec.normalized_samples, device)
 
-    tmp = tempfile.TemporaryDirectory(prefix="aitune-")
-    runtime = TuneRuntime(model=model, samples=samples, dynamic_axes=dynamic_axes, workdir=tmp)
-    runtime.batch_size = batch_axis.base_size if batch_axis else None
-    runtime.measure_config = measure_config
-    runtime.prebuilt = dict(prebuilt or {})
+def _make_batch_dynamic(dynamic_axes: DynamicAxes, batch_axis: BatchAxis) -> None:
+    for path in batch_axis.paths:
+        dynamic_axes.setdefault(path, {}).setdefault(batch_axis.dim, "batch")
+
+
+def _build_all(tuning: _Tuning, target: _Target, names: Sequence[str]) -> dict[str, BackendResult]:
+    """Build and validate every backend on ``target``, in order; one row each."""
     rows: dict[str, BackendResult] = {}
     for index, name in enumerate(names, start=1):
-        label = f"[{index}/{len(names)}] {spec.display_name} · {name}"
-        rows[name] = _build_and_validate(
-            label, name, "", spec, model, samples, reference, fp64, dynamic_axes, device, Path(tmp.name), runtime, say
-        )
-
-    module_rows: list[BackendResult] = []
-    if spec.modules:
-        module_rows = _tune_modules(spec, names, model, samples, rows, device, Path(tmp.name), runtime, say, batch_axis)
-        if runtime.module_choice:
-            rows[MIXED] = _build_mixed(spec, model, samples, reference, fp64, module_rows, runtime, say)
-
-    measured = {n: fn for n, fn in runtime.built.items() if n in rows and rows[n].status in ("ok", "inaccurate")}
-    if measured:
-        say(f"{spec.display_name}: measuring {len(measured)} backends in interleaved rounds")
-        t0 = time.perf_counter()
-        fns = {n: _bind(fn, samples[0]) for n, fn in measured.items()}
-        with _health_watch(device, runtime, "main", say):
-            stats = measure(fns, device, measure_config, batch_size=runtime.batch_size, on_progress=say)
-        for n, s in stats.items():
-            rows[n] = _replace_row(rows[n], latency=s)
-        say(f"{spec.display_name}: measured in {time.perf_counter() - t0:.1f} s")
-
-    if spec.strategy == "max-throughput" and batch_axis is not None:
-        _batch_sweep(spec, rows, runtime, batch_axis, device, measure_config, say)
-
-    selection = select(list(rows.values()), spec.strategy, order=names + ([MIXED] if MIXED in rows else []))
-    say(f"{spec.display_name}: winner {selection.winner or '(none)'} — {selection.reason}")
-    if MIXED in rows:
-        say(f"{spec.display_name}: {_mixed_gain_text(selection.rows)}")
-    return TuneResult(
-        name=spec.display_name,
-        strategy=spec.strategy,
-        device=str(device),
-        backends=tuple(selection.rows) + tuple(module_rows),
-        winner=selection.winner,
-        module_choice=dict(runtime.module_choice),
-        gpu_health=dict(runtime.gpu_health),
-        winner_reason=selection.reason,
-        environment=environment_fingerprint(device),
-        spec=spec.summary(),
-        batch_axis=batch_axis.dim if batch_axis else None,
-        dynamic_axes={p: {str(d): n for d, n in dims.items()} for p, dims in dynamic_axes.items()},
-        tune_s=time.perf_counter() - started,
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        runtime=runtime,
-    )
+        rows[name] = _build_and_validate(tuning, target, name, label=f"[{index}/{len(names)}] {target.title} · {name}")
+    return rows
 
 
-def _replace_row(row: BackendResult, **changes: Any) -> BackendResult:
-    return replace(row, **changes)
+def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str) -> BackendResult:
+    """Build one backend on ``target`` and validate it on every sample; never raises.
 
-
-def _build_and_validate(
-    label: str,
-    name: str,
-    module_path: str,
-    spec: TuneSpec,
-    module: torch.nn.Module,
-    samples: list[Sample],
-    reference: list[Any],
-    fp64: list[Any] | None,
-    dynamic_axes: DynamicAxes,
-    device: torch.device,
-    workroot: Path,
-    runtime: TuneRuntime,
-    say: Progress,
-) -> BackendResult:
-    """Build one backend on ``module`` and validate it on every sample; never raises.
-
-    A usable build is stored in ``runtime`` (under ``name`` for the whole model, under
-    ``module_path/name`` for a submodule, as ``baseline.backend_key``).
+    A usable build is stored in ``tuning.runtime`` (under ``name`` for the whole model, under
+    ``path/name`` for a submodule, as ``baseline.backend_key``).
     """
+    spec, runtime, say = tuning.spec, tuning.runtime, tuning.say
     try:
-        backend = get_backend(name)
+        backend = registry.get_backend(name)
     except Exception as exc:
-        return BackendResult(backend=name, status="failed", module=module_path, error=_error_text(exc))
+        return BackendResult(backend=name, status=BackendStatus.FAILED, module=target.path, error=_error_text(exc))
     precision = _effective_precision(str(backend.precision), spec.dtype)
-    base = BackendResult(backend=name, status="failed", precision=precision, description=backend.describe(), module=module_path)
-    ok, reason = backend.available(device)
+    base = BackendResult(
+        backend=name,
+        status=BackendStatus.FAILED,
+        precision=precision,
+        description=backend.describe(),
+        module=target.path,
+    )
+    ok, reason = backend.available(tuning.device)
     if not ok:
         say(f"{label}: unavailable — {reason}")
-        return _replace_row(base, status="unavailable", error=reason)
+        return replace(base, status=BackendStatus.UNAVAILABLE, error=reason)
 
-    workdir = workroot / (f"{module_path}--{name}" if module_path else name)
+    workdir = tuning.workroot / (f"{target.path}--{name}" if target.path else name)
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = BuildContext(device=device, dtype=spec.dtype, workdir=workdir, dynamic_axes=dynamic_axes, options=backend.options)
-    reused = None if module_path else runtime.prebuilt.get(name)
+    ctx = BuildContext(
+        device=tuning.device,
+        dtype=spec.dtype,
+        workdir=workdir,
+        dynamic_axes=target.dynamic_axes,
+        options=backend.options,
+    )
+    reused = None if target.path else runtime.prebuilt.get(name)
     say(f"{label}: {'reusing the committed artifact' if reused is not None else 'building'}…")
     t0 = time.perf_counter()
     try:
-        built = reused if reused is not None else backend.build(module, samples, ctx)
-        outputs = [_call(built, s) for s in samples]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        built = reused if reused is not None else backend.build(target.module, target.samples, ctx)
+        outputs = [_call(built, s) for s in target.samples]
+        if tuning.device.type == "cuda":
+            torch.cuda.synchronize(tuning.device)
     except Exception as exc:
         say(f"{label}: FAILED after {time.perf_counter() - t0:.1f} s — {_error_text(exc)}")
-        return _replace_row(base, build_s=time.perf_counter() - t0, error=_error_text(exc))
+        return replace(base, build_s=time.perf_counter() - t0, error=_error_text(exc))
     build_s = time.perf_counter() - t0
     try:
-        report = compare_outputs(reference, outputs, precision, spec.tolerance, fp64_reference=fp64)
+        report = compare_outputs(target.reference, outputs, precision, spec.tolerance, fp64_reference=target.fp64)
     except Exception as exc:
         say(f"{label}: FAILED validating outputs — {_error_text(exc)}")
-        return _replace_row(base, build_s=build_s, error=f"validation: {_error_text(exc)}")
-    key = backend_key(name, module_path)
+        return replace(base, build_s=build_s, error=f"validation: {_error_text(exc)}")
+    key = backend_key(name, target.path)
     runtime.backends[key] = backend
     runtime.built[key] = built
     runtime.contexts[key] = ctx
-    status = "ok" if report.passed else "inaccurate"
     if reused is not None:
-        base = _replace_row(base, description=f"{base.description} (reused artifact)")
-    say(f"{label}: {'reused' if reused is not None else 'built'} in {build_s:.1f} s, accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})")
-    return _replace_row(base, status=status, build_s=build_s, accuracy=report, error=None if report.passed else report.reason)
+        base = replace(base, description=f"{base.description} (reused artifact)")
+    say(f"{label}: {'reused' if reused is not None else 'built'} in {build_s:.1f} s, {_accuracy_text(report)}")
+    return _validated(base, report, build_s)
 
 
-def _tune_modules(
-    spec: TuneSpec,
-    names: list[str],
-    model: torch.nn.Module,
-    samples: list[Sample],
-    whole_rows: dict[str, BackendResult],
-    device: torch.device,
-    workroot: Path,
-    runtime: TuneRuntime,
-    say: Progress,
-    batch_axis: BatchAxis | None,
-) -> list[BackendResult]:
-    """Tune each submodule on the inputs it really receives; choose the fastest accurate backend each.
-
-    Submodules always use min-latency: a batch sweep per submodule would not say anything about
-    the whole model's throughput, which the mixed model's own end-to-end row measures.
-    """
-    captured = capture_module_inputs(model, samples, list(spec.modules or ()))
-    named = dict(model.named_modules())
-    out: list[BackendResult] = []
-    for path, calls in captured.items():
-        submodule = named[path]
-        signatures = [sample_signature(c) for c in calls]
-        axes = detect_dynamic_axes(signatures)
-        sub_batch = detect_batch_axis(signatures)
-        if spec.strategy == "max-throughput" and batch_axis is not None and sub_batch is not None:
-            for p in sub_batch.paths:
-                axes.setdefault(p, {}).setdefault(sub_batch.dim, "batch")
-        reference = [_call(submodule, c) for c in calls]
-        fp64 = _fp64_reference(submodule, calls, device) if spec.dtype == torch.float32 else None
-        rows: dict[str, BackendResult] = {}
-        for index, name in enumerate(names, start=1):
-            label = f"[{index}/{len(names)}] {spec.display_name}.{path} · {name}"
-            rows[name] = _build_and_validate(
-                label, name, path, spec, submodule, calls, reference, fp64, axes, device, workroot, runtime, say
-            )
-        fns = {
-            n: _bind(runtime.built[backend_key(n, path)], calls[0])
-            for n, r in rows.items()
-            if r.status in ("ok", "inaccurate")
-        }
-        if fns:
-            say(f"{spec.display_name}.{path}: measuring {len(fns)} backends in interleaved rounds")
-            for n, s in measure(fns, device, runtime.measure_config).items():
-                rows[n] = _replace_row(rows[n], latency=s)
-        selection = select(list(rows.values()), "min-latency")
-        if selection.winner is not None:
-            runtime.module_choice[path] = selection.winner
-        say(f"{spec.display_name}.{path}: chose {selection.winner or '(none)'} — {selection.reason}")
-        out.extend(selection.rows)
-    return out
+def _accuracy_text(report: AccuracyReport) -> str:
+    return f"accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})"
 
 
-def _build_mixed(
-    spec: TuneSpec,
-    model: torch.nn.Module,
-    samples: list[Sample],
-    reference: list[Any],
-    fp64: list[Any] | None,
-    module_rows: list[BackendResult],
-    runtime: TuneRuntime,
-    say: Progress,
-) -> BackendResult:
-    """Swap each submodule's winner into (a shallow copy of) the model; validate it end to end."""
-    choice = runtime.module_choice
-    description = ", ".join(f"{p}={b}" for p, b in choice.items())
-    precisions = [r.precision for r in module_rows if r.selected]
-    precision = max(precisions or ["fp32"], key=lambda p: _LOOSENESS.get(p, 0))
-    base = BackendResult(backend=MIXED, status="failed", precision=precision, description=description)
-    t0 = time.perf_counter()
-    try:
-        mixed = with_submodules_replaced(
-            model,
-            {p: CallableModule(runtime.built[backend_key(b, p)], f"{b}") for p, b in choice.items()},
-        )
-        outputs = [_call(mixed, s) for s in samples]
-        report = compare_outputs(reference, outputs, precision, spec.tolerance, fp64_reference=fp64)
-    except Exception as exc:
-        say(f"{spec.display_name} · mixed: FAILED — {_error_text(exc)}")
-        return _replace_row(base, error=_error_text(exc))
-    build_s = sum(r.build_s or 0.0 for r in module_rows if r.selected) + (time.perf_counter() - t0)
-    runtime.built[MIXED] = mixed
-    say(f"{spec.display_name} · mixed ({description}): accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})")
-    return _replace_row(
-        base,
-        status="ok" if report.passed else "inaccurate",
+def _validated(row: BackendResult, report: AccuracyReport, build_s: float) -> BackendResult:
+    """The row of a build that ran: OK when accurate, else INACCURATE (still measured, never chosen)."""
+    return replace(
+        row,
+        status=BackendStatus.OK if report.passed else BackendStatus.INACCURATE,
         build_s=build_s,
         accuracy=report,
         error=None if report.passed else report.reason,
     )
+
+
+def _measure_whole_model(tuning: _Tuning, rows: dict[str, BackendResult]) -> None:
+    """Latency of every whole-model build that ran, in interleaved rounds (GPU health watched)."""
+    runtime, say, title = tuning.runtime, tuning.say, tuning.spec.display_name
+    measured = {n: fn for n, fn in runtime.built.items() if n in rows and rows[n].status.ran}
+    if not measured:
+        return
+    say(f"{title}: measuring {len(measured)} backends in interleaved rounds")
+    t0 = time.perf_counter()
+    fns = {n: _bind(fn, runtime.samples[0]) for n, fn in measured.items()}
+    with _health_watch(tuning, "main"):
+        stats = measure(fns, tuning.device, runtime.measure_config, batch_size=runtime.batch_size, on_progress=say)
+    for n, s in stats.items():
+        rows[n] = replace(rows[n], latency=s)
+    say(f"{title}: measured in {time.perf_counter() - t0:.1f} s")
+
+
+def _tune_modules(tuning: _Tuning, names: Sequence[str], *, sweeps: bool) -> list[BackendResult]:
+    """Tune each submodule on the inputs it really receives; choose the fastest accurate backend each.
+
+    Submodules always use min-latency: a batch sweep per submodule would not say anything about
+    the whole model's throughput, which the mixed model's own end-to-end row measures. ``sweeps``
+    (the whole model gets a batch sweep) still builds them with a dynamic batch dim.
+    """
+    spec, runtime = tuning.spec, tuning.runtime
+    captured = capture_module_inputs(runtime.model, runtime.samples, list(spec.modules or ()))
+    named = dict(runtime.model.named_modules())
+    out: list[BackendResult] = []
+    for path, calls in captured.items():
+        target = _submodule_target(tuning, path, named[path], calls, sweeps=sweeps)
+        out.extend(_choose_for_submodule(tuning, target, names))
+    return out
+
+
+def _submodule_target(
+    tuning: _Tuning, path: str, submodule: torch.nn.Module, calls: list[Sample], *, sweeps: bool
+) -> _Target:
+    """A submodule with the calls it received, their eager outputs and the axes detected on them."""
+    signatures = [sample_signature(c) for c in calls]
+    axes = detect_dynamic_axes(signatures)
+    sub_batch = detect_batch_axis(signatures)
+    if sweeps and sub_batch is not None:
+        _make_batch_dynamic(axes, sub_batch)
+    reference = [_call(submodule, c) for c in calls]
+    fp64 = _fp64_reference(submodule, calls, tuning.device) if tuning.spec.dtype == torch.float32 else None
+    return _Target(f"{tuning.spec.display_name}.{path}", submodule, path, calls, reference, fp64, axes)
+
+
+def _choose_for_submodule(tuning: _Tuning, target: _Target, names: Sequence[str]) -> list[BackendResult]:
+    """Build, validate and measure every backend on one submodule; record the fastest accurate one."""
+    runtime = tuning.runtime
+    rows = _build_all(tuning, target, names)
+    fns = {
+        n: _bind(runtime.built[backend_key(n, target.path)], target.samples[0]) for n, r in rows.items() if r.status.ran
+    }
+    if fns:
+        tuning.say(f"{target.title}: measuring {len(fns)} backends in interleaved rounds")
+        for n, s in measure(fns, tuning.device, runtime.measure_config).items():
+            rows[n] = replace(rows[n], latency=s)
+    selection = select(list(rows.values()), "min-latency")
+    if selection.winner is not None:
+        runtime.module_choice[target.path] = selection.winner
+    tuning.say(f"{target.title}: chose {selection.winner or '(none)'} — {selection.reason}")
+    return list(selection.rows)
+
+
+def _build_mixed(tuning: _Tuning, whole: _Target, module_rows: list[BackendResult]) -> BackendResult:
+    """Swap each submodule's winner into (a shallow copy of) the model; validate it end to end."""
+    runtime, title = tuning.runtime, tuning.spec.display_name
+    choice = runtime.module_choice
+    description = ", ".join(f"{p}={b}" for p, b in choice.items())
+    precision = _loosest([r.precision for r in module_rows if r.selected] or ["fp32"])
+    base = BackendResult(backend=MIXED, status=BackendStatus.FAILED, precision=precision, description=description)
+    t0 = time.perf_counter()
+    try:
+        mixed = with_submodules_replaced(
+            whole.module,
+            {p: CallableModule(runtime.built[backend_key(b, p)], f"{b}") for p, b in choice.items()},
+        )
+        outputs = [_call(mixed, s) for s in whole.samples]
+        report = compare_outputs(whole.reference, outputs, precision, tuning.spec.tolerance, fp64_reference=whole.fp64)
+    except Exception as exc:
+        tuning.say(f"{title} · mixed: FAILED — {_error_text(exc)}")
+        return replace(base, error=_error_text(exc))
+    build_s = sum(r.build_s or 0.0 for r in module_rows if r.selected) + (time.perf_counter() - t0)
+    runtime.built[MIXED] = mixed
+    tuning.say(f"{title} · mixed ({description}): {_accuracy_text(report)}")
+    return _validated(base, report, build_s)
 
 
 def _mixed_gain_text(rows: Sequence[BackendResult]) -> str:
@@ -444,16 +510,9 @@ def _mixed_gain_text(rows: Sequence[BackendResult]) -> str:
     return f"mixed model is {gain:.2f}x the speed of the best whole-model backend ({best.backend})"
 
 
-def _batch_sweep(
-    spec: TuneSpec,
-    rows: dict[str, BackendResult],
-    runtime: TuneRuntime,
-    batch_axis: BatchAxis,
-    device: torch.device,
-    config: MeasureConfig,
-    say: Progress,
-) -> None:
+def _batch_sweep(tuning: _Tuning, rows: dict[str, BackendResult], batch_axis: BatchAxis) -> None:
     """Throughput at powers of two on the batch axis, until doubling gains < 5% or memory runs out."""
+    spec, runtime = tuning.spec, tuning.runtime
     base = batch_axis.base_size
     cap = spec.max_batch or min(max(base * 8, 8), 1024)
     active = [n for n, r in rows.items() if r.usable and n in runtime.built]
@@ -461,23 +520,12 @@ def _batch_sweep(
     for size in sweep_batch_sizes(base, cap):
         if not active:
             break
-        sample = _resize_batch(runtime.samples[0], batch_axis, size)
-        fns = {}
-        for n in list(active):
-            try:
-                _call(runtime.built[n], sample)  # first call at a new shape: compile/allocate outside timing
-                fns[n] = _bind(runtime.built[n], sample)
-            except Exception as exc:
-                why = "out of memory" if _is_oom(exc) else _error_text(exc)
-                say(f"{spec.display_name} · {n}: batch sweep stops before {size} ({why})")
-                active.remove(n)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+        fns = _callables_at(tuning, active, _resize_batch(runtime.samples[0], batch_axis, size), size)
         if not fns:
             break
-        say(f"{spec.display_name}: batch {size}: measuring {', '.join(fns)}")
-        with _health_watch(device, runtime, f"batch {size}", say):
-            stats = measure(fns, device, config, batch_size=size)
+        tuning.say(f"{spec.display_name}: batch {size}: measuring {', '.join(fns)}")
+        with _health_watch(tuning, f"batch {size}"):
+            stats = measure(fns, tuning.device, runtime.measure_config, batch_size=size)
         for n, s in stats.items():
             previous = sweeps[n][-1] if sweeps[n] else None
             sweeps[n].append(s)
@@ -485,7 +533,23 @@ def _batch_sweep(
                 if s.throughput < previous.throughput * (1 + SWEEP_MIN_GAIN):
                     active.remove(n)
     for n, sweep in sweeps.items():
-        rows[n] = _replace_row(rows[n], sweep=tuple(sweep))
+        rows[n] = replace(rows[n], sweep=tuple(sweep))
+
+
+def _callables_at(tuning: _Tuning, active: list[str], sample: Sample, size: int) -> dict[str, Callable[[], Any]]:
+    """Each active backend bound to ``sample``, called once first; one that raises leaves ``active``."""
+    fns = {}
+    for n in list(active):
+        try:
+            _call(tuning.runtime.built[n], sample)  # first call at a new shape: compile/allocate outside timing
+            fns[n] = _bind(tuning.runtime.built[n], sample)
+        except Exception as exc:
+            why = "out of memory" if _is_oom(exc) else _error_text(exc)
+            tuning.say(f"{tuning.spec.display_name} · {n}: batch sweep stops before {size} ({why})")
+            active.remove(n)
+            if tuning.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return fns
 
 
 def remeasure(result: TuneResult, backend: str) -> BackendResult:
@@ -500,4 +564,4 @@ def remeasure(result: TuneResult, backend: str) -> BackendResult:
     names = [backend] + (["eager"] if backend != "eager" and "eager" in runtime.built else [])
     fns = {n: _bind(runtime.built[n], runtime.samples[0]) for n in names}
     stats = measure(fns, torch.device(result.device), runtime.measure_config, batch_size=runtime.batch_size)
-    return _replace_row(row, latency=stats[backend])
+    return replace(row, latency=stats[backend])

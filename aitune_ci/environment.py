@@ -10,7 +10,7 @@ import os
 import platform
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from aitune_ci.gpus import physical_gpu
 
@@ -18,24 +18,23 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
-    "environment_fingerprint",
-    "environment_differences",
-    "hardware_key",
-    "cpu_features",
-    "cpu_differences",
-    "COMPARED_FIELDS",
-    "CPU_RUN_FIELDS",
+    "BASE_LIBRARIES",
     "CPU_FEATURES",
+    "CPU_RUN_FIELDS",
+    "compared_fields",
+    "cpu_differences",
+    "cpu_features",
+    "environment_differences",
+    "environment_fingerprint",
+    "hardware_key",
+    "library_fields",
+    "software_fields",
 ]
 
-# Libraries whose versions change backend behaviour; recorded when installed.
-_LIBRARIES = ("torch", "torchao", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "tensorrt",
-              "torch-tensorrt", "triton", "numpy", "transformers")
-
-#: Fields whose difference between a baseline and now makes a latency comparison suspect.
-COMPARED_FIELDS = ("hardware_key", "torch", "cuda", "driver", "torchao", "onnxruntime", "onnxruntime-gpu",
-                   "tensorrt", "torch-tensorrt", "triton", "python")
-
+#: Libraries recorded in every environment whatever the backends: they build the model and its
+#: samples, so they are shown but not compared. The backends' own libraries come from their
+#: ``Backend.libraries`` (``backends.registry.fingerprint`` passes them in).
+BASE_LIBRARIES = ("transformers", "numpy")
 
 #: Compared on CPU runs only (a GPU run's kernels do not depend on the host CPU). A baseline that
 #: predates one of them does not record it, and unknown is not a difference. The cores a run may
@@ -44,14 +43,24 @@ CPU_RUN_FIELDS = ("cpu_capability", "cpu_features")
 
 #: CPU features that decide which compiled code can run here, and how fast: inductor and
 #: AOTInductor build AVX-512 or AMX code on a CPU that has them (code that dies with SIGILL on
-#: one that lacks them), and bf16/int8 kernels are fast only with them. Clouds often hide the
-#: model name ("AMD EPYC"), so two machines of one hardware key can differ here: seen on this
-#: project's own CI, where bf16 eager ran 160x slower on the second one.
+#: one that lacks them), and bf16/int8 kernels are fast only with them (bf16 eager can run two
+#: orders of magnitude slower without them). Clouds often hide the model name ("AMD EPYC"), so
+#: two machines of one hardware key can differ here.
 CPU_FEATURES = (
     "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
     "amx_tile", "amx_bf16", "amx_int8",  # x86
     "asimd", "sve", "sve2", "bf16", "i8mm",  # arm64
 )  # fmt: skip
+
+#: The fingerprint's own software fields, in the order reports show them.
+_SOFTWARE_FIELDS = ("python", "torch", "cuda", "cudnn", "driver")
+#: Every field the fingerprint writes itself: any other key of a recorded environment is a library's version.
+_OWN_FIELDS = frozenset({
+    *_SOFTWARE_FIELDS, *CPU_RUN_FIELDS, "hardware_key", "device_type", "platform", "cpu", "cpu_count", "cpus_usable",
+    "gpu", "gpu_memory_gb", "gpu_index", "gpu_physical_index", "gpu_uuid", "compute_capability",
+})  # fmt: skip
+#: Own fields whose difference between a baseline and now makes a latency comparison suspect.
+_COMPARED_OWN_FIELDS = ("hardware_key", "torch", "cuda", "driver", "python")
 
 
 def cpu_features(cpuinfo: str) -> str | None:
@@ -128,8 +137,8 @@ def _version(dist: str) -> str | None:
 
 
 @lru_cache(maxsize=8)
-def _fingerprint(device_str: str) -> tuple[tuple[str, Any], ...]:
-    import torch
+def _fingerprint(device_str: str, libraries: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    import torch  # lazy: reports compare recorded environments without torch
 
     device = torch.device(device_str)
     env: dict[str, Any] = {
@@ -147,9 +156,8 @@ def _fingerprint(device_str: str) -> tuple[tuple[str, Any], ...]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
     }
-    for lib in _LIBRARIES:
-        if lib != "torch":
-            env[lib] = _version(lib)
+    for lib in libraries:
+        env[lib] = _version(lib)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["gpu"] = props.name
@@ -180,20 +188,51 @@ def _nvidia_driver() -> str | None:
         return None
 
 
-def environment_fingerprint(device: torch.device | str | None = None) -> dict[str, Any]:
-    """Hardware and software versions for results, baselines and artifacts (cached per device)."""
-    import torch
+def environment_fingerprint(device: torch.device | str | None = None, libraries: Iterable[str] = ()) -> dict[str, Any]:
+    """Hardware and software versions for results, baselines and artifacts (cached per device).
+
+    Args:
+        device: the device measured on (default: the CPU).
+        libraries: distributions (pip names) whose versions to record besides torch and
+            ``BASE_LIBRARIES``; one not installed is recorded as None. Results record every
+            registered backend's (``backends.registry.fingerprint``).
+    """
+    import torch  # lazy: reports compare recorded environments without torch
 
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return dict(_fingerprint(str(device)))
+    recorded = tuple(sorted(set(libraries).union(BASE_LIBRARIES) - _OWN_FIELDS))
+    return dict(_fingerprint(str(device), recorded))
 
 
-def environment_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def library_fields(env: Mapping[str, Any]) -> list[str]:
+    """The keys of a recorded environment that are library versions (every key the fingerprint
+    does not write itself), by name."""
+    return sorted(k for k in env if k not in _OWN_FIELDS)
+
+
+def software_fields(env: Mapping[str, Any]) -> list[str]:
+    """The keys of ``env`` that are software versions, in the order reports show them: Python,
+    torch, CUDA, cuDNN, the driver, the backends' libraries, then ``BASE_LIBRARIES``."""
+    libraries = library_fields(env)
+    backend_libraries = [lib for lib in libraries if lib not in BASE_LIBRARIES]
+    base = [lib for lib in BASE_LIBRARIES if lib in libraries]
+    return [*(k for k in _SOFTWARE_FIELDS if k in env), *backend_libraries, *base]
+
+
+def compared_fields(*envs: Mapping[str, Any]) -> list[str]:
+    """Fields whose difference makes a latency comparison suspect: the hardware key, torch, CUDA, the
+    driver, Python, and every library but ``BASE_LIBRARIES`` that any of ``envs`` records."""
+    libraries = {lib for env in envs for lib in library_fields(env)} - set(BASE_LIBRARIES)
+    return [*_COMPARED_OWN_FIELDS, *sorted(libraries)]
+
+
+def environment_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """The compared fields that differ, as ``{field: (old, new)}`` (pure; for verdict text).
 
-    On a CPU run the CPU's instruction set (``CPU_RUN_FIELDS``) counts too, where ``old`` records it.
+    A library one side does not record counts as not installed there. On a CPU run the CPU's
+    instruction set (``CPU_RUN_FIELDS``) counts too, where ``old`` records it.
     """
-    differences = {k: (old.get(k), new.get(k)) for k in COMPARED_FIELDS if old.get(k) != new.get(k)}
+    differences = {k: (old.get(k), new.get(k)) for k in compared_fields(old, new) if old.get(k) != new.get(k)}
     differences.update(cpu_differences(old, new))
     return differences
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["fmt_db", "fmt_ms", "fmt_pct", "round_sig", "strict_number"]
+__all__ = ["fmt_db", "fmt_ms", "fmt_p", "fmt_pct", "round_sig", "strict_number"]
 
 
 def round_sig(x: float, digits: int = 6) -> float:
@@ -45,3 +45,10 @@ def fmt_pct(x: float | None) -> str:
 def fmt_db(x: float) -> str:
     """A signal-to-noise ratio in dB, ``inf`` for an exact match."""
     return "inf" if x == math.inf else f"{x:.1f}"
+
+
+def fmt_p(x: float | None) -> str:
+    """A p- or q-value, two significant digits, ``-`` when unknown."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:.2g}"

@@ -4,11 +4,11 @@ Two workers timing on one GPU slow each other down, so their numbers would be wr
 workers than GPUs the run is refused unless the user opts in. A worker is pinned by setting
 ``CUDA_VISIBLE_DEVICES`` before CUDA initialises, so inside it the GPU is always ``cuda:0``.
 
-Workers also share the host's CPUs, which launch every kernel: measured on a 2-GPU H100 host, BERT
-eager (launch-bound) timed 2.2x slower on one GPU while the other worker compiled. So each worker
-also gets its own CPU cores (whole physical cores, hyper-thread siblings kept together) through
-``sched_setaffinity``, inherited by inductor's compile workers. ``AITUNE_CPU_PINNING=0`` turns
-that off.
+Workers also share the host's CPUs, which launch every kernel: a launch-bound model (BERT eager)
+times about twice as slow on one GPU while another worker compiles (``reports/multigpu/README.md``).
+So each worker also gets its own CPU cores (whole physical cores, hyper-thread siblings kept
+together) through ``sched_setaffinity``, inherited by inductor's compile workers.
+``AITUNE_CPU_PINNING=0`` turns that off.
 """
 
 from __future__ import annotations
@@ -19,8 +19,14 @@ import sys
 from typing import Mapping, Sequence
 
 __all__ = [
-    "PinningError", "assign_gpu", "visible_gpus", "worker_index", "pin_worker", "physical_gpu",
-    "partition_cpus", "pin_worker_cpus",
+    "PinningError",
+    "assign_gpu",
+    "visible_gpus",
+    "worker_index",
+    "pin_worker",
+    "physical_gpu",
+    "partition_cpus",
+    "pin_worker_cpus",
 ]
 
 
@@ -93,7 +99,9 @@ def assign_gpu(worker: int, workers: int, gpus: Sequence[str], oversubscribe: bo
     return gpus[worker % len(gpus)]
 
 
-def pin_worker(worker_id: str | None, workers: int, oversubscribe: bool = False, environ: dict[str, str] | None = None) -> str | None:
+def pin_worker(
+    worker_id: str | None, workers: int, oversubscribe: bool = False, environ: dict[str, str] | None = None
+) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` for this xdist worker; returns the physical GPU id it got."""
     env = os.environ if environ is None else environ
     index = worker_index(worker_id)
@@ -127,7 +135,7 @@ def partition_cpus(cpus: Sequence[int], siblings: Mapping[int, frozenset[int]], 
         return cores[index % len(cores)]
     share, extra = divmod(len(cores), workers)
     start = index * share + min(index, extra)
-    mine = cores[start:start + share + (1 if index < extra else 0)]
+    mine = cores[start : start + share + (1 if index < extra else 0)]
     return [cpu for core in mine for cpu in core]
 
 
@@ -162,7 +170,12 @@ def pin_worker_cpus(worker_id: str | None, workers: int, environ: Mapping[str, s
     """
     env = os.environ if environ is None else environ
     index = worker_index(worker_id)
-    if index is None or workers < 2 or env.get("AITUNE_CPU_PINNING", "1") == "0" or not hasattr(os, "sched_setaffinity"):
+    if (
+        index is None
+        or workers < 2
+        or env.get("AITUNE_CPU_PINNING", "1") == "0"
+        or not hasattr(os, "sched_setaffinity")
+    ):
         return None
     allowed = sorted(os.sched_getaffinity(0))
     # xdist numbers a worker that replaces a crashed one past workercount (gw2 of 2): wrap around

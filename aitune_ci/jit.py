@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from aitune_ci.measure import MeasureConfig
+from aitune_ci.engine import tune
+from aitune_ci.measure import MeasureConfig, Progress
 from aitune_ci.result import TuneResult
+from aitune_ci.spec import TuneSpec
 from aitune_ci.tolerance import ToleranceSpec
 
 __all__ = ["JitTuned", "jit"]
@@ -20,26 +22,28 @@ class JitTuned(torch.nn.Module):
 
     Later calls go to the winner. If the winner raises on a later input (an ahead-of-time backend
     built for other shapes, say), the wrapper warns once and falls back to eager for good, so a
-    deployment never breaks because of tuning.
+    deployment never breaks because of tuning. Made by :func:`jit`.
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
-        backends: Sequence[str] | None = None,
-        strategy: str = "min-latency",
-        tolerance: ToleranceSpec = None,
-        measure_config: MeasureConfig | None = None,
-        progress: Any = None,
+        spec_fields: Mapping[str, Any],
+        measure_config: MeasureConfig,
+        progress: Progress | None,
     ) -> None:
+        """Wrap ``model``.
+
+        Args:
+            model: the model to tune and run.
+            spec_fields: the ``TuneSpec`` fields the user chose (backends, strategy, tolerance).
+            measure_config: the measurement budget of the one tune.
+            progress: receives the tune's progress lines (``None``: the engine logs them).
+        """
         super().__init__()
-        if strategy == "max-throughput":
-            raise ValueError("ait.jit tunes on a single input and does no batch sweep; use 'min-latency'")
         self.model = model
-        self._backends = list(backends) if backends is not None else None
-        self._strategy = strategy
-        self._tolerance = tolerance
-        self._measure_config = measure_config or MeasureConfig(max_total_s=1.0)
+        self._spec_fields = dict(spec_fields)
+        self._measure_config = measure_config
         self._progress = progress
         self._lock = threading.Lock()
         # A plain dict, not attributes: an nn.Module winner assigned as an attribute would be
@@ -53,19 +57,14 @@ class JitTuned(torch.nn.Module):
         return self.result.winner if self.result is not None else None
 
     def _tune(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        from aitune_ci.engine import tune
-        from aitune_ci.spec import TuneSpec
-
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         spec = TuneSpec(
             model=self.model,
             samples=[(tuple(args), dict(kwargs))],
-            backends=self._backends,
-            strategy=self._strategy,  # type: ignore[arg-type]
-            tolerance=self._tolerance,
             device=str(device),
             dynamic_axes=None,
             name=f"jit:{type(self.model).__name__}",
+            **self._spec_fields,
         )
         self.result = tune(spec, measure_config=self._measure_config, progress=self._progress)
         runtime = self.result.runtime
@@ -102,7 +101,18 @@ def jit(
     strategy: str = "min-latency",
     tolerance: ToleranceSpec = None,
     measure_config: MeasureConfig | None = None,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> JitTuned:
-    """Wrap ``model`` so its first call tunes it across ``backends`` and later calls run the winner."""
-    return JitTuned(model, backends, strategy, tolerance, measure_config, progress)
+    """Wrap ``model`` so its first call tunes it across ``backends`` and later calls run the winner.
+
+    Raises:
+        ValueError: for ``strategy="max-throughput"``: one input allows no batch sweep.
+    """
+    if strategy == "max-throughput":
+        raise ValueError("ait.jit tunes on a single input and does no batch sweep; use 'min-latency'")
+    spec_fields = {
+        "backends": list(backends) if backends is not None else None,
+        "strategy": strategy,
+        "tolerance": tolerance,
+    }
+    return JitTuned(model, spec_fields, measure_config or MeasureConfig(max_total_s=1.0), progress)

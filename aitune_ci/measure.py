@@ -31,6 +31,7 @@ from aitune_ci.stats import (
 
 __all__ = ["MeasureConfig", "MeasureError", "ABBA", "measure", "measure_paired", "round_order"]
 
+#: Receives one human-readable progress line per step (``ait.tune(progress=...)`` takes the same).
 Progress = Callable[[str], None]
 
 #: Upper bound on iterations per block, so a nanosecond-scale callable cannot exhaust memory.
@@ -265,6 +266,32 @@ def _block_sizes(warmed: Mapping[str, _Warmed], blocks_per_round: int, config: M
     return {name: _iters_for(w.per_call_ms, target / blocks_per_round) for name, w in warmed.items()}
 
 
+#: What :func:`measure` says when its rounds end, by the reason :func:`_stop` gives.
+_STOP_LINES = {
+    "converged": "stopped after {rounds} rounds: every median within ±{ci_percent:g}%",
+    "max_rounds": "stopped at max_rounds={config.max_rounds}",
+    "budget": "stopped after {rounds} rounds: max_total_s={config.max_total_s:g} s budget",
+}
+
+
+def _stop(config: MeasureConfig, rounds: int, converged: bool, spent_s: float, round_s: float) -> str | None:
+    """Why the rounds end now: ``"converged"``, ``"max_rounds"`` or ``"budget"``; None to go on.
+
+    ``min_rounds`` always run; after them the CI target ends the rounds first, then
+    ``max_rounds``, then the budget: no round starts that would overrun ``max_total_s``, judged by
+    the time ``spent_s`` so far and the last round's ``round_s``.
+    """
+    if rounds < config.min_rounds:
+        return None
+    if converged:
+        return "converged"
+    if rounds >= config.max_rounds:
+        return "max_rounds"
+    if spent_s + round_s > config.max_total_s:
+        return "budget"
+    return None
+
+
 def measure(
     fns: Mapping[str, Callable[[], Any]],
     device: torch.device | str = "cpu",
@@ -321,16 +348,10 @@ def measure(
                 f"round {rounds}: "
                 + ", ".join(f"{n} {np.median(samples[n]):.4g} ms ±{widths[n] * 100:.1f}%" for n in names)
             )
-            if rounds < config.min_rounds:
-                continue
-            if all(w <= config.ci_target for w in widths.values()):
-                say(f"stopped after {rounds} rounds: every median within ±{config.ci_target * 100:g}%")
-                break
-            if rounds >= config.max_rounds:
-                say(f"stopped at max_rounds={config.max_rounds}")
-                break
-            if now - start + (now - round_t0) > config.max_total_s:
-                say(f"stopped after {rounds} rounds: max_total_s={config.max_total_s:g} s budget")
+            converged = all(w <= config.ci_target for w in widths.values())
+            stop = _stop(config, rounds, converged, now - start, now - round_t0)
+            if stop is not None:
+                say(_STOP_LINES[stop].format(rounds=rounds, config=config, ci_percent=config.ci_target * 100))
                 break
     return {
         n: summarize(
@@ -408,13 +429,9 @@ def measure_paired(
                 seed=config.seed,
             )
             say(f"paired round {rounds}: ratio b/a {est.ratio:.4f} [{est.ci_low:.4f}, {est.ci_high:.4f}]")
-            if rounds < config.min_rounds:
-                continue
-            if est.half_width <= config.ci_target:
-                break
-            if rounds >= config.max_rounds:
-                break
-            if now - start + (now - round_t0) > config.max_total_s:
+            stop = _stop(config, rounds, est.half_width <= config.ci_target, now - start, now - round_t0)
+            if stop == "budget":
                 say(f"stopped after {rounds} paired rounds: max_total_s={config.max_total_s:g} s budget")
+            if stop is not None:
                 break
     return est

@@ -10,6 +10,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from aitune_ci.report import REPORT_FORMATS
+
 __all__ = ["OPTIONS", "Shard", "parse_shard", "parse_threshold", "parse_backends", "parse_fixtures", "add_options"]
 
 
@@ -39,7 +41,9 @@ def parse_threshold(text: str) -> float:
     try:
         value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--aitune-threshold expects a fraction (0.05) or percent (5%), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--aitune-threshold expects a fraction (0.05) or percent (5%), got {text!r}"
+        ) from None
     if not 0 < value < 10:
         raise argparse.ArgumentTypeError(f"--aitune-threshold {text!r} is out of range (0, 10)")
     return value
@@ -71,6 +75,14 @@ class _Option:
     ini_type: str | None = "string"
 
 
+def _report_help() -> str:
+    """The ``--aitune-report`` help, listing every format the report table knows (argparse reads % as a format)."""
+    formats = "; ".join(f"{suffix} {fmt.description}" for suffix, fmt in REPORT_FORMATS.items())
+    return f"write a report; its suffix picks the format: {formats} (repeatable). Default: none".replace("%", "%%")
+
+
+# One option a line: the table reads as the --help it makes.
+# fmt: off
 OPTIONS: tuple[_Option, ...] = (
     _Option("--aitune", "aitune", "tune every tune_* fixture, check it against its baseline. Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-dir", "aitune_dir", "where baselines, artifacts and history live. Default: .aitune", metavar="DIR", default=".aitune"),
@@ -78,7 +90,7 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("--aitune-update-new-only", "aitune_update_new_only", "write baselines only where none exists yet. Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-threshold", "aitune_threshold", "latency tolerance before a slowdown can fail: fraction or percent. Default: 5%%", type=parse_threshold, metavar="FRACTION", default=None),
     _Option("--aitune-backends", "aitune_backends", "only these backends (comma-separated). Default: each spec's own list", type=parse_backends, metavar="A,B", default=None),
-    _Option("--aitune-report", "aitune_report", "write a report; suffix picks the format: .html, .md or .json (repeatable). Default: none", "append", metavar="PATH", default=None, ini_type="linelist"),
+    _Option("--aitune-report", "aitune_report", _report_help(), "append", metavar="PATH", default=None, ini_type="linelist"),
     _Option("--aitune-fixtures", "aitune_fixtures", "only the checks of these tune fixtures, by exact name (comma-separated; tune_lin does not select tune_lin_big, as -k would); other tests are not affected. Default: all", type=parse_fixtures, metavar="NAME[,NAME]", default=None),
     _Option("--aitune-shard", "aitune_shard", "run only shard i of n (fixtures split evenly, 1-based). Default: all", type=parse_shard, metavar="I/N", default=None),
     _Option("--aitune-strict", "aitune_strict", "a missing baseline fails instead of reporting NEW. Default: off", "store_true", ini_type="bool", default=False),
@@ -86,7 +98,9 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("--aitune-rebuild", "aitune_rebuild", "always build, even where aitune_reuse is set in the ini file. Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-oversubscribe", "aitune_oversubscribe", "allow more pytest-xdist workers than GPUs (their timings disturb each other). Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-measure-seconds", "aitune_measure_seconds", "measurement budget per fixture (interleaved rounds). Default: 4", type=float, metavar="S", default=None),
+    _Option("--aitune-against", "aitune_against", "relative mode: build the fixtures of this git ref (the PR's base) from a worktree and time base and head interleaved in one process; each verdict rests on their paired ratio. Default: off (judge against the stored baselines)", metavar="REF", default=None),
 )
+# fmt: on
 
 
 def add_options(addoption: Callable[..., Any], prefix: str = "") -> None:

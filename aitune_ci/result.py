@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, Mapping
+from typing import Any, TypeVar
 
 from aitune_ci.errors import DataFileError
+from aitune_ci.formatting import fmt_db, round_sig
+from aitune_ci.status import BackendStatus
 
 __all__ = [
     "AccuracyReport",
@@ -19,22 +23,47 @@ __all__ = [
 
 RESULT_SCHEMA_VERSION = 1
 
-#: ok: built, accurate, measured. inaccurate: built and measured but failed its accuracy gate.
-#: failed: raised during build, run or validation. unavailable: cannot run here (reason given).
-BackendStatus = Literal["ok", "inaccurate", "failed", "unavailable"]
+
+def _round_optional(x: float | None, digits: int = 6) -> float | None:
+    """``round_sig`` that passes None through; NaN and ±inf stay, written as JSON's ``NaN``/``Infinity`` tokens."""
+    return None if x is None else round_sig(x, digits)
 
 
-def _round(x: float | None, digits: int = 6) -> float | None:
-    """Round for stable, diff-friendly JSON (6 significant digits)."""
-    if x is None:
-        return None
-    if x != x or x in (float("inf"), float("-inf")):
-        return x  # JSON encoder writes NaN/Infinity; readers accept them
-    return float(f"{x:.{digits}g}")
+@functools.cache
+def _float_fields(cls: type) -> frozenset[str]:
+    """The fields declared as floats (or tuples of them): the ones ``to_json`` rounds."""
+    return frozenset(f.name for f in fields(cls) if "float" in str(f.type))
+
+
+_T = TypeVar("_T", bound="_FieldsJson")
+
+
+class _FieldsJson:
+    """``to_json``/``from_json`` of a dataclass of plain fields: float fields rounded, tuples as lists."""
+
+    def to_json(self) -> dict[str, Any]:
+        rounded = _float_fields(type(self))
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [_round_optional(x) for x in value] if f.name in rounded else list(value)
+            elif f.name in rounded:
+                value = _round_optional(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls: type[_T], data: Mapping[str, Any]) -> _T:
+        kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        for f in fields(cls):
+            if str(f.type).startswith("tuple"):
+                kwargs[f.name] = tuple(kwargs.get(f.name, ()))
+        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
-class LatencyStats:
+class LatencyStats(_FieldsJson):
     """Latency of one backend at one batch size, in milliseconds per call.
 
     ``round_medians_ms`` holds the median of each interleaved round: their spread is the
@@ -63,26 +92,9 @@ class LatencyStats:
             return None
         return self.batch_size * 1000.0 / self.median_ms
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, float):
-                v = _round(v)
-            elif f.name == "round_medians_ms":
-                v = [_round(x) for x in v]
-            out[f.name] = v
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LatencyStats:
-        kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        kwargs["round_medians_ms"] = tuple(kwargs.get("round_medians_ms", ()))
-        return cls(**kwargs)
-
 
 @dataclass(frozen=True)
-class LeafMetrics:
+class LeafMetrics(_FieldsJson):
     """How one output leaf (worst over all samples) compares with the fp32 eager reference."""
 
     path: str
@@ -101,19 +113,6 @@ class LeafMetrics:
     #: max over elements of |cand - ref| / (atol + rtol·|ref|): allclose holds when <= 1
     #: (None when no atol/rtol applied). Needed because allclose is elementwise.
     allclose_ratio: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["shape"] = list(self.shape)
-        for k in ("max_abs", "max_rel", "mean_abs", "cosine", "sqnr_db", "rmse_ratio", "allclose_ratio"):
-            out[k] = _round(out[k])
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LeafMetrics:
-        kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        kwargs["shape"] = tuple(kwargs.get("shape", ()))
-        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -136,8 +135,7 @@ class AccuracyReport:
         w = self.worst
         if w is None:
             return self.reason or ("ok" if self.passed else "failed")
-        sqnr = "inf" if w.sqnr_db == float("inf") else f"{w.sqnr_db:.1f}"
-        return f"max_abs {w.max_abs:.2e}, SQNR {sqnr} dB, cos {w.cosine:.5f}"
+        return f"max_abs {w.max_abs:.2e}, SQNR {fmt_db(w.sqnr_db)} dB, cos {w.cosine:.5f}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,10 +176,14 @@ class BackendResult:
     selected: bool = False
     selection_note: str = ""
 
+    def __post_init__(self) -> None:
+        # A plain string (``status="ok"``) becomes its member; an unknown one is refused here.
+        object.__setattr__(self, "status", BackendStatus(self.status))
+
     @property
     def usable(self) -> bool:
         """Built, accurate and measured: a candidate for selection."""
-        return self.status == "ok" and self.latency is not None
+        return self.status is BackendStatus.OK and self.latency is not None
 
     @property
     def throughput_by_batch(self) -> dict[int, float]:
@@ -190,11 +192,11 @@ class BackendResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
-            "status": self.status,
+            "status": self.status.value,
             "precision": self.precision,
             "description": self.description,
             "module": self.module,
-            "build_s": _round(self.build_s, 4),
+            "build_s": _round_optional(self.build_s, 4),
             "latency": self.latency.to_json() if self.latency else None,
             "sweep": [s.to_json() for s in self.sweep],
             "accuracy": self.accuracy.to_json() if self.accuracy else None,
@@ -207,7 +209,7 @@ class BackendResult:
     def from_json(cls, data: Mapping[str, Any]) -> BackendResult:
         return cls(
             backend=data["backend"],
-            status=data["status"],
+            status=BackendStatus(data["status"]),
             precision=data.get("precision", "fp32"),
             description=data.get("description", ""),
             module=data.get("module", ""),
@@ -275,7 +277,7 @@ class TuneResult:
             "gpu_health": dict(self.gpu_health),
             "batch_axis": self.batch_axis,
             "dynamic_axes": dict(self.dynamic_axes),
-            "tune_s": _round(self.tune_s, 4),
+            "tune_s": _round_optional(self.tune_s, 4),
             "created_at": self.created_at,
             "environment": dict(self.environment),
             "spec": dict(self.spec),
@@ -285,7 +287,7 @@ class TuneResult:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: object = "<result>") -> TuneResult:
         """Parse a result; an unknown schema or a malformed file raises DataFileError naming ``source``."""
-        fix = "re-run the tune (`aitune-ci run` or `pytest --aitune`) to regenerate it"
+        fix = "re-run the tune (`pytest --aitune` or `aitune-ci demo`) to regenerate it"
         if not isinstance(data, Mapping):
             raise DataFileError(source, f"expected a JSON object, found {type(data).__name__}", fix)
         version = data.get("schema_version")

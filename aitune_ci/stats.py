@@ -6,6 +6,7 @@ Nothing here reads a clock or imports torch; :mod:`aitune_ci.measure` collects t
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -21,6 +22,7 @@ __all__ = [
     "coefficient_of_variation",
     "iqr",
     "is_settled",
+    "log_spread",
     "minimum_detectable_effect",
     "paired_ratio",
     "percentile",
@@ -64,6 +66,27 @@ def coefficient_of_variation(samples: Samples) -> float:
     if std == 0.0:
         return 0.0
     return std / abs(mean) if mean != 0.0 else math.inf
+
+
+def log_spread(values: Sequence[float]) -> float | None:
+    """The spread of ``log(values)``: the relative spread between rounds (0.02 ~ 2%).
+
+    Log space makes it relative and symmetric for slow and fast windows. The sample standard
+    deviation, except that with five or more rounds it is capped by the normal-consistent median
+    absolute deviation (1.4826 x MAD): one round hit by a stall (seen on shared CI machines) would
+    otherwise make the whole check look hopelessly noisy, while for well-behaved rounds the SD is
+    the smaller, more efficient estimate. None when fewer than two positive values exist.
+    """
+    logs = [math.log(v) for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+    if len(logs) < 2:
+        return None
+    sd = statistics.stdev(logs)
+    if len(logs) >= 5:
+        center = statistics.median(logs)
+        mad = 1.4826 * statistics.median(abs(x - center) for x in logs)
+        if mad > 0:
+            return min(sd, mad)
+    return sd
 
 
 def _bootstrap_medians(arr: np.ndarray, resamples: int, seed: int) -> np.ndarray:

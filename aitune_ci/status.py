@@ -1,8 +1,9 @@
 """What a backend run ended as, what a check concluded, and how every report shows each: one table.
 
-A new verdict kind is a member of :class:`VerdictKind` plus its row in ``PRESENTATION``; the
-terminal table, the markdown comment, the HTML report, its charts and the count line all read
-the row (severity order, icon, colour, count label, headline) from here.
+A new verdict kind is a member of :class:`VerdictKind`, its row in ``PRESENTATION`` and the rule
+in :mod:`aitune_ci.verdict.judge` that produces it; the terminal table, the markdown comment, the
+HTML report, its charts and the count line all read the row (severity order, icon, colour, count
+label, headline) from here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "PRESENTATION",
     "Presentation",
     "VerdictKind",
+    "VerdictMode",
     "by_severity",
     "presentation",
 ]
@@ -61,6 +63,15 @@ class VerdictKind(_StrEnum):
     NEW = "NEW"
     SKIPPED = "SKIPPED"
     FAILED = "FAILED"
+
+
+class VerdictMode(_StrEnum):
+    """What a check was judged against."""
+
+    #: the committed baseline (nightly, history, and the fallback): other processes, other days
+    STORED = "stored"
+    #: the PR's base, built and timed interleaved with the head in the same process
+    RELATIVE = "relative"
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ accuracy is never selected. Each row gets a note saying why it was or was not ch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from aitune_ci.result import BackendResult
+from aitune_ci.status import BackendStatus
 
 __all__ = ["Selection", "select", "sweep_batch_sizes", "SWEEP_MIN_GAIN", "FIRST_WINS_MIN_SPEEDUP"]
 
@@ -21,12 +22,15 @@ FIRST_WINS_MIN_SPEEDUP = 0.01
 
 @dataclass(frozen=True)
 class Selection:
+    """The chosen backend (None when none was usable), why, and every row with its selection note."""
+
     winner: str | None
     reason: str
     rows: tuple[BackendResult, ...]
 
 
 def _best_throughput(row: BackendResult) -> float:
+    """Items per second at the best batch size measured (calls per second when the batch is unknown)."""
     values = [v for v in row.throughput_by_batch.values() if v]
     if values:
         return max(values)
@@ -36,11 +40,12 @@ def _best_throughput(row: BackendResult) -> float:
 
 
 def _why_not(row: BackendResult) -> str:
-    if row.status == "unavailable":
+    """The note of a row that could not compete (not usable)."""
+    if row.status is BackendStatus.UNAVAILABLE:
         return f"not selected: unavailable ({row.error or 'no reason given'})"
-    if row.status == "failed":
+    if row.status is BackendStatus.FAILED:
         return "not selected: failed"
-    if row.status == "inaccurate":
+    if row.status is BackendStatus.INACCURATE:
         summary = row.accuracy.reason if row.accuracy and row.accuracy.reason else "accuracy gate failed"
         return f"not selected: inaccurate ({summary})"
     return "not selected: not measured"

@@ -38,8 +38,10 @@ class Tolerance:
     def merged_over(self, default: Tolerance) -> Tolerance:
         """This tolerance with its unset fields taken from ``default``."""
         return Tolerance(
-            **{f.name: (getattr(self, f.name) if getattr(self, f.name) is not None else getattr(default, f.name))
-               for f in fields(self)}
+            **{
+                f.name: (getattr(self, f.name) if getattr(self, f.name) is not None else getattr(default, f.name))
+                for f in fields(self)
+            }
         )
 
     def to_json(self) -> dict[str, float]:

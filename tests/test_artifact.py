@@ -16,9 +16,9 @@ import torch
 
 import aitune_ci as ait
 from aitune_ci.backends.base import BuildContext
-from aitune_ci.backends.registry import get_backend
+from aitune_ci.backends.registry import fingerprint, get_backend
 from aitune_ci.engine import TuneRuntime
-from aitune_ci.environment import CPU_FEATURES, environment_fingerprint
+from aitune_ci.environment import CPU_FEATURES
 from aitune_ci.errors import ArtifactError
 from aitune_ci.measure import MeasureConfig
 from aitune_ci.result import BackendResult, TuneResult
@@ -28,7 +28,6 @@ from aitune_ci.store.artifact import (
     ArtifactWarning,
     LoadedArtifact,
     artifact_sha256,
-    find_reusable,
     format_manifest,
     inspect_artifact,
     load,
@@ -333,12 +332,13 @@ def test_too_many_members_are_refused(artifact, tiny_mlp, tmp_path):
 
 
 def test_loading_code_holds_no_pickle_and_no_unsafe_torch_load():
-    """Static check of the artifact modules: no pickle/dill/marshal, torch.load only with weights_only=True."""
-    import aitune_ci.store.artifact as artifact_module
-    import aitune_ci.store.artifact.safety as safety_module
+    """Static check of every artifact module: no pickle/dill/marshal, torch.load only with weights_only=True."""
+    import aitune_ci.store.artifact as artifact_package
 
-    for module in (artifact_module, safety_module):
-        tree = ast.parse(Path(module.__file__).read_text())
+    files = sorted(Path(artifact_package.__file__).parent.rglob("*.py"))
+    assert len(files) > 2, files
+    for file in files:
+        tree = ast.parse(file.read_text())
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
@@ -414,7 +414,9 @@ def test_a_portable_payload_from_a_cpu_with_other_features_loads_with_a_warning(
     manifest, members = _members(artifact.path)
     manifest["environment"].update(cpu_features="avx512f avx512_bf16 sve2", cpu_capability="AVX512-elsewhere")
     path = _write(tmp_path / "other_cpu.ait", manifest, members)
-    with pytest.warns(ArtifactWarning, match=r"cpu_capability: artifact 'AVX512-elsewhere', here .*cpu_features: artifact"):
+    with pytest.warns(
+        ArtifactWarning, match=r"cpu_capability: artifact 'AVX512-elsewhere', here .*cpu_features: artifact"
+    ):
         loaded = load(path, _fresh(tiny_mlp))
     x = _x()
     assert torch.equal(loaded(x), tuned[1].runtime.built["eager"](x))
@@ -497,7 +499,12 @@ def test_spec_hash_is_stable_and_moves_with_what_changes_the_build(tiny_mlp, tin
 def test_spec_hash_moves_with_the_cpus_instruction_set_only_where_the_model_runs_on_the_cpu(tiny_mlp, tiny_input):
     spec = _spec(copy.deepcopy(tiny_mlp), tiny_input)
     for device_type, moves in (("cpu", True), ("cuda", False)):
-        env = {"hardware_key": "x", "device_type": device_type, "cpu_capability": "AVX512", "cpu_features": "avx2 avx512f"}
+        env = {
+            "hardware_key": "x",
+            "device_type": device_type,
+            "cpu_capability": "AVX512",
+            "cpu_features": "avx2 avx512f",
+        }
         other_host = {**env, "cpu_capability": "AVX2", "cpu_features": "avx2"}
         assert (spec_hash(spec, ["eager"], env) != spec_hash(spec, ["eager"], other_host)) is moves, device_type
 
@@ -510,15 +517,14 @@ def test_spec_hash_ignores_the_in_place_dtype_conversion_of_a_tune(tiny_mlp, tin
     assert spec_hash(spec, ["eager"], {"torch": "x"}) == before
 
 
-def test_find_reusable_matches_the_spec_hash_and_skips_broken_files(artifact, tmp_path):
-    folder = tmp_path / "artifacts"
-    folder.mkdir()
-    (folder / "broken.ait").write_bytes(b"PK\x03\x04 not a zip")
-    (folder / "tune_tiny.ait").write_bytes(artifact.path.read_bytes())
+def test_the_manifest_records_the_spec_hash_that_reuse_matches_on(artifact, tmp_path):
+    """Reuse reads only the manifest and compares its spec hash; a broken file is an ArtifactError, not a crash."""
     assert artifact.spec_hash is not None
-    assert find_reusable(folder, artifact.spec_hash) == folder / "tune_tiny.ait"
-    assert find_reusable(folder, "f" * 64) is None
-    assert find_reusable(tmp_path / "absent", artifact.spec_hash) is None
+    assert inspect_artifact(artifact.path, verify=False)["spec_hash"] == artifact.spec_hash
+    broken = tmp_path / "broken.ait"
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ArtifactError):
+        inspect_artifact(broken, verify=False)
 
 
 # --- module mixtures --------------------------------------------------------------------------
@@ -547,7 +553,7 @@ def test_a_module_mixture_comes_back_as_the_same_mixture(tiny_mlp, tmp_path):
         rows.append(BackendResult(backend=name, status="ok", module=module))
     result = TuneResult(
         name="tune_mix", strategy="min-latency", device="cpu", backends=tuple(rows), winner=None, winner_reason="",
-        environment=environment_fingerprint("cpu"),
+        environment=fingerprint("cpu"),
         spec={"dtype": "float32"}, module_choice={"fc1": "eager-bf16", "fc2": "torchao-int8wo"}, runtime=runtime,
     )  # fmt: skip
     info = save(result, tmp_path / "mix.ait")

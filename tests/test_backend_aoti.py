@@ -191,7 +191,7 @@ def test_cuda_package_builds_saves_and_loads(tiny_mlp, tmp_path):
     ctx = BuildContext(device=torch.device("cuda"), dtype=torch.float32, workdir=tmp_path, dynamic_axes=axes)
     backend = AOTIBackend()
     # On the lent H100 this crashed in the loader until packages were built with a compiler matching
-    # the process's libstdc++ (aitune_ci/backends/cxx_runtime.py); it must now build and load.
+    # the process's libstdc++ (aitune_ci/backends/_cxx_runtime.py); it must now build and load.
     built = backend.build(model, samples, ctx)
     meta = json.loads(json.dumps(backend.save(built, tmp_path / "artifact")))
     loaded = backend.load(model, tmp_path / "artifact", meta, ctx)
@@ -271,9 +271,7 @@ def test_a_cuda_package_for_this_compute_capability_loads_quietly_on_the_default
     assert _StandInLoader.made == [(str(tmp_path / "p.pt2"), "model", False, 1, -1)]
 
 
-def test_a_torch_without_the_loader_class_falls_back_to_aoti_load_package_with_the_device_index(
-    monkeypatch, tmp_path
-):
+def test_a_torch_without_the_loader_class_falls_back_to_aoti_load_package_with_the_device_index(monkeypatch, tmp_path):
     import aitune_ci.backends.aoti as aoti
 
     calls = []
@@ -297,5 +295,7 @@ def test_a_loader_that_segfaults_becomes_a_backend_error_naming_the_signal_and_a
     import aitune_ci.backends.aoti as aoti
 
     monkeypatch.setattr(aoti, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)\n")
-    with pytest.raises(BackendError, match=r"crashed \(SIGSEGV\).*built with \S+ \(libstdc\+\+ linked: \w+;.*AITUNE_AOTI_CXX"):
+    with pytest.raises(
+        BackendError, match=r"crashed \(SIGSEGV\).*built with \S+ \(libstdc\+\+ linked: \w+;.*AITUNE_AOTI_CXX"
+    ):
         aoti.probe_load(tmp_path / PACKAGE_FILE, torch.device("cpu"))

@@ -1,7 +1,7 @@
 """TensorRT and Torch-TensorRT backends: shape profiles, export plumbing, honest unavailability.
 
-TensorRT cannot be installed on the development machines, so the engine build/run tests are
-``gpu`` tests that skip (via ``importorskip``, naming the missing module) where it is absent.
+The engine build/run tests are ``gpu`` tests that skip (via ``importorskip``, naming the missing
+module) where TensorRT is absent.
 """
 
 from __future__ import annotations
@@ -16,19 +16,17 @@ import torch
 from aitune_ci.backends import registry
 from aitune_ci.backends import tensorrt as trt_backend
 from aitune_ci.backends import torch_tensorrt as torch_trt_backend
-from aitune_ci.backends.base import BuildContext
-from aitune_ci.backends.tensorrt import (
+from aitune_ci.backends._tensorrt_shapes import (
     ShapeProfile,
-    check_engine_portable,
     check_shape_in_profile,
-    export_onnx,
     export_sample_index,
     shape_profiles,
     tensor_inputs,
-    torch_dtype_for_trt,
     torch_export_dims,
     torch_export_dynamic_shapes,
 )
+from aitune_ci.backends.base import BuildContext
+from aitune_ci.backends.tensorrt import check_engine_portable, export_onnx, torch_dtype_for_trt
 from aitune_ci.errors import ArtifactError, BackendError
 
 TRT_NAMES = ("tensorrt", "tensorrt-fp16")

@@ -1,13 +1,70 @@
-"""The aitune-ci command: demo, backends, inspect (real runs, small budgets)."""
+"""The aitune-ci command: run, demo, backends, inspect (real runs, small budgets)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import torch
 
 from aitune_ci.cli import main
+from aitune_ci.cli.run_command import split_pytest_args
 from aitune_ci.environment import environment_fingerprint
+
+_PROJECT_CONFTEST = textwrap.dedent(
+    """
+    import torch
+    import aitune_ci as ait
+
+
+    @ait.tune_fixture
+    def tune_x():
+        torch.manual_seed(0)
+        return ait.TuneSpec(model=torch.nn.Linear(8, 4), samples=[torch.randn(2, 8)], backends=["eager"], device="cpu")
+    """
+)
+
+
+def test_help_lists_every_command_without_importing_torch():
+    code = (  # `python -m aitune_ci.cli --help`, then a look at what it imported
+        "import runpy, sys\n"
+        "sys.argv = ['aitune-ci', '--help']\n"
+        "try:\n    runpy.run_module('aitune_ci.cli', run_name='__main__', alter_sys=True)\nexcept SystemExit:\n    pass\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    for command in ("run", "backends", "demo", "inspect", "report", "comment", "merge"):
+        assert f"    {command} " in out
+    assert out.splitlines()[-1] == "no torch"
+
+
+def test_everything_after_run_goes_to_pytest_untouched():
+    assert split_pytest_args(["-v", "run", "-k", "x", "--help", "--", "-v"]) == (
+        ["-v", "run"],
+        ["-k", "x", "--help", "--", "-v"],
+    )
+    assert split_pytest_args(["report", "run.json", "--html", "r.html"]) == (
+        ["report", "run.json", "--html", "r.html"],
+        [],
+    )
+    assert split_pytest_args(["--help"]) == (["--help"], [])
+
+
+def test_run_tunes_a_project_with_pytest_and_returns_its_exit_status(tmp_path, monkeypatch, capfd):
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n\n[tool.aitune]\nmax_confirmations = 0\n")
+    (tmp_path / "conftest.py").write_text(_PROJECT_CONFTEST)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a tiny matmul on a shared box: one thread, less noise
+
+    status = main(["run", "-v", "-p", "no:cacheprovider", "--aitune-measure-seconds", "0.2"])
+
+    captured = capfd.readouterr()
+    out = captured.out
+    assert status == 0, out + captured.err
+    assert "tune_x[eager] PASSED" in out and "aitune: 1 new" in out
+    assert main(["run", "-p", "no:cacheprovider", "--no-such-option"]) == 4  # pytest's usage error, passed on
 
 
 def test_demo_tunes_both_example_models_and_writes_results(tmp_path, capsys):

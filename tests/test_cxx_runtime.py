@@ -16,8 +16,8 @@ import warnings
 import pytest
 import torch
 
-from aitune_ci.backends import cxx_runtime
-from aitune_ci.backends.cxx_runtime import (
+from aitune_ci.backends import _cxx_runtime as cxx_runtime
+from aitune_ci.backends._cxx_runtime import (
     classify_link,
     compatible,
     inspect_compiler,
@@ -136,7 +136,10 @@ def test_with_no_compatible_compiler_the_build_fails_with_what_to_do(newer_compi
     monkeypatch.setattr(cxx_runtime, "FALLBACKS", ())
     monkeypatch.delenv("AITUNE_AOTI_CXX", raising=False)
     with inductor_config.patch({"cpp.cxx": (None, compiler)}):
-        with pytest.raises(BackendError, match=r"would crash this process when loaded: .*newer-g\+\+.*GLIBCXX_3\.4\.99.*AITUNE_AOTI_CXX"):
+        with pytest.raises(
+            BackendError,
+            match=r"would crash this process when loaded: .*newer-g\+\+.*GLIBCXX_3\.4\.99.*AITUNE_AOTI_CXX",
+        ):
             package_compiler()
 
 
@@ -153,7 +156,9 @@ def test_an_explicit_compiler_is_used_as_given(newer_compiler, monkeypatch):
 
 @pytest.mark.slow
 @needs_gxx
-def test_a_package_is_built_with_the_replacement_and_loads(static_compiler, tiny_mlp, tiny_input, tmp_path, monkeypatch):
+def test_a_package_is_built_with_the_replacement_and_loads(
+    static_compiler, tiny_mlp, tiny_input, tmp_path, monkeypatch
+):
     """torch's choice is the static-libstdc++ compiler: the package must be built with g++, and say so."""
     from torch._inductor import config as inductor_config
 
@@ -205,6 +210,8 @@ def test_a_package_carrying_a_static_libstdcxx_is_refused_before_any_load(tmp_pa
     aoti.check_package_libraries(shared)  # fine
     probes = []
     monkeypatch.setattr(aoti, "probe_load", lambda *a, **k: probes.append(a))
-    with pytest.raises(BackendError, match=r"static\.wrapper\.so, which carries its own static copy of libstdc\+\+.*Rebuild"):
+    with pytest.raises(
+        BackendError, match=r"static\.wrapper\.so, which carries its own static copy of libstdc\+\+.*Rebuild"
+    ):
         aoti.AOTIBackend()._load_package(static, torch.device("cpu"))
     assert probes == []

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from aitune_ci.environment import cpu_features, environment_differences, environment_fingerprint
+from aitune_ci.backends.registry import fingerprint
+from aitune_ci.environment import (
+    BASE_LIBRARIES,
+    compared_fields,
+    cpu_features,
+    environment_differences,
+    environment_fingerprint,
+    library_fields,
+    software_fields,
+)
 from aitune_ci.store.artifact.safety import environment_differences as artifact_differences
 from aitune_ci.store.artifact.safety import missing_cpu_features, non_portable_differences
 
@@ -66,3 +75,39 @@ def test_only_features_this_cpu_lacks_block_a_compiled_payload():
     assert non_portable_differences(built_on_less) == {}  # ... but the code runs here
     built_on_more = artifact_differences(_env(), _env(cpu_features="avx2 fma"))
     assert non_portable_differences(built_on_more) == {"cpu_features": ("avx2 fma avx512f", "avx2 fma")}
+
+
+#: What every environment recorded before the libraries came from the backends' declarations.
+OLD_LIBRARIES = dict.fromkeys(
+    ("torchao", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "tensorrt", "torch-tensorrt", "triton",
+     "numpy", "transformers")
+)  # fmt: skip
+
+
+def test_a_backend_library_change_is_a_difference_and_a_model_building_one_is_not():
+    old = _env(**{**OLD_LIBRARIES, "torchao": "0.16.0", "numpy": "2.3.0", "transformers": "4.57.0"})
+    now = _env(**{**OLD_LIBRARIES, "torchao": "0.18.0", "numpy": "2.4.6", "transformers": "5.24.0"})
+    assert environment_differences(old, now) == {"torchao": ("0.16.0", "0.18.0")}
+    assert set(artifact_differences(old, now)) == {"torchao"}
+
+
+def test_a_baseline_recording_the_old_library_list_is_compared_on_the_same_fields_plus_onnx():
+    """The fields compared before they were derived, and onnx/onnxscript, now compared as backend libraries."""
+    before = {"hardware_key", "torch", "cuda", "driver", "torchao", "onnxruntime", "onnxruntime-gpu", "tensorrt",
+              "torch-tensorrt", "triton", "python"}  # fmt: skip
+    old = _env(**OLD_LIBRARIES)
+    assert set(compared_fields(old, fingerprint("cpu"))) == before | {"onnx", "onnxscript"}
+    assert environment_differences(old, old) == {}
+
+
+def test_a_library_the_baseline_does_not_record_counts_as_not_installed_there():
+    assert environment_differences(_env(), _env(newlib="1.0")) == {"newlib": (None, "1.0")}
+    assert environment_differences(_env(), _env(numpy="2.4.6")) == {}
+
+
+def test_every_key_the_fingerprint_writes_besides_libraries_is_its_own():
+    env = environment_fingerprint("cpu", libraries=("onnx",))
+    assert library_fields(env) == sorted({"onnx", *BASE_LIBRARIES})
+    assert software_fields(env)[:2] == ["python", "torch"]
+    assert software_fields(env)[-len(BASE_LIBRARIES) :] == list(BASE_LIBRARIES)
+    assert compared_fields(env) == ["hardware_key", "torch", "cuda", "driver", "python", "onnx"]

@@ -9,10 +9,12 @@ import logging
 import re
 import socket
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from github_server import FakeGitHub, Fault, github_server  # noqa: F401 - the fixture
 
+from aitune_ci.cli.console import console_logging
 from aitune_ci.errors import AituneCIError, GitHubError
 from aitune_ci.github import (
     DEFAULT_MARKER,
@@ -434,14 +436,15 @@ def test_annotation_rejects_an_unknown_level() -> None:
 
 
 @pytest.fixture
-def actions_env(github_server: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
-    """The environment of a pull_request workflow run pointed at the fake server."""
+def actions_env(github_server: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
+    """The environment of a pull_request workflow run pointed at the fake server, on the CLI's console."""
     github_server.open_pull(PR)
     monkeypatch.setenv("GITHUB_TOKEN", github_server.token)
     monkeypatch.setenv("GITHUB_REPOSITORY", github_server.repository)
     monkeypatch.setenv("GITHUB_API_URL", github_server.url)
     monkeypatch.setenv("GITHUB_EVENT_PATH", str(_event(tmp_path, {"pull_request": {"number": PR}})))
-    return github_server
+    with console_logging():
+        yield github_server
 
 
 def test_post_report_comment_creates_then_updates(actions_env: FakeGitHub, capsys: pytest.CaptureFixture[str]) -> None:
@@ -484,3 +487,33 @@ def test_post_report_comment_without_token_says_how_to_pass_it(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("::warning") and out[1].startswith("::error") and "GITHUB_TOKEN" in out[0]
     assert actions_env.requests == []
+
+
+def test_the_library_logs_its_status_lines_and_echoes_workflow_commands(
+    github_server: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    github_server.open_pull(PR)
+    monkeypatch.setenv("GITHUB_REPOSITORY", github_server.repository)
+    monkeypatch.setenv("GITHUB_API_URL", github_server.url)
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(_event(tmp_path, {"pull_request": {"number": PR}})))
+    caplog.set_level(logging.INFO, logger="aitune_ci")
+    echoed: list[str] = []
+
+    assert post_report_comment("report", echo=echoed.append) == 0  # no token: a warning command
+    monkeypatch.setenv("GITHUB_TOKEN", github_server.token)
+    assert post_report_comment("report", echo=echoed.append) == 0
+
+    comment = github_server.comments[PR][0]
+    assert [line.split("::")[1] for line in echoed] == ["warning title=aitune-ci comment"]
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("aitune_ci")] == [
+        (
+            "aitune_ci.github.comment",
+            logging.INFO,
+            f"aitune-ci comment: created comment {comment['id']} on PR #{PR}: {comment['html_url']}",
+        )
+    ]
+    assert capsys.readouterr().out == ""  # without a console handler, the library writes nothing itself

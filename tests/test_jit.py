@@ -10,7 +10,9 @@ from aitune_ci.measure import MeasureConfig
 
 
 def test_first_call_tunes_and_later_calls_use_the_winner(tiny_mlp, tiny_input):
-    model = ait.jit(tiny_mlp, backends=["eager", "torchao-int8wo"], measure_config=MeasureConfig(max_total_s=0.2, min_rounds=3))
+    model = ait.jit(
+        tiny_mlp, backends=["eager", "torchao-int8wo"], measure_config=MeasureConfig(max_total_s=0.2, min_rounds=3)
+    )
     assert model.result is None
     out = model(tiny_input)
     assert model.result is not None and model.winner in ("eager", "torchao-int8wo")

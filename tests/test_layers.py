@@ -23,15 +23,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aitune_ci"
 #: name (below ``aitune_ci.``); the most specific prefix wins.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("plugin", "cli"),
-    ("check",),
+    ("check", "options"),
     ("github",),
     ("report",),
     ("engine", "jit", "store.artifact", "store.runs", "verdict"),
     ("spec", "examples"),
     ("backends",),
-    ("measure", "accuracy", "stats", "strategies", "modules"),
+    ("measure", "accuracy", "strategies", "modules"),
     (
         "samples",
+        "stats",
         "tolerance",
         "config",
         "result",
@@ -42,7 +43,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "dynamic",
         "fixture",
         "atomic",
-        "options",
         "formatting",
         "store.baseline",
         "store.history",

@@ -15,7 +15,8 @@ import pytest
 
 from aitune_ci.report import render_report, write_report
 from aitune_ci.report.html import render_html
-from aitune_ci.store.history import mark_change_points, read_history
+from aitune_ci.report.trends import mark_change_points
+from aitune_ci.store.history import read_history
 from aitune_ci.store.runs import load_run
 
 DATA = Path(__file__).parent / "data"
@@ -155,7 +156,9 @@ def test_a_level_shift_names_the_environment_change_that_came_with_it(run: dict,
 
     html = render_html(run, history=read_history(edited))
 
-    assert re.search(r"cudagraphs: level shift \+[^<]*; the environment changed then: torch 2\.11\.0\+cu130 → 2\.12\.0\+cu130", html)
+    assert re.search(
+        r"cudagraphs: level shift \+[^<]*; the environment changed then: torch 2\.11\.0\+cu130 → 2\.12\.0\+cu130", html
+    )
     assert "the environment changed" not in render_html(run, history=history)
 
 
@@ -166,9 +169,16 @@ def test_histories_of_two_machines_are_separate_series(run: dict, tmp_path: Path
     def history(hardware: str, medians: list[float]) -> Path:
         path = tmp_path / f"{hardware}.jsonl"
         lines = [
-            json.dumps({"schema_version": 1, "date": f"2026-11-{day + 1:02d}T02:00:00+00:00", "fixture": "tune_small_cnn",
-                        "hardware_key": hardware, "environment": {"hardware_key": hardware, "torch": "2.13.0"},
-                        "backends": {"eager": {"status": "ok", "median_ms": ms}}})  # fmt: skip
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "date": f"2026-11-{day + 1:02d}T02:00:00+00:00",
+                    "fixture": "tune_small_cnn",
+                    "hardware_key": hardware,
+                    "environment": {"hardware_key": hardware, "torch": "2.13.0"},
+                    "backends": {"eager": {"status": "ok", "median_ms": ms}},
+                }
+            )  # fmt: skip
             for day, ms in enumerate(medians)
         ]
         path.write_text("\n".join(lines) + "\n")

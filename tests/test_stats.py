@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from aitune_ci.stats import (
     coefficient_of_variation,
     iqr,
     is_settled,
+    log_spread,
     minimum_detectable_effect,
     paired_ratio,
     percentile,
@@ -163,3 +165,10 @@ def test_mde_matches_the_documented_formula():
     # (1.95996 + 0.84162) * sqrt(2) * 0.03 / sqrt(10)
     assert minimum_detectable_effect(0.03, 10) == pytest.approx(0.037589, rel=1e-4)
     assert minimum_detectable_effect(0.0, 10) == 0.0
+
+
+def test_one_stalled_round_does_not_make_the_spread_explode():
+    steady = [1.0, 1.01, 0.99, 1.005, 0.995, 1.0, 1.002]
+    stalled = steady[:-1] + [10.0]
+    assert log_spread(stalled) < 0.05  # the SD alone would be ~0.87
+    assert log_spread(steady) == pytest.approx(statistics.stdev([math.log(v) for v in steady]))

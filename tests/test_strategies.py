@@ -11,7 +11,9 @@ def lat(ms: float, batch: int = 8) -> LatencyStats:
 
 
 def row(name: str, ms: float | None, status: str = "ok", sweep: dict[int, float] | None = None) -> BackendResult:
-    acc = AccuracyReport(passed=status == "ok", precision="fp32", gate="", reason="" if status == "ok" else "SQNR 12 dB < 25 dB")
+    acc = AccuracyReport(
+        passed=status == "ok", precision="fp32", gate="", reason="" if status == "ok" else "SQNR 12 dB < 25 dB"
+    )
     return BackendResult(
         backend=name,
         status=status,  # type: ignore[arg-type]
@@ -22,7 +24,13 @@ def row(name: str, ms: float | None, status: str = "ok", sweep: dict[int, float]
     )
 
 
-ROWS = [row("eager", 10.0), row("inductor", 6.0), row("aoti", 5.0), row("torchao-int8dq", 2.0, status="inaccurate"), row("tensorrt", None, status="unavailable")]
+ROWS = [
+    row("eager", 10.0),
+    row("inductor", 6.0),
+    row("aoti", 5.0),
+    row("torchao-int8dq", 2.0, status="inaccurate"),
+    row("tensorrt", None, status="unavailable"),
+]
 
 
 def test_min_latency_picks_the_fastest_accurate_backend():

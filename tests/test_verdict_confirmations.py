@@ -8,7 +8,7 @@ from synthetic_latency import stats
 from aitune_ci.config import Policy
 from aitune_ci.result import BackendResult, LatencyStats
 from aitune_ci.store.baseline import BackendBaseline, LatencySummary
-from aitune_ci.verdict import LATENCY, Verdict, VerdictKind, judge_with_confirmations
+from aitune_ci.verdict import LATENCY, PairedRatio, Verdict, VerdictKind, judge_with_confirmations, pool_paired
 
 BASELINE = BackendBaseline(status="ok", latency=LatencySummary.from_stats(stats()))
 
@@ -71,8 +71,6 @@ def test_on_suspect_sees_each_suspicion_before_its_remeasurement():
 
 
 def test_pooled_paired_estimates_narrow_the_interval_and_keep_the_center():
-    from aitune_ci.verdict import PairedRatio, pool_paired
-
     one = PairedRatio(1.10, 1.02, 1.19, 5)
     pooled = pool_paired([one, PairedRatio(1.10, 1.02, 1.19, 5), PairedRatio(1.10, 1.02, 1.19, 5)])
     assert pooled.ratio == pytest.approx(1.10, rel=1e-9)
@@ -81,8 +79,6 @@ def test_pooled_paired_estimates_narrow_the_interval_and_keep_the_center():
 
 
 def test_a_paired_confirmation_adds_evidence_instead_of_having_to_clear_the_bar_alone():
-    from aitune_ci.verdict import PairedRatio, judge_with_confirmations
-
     # First estimate: suspected (+12%, CI above 1). A second, noisier one alone would not
     # be significant, but pooled with the first the slowdown stands.
     first = PairedRatio(1.12, 1.04, 1.21, 5)
@@ -95,8 +91,6 @@ def test_a_paired_confirmation_adds_evidence_instead_of_having_to_clear_the_bar_
 
 
 def test_an_inconclusive_slowdown_past_the_threshold_is_measured_again_not_passed():
-    from aitune_ci.verdict import PairedRatio
-
     # +9% point estimate, CI touching 1: not significant alone, but past the 5% threshold.
     first = PairedRatio(1.09, 0.995, 1.19, 5)
     calls = []
@@ -111,11 +105,14 @@ def test_an_inconclusive_slowdown_past_the_threshold_is_measured_again_not_passe
 
 
 def test_a_small_inconclusive_change_under_the_threshold_is_not_remeasured():
-    from aitune_ci.verdict import PairedRatio
-
     row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
     verdict = judge_with_confirmations(
-        "tune_x", BASELINE, row, Policy(), None, paired=PairedRatio(1.02, 0.98, 1.06, 5),
+        "tune_x",
+        BASELINE,
+        row,
+        Policy(),
+        None,
+        paired=PairedRatio(1.02, 0.98, 1.06, 5),
         remeasure_paired=lambda: pytest.fail("must not re-measure"),
     )
     assert verdict.kind == "PASS" and verdict.confirmations == 0

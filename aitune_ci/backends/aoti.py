@@ -8,17 +8,16 @@ lets export keep what it can dynamic, and records that in the metadata.
 The package carries its own weights and machine code for one device type (and CPU ISA or GPU
 architecture): a payload from another machine must be rebuilt, not loaded.
 
-Packages are built with a C++ compiler that links libstdc++ dynamically (``cxx_runtime``): on the
-GPU image with torch 2.11.0+cu130, ``CXX=/opt/gcc/bin/g++`` linked a static copy of libstdc++ into
-every package's ``wrapper.so``, and every package, CPU or CUDA, even one ``nn.Linear``, segfaulted
-on load in that copy's ``std::regex`` locale code; packages built there with ``/usr/bin/g++``
-loaded (``bench/aoti_loader_diag.py``; ``reports/h100/README.md``). When torch's own choice is
-such a compiler, the build uses a sound one and warns, or fails with the reason if none is found.
-The ``cxx`` option (or ``AITUNE_AOTI_CXX``) names the compiler outright.
+Packages are built with a C++ compiler that links libstdc++ dynamically (``_cxx_runtime``): a
+compiler that puts a static copy of libstdc++ into every package's ``wrapper.so`` makes every
+package, CPU or CUDA, even one ``nn.Linear``, segfault on load in that copy's ``std::regex`` locale
+code. When torch's own choice is such a compiler, the build uses a sound one and warns, or fails
+with the reason if none is found. The ``cxx`` option (or ``AITUNE_AOTI_CXX``) names the compiler
+outright.
 
-A load skips the CPU instruction-set probe torch's own loader runs to word a warning (46 s of test
-builds for a CUDA package on a fresh H200 runner; ``_load_package_here``), and warns, as torch did,
-about a CUDA package built for another compute capability.
+A load skips the CPU instruction-set probe torch's own loader runs to word a warning (tens of
+seconds of test builds on a machine with an empty inductor cache; ``_load_package_here``), and
+warns, as torch did, about a CUDA package built for another compute capability.
 
 Until one package has loaded in a child process, packages are loaded there first, since a loader
 segfault would end the whole run instead of failing one backend.
@@ -31,19 +30,23 @@ Python start (seconds), which would otherwise dominate every fresh-process artif
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.utils._pytree as pytree
 
+from aitune_ci.backends._cxx_runtime import classify_link, inspect_compiler, pick_compiler, runtime_libstdcxx
 from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.inductor import (
     axes_from_json,
@@ -59,8 +62,14 @@ from aitune_ci.errors import BackendError
 from aitune_ci.samples import Sample
 
 __all__ = [
-    "PACKAGE_FILE", "AOTIBackend", "AOTICompiled", "check_package_libraries", "compute_capability_problem",
-    "export_dynamic_shapes", "package_compiler", "probe_load",
+    "PACKAGE_FILE",
+    "AOTIBackend",
+    "AOTICompiled",
+    "check_package_libraries",
+    "compute_capability_problem",
+    "export_dynamic_shapes",
+    "package_compiler",
+    "probe_load",
 ]
 
 #: The package file ``build`` writes into ``ctx.workdir`` and ``save`` copies.
@@ -357,8 +366,6 @@ def package_compiler(explicit: str | None = None) -> str | None:
     chosen = explicit or os.environ.get("AITUNE_AOTI_CXX")
     if chosen:
         return chosen
-    from aitune_ci.backends.cxx_runtime import pick_compiler
-
     current = _torch_compiler()
     if current is None:
         return None  # inductor itself will say what is missing
@@ -393,8 +400,6 @@ def _compiler_hint() -> str:
     compiler = os.environ.get("AITUNE_AOTI_CXX") or _torch_compiler()
     if compiler is None:
         return ""
-    from aitune_ci.backends.cxx_runtime import inspect_compiler
-
     checked = inspect_compiler(compiler)
     if checked is None:
         return ""
@@ -411,9 +416,6 @@ _LOADER_WORKS: set[str] = set()
 
 def _probe_marker(device: torch.device) -> Path:
     """Where a good probe is remembered for this torch build, device type and GPU model."""
-    import hashlib
-    import platform
-
     parts = [torch.__version__, str(torch.version.cuda), device.type, platform.machine()]
     if device.type == "cuda":
         parts.append(torch.cuda.get_device_name(device))
@@ -428,10 +430,6 @@ def check_package_libraries(path: Path, head_bytes: int = 8 << 20) -> None:
     The dynamic section and symbol names sit at the start of a shared library, so the first
     ``head_bytes`` of each ``.so`` member are enough (weights may follow; they are not read).
     """
-    import zipfile
-
-    from aitune_ci.backends.cxx_runtime import classify_link, runtime_libstdcxx
-
     if runtime_libstdcxx() is None:
         return
     try:
@@ -443,10 +441,9 @@ def check_package_libraries(path: Path, head_bytes: int = 8 << 20) -> None:
                     if classify_link(f.read(head_bytes)) == "static":
                         raise BackendError(
                             f"{path} holds {info.filename}, which carries its own static copy of libstdc++: loading it "
-                            "next to this process's shared libstdc++ crashes (seen on the lent H100 as a segfault in "
-                            "std::regex). It was built by a compiler whose libstdc++.so could not be found. Rebuild the "
-                            "package here (pytest --aitune --aitune-update), where aoti picks a compiler that links "
-                            "libstdc++ dynamically."
+                            "next to this process's shared libstdc++ crashes (a segfault in std::regex). It was built "
+                            "by a compiler whose libstdc++.so could not be found. Rebuild the package here (pytest "
+                            "--aitune --aitune-update), where aoti picks a compiler that links libstdc++ dynamically."
                         )
     except (zipfile.BadZipFile, OSError):
         return  # the loader reports a missing or damaged package in its own words
@@ -458,10 +455,10 @@ def _load_package_here(path: Path, device: torch.device) -> Callable[..., Any]:
     torch's loader compares the package's recorded device information with this machine's, only to
     log a warning, and its ``get_device_information`` runs inductor's ISA probe to do so: a C++ test
     build and load per candidate ISA (the builds are kept in the inductor cache folder; the loads
-    are not). On a fresh runner that made a CUDA resnet50 package take 46 s to load on the lent H200
-    (10 C++ builds; the build itself took 63 s). The package's code is already compiled: a CPU
-    payload built for features this CPU lacks is refused before this point (``artifact_safety``),
-    and a CUDA package built for another compute capability is warned about here, as torch did.
+    are not), which with an empty inductor cache can take longer than building the package did.
+    The package's code is already compiled: a CPU payload built for features this CPU lacks is
+    refused before this point (``store.artifact.safety``), and a CUDA package built for another
+    compute capability is warned about here, as torch did.
     """
     index = device.index if device.type == "cuda" and device.index is not None else -1  # -1: torch's default
     try:

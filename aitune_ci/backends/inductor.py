@@ -34,8 +34,8 @@ Dynamo keeps its graph cache, its recompile limit (8 graphs) and its automatic-d
 code object, and ``torch.compile(module)`` of a ``torch.nn`` class (``Sequential``,
 ``TransformerEncoder``...) enters through one wrapper shared by every such module in the process.
 Measured with torch 2.13: the 9th differently shaped model compiled that way ran eagerly, with
-only a log line, and a model compiled after one of another rank got every dim symbolic (on the
-H100 a part tuned second ran its dynamic-shape graph).
+only a log line, and a model compiled after one of another rank got every dim symbolic (a part
+tuned second then ran its dynamic-shape graph).
 """
 
 from __future__ import annotations
@@ -447,8 +447,11 @@ def ensure_something_compiled(graphs_before: int, backend: str) -> None:
     raise BackendError(
         f"{backend}: torch.compile ran the model without capturing a single graph, so this backend would be "
         "measured as eager PyTorch"
-        + (" (torch.compile is disabled in this process: TORCH_COMPILE_DISABLE or torch._dynamo.config.disable)"
-           if disabled else " (dynamo skipped the model's code: run with TORCH_LOGS=graph_breaks,recompiles to see why)")
+        + (
+            " (torch.compile is disabled in this process: TORCH_COMPILE_DISABLE or torch._dynamo.config.disable)"
+            if disabled
+            else " (dynamo skipped the model's code: run with TORCH_LOGS=graph_breaks,recompiles to see why)"
+        )
     )
 
 

@@ -1,9 +1,9 @@
-"""TensorRT through ONNX, plus the shape-profile logic shared with the Torch-TensorRT backend.
+"""TensorRT through ONNX, plus the availability and portability checks shared with Torch-TensorRT.
 
-TensorRT cannot be installed on the machines this project is developed on, so nothing here that
-touches ``tensorrt`` runs in the default test suite; it is written against the TensorRT 10/11
-Python API (name-based I/O, ``execute_async_v3``) and exercised by the ``gpu`` tests. The pure
-parts (profiles, export shapes, dtype mapping) are unit-tested on the CPU.
+Nothing here that touches ``tensorrt`` runs without a CUDA GPU and TensorRT installed: it is
+written against the TensorRT 10/11 Python API (name-based I/O, ``execute_async_v3``) and exercised
+by the ``gpu`` tests. The parts that need neither (profiles and export shapes, in
+``_tensorrt_shapes``; dtype mapping; the ONNX export) are unit-tested on the CPU.
 
 Precision: TensorRT 11 removed weak typing (``BuilderFlag.FP16``) and every network is strongly
 typed, so the fp16/bf16 variants export the ONNX graph from a half-precision copy of the module
@@ -16,15 +16,24 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
-import inspect
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
+from torch.utils import _pytree as pytree
 
+from aitune_ci.backends._tensorrt_shapes import (
+    ShapeProfile,
+    check_shape_in_profile,
+    export_sample_index,
+    shape_profiles,
+    tensor_inputs,
+    torch_export_dims,
+    trt_tensor_name,
+)
 from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import ArtifactError, BackendError
@@ -35,19 +44,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HALF_DTYPES",
-    "ShapeProfile",
+    "TRT_PRECISIONS",
     "TensorRTBackend",
     "TensorRTEngineModule",
-    "check_shape_in_profile",
-    "export_sample_index",
-    "shape_profiles",
-    "tensor_inputs",
+    "check_engine_portable",
+    "export_onnx",
+    "gpu_fingerprint",
+    "gpu_reason",
+    "join_reasons",
+    "library_reason",
     "torch_dtype_for_trt",
-    "torch_export_dims",
-    "torch_export_dynamic_shapes",
+    "version_tuple",
 ]
-
-Shape = tuple[int, ...]
 
 #: Precision name -> the dtype a half-precision variant runs at.
 HALF_DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -56,164 +64,6 @@ TRT_PRECISIONS = ("fp32", "fp16", "bf16")
 #: Oldest TensorRT with the name-based I/O API and strongly typed networks used here.
 MIN_TENSORRT = (10, 0)
 TENSORRT_INSTALL_HINT = "pip install 'aitune-ci[tensorrt]' on a machine with a CUDA GPU"
-
-
-class ShapeProfile(NamedTuple):
-    """One input's TensorRT optimization profile: the shapes it is built for and tuned at."""
-
-    min: Shape
-    opt: Shape
-    max: Shape
-
-    @property
-    def is_static(self) -> bool:
-        return self.min == self.max
-
-    def to_json(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Sequence[int]]) -> ShapeProfile:
-        return cls(tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]))
-
-
-# --------------------------------------------------------------------------------------------
-# Pure shape logic (no torch): unit-tested in milliseconds.
-# --------------------------------------------------------------------------------------------
-
-
-def shape_profiles(
-    samples_shapes: Sequence[Mapping[str, Sequence[int]]],
-    dynamic_axes: Mapping[str, Mapping[int, str]],
-) -> dict[str, ShapeProfile]:
-    """Min/opt/max shapes per input, from the shapes the samples really have.
-
-    A dynamic axis gets min = the smallest size seen, max = the largest, and opt = the median
-    size (the lower median, so it is a size a sample really had): TensorRT tunes its kernels for
-    opt, and the typical sample is a better target than the largest one. Every other axis must
-    have one size across all samples.
-
-    Args:
-        samples_shapes: one ``{input_path: shape}`` mapping per sample (``args.0``, ``kwargs.x``).
-        dynamic_axes: ``{input_path: {dim_index: dim_name}}``; empty means all static.
-
-    Returns:
-        ``{input_path: ShapeProfile(min, opt, max)}`` for every input, in the first sample's order.
-
-    Raises:
-        BackendError: no samples, inputs that differ between samples, ranks that differ, a
-            dynamic axis that names an unknown input or a dim beyond the rank, or a static axis
-            whose size varies.
-    """
-    if not samples_shapes:
-        raise BackendError("no samples to build a TensorRT shape profile from; give at least one sample")
-    paths = list(samples_shapes[0])
-    for i, shapes in enumerate(samples_shapes[1:], start=1):
-        if set(shapes) != set(paths):
-            missing = sorted(set(paths) - set(shapes))
-            extra = sorted(set(shapes) - set(paths))
-            raise BackendError(
-                f"sample {i} has different tensor inputs than sample 0 (missing {missing}, extra {extra}); "
-                "every sample must pass the same inputs"
-            )
-    dynamic_axes = _int_axes(dynamic_axes)
-    for path in dynamic_axes:
-        if path not in paths:
-            raise BackendError(f"dynamic_axes names input {path!r}, but the samples' tensor inputs are {paths}")
-
-    profiles: dict[str, ShapeProfile] = {}
-    for path in paths:
-        shapes = [tuple(int(d) for d in s[path]) for s in samples_shapes]
-        ranks = {len(s) for s in shapes}
-        if len(ranks) != 1:
-            raise BackendError(
-                f"input {path} has different ranks across samples ({', '.join(str(list(s)) for s in shapes)}); "
-                "TensorRT needs one rank per input"
-            )
-        rank = ranks.pop()
-        axes = dynamic_axes.get(path, {})
-        for dim in axes:
-            if not 0 <= dim < rank:
-                raise BackendError(f"dynamic_axes names dim {dim} of {path}, which has rank {rank}")
-        lo, opt, hi = [], [], []
-        for dim in range(rank):
-            sizes = sorted(s[dim] for s in shapes)
-            if dim not in axes and sizes[0] != sizes[-1]:
-                raise BackendError(
-                    f"input {path} dim {dim} takes sizes {sorted(set(sizes))} across samples but is not a dynamic "
-                    "axis; declare it in TuneSpec.dynamic_axes or give samples of one shape"
-                )
-            lo.append(sizes[0])
-            opt.append(sizes[(len(sizes) - 1) // 2])
-            hi.append(sizes[-1])
-        profiles[path] = ShapeProfile(tuple(lo), tuple(opt), tuple(hi))
-    return profiles
-
-
-def _int_axes(dynamic_axes: Mapping[str, Mapping[Any, str]]) -> dict[str, dict[int, str]]:
-    """Dim indices as ints (a JSON round trip turns them into strings)."""
-    return {path: {int(dim): name for dim, name in axes.items()} for path, axes in dynamic_axes.items()}
-
-
-def check_shape_in_profile(path: str, shape: Sequence[int], profile: ShapeProfile) -> None:
-    """Raise a clear error when a call's input shape is outside the built profile.
-
-    Raises:
-        BackendError: rank differs, or a dimension is below min or above max.
-    """
-    shape = tuple(int(d) for d in shape)
-    if len(shape) != len(profile.min):
-        raise BackendError(
-            f"input {path} has shape {list(shape)} but the engine was built for rank {len(profile.min)} "
-            f"(min {list(profile.min)}, max {list(profile.max)})"
-        )
-    for dim, (size, lo, hi) in enumerate(zip(shape, profile.min, profile.max, strict=True)):
-        if not lo <= size <= hi:
-            raise BackendError(
-                f"input {path} has shape {list(shape)}: dim {dim} = {size} is outside the range [{lo}, {hi}] the "
-                "TensorRT engine was built for from the samples; add a sample of this size and rebuild"
-            )
-
-
-def export_sample_index(
-    samples_shapes: Sequence[Mapping[str, Sequence[int]]], profiles: Mapping[str, ShapeProfile]
-) -> int:
-    """The sample to trace with: the one with the largest dynamic dimensions.
-
-    ``torch.export`` specializes a dimension whose example size is 0 or 1, so tracing at the
-    largest sizes keeps every dynamic axis symbolic.
-
-    Raises:
-        BackendError: a dynamic axis never exceeds size 1, so it cannot be traced as dynamic.
-    """
-    for path, p in profiles.items():
-        for dim, (lo, hi) in enumerate(zip(p.min, p.max, strict=True)):
-            if lo != hi and hi < 2:
-                raise BackendError(
-                    f"input {path} dim {dim} only takes sizes {lo}..{hi}; torch.export cannot trace a dynamic "
-                    "dimension from examples of size 0 or 1. Add a sample where it is at least 2"
-                )
-
-    def dynamic_volume(i: int) -> int:
-        return sum(
-            int(samples_shapes[i][path][dim])
-            for path, p in profiles.items()
-            for dim in range(len(p.min))
-            if p.min[dim] != p.max[dim]
-        )
-
-    return max(range(len(samples_shapes)), key=lambda i: (dynamic_volume(i), -i))
-
-
-def _dim_symbol(name: str) -> str:
-    """A valid Python identifier for ``torch.export.Dim`` from a user's dim name."""
-    symbol = re.sub(r"\W", "_", name)
-    return symbol if symbol and not symbol[0].isdigit() else f"d_{symbol}"
-
-
-def trt_tensor_name(path: str) -> str:
-    """The ONNX/TensorRT tensor name for an input path (``args.0`` -> ``args_0``)."""
-    return re.sub(r"\W", "_", path)
 
 
 _TRT_TO_TORCH = {
@@ -244,88 +94,8 @@ def torch_dtype_for_trt(trt_dtype_name: str) -> torch.dtype:
         ) from None
 
 
-# --------------------------------------------------------------------------------------------
-# torch-side helpers (run on the CPU too).
-# --------------------------------------------------------------------------------------------
-
-
-def tensor_inputs(sample: Sample) -> dict[str, torch.Tensor]:
-    """``{input_path: tensor}`` for one sample, args first, then kwargs.
-
-    Raises:
-        BackendError: an input that is not a tensor (TensorRT engines take tensors only).
-    """
-    args, kwargs = sample
-    out: dict[str, torch.Tensor] = {}
-    for path, value in [(f"args.{i}", a) for i, a in enumerate(args)] + [(f"kwargs.{k}", v) for k, v in kwargs.items()]:
-        if not isinstance(value, torch.Tensor):
-            raise BackendError(
-                f"input {path} is a {type(value).__name__}; TensorRT backends take tensor inputs only. "
-                "Wrap the model so constants are bound inside forward and only tensors are passed"
-            )
-        out[path] = value
-    return out
-
-
-def torch_export_dims(
-    profiles: Mapping[str, ShapeProfile], dynamic_axes: Mapping[str, Mapping[int, str]]
-) -> dict[str, dict[int, Dim]]:
-    """``{input_path: {dim: torch.export.Dim}}`` for the axes that really vary.
-
-    Axes with the same name share one ``Dim`` (so torch.export keeps them equal, e.g. the batch
-    of ``input_ids`` and ``attention_mask``), spanning the union of their ranges. A declared
-    dynamic axis that took a single size stays static.
-    """
-    from torch.export import Dim
-
-    dynamic_axes = _int_axes(dynamic_axes)
-    ranges: dict[str, tuple[int, int]] = {}
-    for path, axes in dynamic_axes.items():
-        p = profiles[path]
-        for dim, name in axes.items():
-            if p.min[dim] == p.max[dim]:
-                continue
-            lo, hi = ranges.get(name, (p.min[dim], p.max[dim]))
-            ranges[name] = (min(lo, p.min[dim]), max(hi, p.max[dim]))
-    dims = {name: Dim(_dim_symbol(name), min=lo, max=hi) for name, (lo, hi) in ranges.items()}
-    out: dict[str, dict[int, Dim]] = {}
-    for path, axes in dynamic_axes.items():
-        per_path = {
-            dim: dims[name]
-            for dim, name in axes.items()
-            if name in dims and profiles[path].min[dim] != profiles[path].max[dim]
-        }
-        if per_path:
-            out[path] = per_path
-    return out
-
-
-def torch_export_dynamic_shapes(
-    module: torch.nn.Module, sample: Sample, dims: Mapping[str, Mapping[int, Dim]]
-) -> dict[str, Any] | None:
-    """The ``dynamic_shapes`` argument of ``torch.export.export`` for ``module(*args, **kwargs)``.
-
-    Keyed by the forward parameter names, as ``torch.export`` binds them; ``None`` when static.
-    """
-    if not dims:
-        return None
-    args, kwargs = sample
-    spec_by_id = {id(t): dims.get(path) for path, t in tensor_inputs(sample).items()}
-    bound = inspect.signature(module.forward).bind(*args, **kwargs)
-
-    def spec(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return spec_by_id.get(id(value))
-        if isinstance(value, tuple):  # *args
-            return tuple(spec(v) for v in value)
-        if isinstance(value, dict):  # **kwargs
-            return {k: spec(v) for k, v in value.items()}
-        return None
-
-    return {name: spec(value) for name, value in bound.arguments.items()}
-
-
-def cuda_reason(device: torch.device) -> str | None:
+def gpu_reason(device: torch.device, precision: str) -> str | None:
+    """Why a TensorRT engine cannot run on ``device`` at ``precision`` (None: it can)."""
     if device.type != "cuda":
         return f"TensorRT needs a CUDA GPU (device is {device.type})"
     if not torch.cuda.is_available():
@@ -333,24 +103,37 @@ def cuda_reason(device: torch.device) -> str | None:
             f"TensorRT needs a CUDA GPU, but CUDA is not available to torch {torch.__version__} "
             f"(built with CUDA {torch.version.cuda})"
         )
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return "this GPU has no native bf16 support"
     return None
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
+    """``(major, minor, patch)`` of a version string, for comparisons (``"10.3.0.post1"`` -> ``(10, 3, 0)``)."""
     return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 
 
-def import_reason(module_name: str, hint: str) -> tuple[Any | None, str | None]:
-    """Import an optional library; on failure, the reason naming what is missing."""
+def library_reason(module_name: str, minimum: tuple[int, ...], needs: str) -> tuple[Any | None, str | None]:
+    """Import an optional TensorRT library: ``(module, None)``, or why it cannot be used here.
+
+    Args:
+        module_name: what to import (``tensorrt``, ``torch_tensorrt``).
+        minimum: the oldest version that works; an older one is a reason.
+        needs: what the reason says this backend needs (``TensorRT >= 10 (name-based I/O API)``).
+    """
     if importlib.util.find_spec(module_name) is None:
-        return None, f"{module_name} is not installed ({hint})"
+        return None, f"{module_name} is not installed ({TENSORRT_INSTALL_HINT})"
     try:
-        return importlib.import_module(module_name), None
+        module = importlib.import_module(module_name)
     except Exception as exc:  # a broken install (missing libnvinfer, CUDA mismatch) must read clearly
         return None, f"{module_name} is installed but cannot be imported: {type(exc).__name__}: {exc}"
+    if version_tuple(module.__version__) < minimum:
+        return module, f"{module_name} {module.__version__} is too old; this backend needs {needs}"
+    return module, None
 
 
 def join_reasons(reasons: Sequence[str | None]) -> tuple[bool, str]:
+    """``available``'s answer from the reasons found: ``(True, "")`` when there are none."""
     found = [r for r in reasons if r]
     return (False, "; ".join(found)) if found else (True, "")
 
@@ -377,8 +160,6 @@ def check_engine_portable(meta: Mapping[str, Any], here: Mapping[str, Any], what
 
 def _output_dtypes_and_spec(module: torch.nn.Module, sample: Sample) -> tuple[list[torch.dtype], Any]:
     """Run the eager module once: its output leaves' dtypes and pytree structure."""
-    from torch.utils import _pytree as pytree
-
     args, kwargs = sample
     with torch.inference_mode():
         out = module(*args, **kwargs)
@@ -517,8 +298,6 @@ class TensorRTEngineModule(torch.nn.Module):
         self._side_stream: torch.cuda.Stream | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        from torch.utils import _pytree as pytree
-
         given = tensor_inputs((args, kwargs))
         if set(given) != set(self.input_paths):
             raise BackendError(f"called with inputs {list(given)}; the engine was built for {self.input_paths}")
@@ -595,22 +374,13 @@ class TensorRTBackend(Backend):
         return self.options["precision"]
 
     def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
-        device = torch.device(device)
-        trt, lib_reason = import_reason("tensorrt", TENSORRT_INSTALL_HINT)
-        if trt is not None and version_tuple(trt.__version__) < MIN_TENSORRT:
-            lib_reason = (
-                f"tensorrt {trt.__version__} is too old; this backend needs TensorRT >= 10 (name-based I/O API)"
-            )
+        _, lib_reason = library_reason("tensorrt", MIN_TENSORRT, "TensorRT >= 10 (name-based I/O API)")
         onnx_reason = None
         if importlib.util.find_spec("onnxscript") is None:
             onnx_reason = (
                 "onnxscript is not installed (needed by torch.onnx.export(dynamo=True); pip install 'aitune-ci[onnx]')"
             )
-        gpu_reason = cuda_reason(device)
-        bf16_reason = None
-        if gpu_reason is None and self.precision == "bf16" and not torch.cuda.is_bf16_supported():
-            bf16_reason = "this GPU has no native bf16 support"
-        return join_reasons([lib_reason, onnx_reason, gpu_reason, bf16_reason])
+        return join_reasons([lib_reason, onnx_reason, gpu_reason(torch.device(device), self.precision)])
 
     def build(self, module: torch.nn.Module, samples: Sequence[Sample], ctx: BuildContext) -> Callable[..., Any]:
         import tensorrt as trt
@@ -658,8 +428,6 @@ class TensorRTBackend(Backend):
         return TensorRTEngineModule(engine, ctx.device, list(profiles), profiles, output_dtypes, out_spec, meta)
 
     def save(self, built: Callable[..., Any], outdir: Path) -> dict[str, Any]:
-        from torch.utils import _pytree as pytree
-
         if not isinstance(built, TensorRTEngineModule):
             raise BackendError(f"backend {self.name!r} cannot save a {type(built).__name__}")
         try:
@@ -682,7 +450,6 @@ class TensorRTBackend(Backend):
         self, module: torch.nn.Module, indir: Path, meta: Mapping[str, Any], ctx: BuildContext
     ) -> Callable[..., Any]:
         import tensorrt as trt
-        from torch.utils import _pytree as pytree
 
         if meta.get("format") != "tensorrt-plan":
             raise ArtifactError(f"not a TensorRT plan payload (format {meta.get('format')!r})")

@@ -17,24 +17,25 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from aitune_ci.backends.base import Backend, BuildContext, Payload
-from aitune_ci.backends.registry import register_backend
-from aitune_ci.backends.tensorrt import (
-    HALF_DTYPES,
-    TENSORRT_INSTALL_HINT,
-    TRT_PRECISIONS,
+from aitune_ci.backends._tensorrt_shapes import (
     ShapeProfile,
-    check_engine_portable,
-    cuda_reason,
     export_sample_index,
-    gpu_fingerprint,
-    import_reason,
-    join_reasons,
     shape_profiles,
     tensor_inputs,
     torch_export_dims,
     torch_export_dynamic_shapes,
     trt_tensor_name,
+)
+from aitune_ci.backends.base import Backend, BuildContext, Payload
+from aitune_ci.backends.registry import register_backend
+from aitune_ci.backends.tensorrt import (
+    HALF_DTYPES,
+    TRT_PRECISIONS,
+    check_engine_portable,
+    gpu_fingerprint,
+    gpu_reason,
+    join_reasons,
+    library_reason,
     version_tuple,
 )
 from aitune_ci.errors import ArtifactError, BackendError
@@ -120,25 +121,20 @@ class TorchTensorRTBackend(Backend):
         return self.options["precision"]
 
     def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
-        device = torch.device(device)
-        ttrt, lib_reason = import_reason("torch_tensorrt", TENSORRT_INSTALL_HINT)
-        if ttrt is not None:
+        minimum = ".".join(map(str, MIN_TORCH_TENSORRT))
+        ttrt, lib_reason = library_reason(
+            "torch_tensorrt",
+            MIN_TORCH_TENSORRT,
+            f"Torch-TensorRT >= {minimum} (strong typing with autocast, save with dynamic_shapes)",
+        )
+        if lib_reason is None and ttrt is not None:
             version = version_tuple(ttrt.__version__)
-            if version < MIN_TORCH_TENSORRT:
-                lib_reason = (
-                    f"torch_tensorrt {ttrt.__version__} is too old; this backend needs Torch-TensorRT >= "
-                    f"{'.'.join(map(str, MIN_TORCH_TENSORRT))} (strong typing with autocast, save with dynamic_shapes)"
-                )
-            elif version[:2] != version_tuple(torch.__version__)[:2]:
+            if version[:2] != version_tuple(torch.__version__)[:2]:
                 lib_reason = (
                     f"torch_tensorrt {ttrt.__version__} is built for torch {version[0]}.{version[1]}, "
                     f"but torch is {torch.__version__}; install the matching torch-tensorrt"
                 )
-        gpu_reason = cuda_reason(device)
-        bf16_reason = None
-        if gpu_reason is None and self.precision == "bf16" and not torch.cuda.is_bf16_supported():
-            bf16_reason = "this GPU has no native bf16 support"
-        return join_reasons([lib_reason, gpu_reason, bf16_reason])
+        return join_reasons([lib_reason, gpu_reason(torch.device(device), self.precision)])
 
     def build(self, module: torch.nn.Module, samples: Sequence[Sample], ctx: BuildContext) -> Callable[..., Any]:
         import torch_tensorrt

@@ -213,8 +213,7 @@ class TorchAOBackend(Backend):
             (outdir / COMPILE_CACHE_FILE).write_bytes(built.cache_artifacts)
             file, cache_info = COMPILE_CACHE_FILE, dict(built.cache_info)
         return {
-            "payload": "torchao recipe re-applied on load"
-            + (", with inductor's compile cache" if file else ""),
+            "payload": "torchao recipe re-applied on load" + (", with inductor's compile cache" if file else ""),
             "recipe": self.options["recipe"],
             "config": recipe.config,
             "config_kwargs": dict(recipe.config_kwargs),

@@ -1,137 +1,55 @@
-"""The ``aitune-ci report``, ``comment`` and ``merge`` subcommands (argparse wiring + thin handlers).
-
-``aitune_ci.cli`` calls ``add_subcommands(sub)``; each handler loads run files, calls the library
-and prints one line per file written.
-"""
+"""The ``aitune-ci report``, ``comment`` and ``merge`` commands: what CI does with the run files pytest wrote."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aitune_ci.atomic import atomic_write_text
+from aitune_ci.github import echo_command, publish
+from aitune_ci.report import REPORT_FORMATS, render_report, report_suffix
+from aitune_ci.report.trends import mark_change_points
+from aitune_ci.store.history import append_run_history, current_commit, history_path, read_history
+from aitune_ci.store.runs import load_run, merge_runs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["add_subcommands", "cmd_comment", "cmd_merge", "cmd_report"]
 
-
-def _load(paths: list[str]) -> dict[str, Any]:
-    from aitune_ci.store.runs import load_run, merge_runs
-
-    runs = [load_run(p) for p in paths]
-    return runs[0] if len(runs) == 1 else merge_runs(runs, sources=paths)
+_RUNS_HELP = "run JSON written by `pytest --aitune --aitune-report run.json` (several are merged)"
 
 
-def _hardware_keys(run: dict[str, Any]) -> list[str]:
-    keys = [r.get("environment", {}).get("hardware_key") for r in run.get("results", ())]
-    return [k for k in dict.fromkeys(keys) if isinstance(k, str) and k]
+def _dest(flag: str) -> str:
+    """Where argparse keeps a flag's paths (``--benchmark-json`` → ``benchmark_json``)."""
+    return flag[2:].replace("-", "_")
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """Render the HTML / markdown / benchmark reports of run files; append and chart the history."""
-    from aitune_ci.atomic import atomic_write_text
-    from aitune_ci.report import render_report
-
-    run = _load(args.runs)
-    from aitune_ci.store.history import append_run_history, current_commit
-
-    commit = args.commit or current_commit()
-    if args.append_history:
-        for path in append_run_history(args.append_history, run, commit):
-            print(f"appended to {path}")
-    history = None
-    history_files = list(args.history or [])
-    if not history_files:
-        base = Path(args.append_history) if args.append_history else Path(args.aitune_dir) / "history"
-        history_files = [str(p) for k in _hardware_keys(run) if (p := base / f"{k}.jsonl").is_file()]
-    if history_files:
-        import pandas as pd
-
-        from aitune_ci.store.history import mark_change_points, read_history
-
-        frames = [read_history(p) for p in history_files]
-        history = mark_change_points(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
-        if args.csv:
-            history.to_csv(args.csv, index=False)
-            print(f"wrote {args.csv}")
-    elif args.csv:
-        print("aitune-ci report: no history file found, so no CSV was written (pass --history FILE)", file=sys.stderr)
-    outputs = {
-        ".html": args.html or ([] if (args.markdown or args.benchmark_json or args.json) else ["aitune-report.html"]),
-        ".md": args.markdown or [],
-        ".benchmark.json": args.benchmark_json or [],
-        ".json": args.json or [],
-    }
-    html = {"history": history, "title": args.title, "report_url": args.report_url, "commit": commit}
-    for kind, options in (
-        (".html", html),
-        (".md", {"report_url": args.report_url}),
-        (".benchmark.json", {"commit": commit}),
-        (".json", {}),
-    ):
-        for path in outputs[kind]:
-            atomic_write_text(path, render_report(run, kind, **options))
-            print(f"wrote {path}")
-    return 0
-
-
-def cmd_comment(args: argparse.Namespace) -> int:
-    """Annotations, step summary and outputs, and the PR comment (upserted) of run files."""
-    from aitune_ci.github import publish
-    from aitune_ci.report import report_suffix
-
-    run = _load(args.runs)
-    kinds = {".html": "html", ".md": "markdown", ".json": "json", ".benchmark.json": "benchmark"}
-    reports = {kinds[report_suffix(p)]: p for p in args.report_file or []}
-    return publish(
-        run,
-        report_url=args.report_url,
-        reports=reports,
-        comment=not args.no_comment,
-        fail_on_error=args.fail_on_error,
-    )
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    """Merge shard run files into one run file."""
-    import json
-
-    from aitune_ci.atomic import atomic_write_text
-
-    run = _load(args.runs)
-    atomic_write_text(args.output, json.dumps(run, indent=2, sort_keys=True) + "\n")
-    print(
-        f"merged {len(args.runs)} run file(s): {len(run['results'])} fixtures, {len(run['verdicts'])} checks -> {args.output}"
-    )
-    return 0
+_DEFAULT_OUTPUT = (".html", "aitune-report.html")
 
 
 def add_subcommands(sub: Any) -> None:
     """Add ``report``, ``comment`` and ``merge`` to an ``add_subparsers()`` object."""
-    runs_help = "run JSON written by `pytest --aitune --aitune-report run.json` (several are merged)"
+    _add_report(sub)
+    _add_comment(sub)
+    _add_merge(sub)
 
+
+def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="render HTML / markdown / pytest-benchmark reports from run JSON")
-    p.add_argument("runs", nargs="+", metavar="RUN.json", help=runs_help)
-    p.add_argument(
-        "--html",
-        action="append",
-        metavar="PATH",
-        help="write the HTML report here (repeatable). Default: aitune-report.html when no other output is asked for",
-    )
-    p.add_argument(
-        "--markdown",
-        action="append",
-        metavar="PATH",
-        help="write the markdown summary here (repeatable). Default: none",
-    )
-    p.add_argument(
-        "--benchmark-json",
-        action="append",
-        metavar="PATH",
-        help="write pytest-benchmark JSON here, for `pytest-benchmark compare` or github-action-benchmark (repeatable). Default: none",
-    )
-    p.add_argument(
-        "--json", action="append", metavar="PATH", help="write the (merged) run JSON here (repeatable). Default: none"
-    )
+    p.add_argument("runs", nargs="+", metavar="RUN.json", help=_RUNS_HELP)
+    for suffix, fmt in REPORT_FORMATS.items():
+        default = "aitune-report.html when no other output is asked for" if suffix == _DEFAULT_OUTPUT[0] else "none"
+        p.add_argument(
+            fmt.flag,
+            action="append",
+            metavar="PATH",
+            help=f"write the {fmt.description} here (repeatable). Default: {default}",
+        )
     p.add_argument(
         "--history",
         action="append",
@@ -165,8 +83,10 @@ def add_subcommands(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_report)
 
+
+def _add_comment(sub: Any) -> None:
     p = sub.add_parser("comment", help="post the PR comment, step summary, step outputs and annotations for run JSON")
-    p.add_argument("runs", nargs="+", metavar="RUN.json", help=runs_help)
+    p.add_argument("runs", nargs="+", metavar="RUN.json", help=_RUNS_HELP)
     p.add_argument(
         "--report-url",
         metavar="URL",
@@ -191,7 +111,89 @@ def add_subcommands(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_comment)
 
+
+def _add_merge(sub: Any) -> None:
     p = sub.add_parser("merge", help="merge the run JSON of CI shards (--aitune-shard i/n) into one")
     p.add_argument("runs", nargs="+", metavar="SHARD.json", help="run JSON of each shard")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="merged run JSON to write (required)")
     p.set_defaults(func=cmd_merge)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render the HTML / markdown / benchmark reports of run files; append and chart the history."""
+    run = _load_runs(args.runs)
+    commit = args.commit or current_commit()
+    if args.append_history:
+        for path in append_run_history(args.append_history, run, commit):
+            print(f"appended to {path}")
+    options = {"history": _history(args, run), "title": args.title, "report_url": args.report_url, "commit": commit}
+    asked = {suffix: getattr(args, _dest(fmt.flag)) or [] for suffix, fmt in REPORT_FORMATS.items()}
+    if not any(asked.values()):
+        suffix, path = _DEFAULT_OUTPUT
+        asked[suffix] = [path]
+    for suffix, fmt in REPORT_FORMATS.items():
+        for path in asked[suffix]:
+            atomic_write_text(path, render_report(run, suffix, **{k: options[k] for k in fmt.keywords}))
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_comment(args: argparse.Namespace) -> int:
+    """Annotations, step summary and outputs, and the PR comment (upserted) of run files."""
+    run = _load_runs(args.runs)
+    reports = {REPORT_FORMATS[report_suffix(p)].name: p for p in args.report_file or []}
+    return publish(
+        run,
+        report_url=args.report_url,
+        reports=reports,
+        comment=not args.no_comment,
+        fail_on_error=args.fail_on_error,
+        echo=echo_command,
+    )
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge shard run files into one run file."""
+    run = _load_runs(args.runs)
+    atomic_write_text(args.output, json.dumps(run, indent=2, sort_keys=True) + "\n")
+    print(
+        f"merged {len(args.runs)} run file(s): {len(run['results'])} fixtures, {len(run['verdicts'])} checks -> {args.output}"
+    )
+    return 0
+
+
+def _load_runs(paths: list[str]) -> dict[str, Any]:
+    runs = [load_run(p) for p in paths]
+    return runs[0] if len(runs) == 1 else merge_runs(runs, sources=paths)
+
+
+def _history(args: argparse.Namespace, run: dict[str, Any]) -> pd.DataFrame | None:
+    """The history for the trend charts (with change points marked), exported as CSV when asked; None without one."""
+    files = list(args.history or []) or _default_history_files(args, run)
+    if not files:
+        if args.csv:
+            print(
+                "aitune-ci report: no history file found, so no CSV was written (pass --history FILE)", file=sys.stderr
+            )
+        return None
+    # lazy: pandas comes with the optional [report] extra, needed only when there is a history
+    import pandas as pd
+
+    frames = [read_history(p) for p in files]
+    history = mark_change_points(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+    if args.csv:
+        history.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return history
+
+
+def _default_history_files(args: argparse.Namespace, run: dict[str, Any]) -> list[str]:
+    """The history of each machine in ``run`` that exists: where ``--append-history`` writes, else in the aitune dir."""
+    directory = Path(args.append_history) if args.append_history else Path(args.aitune_dir) / "history"
+    keys = [r.get("environment", {}).get("hardware_key") for r in run.get("results", ())]
+    found = []
+    for key in dict.fromkeys(k for k in keys if isinstance(k, str) and k):
+        with contextlib.suppress(ValueError):  # a key no history file can be named after has none
+            if (path := history_path(directory, key)).is_file():
+                found.append(str(path))
+    return found

@@ -19,13 +19,21 @@ from aitune_ci.spec import TuneSpec
 __all__ = ["GPT2Decode", "GPT2Prefill", "gpt2_decode_spec", "gpt2_prefill_spec", "small_gpt2"]
 
 
-def small_gpt2(n_layer: int = 2, n_embd: int = 64, n_head: int = 4, vocab: int = 512, positions: int = 256) -> nn.Module:
+def small_gpt2(
+    n_layer: int = 2, n_embd: int = 64, n_head: int = 4, vocab: int = 512, positions: int = 256
+) -> nn.Module:
     """A GPT-2 LM from a config (no download); eager attention so every backend can trace it."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel  # lazy: transformers is an optional extra
 
     config = GPT2Config(
-        n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab, n_positions=positions,
-        bos_token_id=0, eos_token_id=0, attn_implementation="eager",
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        vocab_size=vocab,
+        n_positions=positions,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation="eager",
     )
     torch.manual_seed(0)
     return GPT2LMHeadModel(config).eval()
@@ -44,7 +52,7 @@ def _cache_to_tensors(cache: Any) -> tuple[torch.Tensor, ...]:
 
 
 def _tensors_to_cache(past: Sequence[torch.Tensor]) -> Any:
-    from transformers import DynamicCache
+    from transformers import DynamicCache  # lazy: transformers is an optional extra
 
     cache = DynamicCache()
     for layer in range(len(past) // 2):
@@ -73,7 +81,9 @@ class GPT2Decode(nn.Module):
         self.lm = lm
         self._kw = _cache_kwarg(lm)
 
-    def forward(self, input_ids: torch.Tensor, past: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def forward(
+        self, input_ids: torch.Tensor, past: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         cache = _tensors_to_cache(past)
         out = self.lm(input_ids=input_ids, use_cache=True, **{self._kw: cache})
         return out.logits, _cache_to_tensors(cache)
@@ -85,15 +95,30 @@ def _prompt(batch: int, length: int, vocab: int = 512) -> torch.Tensor:
 
 
 def gpt2_prefill_spec(
-    backends: Sequence[str] | None = None, lengths: Sequence[int] = (16, 32), batch: int = 1, device: str = "auto", **kw: Any
+    backends: Sequence[str] | None = None,
+    lengths: Sequence[int] = (16, 32),
+    batch: int = 1,
+    device: str = "auto",
+    **kw: Any,
 ) -> TuneSpec:
     """Prefill at several prompt lengths: the sequence axis is detected as dynamic."""
     model = GPT2Prefill(small_gpt2(**kw.pop("model_kwargs", {})))
-    return TuneSpec(model=model, samples=[_prompt(batch, n) for n in lengths], backends=backends, device=device, name="gpt2_prefill", **kw)
+    return TuneSpec(
+        model=model,
+        samples=[_prompt(batch, n) for n in lengths],
+        backends=backends,
+        device=device,
+        name="gpt2_prefill",
+        **kw,
+    )
 
 
 def gpt2_decode_spec(
-    backends: Sequence[str] | None = None, past_lengths: Sequence[int] = (16, 32), batch: int = 1, device: str = "auto", **kw: Any
+    backends: Sequence[str] | None = None,
+    past_lengths: Sequence[int] = (16, 32),
+    batch: int = 1,
+    device: str = "auto",
+    **kw: Any,
 ) -> TuneSpec:
     """One decode step after prompts of several lengths: the cache's sequence axis is dynamic."""
     lm = small_gpt2(**kw.pop("model_kwargs", {}))

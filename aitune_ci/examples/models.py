@@ -38,7 +38,9 @@ class SmallCNN(nn.Module):
 class SmallEncoder(nn.Module):
     """Token embedding + a 2-layer transformer encoder + a classifier over the first token."""
 
-    def __init__(self, vocab: int = 1000, d_model: int = 128, heads: int = 4, layers: int = 2, classes: int = 4) -> None:
+    def __init__(
+        self, vocab: int = 1000, d_model: int = 128, heads: int = 4, layers: int = 2, classes: int = 4
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
         self.pos = nn.Parameter(torch.randn(1, 512, d_model) * 0.02)

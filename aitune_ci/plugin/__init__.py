@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -76,6 +77,7 @@ def _session_options(config: pytest.Config) -> SessionOptions:
         reports=list(_option(config, "aitune_report") or []),
         shard=_option(config, "aitune_shard"),
         oversubscribe=bool(_option(config, "aitune_oversubscribe")),
+        against=_option(config, "aitune_against"),
     )
 
 
@@ -87,9 +89,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # lazy: the session imports torch and the engine; a run without --aitune must not pay for it
     from aitune_ci.plugin.session import AituneSession
 
+    options = _session_options(config)
+    if options.against and options.check.writes_baselines:
+        raise pytest.UsageError(
+            "aitune: --aitune-against judges the head against a git ref; it cannot also write baselines. "
+            "Run --aitune-update without --aitune-against (the nightly does)."
+        )
     progress = TerminalProgress(config)
     try:
-        config.stash[session_key] = AituneSession(_session_options(config), progress=progress)
+        config.stash[session_key] = AituneSession(options, progress=progress)
     except Exception as exc:  # a bad [tool.aitune] table is a usage error, not a crash
         raise pytest.UsageError(str(exc)) from None
     progress.install()
@@ -133,7 +141,8 @@ def _pin_gpus(config: pytest.Config) -> None:
 
                 warnings.warn(
                     "aitune: CUDA was initialised before the worker could be pinned to GPU "
-                    f"{gpu}; measurements may share a GPU", stacklevel=1
+                    f"{gpu}; measurements may share a GPU",
+                    stacklevel=1,
                 )
             return
         workers = getattr(config.option, "numprocesses", None)
@@ -175,6 +184,8 @@ def pytest_collection_modifyitems(
     from aitune_ci.plugin.items import apply_shard, generate_items  # lazy: items import the engine (torch)
 
     generated = generate_items(session, state, config.stash[collectors_key])
+    if state.options.against:
+        _load_base(state, state.options.against)
     _report_collected(session, generated)
     items.extend(generated)
     result = yield
@@ -186,6 +197,16 @@ def pytest_collection_modifyitems(
             config.hook.pytest_deselected(items=dropped)
             items[:] = kept
     return result
+
+
+def _load_base(state: AituneSession, ref: str) -> None:
+    """``--aitune-against REF``: build the base's fixtures from a git worktree (one per process)."""
+    from aitune_ci.plugin.against import BaseCheckoutError  # lazy: imports the fixture discovery (torch)
+
+    try:
+        state.load_base(ref, Path(tempfile.mkdtemp(prefix="aitune-base-")))
+    except BaseCheckoutError as exc:
+        raise pytest.UsageError(f"aitune: {exc}") from None
 
 
 def _keep_fixtures(config: pytest.Config, items: list[pytest.Item], names: list[str], known: set[str]) -> None:

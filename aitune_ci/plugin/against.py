@@ -23,11 +23,14 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aitune_ci.errors import AituneCIError
 from aitune_ci.plugin.discovery import find_tune_fixtures
 
 __all__ = ["BaseCheckout", "BaseCheckoutError"]
+
+T = TypeVar("T")
 
 #: Prefix of the base's modules in ``sys.modules`` once they are set aside.
 MODULE_PREFIX = "aitune_base"
@@ -98,16 +101,14 @@ class BaseCheckout:
         """The base's file at the same place as ``head_path`` in the head's checkout."""
         return self.root / Path(head_path).resolve().relative_to(self.repo.resolve())
 
-    def fixtures(
-        self, head_files: Sequence[Path], call: Callable[[str, Callable[..., object], Path], object]
-    ) -> dict[str, object]:
+    def fixtures(self, head_files: Sequence[Path], call: Callable[[str, Callable[..., Any], Path], T]) -> dict[str, T]:
         """Import the base's version of each file and ``call(name, fixture_function, base_file)`` for its fixtures.
 
         The calls run while the base's modules are in place, so a fixture that imports model code
         when called gets the base's. Files the base lacks are skipped (a new fixture has no base).
         Returns ``{fixture name: what call returned}``; the first definition of a name wins.
         """
-        found: dict[str, object] = {}
+        found: dict[str, T] = {}
         with self._imported() as load:
             for head_file in head_files:
                 base_file = self.path_of(head_file)

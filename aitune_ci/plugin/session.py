@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from aitune_ci.check import CheckOptions, CheckOutcome, FixtureCheck, Outcome
+from aitune_ci.check import BaseSide, CheckOptions, CheckOutcome, FixtureCheck, Outcome
 from aitune_ci.config import RepoConfig
-from aitune_ci.plugin.discovery import FixturePlan
+from aitune_ci.engine import default_backend_names
+from aitune_ci.plugin.against import BaseCheckout
+from aitune_ci.plugin.discovery import FixturePlan, evaluate_plan
 from aitune_ci.report import write_report
 from aitune_ci.report.terminal import format_verdict_table
 from aitune_ci.result import TuneResult
@@ -36,6 +38,8 @@ class SessionOptions:
     reports: list[str] = field(default_factory=list)
     shard: Any = None
     oversubscribe: bool = False
+    #: relative mode: the git ref (the PR's base) to build and time beside the head
+    against: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -52,6 +56,8 @@ class _FixtureState:
     selected: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
     check: FixtureCheck | None = None
+    #: relative mode: the base's version of this fixture (None: new in the head, or its base failed)
+    base: BaseSide | None = None
 
 
 class AituneSession:
@@ -68,6 +74,8 @@ class AituneSession:
         self.verdicts: list[Verdict] = []
         self.results: list[TuneResult] = []
         self.started = time.time()
+        self._base_checkout: BaseCheckout | None = None
+        self._base_plans: list[FixturePlan] = []
 
     # -- collection -----------------------------------------------------------------------------
     def add_plan(self, plan: FixturePlan) -> None:
@@ -78,6 +86,34 @@ class AituneSession:
     def select(self, fixture: str, check: str) -> None:
         """Record that the item ``fixture[check]`` survived deselection (so only it gets tuned)."""
         self.fixtures[fixture].selected.add(check)
+
+    def load_base(self, ref: str, workdir: Path) -> None:
+        """Relative mode: check ``ref`` out under ``workdir`` and evaluate its version of every fixture.
+
+        A fixture the base lacks, or whose base fixture fails, is judged against the stored
+        baseline instead (its verdict says so).
+        """
+        checkout = BaseCheckout.create(self.options.root, ref, workdir)
+        self._base_checkout = checkout
+        files = sorted({self.options.root / state.plan.source for state in self.fixtures.values()})
+
+        def evaluate(name: str, func: Callable[..., Any], file: Path) -> FixturePlan:
+            source = f"{ref}:{file.relative_to(checkout.root)}"
+            return evaluate_plan(name, func, source, self.options.backends, default_backend_names)
+
+        label = f"{ref} ({checkout.sha[:12]})"
+        for name, plan in checkout.fixtures(files, evaluate).items():
+            self._base_plans.append(plan)
+            state = self.fixtures.get(name)
+            if state is None:
+                continue
+            if plan.error:
+                self.progress(f"{name}: the base's fixture failed, judged against the stored baseline: {plan.error}")
+            else:
+                state.base = BaseSide(plan.spec, label)
+        missing = sorted(name for name, state in self.fixtures.items() if state.base is None)
+        if missing:
+            self.progress(f"no base version at {label} of {', '.join(missing)}: judged against the stored baselines")
 
     # -- running --------------------------------------------------------------------------------
     def check(self, fixture: str, check: str) -> CheckOutcome:
@@ -100,7 +136,14 @@ class AituneSession:
     def _run(self, state: _FixtureState) -> FixtureCheck:
         plan = state.plan
         checker = FixtureCheck(
-            plan.name, plan.spec, plan.backends, state.selected, self.options.check, self.repo_config, self.progress
+            plan.name,
+            plan.spec,
+            plan.backends,
+            state.selected,
+            self.options.check,
+            self.repo_config,
+            self.progress,
+            base=state.base,
         )
         state.check = checker
         checker.run()
@@ -114,7 +157,12 @@ class AituneSession:
 
         Fixtures are set up at collection, whether or not their items run. Returns what went wrong.
         """
-        return [problem for state in self.fixtures.values() if (problem := state.plan.finish())]
+        plans = [state.plan for state in self.fixtures.values()] + self._base_plans
+        problems = [problem for plan in plans if (problem := plan.finish())]
+        if self._base_checkout is not None:
+            self._base_checkout.remove()
+            self._base_checkout = None
+        return problems
 
     # -- reporting ------------------------------------------------------------------------------
     def run_json(self) -> dict[str, Any]:

@@ -1,41 +1,110 @@
 """Rendering results for people and tools: terminal tables, HTML, markdown, run JSON, pytest-benchmark JSON.
 
-Renderers are imported on use, so ``import aitune_ci.report`` stays free of jinja2, matplotlib and
-pandas (the pytest plugin imports it on every run).
+A report format is its renderer module plus one row of ``REPORT_FORMATS``. Renderers are imported on
+use, so ``import aitune_ci.report`` stays free of jinja2, matplotlib and pandas (the pytest plugin
+and the option help import it on every run).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPORT_SUFFIXES", "render_report", "report_suffix", "to_pytest_benchmark", "write_report"]
+from aitune_ci.atomic import atomic_write_text
 
-#: What each suffix renders. ``.benchmark.json`` is matched on the whole file name.
-REPORT_SUFFIXES = {
-    ".html": "self-contained HTML report",
-    ".md": "markdown (PR comment / step summary)",
-    ".json": "run JSON (input of `aitune-ci report`, `merge` and `comment`)",
-    ".benchmark.json": "pytest-benchmark JSON (for `pytest-benchmark compare`, github-action-benchmark)",
+__all__ = [
+    "REPORT_FORMATS",
+    "ReportFormat",
+    "render_report",
+    "render_run_json",
+    "report_suffix",
+    "to_pytest_benchmark",
+    "write_report",
+]
+
+
+def _html(run: Mapping[str, Any], **kw: Any) -> str:
+    from aitune_ci.report.html import render_html  # lazy: jinja2, matplotlib and pandas load only for a page
+
+    return render_html(run, **kw)
+
+
+def _markdown(run: Mapping[str, Any], **kw: Any) -> str:
+    from aitune_ci.report.markdown import render_markdown  # lazy: a renderer loads on use, like the page's
+
+    return render_markdown(run, **kw)
+
+
+def _pytest_benchmark(run: Mapping[str, Any], **kw: Any) -> str:
+    from aitune_ci.report.pytest_benchmark import render_pytest_benchmark  # lazy: a renderer loads on use
+
+    return render_pytest_benchmark(run, **kw)
+
+
+def render_run_json(run: Mapping[str, Any], **kw: Any) -> str:
+    """The run JSON itself, keys sorted (what ``aitune-ci report``, ``merge`` and ``comment`` read)."""
+    if kw:
+        raise TypeError(f"the run JSON takes no options, got {sorted(kw)}")
+    return json.dumps(run, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class ReportFormat:
+    """One format a report file can have.
+
+    Attributes:
+        render: turns a run JSON (and the renderer's keyword options) into the file's text.
+        description: what the file is, shown in ``--aitune-report``'s help.
+        name: the ``report-<name>`` step output that ``aitune-ci comment --report-file`` sets.
+        flag: the ``aitune-ci report`` option that writes this format.
+        keywords: the keyword options ``render`` takes from ``aitune-ci report``.
+    """
+
+    render: Callable[..., str]
+    description: str
+    name: str
+    flag: str
+    keywords: tuple[str, ...] = ()
+
+
+#: Suffix -> format, in the order help texts list them. A suffix of two dots (``.benchmark.json``)
+#: is matched on the whole file name, before ``.json``.
+REPORT_FORMATS: dict[str, ReportFormat] = {
+    ".html": ReportFormat(
+        _html, "self-contained HTML report", "html", "--html", ("history", "title", "report_url", "commit")
+    ),
+    ".md": ReportFormat(_markdown, "markdown (PR comment / step summary)", "markdown", "--markdown", ("report_url",)),
+    ".json": ReportFormat(
+        render_run_json, "run JSON (input of `aitune-ci report`, `merge` and `comment`)", "json", "--json"
+    ),
+    ".benchmark.json": ReportFormat(
+        _pytest_benchmark,
+        "pytest-benchmark JSON (for `pytest-benchmark compare`, github-action-benchmark)",
+        "benchmark",
+        "--benchmark-json",
+        ("commit",),
+    ),
 }
 _ALIASES = {".htm": ".html", ".markdown": ".md"}
 
 
 def report_suffix(path: str | os.PathLike[str]) -> str:
-    """The format key of a report path: ``.html``, ``.md``, ``.json`` or ``.benchmark.json``.
+    """The format key of a report path: one of ``REPORT_FORMATS`` (``.html``, ``.md``, ...).
 
     Raises:
         ValueError: the suffix is not one aitune-ci writes (the message lists those it does).
     """
     name = Path(path).name.lower()
-    if name.endswith(".benchmark.json"):
-        return ".benchmark.json"
+    compound = [s for s in REPORT_FORMATS if s.count(".") > 1 and name.endswith(s)]
+    if compound:
+        return max(compound, key=len)
     suffix = _ALIASES.get(Path(name).suffix, Path(name).suffix)
-    if suffix not in REPORT_SUFFIXES:
-        known = ", ".join(REPORT_SUFFIXES)
+    if suffix not in REPORT_FORMATS:
+        known = ", ".join(REPORT_FORMATS)
         raise ValueError(f"cannot tell the report format of {os.fspath(path)!r}: use one of the suffixes {known}")
     return suffix
 
@@ -45,29 +114,14 @@ def render_report(run: Mapping[str, Any], suffix: str, **kw: Any) -> str:
 
     Keyword arguments go to the renderer: ``render_html`` (history, title, report_url,
     baseline_environment, commit), ``render_markdown`` (report_url, max_chars, marker, title) or
-    ``to_pytest_benchmark`` (commit, project, branch).
+    ``to_pytest_benchmark`` (commit, project, branch); the run JSON takes none.
     """
     name = "report" + suffix if suffix.startswith(".") else suffix if "." in suffix else "report." + suffix
-    key = report_suffix(name)
-    if key == ".html":
-        from aitune_ci.report.html import render_html
-
-        return render_html(run, **kw)
-    if key == ".md":
-        from aitune_ci.report.markdown import render_markdown
-
-        return render_markdown(run, **kw)
-    if key == ".benchmark.json":
-        return json.dumps(to_pytest_benchmark(run, **kw), indent=4, allow_nan=False) + "\n"
-    if kw:
-        raise TypeError(f"the run JSON takes no options, got {sorted(kw)}")
-    return json.dumps(run, indent=2, sort_keys=True) + "\n"
+    return REPORT_FORMATS[report_suffix(name)].render(run, **kw)
 
 
 def write_report(run: Mapping[str, Any], path: str | os.PathLike[str], **kw: Any) -> Path:
     """Render ``run`` in the format its file name asks for and write it atomically; return the path."""
-    from aitune_ci.atomic import atomic_write_text
-
     path = Path(path)
     atomic_write_text(path, render_report(run, path.name, **kw))
     return path
@@ -75,6 +129,6 @@ def write_report(run: Mapping[str, Any], path: str | os.PathLike[str], **kw: Any
 
 def to_pytest_benchmark(run: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
     """The run in pytest-benchmark's JSON format (see ``aitune_ci.report.pytest_benchmark``)."""
-    from aitune_ci.report.pytest_benchmark import to_pytest_benchmark as convert
+    from aitune_ci.report.pytest_benchmark import to_pytest_benchmark as convert  # lazy: a renderer loads on use
 
     return convert(run, **kw)

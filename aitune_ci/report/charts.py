@@ -13,19 +13,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["latency_chart", "throughput_chart", "trend_chart", "VERDICT_COLORS"]
+from aitune_ci.status import PRESENTATION
 
-#: Mid-tone colours readable on white and on near-black backgrounds.
-VERDICT_COLORS = {
-    "REGRESSED": "#e5484d",
-    "FAILED": "#e5484d",
-    "IMPROVED": "#30a46c",
-    "NEW": "#3e7bfa",
-    "PASS": "#8e8c99",
-    "SKIPPED": "#8e8c99",
-}
+__all__ = ["latency_chart", "throughput_chart", "trend_chart"]
+
 _SERIES = ("#3e7bfa", "#e38a1c", "#30a46c", "#d6409f", "#8e4ec6", "#12a594", "#e5484d", "#978365", "#5b5bd6")
 _INK = "#0b0c0d"  # sentinel: becomes currentColor
+
+
+def _bar_colour(kind: Any) -> str:
+    """A verdict kind's colour from the presentation table; an unchecked backend gets the first series colour."""
+    return PRESENTATION[kind].colour if kind in PRESENTATION else _SERIES[0]
 
 
 def _matplotlib() -> Any:
@@ -118,7 +116,7 @@ def latency_chart(
         medians = [r["median_ms"] for r in rows]
         lows = [max(0.0, r["median_ms"] - (r.get("ci_low_ms") or r["median_ms"])) for r in rows]
         highs = [max(0.0, (r.get("ci_high_ms") or r["median_ms"]) - r["median_ms"]) for r in rows]
-        colors = [VERDICT_COLORS.get(r.get("kind", ""), _SERIES[0]) for r in rows]
+        colors = [_bar_colour(r.get("kind")) for r in rows]
         ax.barh(ys, medians, color=colors, alpha=0.85, height=0.6, label="median (now)")
         ax.errorbar(medians, ys, xerr=[lows, highs], fmt="none", ecolor=_INK, elinewidth=1, capsize=3, label="95% CI")
         base = [(y, r["baseline_ms"]) for y, r in zip(ys, rows, strict=True) if r.get("baseline_ms") is not None]

@@ -10,8 +10,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aitune_ci.formatting import fmt_ms, fmt_pct
 from aitune_ci.report import charts
-from aitune_ci.report.view import BackendRow, FixtureView, RunView, fmt_ms, fmt_pct
+from aitune_ci.report.trends import mark_change_points
+from aitune_ci.report.view import BackendRow, FixtureView, RunView, judged_against
+from aitune_ci.status import BackendStatus
+from aitune_ci.store.history import environment_changes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -23,7 +27,7 @@ _TEMPLATES = Path(__file__).with_name("templates")
 
 @lru_cache(maxsize=1)
 def _environment() -> Any:
-    import jinja2
+    import jinja2  # lazy: the [report] extra's jinja2 loads only when a page is rendered
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
@@ -121,8 +125,10 @@ def _row_context(row: BackendRow, fixture: FixtureView) -> dict[str, Any]:
         "backend": row.backend,
         "winner": row.backend == fixture.winner,
         "kind": row.kind,
+        "css": row.look.css,
         "reasons": ", ".join(v.reasons) if v is not None else "",
         "status": r.status if r is not None else "-",
+        "error_css": "sub" if r is not None and r.status == BackendStatus.UNAVAILABLE else "err",
         "precision": r.precision if r is not None else "",
         "description": r.description if r is not None else "",
         "median": row.median_ms,
@@ -140,7 +146,7 @@ def _row_context(row: BackendRow, fixture: FixtureView) -> dict[str, Any]:
         "p_sort": _num(v.q_value if v is not None else None),
         "threshold": fmt_pct(v.threshold)[1:] if v is not None and v.threshold is not None else "-",
         "mde": fmt_pct(v.mde)[1:] if v is not None and v.mde is not None else "-",
-        "paired": bool(v is not None and v.paired),
+        "against": judged_against(v) if v is not None else "",
         "speedup": row.speedup,
         "throughput": tp,
         "best_throughput": max(tp.items(), key=lambda kv: kv[1]) if tp else None,
@@ -164,8 +170,6 @@ def _row_context(row: BackendRow, fixture: FixtureView) -> dict[str, Any]:
 def _trend(history: pd.DataFrame | None, fixture: str, salt: str) -> str | None:
     if history is None or history.empty:
         return None
-    from aitune_ci.store.history import mark_change_points
-
     rows = history[(history["fixture"] == fixture) & (history["module"] == "") & history["median_ms"].notna()]
     if rows.empty:
         return None
@@ -189,7 +193,9 @@ def _series(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     when the history holds more than one: a CPU run and a GPU run are not one series)."""
     several = rows["hardware_key"].nunique(dropna=False) > 1
     out = []
-    for (hardware, backend), group in rows.sort_values("date").groupby(["hardware_key", "backend"], sort=True, dropna=False):
+    for (hardware, backend), group in rows.sort_values("date").groupby(
+        ["hardware_key", "backend"], sort=True, dropna=False
+    ):
         out.append((f"{backend} on {hardware}" if several else str(backend), group))
     return out
 
@@ -219,8 +225,6 @@ def _environment_note(envs: list[Any], dates: list[Any], i: int) -> str:
 
     The detector can place a shift one run early or late, so the runs beside it are looked at too.
     """
-    from aitune_ci.store.history import environment_changes
-
     for j in (i, i - 1, i + 1):
         changed = environment_changes(envs[j - 1], envs[j]) if 0 < j < len(envs) else {}
         if changed:
@@ -272,7 +276,7 @@ def _fixture_context(f: FixtureView, index: int, history: pd.DataFrame | None) -
         "batch_axis": result.batch_axis if result is not None else None,
         "created_at": result.created_at if result is not None else "",
         "model": (result.spec.get("model_class") if result is not None else None) or "",
-        "kinds": f.kinds,
+        "kinds": f.kind_badges(),
         "rows": rows,
         "show_memory": any(r["memory"] != "-" for r in rows),
         "modules": modules,
@@ -306,8 +310,6 @@ def render_html(
     """
     view = RunView.from_run(run, baseline_environment=baseline_environment)
     if history is not None and not history.empty and "change_point" not in history.columns:
-        from aitune_ci.store.history import mark_change_points
-
         history = mark_change_points(history)
     fixtures = [_fixture_context(f, i, history) for i, f in enumerate(view.fixtures)]
     compared = any(v.baseline_median_ms is not None for v in view.verdicts)
@@ -336,7 +338,8 @@ def render_html(
             title=title,
             view=view,
             overall=view.overall,
-            counts=view.counts,
+            overall_css=view.overall_look.css,
+            count_badges=view.count_badges(),
             total=len(view.verdicts),
             started=view.started.strftime("%Y-%m-%d %H:%M UTC") if view.started else None,
             commit=commit,
@@ -351,6 +354,5 @@ def render_html(
             winners=winners,
             wins_by_backend=view.winners(),
             has_history=history is not None and not history.empty,
-            colors=charts.VERDICT_COLORS,
         )
     )

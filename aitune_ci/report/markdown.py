@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from aitune_ci.report.view import BackendRow, RunView, fmt_ms, fmt_pct
+from aitune_ci.formatting import fmt_ms, fmt_pct
+from aitune_ci.report.view import BackendRow, RunView, judged_against
+from aitune_ci.status import NO_CHECKS, VerdictKind, VerdictMode, presentation
 from aitune_ci.store.baseline import update_command
 from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, Verdict
 
@@ -23,17 +26,6 @@ DEFAULT_MARKER = "<!-- aitune-ci:report -->"
 #: GitHub refuses a comment body longer than this.
 MAX_COMMENT_CHARS = 65536
 
-_ICONS = {"REGRESSED": "🔴", "FAILED": "❌", "IMPROVED": "🟢", "NEW": "🆕", "PASS": "✅", "SKIPPED": "⏭️", "NONE": "⚪"}
-_HEADLINES = {
-    "REGRESSED": "regression",
-    "FAILED": "failing backend",
-    "IMPROVED": "faster, nothing regressed",
-    "NEW": "new checks, nothing regressed",
-    "PASS": "no regressions",
-    "SKIPPED": "every check skipped",
-    "NONE": "no checks ran",
-}
-_CHANGED = ("REGRESSED", "FAILED", "IMPROVED", "NEW")
 _CELL_MAX = 160
 _HEADER = "| check | verdict | baseline ms | now ms | Δ (95% CI) | note |\n|---|---|--:|--:|---|---|"
 
@@ -64,25 +56,26 @@ def _note(row: BackendRow) -> str:
     v = row.verdict
     if v is None:
         return row.error
-    kind = row.kind
+    kind = v.kind
     parts: list[str] = []
-    if kind == "REGRESSED":
+    if kind is VerdictKind.REGRESSED:
         if LATENCY in v.reasons:
             text = f"slower beyond threshold {fmt_pct(v.threshold)[1:]}"
             text += f", q={_pvalue(v.q_value)}" if v.q_value is not None else ""
-            text += " [paired A/B]" if v.paired else ""
+            text += f" [{judged_against(v)}]" if v.paired or v.mode is VerdictMode.RELATIVE else ""
             if v.confirmations:
                 text += f", confirmed {v.confirmations}×"
             parts.append(text)
         if ACCURACY in v.reasons or NOW_FAILING in v.reasons:
             parts.extend(n for n in v.notes if "SQNR" in n or n.startswith("fails"))
-    elif kind == "IMPROVED":
+    elif kind is VerdictKind.IMPROVED:
         parts.append(f"faster beyond threshold {fmt_pct(v.threshold)[1:]}")
-    elif kind in ("FAILED", "SKIPPED", "NEW"):
+    elif kind is VerdictKind.PASS:
+        if v.mde is not None:
+            parts.append(f"within noise; smallest detectable slowdown {fmt_pct(v.mde)[1:]}")
+    else:  # FAILED, SKIPPED, NEW: the first note says why
         parts.extend(v.notes[:1])
-    elif kind == "PASS" and v.mde is not None:
-        parts.append(f"within noise; smallest detectable slowdown {fmt_pct(v.mde)[1:]}")
-    if v.quarantined and kind in ("REGRESSED", "FAILED"):
+    if v.quarantined and kind in (VerdictKind.REGRESSED, VerdictKind.FAILED):
         parts.append("quarantined")
     if v.acknowledged:
         parts.append(f"acknowledged: {v.acknowledged}")
@@ -91,13 +84,35 @@ def _note(row: BackendRow) -> str:
 
 def _row(row: BackendRow) -> str:
     v = row.verdict
-    kind = row.kind
-    label = f"{_ICONS.get(kind, '')} {kind}"
+    label = f"{row.look.icon} {row.kind}"
     if v is not None and v.reasons:
         label += f" ({', '.join(v.reasons)})"
     check = f"`{_cell(row.fixture, 80)}[{_cell(row.backend, 60)}]`"
     now = v.current_median_ms if v is not None and v.current_median_ms is not None else row.median_ms
     return f"| {check} | {label} | {fmt_ms(row.baseline_ms)} | {fmt_ms(now)} | {_delta(v)} | {_cell(_note(row))} |"
+
+
+def _headline(view: RunView, title: str) -> str:
+    """``## 🔴 aitune-ci: 2 regressions``: the run's outcome, counted when it fails."""
+    overall, look = view.overall, view.overall_look
+    if overall not in (VerdictKind.REGRESSED, VerdictKind.FAILED):
+        return f"## {look.icon} {title}: {look.headline}"
+    regressed, failed = (view.counts[presentation(k).count_label] for k in (VerdictKind.REGRESSED, VerdictKind.FAILED))
+    n_bad = regressed + failed
+    what = f"{n_bad} {'regression' if failed == 0 else 'regression or failure'}"
+    what += "s" if n_bad != 1 else ""
+    return f"## {look.icon} {title}: {what}"
+
+
+def _summary_line(view: RunView, report_url: str | None) -> str:
+    """``**7 passed, 1 improved** · run started … · [full HTML report](…)``."""
+    count_text = ", ".join(f"{n} {label}" for n, label, _ in view.count_badges()) or NO_CHECKS.count_label
+    summary = f"**{count_text}**"
+    if view.started is not None:
+        summary += f" · run started {view.started.strftime('%Y-%m-%d %H:%M UTC')}"
+    if report_url:
+        summary += f" · [full HTML report]({report_url})"
+    return summary
 
 
 def _env_line(view: RunView) -> str:
@@ -143,7 +158,7 @@ def _winners_line(view: RunView) -> str:
 
 
 def _fix_lines(view: RunView) -> list[str]:
-    fixtures = sorted({v.fixture for v in view.verdicts if v.fails and v.kind == "REGRESSED"})
+    fixtures = sorted({v.fixture for v in view.verdicts if v.fails and v.kind is VerdictKind.REGRESSED})
     if not fixtures:
         return []
     commands = "\n".join(update_command(f) for f in fixtures)
@@ -153,38 +168,79 @@ def _fix_lines(view: RunView) -> list[str]:
     ]
 
 
-def _assemble(
-    head: Sequence[str],
-    changed: Sequence[str],
-    unchanged: Sequence[str],
-    unchanged_summary: str,
-    tail: Sequence[str],
-    omitted: int,
-    total_unchanged: int,
-    report_url: str | None,
-    max_chars: int,
-) -> str:
-    parts = list(head)
-    if changed:
-        parts.append("### What changed\n\n" + _HEADER + "\n" + "\n".join(changed))
-    elif total_unchanged:
-        parts.append("Nothing changed beyond the noise.")
-    if unchanged:
-        parts.append(
-            f"<details><summary>{unchanged_summary}</summary>\n\n"
-            + _HEADER
-            + "\n"
-            + "\n".join(unchanged)
-            + "\n\n</details>"
-        )
-    if omitted:
-        where = f"the [full report]({report_url})" if report_url else "the HTML report artifact"
-        parts.append(
-            f"_… {omitted:,} more check{'s' if omitted != 1 else ''} not shown: this comment is limited to "
-            f"{max_chars:,} characters. See {where}._"
-        )
-    parts.extend(tail)
-    return "\n\n".join(p for p in parts if p) + "\n"
+def _checked_rows(view: RunView) -> tuple[list[BackendRow], list[BackendRow]]:
+    """The checked rows, most severe first: those whose kind counts as a change, and the unchanged rest."""
+    rows = sorted(
+        (r for r in view.rows if r.verdict is not None), key=lambda r: (r.look.severity, r.fixture, r.backend)
+    )
+    return [r for r in rows if r.look.changed], [r for r in rows if not r.look.changed]
+
+
+def _unchanged_summary(rows: Sequence[BackendRow]) -> str:
+    """``13 unchanged (7 passed, 6 skipped)``."""
+    counts: dict[VerdictKind | str, int] = {}
+    for r in rows:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    return f"{len(rows)} unchanged (" + ", ".join(f"{n} {presentation(k).count_label}" for k, n in counts.items()) + ")"
+
+
+@dataclass(frozen=True)
+class _Comment:
+    """The parts of a comment; ``text(keep)`` lays it out with the first ``keep`` check rows."""
+
+    head: Sequence[str]
+    changed: Sequence[str]
+    unchanged: Sequence[str]
+    unchanged_summary: str
+    tail: Sequence[str]
+    report_url: str | None
+    max_chars: int
+
+    def text(self, keep: int) -> str:
+        """The comment keeping the first ``keep`` rows (changed first, then unchanged), with a note on the rest."""
+        changed = self.changed[:keep]
+        unchanged = self.unchanged[: max(0, keep - len(self.changed))]
+        omitted = len(self.changed) + len(self.unchanged) - len(changed) - len(unchanged)
+        parts = list(self.head)
+        if changed:
+            parts.append("### What changed\n\n" + _HEADER + "\n" + "\n".join(changed))
+        elif self.unchanged:
+            parts.append("Nothing changed beyond the noise.")
+        if unchanged:
+            parts.append(
+                f"<details><summary>{self.unchanged_summary}</summary>\n\n"
+                + _HEADER
+                + "\n"
+                + "\n".join(unchanged)
+                + "\n\n</details>"
+            )
+        if omitted:
+            where = f"the [full report]({self.report_url})" if self.report_url else "the HTML report artifact"
+            parts.append(
+                f"_… {omitted:,} more check{'s' if omitted != 1 else ''} not shown: this comment is limited to "
+                f"{self.max_chars:,} characters. See {where}._"
+            )
+        parts.extend(self.tail)
+        return "\n\n".join(p for p in parts if p) + "\n"
+
+    def fitted(self) -> str:
+        """Every row when that fits ``max_chars``; else the most rows that fit, least severe dropped first."""
+        total = len(self.changed) + len(self.unchanged)
+        text = self.text(total)
+        if len(text) <= self.max_chars:
+            return text
+        low, high = 0, total - 1  # the largest keep that fits (binary search: length grows with keep)
+        while low < high:
+            mid = (low + high + 1) // 2
+            if len(self.text(mid)) <= self.max_chars:
+                low = mid
+            else:
+                high = mid - 1
+        text = self.text(low)
+        if len(text) > self.max_chars:  # even the bare header is too long (huge environment text)
+            note = "\n\n_… truncated to fit GitHub's comment limit; see the HTML report._\n"
+            text = text[: max(0, self.max_chars - len(note))] + note
+        return text
 
 
 def render_markdown(
@@ -206,65 +262,13 @@ def render_markdown(
         title: shown in the headline.
     """
     view = RunView.from_run(run)
-    overall = view.overall
-    counts = view.counts
-    n_bad = counts["regressed"] + counts["failed"]
-    if overall in ("REGRESSED", "FAILED"):
-        what = f"{n_bad} {'regression' if counts['failed'] == 0 else 'regression or failure'}"
-        what += "s" if n_bad != 1 else ""
-        headline = f"## {_ICONS[overall]} {title}: {what}"
-    else:
-        headline = f"## {_ICONS.get(overall, '')} {title}: {_HEADLINES.get(overall, overall.lower())}"
-    count_text = ", ".join(f"{n} {label}" for label, n in counts.items() if n) or "no checks"
-    summary = f"**{count_text}**"
-    if view.started is not None:
-        summary += f" · run started {view.started.strftime('%Y-%m-%d %H:%M UTC')}"
-    if report_url:
-        summary += f" · [full HTML report]({report_url})"
-    head = [marker, headline, summary, _env_line(view), *_mismatch_lines(view)]
-
-    rows = view.rows
-    rank = {k: i for i, k in enumerate(_CHANGED)}
-    changed_rows = sorted(
-        (r for r in rows if r.verdict is not None and r.kind in _CHANGED),
-        key=lambda r: (rank[r.kind], r.fixture, r.backend),
-    )
-    unchanged_rows = sorted(
-        (r for r in rows if r.verdict is not None and r.kind not in _CHANGED),
-        key=lambda r: (r.kind != "PASS", r.fixture, r.backend),
-    )
-    changed = [_row(r) for r in changed_rows]
-    unchanged = [_row(r) for r in unchanged_rows]
-    kinds = {k: sum(1 for r in unchanged_rows if r.kind == k) for k in ("PASS", "SKIPPED")}
-    unchanged_summary = (
-        f"{len(unchanged)} unchanged ("
-        + ", ".join(f"{n} {'passed' if k == 'PASS' else 'skipped'}" for k, n in kinds.items() if n)
-        + ")"
-    )
-    tail = [_winners_line(view), *_fix_lines(view)]
-
-    def build(keep: int) -> str:
-        """The comment keeping the first ``keep`` rows (changed first, then unchanged)."""
-        kept_changed = changed[:keep]
-        kept_unchanged = unchanged[: max(0, keep - len(changed))]
-        omitted = len(changed) + len(unchanged) - len(kept_changed) - len(kept_unchanged)
-        return _assemble(
-            head, kept_changed, kept_unchanged, unchanged_summary, tail, omitted, len(unchanged), report_url, max_chars
-        )
-
-    total = len(changed) + len(unchanged)
-    text = build(total)
-    if len(text) <= max_chars:
-        return text
-    low, high = 0, total - 1  # the largest keep that fits (binary search: length grows with keep)
-    while low < high:
-        mid = (low + high + 1) // 2
-        if len(build(mid)) <= max_chars:
-            low = mid
-        else:
-            high = mid - 1
-    text = build(low)
-    if len(text) > max_chars:  # even the bare header is too long (huge environment text)
-        note = "\n\n_… truncated to fit GitHub's comment limit; see the HTML report._\n"
-        text = text[: max(0, max_chars - len(note))] + note
-    return text
+    changed, unchanged = _checked_rows(view)
+    return _Comment(
+        head=[marker, _headline(view, title), _summary_line(view, report_url), _env_line(view), *_mismatch_lines(view)],
+        changed=[_row(r) for r in changed],
+        unchanged=[_row(r) for r in unchanged],
+        unchanged_summary=_unchanged_summary(unchanged),
+        tail=[_winners_line(view), *_fix_lines(view)],
+        report_url=report_url,
+        max_chars=max_chars,
+    ).fitted()

@@ -11,6 +11,7 @@ Tukey whiskers are clipped to ``[min, max]``, and outlier counts are not recorde
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from typing import Any
 
 from aitune_ci.report.view import RunView
 
-__all__ = ["FORMAT_VERSION", "to_pytest_benchmark"]
+__all__ = ["FORMAT_VERSION", "render_pytest_benchmark", "to_pytest_benchmark"]
 
 #: The pytest-benchmark release whose JSON layout this export follows.
 FORMAT_VERSION = "5.2.3"
@@ -158,3 +159,8 @@ def to_pytest_benchmark(
         "datetime": when.isoformat(),
         "version": FORMAT_VERSION,
     }
+
+
+def render_pytest_benchmark(run: Mapping[str, Any], **kw: Any) -> str:
+    """``to_pytest_benchmark``'s document as the file's text (strict JSON, indented as pytest-benchmark does)."""
+    return json.dumps(to_pytest_benchmark(run, **kw), indent=4, allow_nan=False) + "\n"

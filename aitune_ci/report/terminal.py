@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from aitune_ci.formatting import fmt_ms, fmt_pct
+from aitune_ci.report.view import judged_against
 from aitune_ci.result import BackendResult, TuneResult
+from aitune_ci.status import BackendStatus, presentation
 
-__all__ = ["format_table", "format_tune_table"]
+__all__ = ["format_table", "format_tune_table", "format_verdict_table"]
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
@@ -16,32 +19,30 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: S
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
-def _ms(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
 
 
 def _row(r: BackendResult, eager_ms: float | None) -> list[str]:
     lat = r.latency
     speedup = f"{eager_ms / lat.median_ms:.2f}x" if lat and eager_ms and lat.median_ms > 0 else "-"
-    ci = f"[{_ms(lat.ci_low_ms)}, {_ms(lat.ci_high_ms)}]" if lat else "-"
-    if r.status in ("failed", "unavailable"):
+    ci = f"[{fmt_ms(lat.ci_low_ms)}, {fmt_ms(lat.ci_high_ms)}]" if lat else "-"
+    if r.status in (BackendStatus.FAILED, BackendStatus.UNAVAILABLE):
         accuracy = (r.error or "").splitlines()[0][:70] if r.error else "-"
     else:
-        accuracy = ("ok: " if r.accuracy and r.accuracy.passed else "FAIL: ") + (r.accuracy.summary() if r.accuracy else "")
+        accuracy = ("ok: " if r.accuracy and r.accuracy.passed else "FAIL: ") + (
+            r.accuracy.summary() if r.accuracy else ""
+        )
     build = f"{r.build_s:.1f}s" if r.build_s is not None else "-"
     best_tp = max(r.throughput_by_batch.items(), key=lambda kv: kv[1], default=None)
     tp = f"{best_tp[1]:.0f}/s @{best_tp[0]}" if best_tp else "-"
     return [
         ("* " if r.selected else "  ") + r.backend,
         r.status.upper(),
-        _ms(lat.median_ms if lat else None),
+        fmt_ms(lat.median_ms if lat else None),
         ci,
         speedup,
         tp,
@@ -66,25 +67,22 @@ def format_tune_table(result: TuneResult) -> str:
     return "\n".join(parts)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:+.1f}%"
-
-
 def format_verdict_table(verdicts: Sequence[Any]) -> str:
     """The ``pytest --aitune`` summary: one row per check, regressions first."""
-    order = {"REGRESSED": 0, "FAILED": 1, "IMPROVED": 2, "NEW": 3, "PASS": 4, "SKIPPED": 5}
     rows = []
-    for v in sorted(verdicts, key=lambda v: (order.get(v.kind, 9), v.fixture, v.backend)):
-        ci = f"[{_pct(v.delta_ci[0])}, {_pct(v.delta_ci[1])}]" if v.delta_ci else "-"
-        kind = v.kind + (f" ({', '.join(v.reasons)})" if v.reasons else "")
+    for v in sorted(verdicts, key=lambda v: (presentation(v.kind).severity, v.fixture, v.backend)):
+        ci = f"[{fmt_pct(v.delta_ci[0])}, {fmt_pct(v.delta_ci[1])}]" if v.delta_ci else "-"
+        kind = f"{v.kind}" + (f" ({', '.join(v.reasons)})" if v.reasons else "")
         rows.append(
             [
                 f"{v.fixture}[{v.backend}]",
-                f"{_ms(v.baseline_median_ms)} → {_ms(v.current_median_ms)}",
-                _pct(v.delta),
+                f"{fmt_ms(v.baseline_median_ms)} → {fmt_ms(v.current_median_ms)}",
+                fmt_pct(v.delta),
                 ci,
                 f"±{v.mde * 100:.1f}%" if v.mde is not None else "-",
+                judged_against(v),
                 kind,
             ]
         )
-    return format_table(["check", "median ms (baseline → now)", "Δ", "95% CI of Δ", "MDE", "verdict"], rows, right=(2,))
+    headers = ["check", "median ms (before → now)", "Δ", "95% CI of Δ", "MDE", "against", "verdict"]
+    return format_table(headers, rows, right=(2,))

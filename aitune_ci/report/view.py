@@ -12,83 +12,60 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from aitune_ci.environment import software_fields
 from aitune_ci.result import BackendResult, TuneResult
-from aitune_ci.verdict import Verdict, VerdictKind, summary_counts
+from aitune_ci.status import (
+    NO_CHECKS,
+    PRESENTATION,
+    BackendStatus,
+    Presentation,
+    VerdictKind,
+    VerdictMode,
+    presentation,
+)
+from aitune_ci.verdict import Verdict, summary_counts
 
 __all__ = [
+    "NO_VERDICT",
     "BackendRow",
     "FixtureView",
     "RunView",
-    "SOFTWARE_FIELDS",
-    "VERDICT_ORDER",
-    "fmt_ms",
-    "fmt_pct",
+    "judged_against",
     "overall_verdict",
 ]
 
-#: Most severe first: the order of rows in every report.
-VERDICT_ORDER = ("REGRESSED", "FAILED", "IMPROVED", "NEW", "PASS", "SKIPPED")
+#: The overall verdict of a run without checks (step output ``verdict=NONE``).
+NO_VERDICT = "NONE"
 
-#: Environment fields shown as "software", in this order, when present.
-SOFTWARE_FIELDS = (
-    "python",
-    "torch",
-    "cuda",
-    "cudnn",
-    "driver",
-    "triton",
-    "torchao",
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnx",
-    "onnxscript",
-    "tensorrt",
-    "torch-tensorrt",
-    "transformers",
-    "numpy",
-)
-#: Environment fields shown as "hardware".
+#: Environment fields shown as "hardware" (the "software" ones are ``environment.software_fields``).
 HARDWARE_FIELDS = (
     "hardware_key", "gpu", "gpu_memory_gb", "compute_capability", "cpu", "cpu_capability", "cpu_features", "cpu_count",
     "platform",
 )  # fmt: skip
 
 
-def _kind(v: Verdict) -> str:
-    return v.kind.value if isinstance(v.kind, VerdictKind) else str(v.kind)
+def judged_against(v: Verdict) -> str:
+    """What a check's latency was judged against, in a few words (every report shows it)."""
+    if v.mode is VerdictMode.RELATIVE:
+        return f"base {v.base_ref}, paired" if v.paired else f"base {v.base_ref}"
+    return "baseline, paired A/B" if v.paired else "baseline"
 
 
-def fmt_ms(x: float | None) -> str:
-    """``12.35 ms``-style number (no unit): 4 significant digits, ``-`` when unknown."""
-    if x is None or not math.isfinite(x):
-        return "-"
-    return f"{x:.4g}" if x < 1000 else f"{x:,.0f}"
-
-
-def fmt_pct(x: float | None) -> str:
-    """``+4.2%`` for a relative change, ``-`` when unknown."""
-    if x is None or not math.isfinite(x):
-        return "-"
-    return f"{x * 100:+.1f}%"
-
-
-def overall_verdict(verdicts: Sequence[Verdict]) -> str:
-    """The run's one-word outcome: the most severe verdict that counts.
+def overall_verdict(verdicts: Sequence[Verdict]) -> VerdictKind | str:
+    """The run's one-word outcome: the most severe verdict that counts (``NO_VERDICT`` when there are none).
 
     A quarantined regression or a known failure does not fail the run, so it does not make the run
-    REGRESSED/FAILED. ``NONE`` when there are no verdicts.
+    REGRESSED/FAILED; when nothing else is left, the run passed.
     """
     if not verdicts:
-        return "NONE"
-    failing = {_kind(v) for v in verdicts if v.fails}
-    for kind in ("REGRESSED", "FAILED"):
-        if kind in failing:
-            return kind
-    present = {_kind(v) for v in verdicts}
-    for kind in ("IMPROVED", "NEW", "PASS", "SKIPPED"):
-        if kind in present:
-            return kind
-    return "PASS"
+        return NO_VERDICT
+    forgiven = (VerdictKind.REGRESSED, VerdictKind.FAILED)
+    counted = [v.kind for v in verdicts if v.fails or v.kind not in forgiven]
+    return min(counted, key=lambda kind: presentation(kind).severity) if counted else VerdictKind.PASS
+
+
+#: The badge of each count label (``quarantined`` checks read as the unchanged ones do).
+_COUNT_PRESENTATION = {p.count_label: p for p in PRESENTATION.values()}
 
 
 @dataclass(frozen=True)
@@ -109,11 +86,16 @@ class BackendRow:
         return self.result.module if self.result is not None else ""
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> VerdictKind | str:
         """The verdict kind, or the result status (upper case) when this row was not checked."""
         if self.verdict is not None:
-            return _kind(self.verdict)
+            return self.verdict.kind
         return self.result.status.upper() if self.result is not None else "-"
+
+    @property
+    def look(self) -> Presentation:
+        """How reports show this row: its verdict kind's row; unchecked, a failed backend looks FAILED, others dim."""
+        return presentation(self.kind)
 
     @property
     def median_ms(self) -> float | None:
@@ -161,7 +143,7 @@ class BackendRow:
             return ""
         if r.error:
             return r.error
-        if r.status == "inaccurate" and r.accuracy is not None:
+        if r.status == BackendStatus.INACCURATE and r.accuracy is not None:
             return r.accuracy.reason or r.accuracy.summary()
         return ""
 
@@ -187,13 +169,13 @@ class FixtureView:
     def winner_row(self) -> BackendRow | None:
         return next((r for r in self.rows if r.backend == self.winner), None)
 
-    @property
-    def kinds(self) -> dict[str, int]:
-        out: dict[str, int] = {}
+    def kind_badges(self) -> list[tuple[VerdictKind | str, int, Presentation]]:
+        """``(kind, n, look)`` for each verdict kind among this fixture's checks, most severe first."""
+        counts: dict[VerdictKind | str, int] = {}
         for r in self.rows:
             if r.verdict is not None:
-                out[r.kind] = out.get(r.kind, 0) + 1
-        return out
+                counts[r.kind] = counts.get(r.kind, 0) + 1
+        return [(kind, n, presentation(kind)) for kind, n in counts.items()]
 
 
 @dataclass(frozen=True)
@@ -243,15 +225,14 @@ class RunView:
                 if v.fixture == name and v.backend not in seen:
                     seen.add(v.backend)
                     rows.append(BackendRow(name, None, v, eager_ms))
-            order = {k: i for i, k in enumerate(VERDICT_ORDER)}
-            rows.sort(key=lambda r: (order.get(r.kind, len(order)), r.backend))
+            rows.sort(key=lambda r: (r.look.severity, r.backend))
             fixtures.append(FixtureView(name, result, tuple(rows), tuple(module_rows)))
 
         environment: dict[str, Any] = dict(results[0].environment) if results else {}
         spread: dict[str, tuple[Any, ...]] = {}
         for key in sorted({k for r in results for k in r.environment}):
             values = tuple(dict.fromkeys(r.environment.get(key) for r in results))
-            if len(values) > 1 and key in (*SOFTWARE_FIELDS, *HARDWARE_FIELDS):
+            if len(values) > 1 and (key in HARDWARE_FIELDS or key in software_fields({key: values})):
                 spread[key] = values
         mismatch: dict[str, tuple[Any, Any]] = {}
         for v in verdicts:
@@ -279,8 +260,17 @@ class RunView:
         return summary_counts(self.verdicts)
 
     @property
-    def overall(self) -> str:
+    def overall(self) -> VerdictKind | str:
         return overall_verdict(self.verdicts)
+
+    @property
+    def overall_look(self) -> Presentation:
+        """How reports show the run's outcome: its overall kind's row, ``NO_CHECKS`` when there were none."""
+        return presentation(self.overall)
+
+    def count_badges(self) -> list[tuple[int, str, Presentation]]:
+        """``(n, label, look)`` of every outcome with checks, in the order of ``counts``."""
+        return [(n, label, _COUNT_PRESENTATION.get(label, NO_CHECKS)) for label, n in self.counts.items() if n]
 
     @property
     def failing(self) -> bool:
@@ -292,7 +282,8 @@ class RunView:
         return [row for f in self.fixtures for row in f.rows]
 
     def software(self) -> list[tuple[str, Any]]:
-        return [(k, self.environment[k]) for k in SOFTWARE_FIELDS if self.environment.get(k) not in (None, "")]
+        env = self.environment
+        return [(k, env[k]) for k in software_fields(env) if env.get(k) not in (None, "")]
 
     def hardware(self) -> list[tuple[str, Any]]:
         return [(k, self.environment[k]) for k in HARDWARE_FIELDS if self.environment.get(k) not in (None, "")]

@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import statistics
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from aitune_ci.atomic import atomic_write_text, ensure_gitignore, locked
 from aitune_ci.errors import DataFileError
+from aitune_ci.formatting import strict_number
 from aitune_ci.result import AccuracyReport, BackendResult, LatencyStats, TuneResult
+from aitune_ci.stats import log_spread
+from aitune_ci.status import BackendStatus
 
 __all__ = [
     "BASELINE_SCHEMA_VERSION",
@@ -32,7 +34,6 @@ __all__ = [
     "BaselineStore",
     "LatencySummary",
     "backend_key",
-    "log_spread",
     "update_command",
 ]
 
@@ -45,7 +46,6 @@ NOISE_HISTORY_MAX = 20
 #: Errors are stored for the report, cut so that a traceback does not bloat the diff.
 _ERROR_MAX_CHARS = 500
 
-_BACKEND_STATUSES = ("ok", "inaccurate", "failed", "unavailable")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -63,25 +63,9 @@ def backend_key(backend: str, module: str = "") -> str:
     return f"{module}/{backend}" if module else backend
 
 
-def log_spread(values: tuple[float, ...] | list[float]) -> float | None:
-    """The spread of ``log(values)``: the relative spread between rounds (0.02 ~ 2%).
-
-    Log space makes it relative and symmetric for slow and fast windows. The sample standard
-    deviation, except that with five or more rounds it is capped by the normal-consistent median
-    absolute deviation (1.4826 x MAD): one round hit by a stall (seen on shared CI machines) would
-    otherwise make the whole check look hopelessly noisy, while for well-behaved rounds the SD is
-    the smaller, more efficient estimate. None when fewer than two positive values exist.
-    """
-    logs = [math.log(v) for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
-    if len(logs) < 2:
-        return None
-    sd = statistics.stdev(logs)
-    if len(logs) >= 5:
-        center = statistics.median(logs)
-        mad = 1.4826 * statistics.median(abs(x - center) for x in logs)
-        if mad > 0:
-            return min(sd, mad)
-    return sd
+def _copy_fields(cls: type, source: object, **values: Any) -> Any:
+    """A ``cls`` from the same-named attributes of ``source``; ``values`` give the rest or override."""
+    return cls(**{f.name: getattr(source, f.name) for f in fields(cls) if f.name not in values}, **values)
 
 
 @dataclass(frozen=True)
@@ -104,21 +88,12 @@ class LatencySummary:
 
     @classmethod
     def from_stats(cls, stats: LatencyStats) -> LatencySummary:
-        return cls(
-            median_ms=stats.median_ms,
-            p90_ms=stats.p90_ms,
-            ci_low_ms=stats.ci_low_ms,
-            ci_high_ms=stats.ci_high_ms,
-            cv=stats.cv,
-            iterations=stats.iterations,
-            rounds=stats.rounds,
-            round_medians_ms=tuple(stats.round_medians_ms),
-            batch_size=stats.batch_size,
-        )
+        """The part of a run's ``LatencyStats`` that a later verdict compares against."""
+        return _copy_fields(cls, stats, round_medians_ms=tuple(stats.round_medians_ms))
 
     @property
     def spread(self) -> float | None:
-        """Relative spread between this run's rounds (see ``log_spread``)."""
+        """Relative spread between this run's rounds (see ``aitune_ci.stats.log_spread``)."""
         return log_spread(self.round_medians_ms)
 
 
@@ -134,16 +109,11 @@ class AccuracySummary:
 
     @classmethod
     def from_report(cls, report: AccuracyReport) -> AccuracySummary:
+        """The gate's outcome with the metrics of its worst leaf."""
         worst = report.worst
         if worst is None:
             return cls(passed=report.passed)
-        return cls(
-            passed=report.passed,
-            max_abs=worst.max_abs,
-            sqnr_db=worst.sqnr_db,
-            cosine=worst.cosine,
-            rmse_ratio=worst.rmse_ratio,
-        )
+        return _copy_fields(cls, worst, passed=report.passed)
 
 
 @dataclass(frozen=True)
@@ -151,24 +121,28 @@ class BackendBaseline:
     """What one backend did when the baseline was written, plus its noise history.
 
     Attributes:
-        noise_history: the between-round relative spread (``log_spread``) of recent runs, oldest
+        noise_history: the between-round relative spread (``stats.log_spread``) of recent runs, oldest
             first, at most ``NOISE_HISTORY_MAX``; the verdict uses it as the between-run noise so
             that one quiet run does not produce false confidence.
     """
 
-    status: str
+    status: BackendStatus
     precision: str = "fp32"
     latency: LatencySummary | None = None
     accuracy: AccuracySummary | None = None
     error: str | None = None
     noise_history: tuple[float, ...] = ()
 
+    def __post_init__(self) -> None:
+        # A plain string (``status="ok"``) becomes its member, so ``is`` comparisons hold everywhere.
+        object.__setattr__(self, "status", BackendStatus(self.status))
+
     @classmethod
     def from_result(cls, row: BackendResult, previous: BackendBaseline | None = None) -> BackendBaseline:
         """Summarize ``row``, appending its round spread to ``previous``'s noise history."""
         history = list(previous.noise_history) if previous is not None else []
         latency = LatencySummary.from_stats(row.latency) if row.latency is not None else None
-        if row.status == "ok" and latency is not None and latency.spread is not None:
+        if row.status == BackendStatus.OK and latency is not None and latency.spread is not None:
             history.append(latency.spread)
         error = row.error
         if error is not None and len(error) > _ERROR_MAX_CHARS:
@@ -185,7 +159,7 @@ class BackendBaseline:
     @property
     def worked(self) -> bool:
         """Built, accurate and measured when the baseline was written."""
-        return self.status == "ok"
+        return self.status is BackendStatus.OK
 
 
 @dataclass(frozen=True)
@@ -226,7 +200,7 @@ class Baseline:
         for row in result.backends:
             key = backend_key(row.backend, row.module)
             old = backends.get(key)
-            if keep_unavailable and row.status == "unavailable" and old is not None:
+            if keep_unavailable and row.status == BackendStatus.UNAVAILABLE and old is not None:
                 continue
             backends[key] = BackendBaseline.from_result(row, old)
         return cls(
@@ -251,7 +225,7 @@ class Baseline:
         backends = {}
         for name, b in self.backends.items():
             backends[name] = {
-                "status": b.status,
+                "status": b.status.value,
                 "precision": b.precision,
                 "latency": _latency_dict(b.latency) if b.latency is not None else None,
                 "accuracy": _fields_dict(b.accuracy) if b.accuracy is not None else None,
@@ -382,8 +356,11 @@ class _Reader:
         if not isinstance(entry, Mapping):
             raise self.error(where, f"expected an object, found {entry!r}")
         status = self.get(entry, "status", str, where=where)
-        if status not in _BACKEND_STATUSES:
-            raise self.error(f"{where}.status", f"expected one of {', '.join(_BACKEND_STATUSES)}, found {status!r}")
+        try:
+            status = BackendStatus(status)
+        except ValueError:
+            known = ", ".join(s.value for s in BackendStatus)
+            raise self.error(f"{where}.status", f"expected one of {known}, found {status!r}") from None
         history = self.get(entry, "noise_history", list, default=[], where=where)
         latency = self.get(entry, "latency", dict, optional=True, where=where)
         accuracy = self.get(entry, "accuracy", dict, optional=True, where=where)
@@ -427,20 +404,12 @@ _JSON_NAMES = {"str": "a string", "dict": "an object", "list": "an array", "bool
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
-def _round(x: float) -> float | str:
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return float(f"{x:.6g}")
-
-
 def _jsonable(value: Any) -> Any:
     """Recursively: floats rounded to 6 significant digits, tuples to lists, mapping keys to str."""
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value
     if isinstance(value, float):
-        return _round(value)
+        return strict_number(value)
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -1,9 +1,7 @@
-"""Nightly history: one JSON line per run per fixture in ``.aitune/history/<hardware>.jsonl``, and drift detection.
+"""Nightly history: one JSON line per run per fixture in ``.aitune/history/<hardware>.jsonl``, kept for drift.
 
-A verdict compares one run with one baseline, so a backend that gets 1% slower every night never
-fails. The history keeps every night's summary; ``change_points`` finds where a series shifted
-(E-Divisive means with a permutation test, as Apache Otava/hunter does), so a slow drift shows as
-change points even when no single night crossed the threshold.
+A verdict compares one run with one baseline, so a slow drift never fails one; the history keeps
+every night's summary so that ``aitune_ci.report.trends`` can find where a series shifted.
 """
 
 from __future__ import annotations
@@ -13,16 +11,15 @@ import math
 import os
 import subprocess
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from aitune_ci.atomic import locked
-from aitune_ci.environment import COMPARED_FIELDS, CPU_RUN_FIELDS, environment_differences
+from aitune_ci.environment import CPU_RUN_FIELDS, compared_fields, environment_differences
 from aitune_ci.errors import DataFileError
+from aitune_ci.formatting import strict_number
 from aitune_ci.result import TuneResult
 from aitune_ci.store.baseline import backend_key
 
@@ -35,12 +32,10 @@ __all__ = [
     "HistoryWarning",
     "append_history",
     "append_run_history",
-    "change_points",
     "current_commit",
     "environment_changes",
     "history_line",
     "history_path",
-    "mark_change_points",
     "read_history",
 ]
 
@@ -69,7 +64,6 @@ HISTORY_COLUMNS = (
     "winner",
     "environment",
 )
-_SERIES_KEYS = ("hardware_key", "fixture", "module", "backend")
 
 
 class HistoryWarning(UserWarning):
@@ -97,15 +91,9 @@ def current_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
-def _finite(x: float | None) -> float | str | None:
-    """Strict JSON: non-finite floats become the strings ``inf``, ``-inf``, ``nan`` (as in baselines)."""
-    if x is None:
-        return None
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return float(f"{x:.6g}")
+def _strict(x: float | None) -> float | str | None:
+    """``strict_number``, and None (not measured) kept as null."""
+    return None if x is None else strict_number(x)
 
 
 def history_line(result: TuneResult, commit: str | None, date: str | None = None) -> dict[str, Any]:
@@ -118,16 +106,16 @@ def history_line(result: TuneResult, commit: str | None, date: str | None = None
         backends[backend_key(row.backend, row.module)] = {
             "status": row.status,
             "precision": row.precision,
-            "median_ms": _finite(lat.median_ms) if lat else None,
-            "ci_low_ms": _finite(lat.ci_low_ms) if lat else None,
-            "ci_high_ms": _finite(lat.ci_high_ms) if lat else None,
-            "p90_ms": _finite(lat.p90_ms) if lat else None,
+            "median_ms": _strict(lat.median_ms) if lat else None,
+            "ci_low_ms": _strict(lat.ci_low_ms) if lat else None,
+            "ci_high_ms": _strict(lat.ci_high_ms) if lat else None,
+            "p90_ms": _strict(lat.p90_ms) if lat else None,
             "batch_size": lat.batch_size if lat else None,
-            "throughput": _finite(lat.throughput) if lat else None,
+            "throughput": _strict(lat.throughput) if lat else None,
             "accuracy_passed": row.accuracy.passed if row.accuracy is not None else None,
-            "sqnr_db": _finite(worst.sqnr_db) if worst else None,
-            "cosine": _finite(worst.cosine) if worst else None,
-            "max_abs": _finite(worst.max_abs) if worst else None,
+            "sqnr_db": _strict(worst.sqnr_db) if worst else None,
+            "cosine": _strict(worst.cosine) if worst else None,
+            "max_abs": _strict(worst.max_abs) if worst else None,
         }
     return {
         "schema_version": HISTORY_SCHEMA_VERSION,
@@ -245,7 +233,8 @@ def _environment_key(env: Any) -> str | None:
     """The environment fields a shift can be put down to, as sorted JSON (a flat frame holds strings)."""
     if not isinstance(env, dict):
         return None
-    return json.dumps({k: env[k] for k in ("device_type", *COMPARED_FIELDS, *CPU_RUN_FIELDS) if k in env}, sort_keys=True)
+    fields = ("device_type", *compared_fields(env), *CPU_RUN_FIELDS)
+    return json.dumps({k: env[k] for k in fields if k in env}, sort_keys=True)
 
 
 def environment_changes(before: Any, after: Any) -> dict[str, tuple[Any, Any]]:
@@ -312,103 +301,3 @@ def read_history(path: str | os.PathLike[str]) -> pd.DataFrame:
         frame[col] = frame[col].astype(float)
     frame["batch_size"] = frame["batch_size"].astype("Int64")
     return frame.sort_values(["date", "fixture", "module", "backend"], kind="stable").reset_index(drop=True)
-
-
-# -- change points ------------------------------------------------------------------------------
-
-
-def _split_statistics(x: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """E-Divisive means statistic Q(tau) for every admissible split tau of ``x`` (vectorized).
-
-    ``Q(tau) = tau (n - tau) / n * (2 E|X - Y| - E|X - X'| - E|Y - Y'|)`` with X the points before
-    tau and Y those from tau on (Matteson & James 2014, alpha = 1): large when the two sides have
-    different distributions, whatever their shape.
-    """
-    n = len(x)
-    d = np.abs(x[:, None] - x[None, :])
-    s = np.zeros((n + 1, n + 1))
-    s[1:, 1:] = d.cumsum(0).cumsum(1)
-    tau = np.arange(min_size, n - min_size + 1)
-    left = s[tau, tau]
-    right = s[n, n] - s[tau, n] - s[n, tau] + s[tau, tau]
-    between = s[tau, n] - s[tau, tau]
-    m = n - tau
-    q = tau * m / n * (2.0 * between / (tau * m) - left / (tau * (tau - 1.0)) - right / (m * (m - 1.0)))
-    return tau, q
-
-
-def change_points(
-    series: Sequence[float] | np.ndarray,
-    *,
-    min_size: int = 4,
-    min_effect: float = 0.02,
-    alpha: float = 0.01,
-    permutations: int = 199,
-    seed: int = 0,
-) -> list[int]:
-    """Indexes where a series shifts to a new level: E-Divisive means with a permutation test.
-
-    Binary segmentation: the split with the largest E-Divisive statistic is kept when a permutation
-    test says a split that strong is unlikely by chance (``p <= alpha``) and the medians on either
-    side differ by at least ``min_effect`` (relative); each side is then searched again. A slow
-    drift is cut into steps, so it is flagged even when each night moved less than any threshold.
-    Pure and deterministic for a ``seed``; NaN/inf values are ignored (indexes still refer to
-    ``series``).
-
-    Args:
-        series: values in time order (e.g. nightly medians in ms).
-        min_size: fewest points on each side of a change (>= 2).
-        min_effect: smallest relative change of the median that counts (0.02 = 2%): below it a
-            statistically clear shift of a very quiet series is not worth a mark.
-        alpha: significance level of the permutation test.
-        permutations: permutations per test; ``p >= 1 / (permutations + 1)``.
-        seed: seed of the permutations.
-
-    Returns:
-        Sorted indexes ``i`` such that ``series[i]`` is the first point of a new level.
-    """
-    if min_size < 2:
-        raise ValueError(f"min_size must be >= 2, got {min_size}")
-    if permutations < 1 or not 0 < alpha < 1 or min_effect < 0:
-        raise ValueError("permutations must be >= 1, alpha within (0, 1) and min_effect >= 0")
-    values = np.asarray(series, dtype=float).ravel()
-    index = np.flatnonzero(np.isfinite(values))
-    x = values[index]
-    rng = np.random.default_rng(seed)
-    found: list[int] = []
-    segments = [(0, len(x))]
-    while segments:
-        start, end = segments.pop()
-        seg = x[start:end]
-        if len(seg) < 2 * min_size:
-            continue
-        taus, q = _split_statistics(seg, min_size)
-        best = int(np.argmax(q))
-        tau, q_obs = int(taus[best]), float(q[best])
-        before, after = float(np.median(seg[:tau])), float(np.median(seg[tau:]))
-        scale = abs(before) if before != 0 else max(abs(after), 1e-300)
-        if q_obs <= 0 or abs(after - before) / scale < min_effect:
-            continue
-        exceed = sum(
-            float(np.max(_split_statistics(rng.permutation(seg), min_size)[1])) >= q_obs for _ in range(permutations)
-        )
-        if (1 + exceed) / (permutations + 1) > alpha:
-            continue
-        found.append(start + tau)
-        segments.extend([(start, start + tau), (start + tau, end)])
-    return sorted(int(index[i]) for i in found)
-
-
-def mark_change_points(frame: pd.DataFrame, value: str = "median_ms", **kwargs: Any) -> pd.DataFrame:
-    """A copy of a ``read_history`` frame with a boolean ``change_point`` column.
-
-    Each series is one (hardware, fixture, module, backend), in date order, over its measured rows
-    (failed or unavailable nights are not points). ``kwargs`` go to ``change_points``.
-    """
-    out = frame.copy()
-    out["change_point"] = False
-    measured = out[out[value].notna() & np.isfinite(out[value].astype(float))]
-    for _, group in measured.sort_values("date", kind="stable").groupby(list(_SERIES_KEYS), dropna=False, sort=False):
-        for i in change_points(group[value].to_numpy(dtype=float), **kwargs):
-            out.loc[group.index[i], "change_point"] = True
-    return out

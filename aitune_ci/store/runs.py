@@ -15,10 +15,11 @@ from typing import Any
 
 from aitune_ci.errors import AituneCIError, DataFileError
 from aitune_ci.result import TuneResult
+from aitune_ci.verdict import Verdict
 
 __all__ = ["MergeConflict", "RUN_SCHEMA_VERSION", "load_run", "merge_runs"]
 
-#: Version of the run JSON (``AituneSession.run_json()``); equal to ``aitune_ci.plugin.session.RUN_SCHEMA_VERSION``.
+#: Version of the run JSON that the plugin writes and ``load_run`` reads (its one definition).
 RUN_SCHEMA_VERSION = 1
 
 _FIX = "re-create it with `pytest --aitune --aitune-report run.json` (or `aitune-ci merge` for merged shards)"
@@ -47,8 +48,6 @@ def _check_run(data: Any, source: object) -> dict[str, Any]:
     results, verdicts = data.get("results"), data.get("verdicts", [])
     if not isinstance(results, list) or not isinstance(verdicts, list):
         raise DataFileError(source, "'results' and 'verdicts' must be lists", _FIX)
-    from aitune_ci.verdict import Verdict
-
     for r in results:
         TuneResult.from_json(r, source)
     for v in verdicts:

@@ -78,7 +78,7 @@ def test_summary_table_lists_regressions_first_with_the_count_line_last(tuned):
         "check",
         "median",
         "ms",
-        "(baseline",
+        "(before",
         "→",
         "now)",
         "Δ",
@@ -87,6 +87,7 @@ def test_summary_table_lists_regressions_first_with_the_count_line_last(tuned):
         "of",
         "Δ",
         "MDE",
+        "against",
         "verdict",
     ]
     assert [line.split()[0] for line in lines[2:4]] == ["tune_lin[eager]", "tune_lin[eager-bf16]"]

@@ -1,7 +1,7 @@
 """The rules a ``.ait`` archive must pass before any byte of it is used: pure, no torch, no I/O.
 
-``aitune_ci.store.artifact`` reads archives; this module decides what is acceptable: member names, member
-types, sizes and counts (from the central directory, and again while streaming), the manifest's
+``aitune_ci.store.artifact.archive`` reads archives; this module decides what is acceptable: member names,
+member types, sizes and counts (from the central directory, and again while streaming), the manifest's
 schema, the members it lists, and whether an artifact from another environment may be loaded here.
 Every refusal is an :class:`~aitune_ci.errors.ArtifactError` whose message says what to do.
 """
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aitune_ci.environment import cpu_differences
+from aitune_ci.environment import compared_fields, cpu_differences
 from aitune_ci.errors import ArtifactError
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "format_manifest",
     "non_portable_differences",
     "parse_manifest",
+    "payload_executes_code",
     "rebuild_hint",
     "sha256_json",
     "validate_manifest",
@@ -49,21 +50,13 @@ MANIFEST_NAME = "manifest.json"
 
 #: Environment fields a device-specific payload (AOTInductor .so, TensorRT engine) cannot survive a change of.
 NON_PORTABLE_FIELDS = ("hardware_key", "platform", "torch", "cuda", "tensorrt", "torch-tensorrt")
-#: Fields shown (and warned about) when an artifact comes from another environment.
-_REPORTED_FIELDS = (
-    "hardware_key",
-    "platform",
-    "torch",
-    "cuda",
-    "driver",
-    "python",
-    "torchao",
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "tensorrt",
-    "torch-tensorrt",
-    "triton",
-)
+
+
+def _reported_fields(*envs: Mapping[str, Any]) -> list[str]:
+    """Fields shown (and warned about) when an artifact comes from another environment: the compared
+    ones, and the platform a payload was built for."""
+    return ["platform", *compared_fields(*envs)]
+
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # One path component of a member name: no leading dot-only names, no separators, no controls.
@@ -102,6 +95,7 @@ def canonical_json(value: Any) -> bytes:
 
 
 def sha256_json(value: Any) -> str:
+    """The sha256 of :func:`canonical_json`: equal data, equal digest."""
     return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
@@ -284,6 +278,16 @@ def validate_manifest(data: Any, source: object = "artifact") -> dict[str, Any]:
     """
     fixture = data.get("fixture") if isinstance(data, dict) and isinstance(data.get("fixture"), str) else None
     check = _Check(source, fixture)
+    _check_header(check, data)
+    members = _check_members(check, data)
+    _check_model(check, data)
+    _check_weights(check, data, members)
+    _check_modules(check, data, members)
+    return data
+
+
+def _check_header(check: _Check, data: Any) -> None:
+    """Schema version and format first, then the tune's top-level fields."""
     if not isinstance(data, dict):
         raise check.fail("", f"must be a JSON object, not {type(data).__name__}")
     version = data.get("schema_version")
@@ -291,8 +295,8 @@ def validate_manifest(data: Any, source: object = "artifact") -> dict[str, Any]:
         newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
         hint = "a newer aitune-ci wrote it: upgrade aitune-ci, or " if newer else ""
         raise ArtifactError(
-            f"{source}: unknown artifact schema_version {version!r} (this aitune-ci reads {SCHEMA_VERSION}); "
-            f"{hint}{rebuild_hint(fixture)}"
+            f"{check.source}: unknown artifact schema_version {version!r} (this aitune-ci reads {SCHEMA_VERSION}); "
+            f"{hint}{rebuild_hint(check.fixture)}"
         )
     if data.get("format") != ARTIFACT_FORMAT:
         raise check.fail("format", f"must be {ARTIFACT_FORMAT!r}, not {data.get('format')!r}")
@@ -313,9 +317,12 @@ def validate_manifest(data: Any, source: object = "artifact") -> dict[str, Any]:
     _check_axes(check, check.get(data, "dynamic_axes", dict), "dynamic_axes")
     check.get(data, "batch_axis", int, nullable=True)
 
+
+def _check_members(check: _Check, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``members``: safe names (never the manifest itself), each with a sha256 and a size; returned."""
     members = check.get(data, "members", dict)
     for name, entry in members.items():
-        check_member_name(name, source)
+        check_member_name(name, check.source)
         if name == MANIFEST_NAME:
             raise check.fail(f"members.{name}", "lists the manifest itself")
         entry = check.get(members, name, dict, "members")
@@ -325,7 +332,11 @@ def validate_manifest(data: Any, source: object = "artifact") -> dict[str, Any]:
         size = check.get(entry, "size", int, f"members.{name}")
         if size < 0:
             raise check.fail(f"members.{name}.size", "is negative")
+    return members
 
+
+def _check_model(check: _Check, data: Mapping[str, Any]) -> None:
+    """``model``: its class, structure digest and ``[name, [dims...], dtype]`` per state tensor."""
     model = check.get(data, "model", dict)
     check.get(model, "class", str, "model")
     structure = check.get(model, "structure_sha256", str, "model")
@@ -343,6 +354,9 @@ def validate_manifest(data: Any, source: object = "artifact") -> dict[str, Any]:
         ):
             raise check.fail(f"model.state[{i}]", "must be [name, [dims...], dtype]")
 
+
+def _check_weights(check: _Check, data: Mapping[str, Any], members: Mapping[str, Any]) -> None:
+    """``weights``: a listed safetensors member and its tied-tensor aliases."""
     weights = check.get(data, "weights", dict)
     weights_file = check.get(weights, "file", str, "weights")
     if weights_file not in members:
@@ -351,36 +365,14 @@ def validate_manifest(data: Any, source: object = "artifact") -> dict[str, Any]:
     if weights.get("format") != "safetensors":
         raise check.fail("weights.format", f"must be 'safetensors', not {weights.get('format')!r}")
 
+
+def _check_modules(check: _Check, data: Mapping[str, Any], members: Mapping[str, Any]) -> None:
+    """``modules``: at least one entry, each valid, with unique folders and unique, non-nested paths."""
     modules = check.get(data, "modules", list)
     if not modules:
         raise check.fail("modules", "is empty (an artifact holds at least one module entry)")
-    paths: list[str] = []
     dirs: set[str] = set()
-    for i, entry in enumerate(modules):
-        where = f"modules[{i}]"
-        if not isinstance(entry, dict):
-            raise check.fail(where, "must be an object")
-        module = check.get(entry, "module", str, where)
-        if module and not all(re.fullmatch(r"[A-Za-z_0-9]+", p) for p in module.split(".")):
-            raise check.fail(f"{where}.module", f"{module!r} is not a dotted submodule path")
-        check.get(entry, "backend", str, where)
-        check.get(entry, "backend_class", str, where)
-        check.get(entry, "options", dict, where)
-        check.get(entry, "precision", str, where)
-        for flag in ("ahead_of_time", "payload_is_device_specific", "executes_code"):
-            check.get(entry, flag, bool, where)
-        folder = check.get(entry, "dir", str, where)
-        check_member_name(folder, source)
-        if folder in dirs:
-            raise check.fail(f"{where}.dir", f"{folder!r} is used by two modules")
-        dirs.add(folder)
-        files = check.get(entry, "files", list, where)
-        for name in files:
-            if not isinstance(name, str) or not name.startswith(folder + "/") or name not in members:
-                raise check.fail(f"{where}.files", f"names {name!r}, which is not a listed member under {folder}/")
-        check.get(entry, "meta", dict, where, nullable=True)
-        _check_axes(check, check.get(entry, "dynamic_axes", dict, where), f"{where}.dynamic_axes")
-        paths.append(module)
+    paths = [_check_module_entry(check, f"modules[{i}]", entry, members, dirs) for i, entry in enumerate(modules)]
     if len(set(paths)) != len(paths):
         raise check.fail("modules", f"lists a module twice: {paths}")
     for a in paths:
@@ -389,7 +381,33 @@ def validate_manifest(data: Any, source: object = "artifact") -> dict[str, Any]:
                 raise check.fail(
                     "modules", f"nests module {b!r} inside {a or '(whole model)'!r}; entries must not overlap"
                 )
-    return data
+
+
+def _check_module_entry(check: _Check, where: str, entry: Any, members: Mapping[str, Any], dirs: set[str]) -> str:
+    """One ``modules[i]`` entry; its folder joins ``dirs``; returns its module path."""
+    if not isinstance(entry, dict):
+        raise check.fail(where, "must be an object")
+    module = check.get(entry, "module", str, where)
+    if module and not all(re.fullmatch(r"[A-Za-z_0-9]+", p) for p in module.split(".")):
+        raise check.fail(f"{where}.module", f"{module!r} is not a dotted submodule path")
+    check.get(entry, "backend", str, where)
+    check.get(entry, "backend_class", str, where)
+    check.get(entry, "options", dict, where)
+    check.get(entry, "precision", str, where)
+    for flag in ("ahead_of_time", "payload_is_device_specific", "executes_code"):
+        check.get(entry, flag, bool, where)
+    folder = check.get(entry, "dir", str, where)
+    check_member_name(folder, check.source)
+    if folder in dirs:
+        raise check.fail(f"{where}.dir", f"{folder!r} is used by two modules")
+    dirs.add(folder)
+    files = check.get(entry, "files", list, where)
+    for name in files:
+        if not isinstance(name, str) or not name.startswith(folder + "/") or name not in members:
+            raise check.fail(f"{where}.files", f"names {name!r}, which is not a listed member under {folder}/")
+    check.get(entry, "meta", dict, where, nullable=True)
+    _check_axes(check, check.get(entry, "dynamic_axes", dict, where), f"{where}.dynamic_axes")
+    return module
 
 
 def _check_axes(check: _Check, axes: Mapping[str, Any], where: str) -> None:
@@ -417,6 +435,18 @@ def check_members_match(manifest: Mapping[str, Any], names: Iterable[str], sourc
         )
 
 
+# --- payloads ---------------------------------------------------------------------------------
+
+
+def payload_executes_code(backend: Any, files: Sequence[str]) -> bool:
+    """Loading this backend's saved ``files`` runs code from them (native code or pickles).
+
+    Such a payload is used only from a pinned or trusted artifact. ``backend`` is a
+    :class:`~aitune_ci.backends.base.Backend`; its ``payload_executes_code`` derives from its ``payload``.
+    """
+    return bool(files) and bool(backend.payload_executes_code)
+
+
 # --- environments -----------------------------------------------------------------------------
 
 
@@ -426,7 +456,8 @@ def environment_differences(recorded: Mapping[str, Any], here: Mapping[str, Any]
     Where the payload runs on the CPU, its instruction set too (``cpu_differences``); a CPU payload
     built where ``cpu_features`` held more than here is refused (``missing_cpu_features``).
     """
-    differences = {k: (recorded.get(k), here.get(k)) for k in _REPORTED_FIELDS if recorded.get(k) != here.get(k)}
+    reported = _reported_fields(recorded, here)
+    differences = {k: (recorded.get(k), here.get(k)) for k in reported if recorded.get(k) != here.get(k)}
     differences.update(cpu_differences(recorded, here))
     return differences
 
@@ -519,7 +550,7 @@ def format_manifest(manifest: Mapping[str, Any], *, sha256: str | None = None, p
     aliases = f", {len(weights['aliases'])} tied" if weights["aliases"] else ""
     lines.append(f"  weights        {weights['file']}  {_size(members[weights['file']]['size'])}{aliases}")
     env = manifest["environment"]
-    shown = [f"{k}={env[k]}" for k in _REPORTED_FIELDS if env.get(k) is not None]
+    shown = [f"{k}={env[k]}" for k in _reported_fields(env) if env.get(k) is not None]
     lines.append(f"  environment    {'  '.join(shown)}")
     total = sum(m["size"] for m in members.values())
     lines.append(f"  members        {len(members)} files, {_size(total)} uncompressed, each with its sha256")

@@ -5,12 +5,11 @@ AOTInductor compiles each package's ``wrapper.so`` with the C++ compiler torch p
 library that carries its *own static copy* of libstdc++ brings a second set of locale and
 ``std::regex`` machinery, and crashes as soon as both meet.
 
-Seen on the lent H100 image (torch 2.11.0+cu130): ``CXX=/opt/gcc/bin/g++``, a relocated GCC 13
-whose ``libstdc++.so`` link is dangling, so ``ld`` falls back to its ``libstdc++.a``: every
-``wrapper.so`` it built had no ``NEEDED libstdc++.so.6`` and exported libstdc++'s own symbols, and
-every package segfaulted on load in ``std::regex`` locale code. ``/usr/bin/g++`` (the same GCC
-13.3) links libstdc++ dynamically, and packages built with it load (``bench/aoti_loader_diag.py``,
-``reports/h100/README.md``).
+A compiler does that when its ``libstdc++.so`` cannot be found (a relocated GCC whose link is
+dangling, say): ``ld`` then falls back to ``libstdc++.a``, and every ``wrapper.so`` it builds has no
+``NEEDED libstdc++.so.6`` and exports libstdc++'s own symbols. The system ``g++`` of the same GCC
+usually links libstdc++ dynamically, and packages built with it load. (The case this guards
+against, and the diagnosis: ``reports/h100/README.md``, ``bench/aoti_loader_diag.py``.)
 
 So a compiler is checked by linking a tiny shared library with it, as inductor would, and reading
 how libstdc++ came in; a compiler that builds for a newer libstdc++ than the process runs is
@@ -31,7 +30,12 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 __all__ = [
-    "CompilerRuntime", "classify_link", "newest_glibcxx", "compatible", "runtime_libstdcxx", "inspect_compiler",
+    "CompilerRuntime",
+    "classify_link",
+    "newest_glibcxx",
+    "compatible",
+    "runtime_libstdcxx",
+    "inspect_compiler",
     "pick_compiler",
 ]
 
@@ -41,7 +45,9 @@ _GLIBCXX = re.compile(rb"GLIBCXX_3\.4(?:\.(\d+))?(?![\d.])")
 #: Compilers tried, in order, when torch's own choice would build libraries this process cannot load.
 FALLBACKS = ("g++", "/usr/bin/g++", "c++", "/usr/bin/c++")
 #: Uses out-of-line libstdc++ code (streams, locales), so the link must bring libstdc++ in somehow.
-_PROBE_SOURCE = "#include <sstream>\nstd::string aitune_probe(int x) { std::ostringstream s; s << x; return s.str(); }\n"
+_PROBE_SOURCE = (
+    "#include <sstream>\nstd::string aitune_probe(int x) { std::ostringstream s; s << x; return s.str(); }\n"
+)
 
 
 def classify_link(library: bytes) -> LinkMode:
@@ -121,8 +127,9 @@ def _link_mode(exe: str) -> LinkMode:
         source, library = Path(tmp) / "probe.cpp", Path(tmp) / "probe.so"
         source.write_text(_PROBE_SOURCE)
         try:
-            proc = subprocess.run([exe, "-shared", "-fPIC", "-o", str(library), str(source)],
-                                  capture_output=True, timeout=120)
+            proc = subprocess.run(
+                [exe, "-shared", "-fPIC", "-o", str(library), str(source)], capture_output=True, timeout=120
+            )
         except (OSError, subprocess.TimeoutExpired):
             return "unknown"
         if proc.returncode != 0 or not library.exists():
@@ -141,7 +148,11 @@ def inspect_compiler(compiler: str) -> CompilerRuntime | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     printed = out.stdout.strip()
-    lib = os.path.realpath(printed) if out.returncode == 0 and os.path.isabs(printed) and os.path.exists(printed) else None
+    lib = (
+        os.path.realpath(printed)
+        if out.returncode == 0 and os.path.isabs(printed) and os.path.exists(printed)
+        else None
+    )
     runtime = runtime_libstdcxx()
     return CompilerRuntime(
         compiler=compiler,

@@ -1,0 +1,298 @@
+"""Judging one check: its verdict against the baseline entry, confirmed by re-measuring when in doubt."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from aitune_ci.config import Acknowledgement, Policy
+from aitune_ci.formatting import fmt_db, fmt_p, fmt_pct
+from aitune_ci.result import BackendResult, LatencyStats, TuneResult
+from aitune_ci.status import BackendStatus, VerdictKind
+from aitune_ci.store.baseline import BackendBaseline, Baseline
+from aitune_ci.verdict.latency import LatencyTest, paired_test, pool_latency, pool_paired, unpaired_test
+from aitune_ci.verdict.model import ACCURACY, LATENCY, NOW_FAILING, REASON_ORDER, RatioLike, Verdict
+from aitune_ci.verdict.text import with_message
+
+__all__ = ["compare_backend", "judge_with_confirmations", "require_baseline", "winner_change"]
+
+
+def compare_backend(
+    fixture: str,
+    baseline: BackendBaseline | None,
+    current: BackendResult,
+    policy: Policy,
+    paired: RatioLike | None = None,
+    env_diff: Mapping[str, tuple[Any, Any]] | None = None,
+    *,
+    confirmations: int = 0,
+) -> Verdict:
+    """Judge one (fixture, backend) check against its baseline entry.
+
+    Args:
+        fixture: the tune_* fixture's name.
+        baseline: the backend's entry in the committed baseline, or None when there is none.
+        current: this run's result row (with ``latency`` pooled over re-measurements, if any).
+        policy: ``RepoConfig.policy_for(fixture, backend)``.
+        paired: an interleaved A/B ratio current/baseline-artifact; used instead of the medians.
+        env_diff: environment fields that differ from the baseline (``environment_differences``).
+        confirmations: how many re-measurements are pooled into ``current.latency``.
+
+    Returns:
+        The verdict. ``needs_confirmation`` asks the caller to re-measure and call again with
+        ``confirmations + 1``; run ``apply_run_correction`` over all verdicts before failing any.
+    """
+    facts = dict(
+        fixture=fixture,
+        backend=current.backend,
+        env_mismatch=dict(env_diff or {}),
+        quarantined=policy.quarantined,
+        confirmations=confirmations,
+        max_confirmations=policy.max_confirmations,
+        alpha=policy.alpha,
+        acknowledged=policy.acknowledged.reason if policy.acknowledged else None,
+        baseline_median_ms=baseline.latency.median_ms if baseline and baseline.latency else None,
+        current_median_ms=current.latency.median_ms if current.latency else None,
+    )
+    verdict = _when_a_side_did_not_work(baseline, current, facts)
+    if verdict is None:
+        assert baseline is not None
+        verdict = _compare_working(baseline, current, policy, paired, confirmations, facts)
+    return with_message(verdict)
+
+
+def _when_a_side_did_not_work(
+    baseline: BackendBaseline | None, current: BackendResult, facts: dict[str, Any]
+) -> Verdict | None:
+    """SKIPPED, FAILED, REGRESSED (now failing) or NEW; None when both sides worked and can be compared."""
+    status = BackendStatus(current.status)
+    notes: list[str] = []
+    if status is BackendStatus.UNAVAILABLE:
+        notes.append(f"unavailable here: {current.error or current.description or 'no reason given'}")
+        if baseline is not None and baseline.worked:
+            notes.append("it worked when the baseline was written; this run cannot check it")
+        return Verdict(kind=VerdictKind.SKIPPED, notes=tuple(notes), **facts)
+    if status.broken:
+        notes.append(_failure_text(current))
+        if baseline is not None and baseline.worked:
+            why = (ACCURACY, NOW_FAILING) if status is BackendStatus.INACCURATE else (NOW_FAILING,)
+            return Verdict(kind=VerdictKind.REGRESSED, reasons=why, notes=tuple(notes), **facts)
+        known = baseline is not None and baseline.status.broken
+        if known:
+            notes.append(f"the baseline records it as {baseline.status} too")
+        return Verdict(kind=VerdictKind.FAILED, known_failure=known, notes=tuple(notes), **facts)
+    if baseline is None:
+        return Verdict(kind=VerdictKind.NEW, notes=("no baseline for this backend yet",), **facts)
+    if not baseline.worked:
+        return Verdict(
+            kind=VerdictKind.NEW,
+            notes=(f"it was {baseline.status} when the baseline was written and works now",),
+            **facts,
+        )
+    return None
+
+
+def _compare_working(
+    baseline: BackendBaseline,
+    current: BackendResult,
+    policy: Policy,
+    paired: RatioLike | None,
+    confirmations: int,
+    facts: dict[str, Any],
+) -> Verdict:
+    """Both sides worked: accuracy against the baseline, then latency, then what the team acknowledged."""
+    notes: list[str] = []
+    reasons: list[str] = []
+    if baseline.precision != current.precision:
+        notes.append(f"precision changed: {baseline.precision} -> {current.precision}")
+    sqnr_note = _sqnr_drop(baseline, current, policy)
+    if sqnr_note:
+        notes.append(sqnr_note)
+        reasons.append(ACCURACY)
+    test, not_compared = _latency_test(baseline, current, policy, paired, confirmations)
+    if not_compared:
+        notes.append(not_compared)
+    elif test is not None and test.regressed:
+        reasons.append(LATENCY)
+    if policy.acknowledged is not None:
+        notes.extend(_acknowledge(policy.acknowledged, test, reasons))
+
+    if reasons:
+        kind = VerdictKind.REGRESSED
+    elif test is not None and test.improved:
+        kind = VerdictKind.IMPROVED
+        notes.append(f"faster with p={fmt_p(test.p_faster)}")
+    else:
+        kind = VerdictKind.PASS
+    ordered = tuple(r for r in REASON_ORDER if r in reasons)
+    # Inconclusive: the point estimate is past the threshold but the evidence is not yet enough.
+    # Measuring more (pooled) settles it either way, rather than passing a likely regression.
+    inconclusive = not reasons and test is not None and not test.regressed and test.delta > test.threshold
+    return Verdict(
+        kind=kind,
+        reasons=ordered,
+        notes=tuple(notes),
+        paired=paired is not None and test is not None,
+        needs_confirmation=(
+            (ordered == (LATENCY,) or inconclusive)
+            and confirmations < policy.max_confirmations
+            and not policy.quarantined
+        ),
+        **facts,
+        **(_test_fields(test) if test is not None else {}),
+    )
+
+
+def _latency_test(
+    baseline: BackendBaseline,
+    current: BackendResult,
+    policy: Policy,
+    paired: RatioLike | None,
+    confirmations: int,
+) -> tuple[LatencyTest | None, str | None]:
+    """The latency test (paired when an A/B ratio is given), or None and why latency was not compared."""
+    if baseline.latency is None or current.latency is None:
+        return None, "latency not compared: " + ("no baseline latency" if baseline.latency is None else "not measured")
+    old, new = baseline.latency.batch_size, current.latency.batch_size
+    if old is not None and new is not None and old != new:
+        return None, f"latency not compared: batch size changed {old} -> {new}; update the baseline"
+    if paired is not None:
+        return paired_test(paired, policy), None
+    return unpaired_test(baseline, current.latency, policy, confirmations), None
+
+
+def _acknowledge(ack: Acknowledgement, test: LatencyTest | None, reasons: list[str]) -> list[str]:
+    """Drop the reasons ``ack`` accepts from ``reasons``; the notes that say so (or why not)."""
+    notes = []
+    if LATENCY in reasons and test is not None:
+        if ack.max_slowdown is None or test.delta <= ack.max_slowdown:
+            reasons.remove(LATENCY)
+            notes.append(f"slowdown {fmt_pct(test.delta)} accepted as acknowledged")
+        else:
+            notes.append(f"slowdown {fmt_pct(test.delta)} exceeds the acknowledged {fmt_pct(ack.max_slowdown)}")
+    if ACCURACY in reasons:
+        reasons.remove(ACCURACY)
+        notes.append("SQNR drop accepted as acknowledged")
+    return notes
+
+
+def _test_fields(test: LatencyTest) -> dict[str, Any]:
+    """The verdict's latency fields; ``q_value`` starts as ``p_value`` until the run is corrected."""
+    return dict(
+        delta=test.delta,
+        delta_ci=test.delta_ci,
+        p_value=test.p_slower,
+        q_value=test.p_slower,
+        threshold=test.threshold,
+        mde=test.mde,
+        noise=test.noise,
+    )
+
+
+def _failure_text(current: BackendResult) -> str:
+    if current.status == BackendStatus.INACCURATE:
+        detail = (current.accuracy.reason or current.accuracy.summary()) if current.accuracy else current.error
+        return f"fails its accuracy gate: {detail or 'no detail recorded'}"
+    return f"fails: {current.error or 'no error recorded'}"
+
+
+def _sqnr_drop(baseline: BackendBaseline, current: BackendResult, policy: Policy) -> str | None:
+    """Text of an SQNR drop beyond ``policy.sqnr_drop_db``, or None (SQNR above the ceiling is rounding)."""
+    worst = current.accuracy.worst if current.accuracy else None
+    if baseline.accuracy is None or baseline.accuracy.sqnr_db is None or worst is None:
+        return None
+    old, new = baseline.accuracy.sqnr_db, worst.sqnr_db
+    if math.isnan(old) or math.isnan(new):
+        return None
+    drop = min(old, policy.sqnr_ceiling_db) - min(new, policy.sqnr_ceiling_db)
+    if drop <= policy.sqnr_drop_db:
+        return None
+    return (
+        f"SQNR dropped {drop:.1f} dB ({fmt_db(old)} -> {fmt_db(new)} dB on {worst.path or 'the output'}; "
+        f"limit {policy.sqnr_drop_db:g} dB)"
+    )
+
+
+def judge_with_confirmations(
+    fixture: str,
+    baseline: BackendBaseline | None,
+    current: BackendResult,
+    policy: Policy,
+    remeasure: Callable[[], LatencyStats] | None,
+    env_diff: Mapping[str, tuple[Any, Any]] | None = None,
+    *,
+    on_suspect: Callable[[Verdict, int], None] | None = None,
+    paired: RatioLike | None = None,
+    remeasure_paired: Callable[[], RatioLike] | None = None,
+) -> Verdict:
+    """``compare_backend``, then re-measure a suspected latency regression until it is settled.
+
+    This is the plugin's confirmation procedure (and the one ``bench/verdict_quality.py`` measures):
+    while the verdict ``needs_confirmation``, take one more measurement, pool every measurement so
+    far with ``pool_latency`` and judge again with ``confirmations = len(runs) - 1``. Run
+    ``apply_run_correction`` over all of a run's verdicts afterwards.
+
+    Args:
+        remeasure: takes one fresh measurement of ``current``'s backend; None when it can no longer
+            be measured (the first verdict is then returned as is).
+        on_suspect: called with the suspicious verdict and the number of measurements so far,
+            before each re-measurement (for progress lines).
+        paired: an A/B ratio of this build against the baseline's own artifact, timed interleaved
+            in this process; when given, the verdict rests on it instead of the two medians.
+        remeasure_paired: takes a fresh paired ratio, to confirm a suspected paired regression.
+    """
+    if paired is not None:
+        estimates = [paired]
+        verdict = compare_backend(fixture, baseline, current, policy, paired=paired, env_diff=env_diff)
+        while verdict.needs_confirmation and remeasure_paired is not None:
+            if on_suspect is not None:
+                on_suspect(verdict, len(estimates))
+            estimates.append(remeasure_paired())
+            verdict = compare_backend(
+                fixture,
+                baseline,
+                current,
+                policy,
+                paired=pool_paired(estimates),
+                env_diff=env_diff,
+                confirmations=len(estimates) - 1,
+            )
+        return verdict
+    verdict = compare_backend(fixture, baseline, current, policy, env_diff=env_diff)
+    runs = [current.latency] if current.latency is not None else []
+    while verdict.needs_confirmation and runs and remeasure is not None:
+        if on_suspect is not None:
+            on_suspect(verdict, len(runs))
+        runs.append(remeasure())
+        pooled = replace(current, latency=pool_latency(runs))
+        verdict = compare_backend(fixture, baseline, pooled, policy, env_diff=env_diff, confirmations=len(runs) - 1)
+    return verdict
+
+
+def require_baseline(v: Verdict) -> Verdict:
+    """``--aitune-strict`` and no baseline: a check that would not fail anyway now fails, saying why.
+
+    A check that fails on its own (a backend that does not work) keeps its verdict.
+    """
+    if v.fails:
+        return v
+    return with_message(replace(v, baseline_required=True))
+
+
+def winner_change(baseline: Baseline | None, result: TuneResult) -> str | None:
+    """Text describing a change of the winning backend (or per-module choice), or None."""
+    if baseline is None:
+        return None
+    parts = []
+    if baseline.winner != result.winner:
+        text = f"winner changed: {baseline.winner or 'none'} -> {result.winner or 'none'}"
+        if result.winner_reason:
+            text += f" ({result.winner_reason})"
+        parts.append(text)
+    old, new = dict(baseline.module_choice), dict(result.module_choice)
+    for module in sorted(set(old) | set(new)):
+        if old.get(module) != new.get(module):
+            parts.append(f"module {module}: {old.get(module) or 'none'} -> {new.get(module) or 'none'}")
+    return "; ".join(parts) or None

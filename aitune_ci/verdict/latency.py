@@ -1,0 +1,220 @@
+"""The latency test of a verdict: is the current run slower than its baseline, beyond its noise?
+
+Pure functions on plain data (no torch, no files), so every rule below is tested in milliseconds.
+
+**Latency test.** ``d = log(current median / baseline median)``. Its variance has three parts:
+
+* each run's standard error of the median, from the spread of its round medians
+  (``1.2533 * s / sqrt(rounds)``, the asymptotic SE of a median);
+* the *between-run* offset of each run, ``sigma_run``: on a GPU, whole measurement windows of a
+  launch-bound or cuDNN model can come out 10-70% slow while the spread inside each window stays
+  small (``reports/h100/`` has the measurements), so the rounds of one run can all share one slow
+  window and averaging them does not remove it.
+  ``sigma_run`` is the largest of: the RMS of the baseline's ``noise_history`` (the round spreads of
+  its past runs), the baseline's and the current run's own round spreads, and ``policy.noise_floor``.
+  Both runs carry it; the current side's shrinks as ``1 / (1 + confirmations)`` when re-measurements
+  are pooled into it (``pool_latency``), since each re-measurement is a fresh window.
+
+A one-sided z test gives ``p`` (slower at all). A latency regression needs both
+``delta > effective threshold`` and ``p`` (after Benjamini-Hochberg over the run, see
+``apply_run_correction``) below ``alpha``.
+
+**Effective threshold** = ``max(policy.threshold, noise_k * sigma_run)`` with ``noise_k = 3``: a run's
+median sits more than 3 sigma away by chance with probability ~0.1% if the noise were normal, and
+at most 10% for *any* distribution (Cantelli's bound ``1 / (1 + k^2)``); the window drifts we
+measured are heavy-tailed, so a smaller k would flag noise, and a larger one would hide real
+regressions of steady models, whose noise is ~0.3% and whose threshold is the user's 5% anyway.
+
+**MDE** (minimum detectable effect) is the smallest slowdown caught with 80% power at this noise:
+``max(effective threshold, exp((z_{1-alpha} + z_0.8) * sd) - 1)``. A noisy check reports a large MDE
+instead of pretending to guard 5%.
+
+**Paired ratio** (old ``.ait`` artifact and fresh build timed interleaved in one process): drift
+cancels in the ratio, so its CI is the noise; a regression is ``ratio - 1 > threshold`` and
+``ci_low > 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist, median
+
+from aitune_ci.config import Policy
+from aitune_ci.result import LatencyStats
+from aitune_ci.stats import log_spread
+from aitune_ci.store.baseline import BackendBaseline, LatencySummary
+from aitune_ci.verdict.model import PairedRatio, RatioLike
+
+__all__ = ["LatencyTest", "paired_test", "pool_latency", "pool_paired", "unpaired_test"]
+
+_NORMAL = NormalDist()
+_MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)  # SE(median) = 1.2533 * sigma / sqrt(n) for normal data
+_POWER = 0.8
+_CI_Z = _NORMAL.inv_cdf(0.975)
+
+
+@dataclass(frozen=True)
+class LatencyTest:
+    """One latency comparison: the change, its uncertainty, and whether it clears the bar either way."""
+
+    delta: float
+    delta_ci: tuple[float, float]
+    p_slower: float
+    p_faster: float
+    threshold: float
+    mde: float
+    noise: float
+    regressed: bool
+    improved: bool
+
+
+def _median_se(round_medians: Sequence[float], cv: float, iterations: int) -> float:
+    """Relative SE of one run's median: from its round medians, else from its per-call CV."""
+    spread = log_spread(round_medians)
+    if spread is not None:
+        return _MEDIAN_SE_FACTOR * spread / math.sqrt(len(round_medians))
+    if cv > 0 and iterations > 0:
+        return _MEDIAN_SE_FACTOR * cv / math.sqrt(iterations)
+    return 0.0
+
+
+def _between_run_noise(
+    baseline: LatencySummary, history: Sequence[float], current: LatencyStats, policy: Policy
+) -> float:
+    """``sigma_run``: how far one run's median can sit from the truth, relative (see module docs)."""
+    candidates = [policy.noise_floor]
+    finite = [h for h in history if math.isfinite(h) and h >= 0]
+    if finite:
+        candidates.append(math.sqrt(sum(h * h for h in finite) / len(finite)))
+    for spread in (baseline.spread, log_spread(current.round_medians_ms)):
+        if spread is not None:
+            candidates.append(spread)
+    return max(candidates)
+
+
+def _p_values(d: float, sd: float) -> tuple[float, float]:
+    """One-sided p of (slower, faster) for log-ratio ``d`` with standard deviation ``sd``."""
+    if sd <= 0:
+        return (0.0, 1.0) if d > 0 else (1.0, 0.0) if d < 0 else (0.5, 0.5)
+    z = d / sd
+    # erfc keeps tiny tail probabilities exact (1 - cdf would round them to 0).
+    return 0.5 * math.erfc(z / math.sqrt(2.0)), 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def _mde(threshold: float, sd: float, alpha: float) -> float:
+    z = _NORMAL.inv_cdf(1.0 - alpha) + _NORMAL.inv_cdf(_POWER)
+    return max(threshold, math.expm1(z * sd))
+
+
+def _ratio_se(ratio: float, ci_low: float, ci_high: float) -> float:
+    """The standard error of ``log(ratio)``, read from its 95% CI (widened to contain the ratio)."""
+    low, high = min(ci_low, ratio), max(ci_high, ratio)
+    return (math.log(high) - math.log(low)) / (2.0 * _CI_Z)
+
+
+def unpaired_test(baseline: BackendBaseline, current: LatencyStats, policy: Policy, confirmations: int) -> LatencyTest:
+    """Compare two runs' medians, with both runs' SEs and the between-run noise (see module docs)."""
+    base = baseline.latency
+    assert base is not None
+    d = math.log(current.median_ms / base.median_ms)
+    se_base = _median_se(base.round_medians_ms, base.cv, base.iterations)
+    se_cur = _median_se(current.round_medians_ms, current.cv, current.iterations)
+    sigma_run = _between_run_noise(base, baseline.noise_history, current, policy)
+    var = se_base**2 + se_cur**2 + sigma_run**2 * (1.0 + 1.0 / (1 + confirmations))
+    sd = math.sqrt(var)
+    p_slower, p_faster = _p_values(d, sd)
+    threshold = max(policy.threshold, policy.noise_k * sigma_run)
+    log_thr = math.log1p(threshold)
+    return LatencyTest(
+        delta=math.expm1(d),
+        delta_ci=(math.expm1(d - _CI_Z * sd), math.expm1(d + _CI_Z * sd)),
+        p_slower=p_slower,
+        p_faster=p_faster,
+        threshold=threshold,
+        mde=_mde(threshold, sd, policy.alpha),
+        noise=sigma_run,
+        regressed=d > log_thr and p_slower < policy.alpha,
+        improved=d < -log_thr and p_faster < policy.alpha,
+    )
+
+
+def paired_test(paired: RatioLike, policy: Policy) -> LatencyTest:
+    """Judge an interleaved A/B ratio: drift cancels in it, so its CI alone is the noise."""
+    ratio, low, high = float(paired.ratio), float(paired.ci_low), float(paired.ci_high)
+    if not (ratio > 0 and low > 0 and high > 0):
+        raise ValueError(f"a paired ratio and its CI must be positive, got {ratio}, ({low}, {high})")
+    low, high = min(low, ratio), max(high, ratio)
+    d = math.log(ratio)
+    sd = _ratio_se(ratio, low, high)
+    p_slower, p_faster = _p_values(d, sd)
+    log_thr = math.log1p(policy.threshold)
+    return LatencyTest(
+        delta=ratio - 1.0,
+        delta_ci=(low - 1.0, high - 1.0),
+        p_slower=p_slower,
+        p_faster=p_faster,
+        threshold=policy.threshold,
+        mde=_mde(policy.threshold, sd, policy.alpha),
+        noise=sd,
+        regressed=d > log_thr and low > 1.0,
+        improved=d < -log_thr and high < 1.0,
+    )
+
+
+def pool_paired(estimates: Sequence[RatioLike]) -> PairedRatio:
+    """Pool independent paired A/B estimates (a first one and its confirmations) into one.
+
+    Inverse-variance weighting in log space, each estimate's standard error read from its 95% CI:
+    a confirmation adds evidence instead of having to clear the bar again on its own (requiring
+    every one of three measurements to flag a real +10% would catch it only ~0.84^3 of the time).
+    """
+    if not estimates:
+        raise ValueError("pool_paired needs at least one estimate")
+    if len(estimates) == 1:
+        e = estimates[0]
+        return PairedRatio(float(e.ratio), float(e.ci_low), float(e.ci_high), int(e.n))
+    logs, weights = [], []
+    for e in estimates:
+        se = max(_ratio_se(float(e.ratio), float(e.ci_low), float(e.ci_high)), 1e-6)
+        logs.append(math.log(float(e.ratio)))
+        weights.append(1.0 / se**2)
+    total = sum(weights)
+    center = sum(w * x for w, x in zip(weights, logs, strict=True)) / total
+    se = 1.0 / math.sqrt(total)
+    return PairedRatio(
+        math.exp(center), math.exp(center - _CI_Z * se), math.exp(center + _CI_Z * se), sum(int(e.n) for e in estimates)
+    )
+
+
+def pool_latency(runs: Sequence[LatencyStats]) -> LatencyStats:
+    """Pool a first measurement with its confirmation re-measurements into one ``LatencyStats``.
+
+    All round medians are kept (so their spread shows the run-to-run drift); the median is the
+    median of all round medians. Pass the result to ``compare_backend`` with
+    ``confirmations=len(runs) - 1``.
+    """
+    if not runs:
+        raise ValueError("pool_latency needs at least one LatencyStats")
+    if len(runs) == 1:
+        return runs[0]
+    rounds = tuple(x for r in runs for x in r.round_medians_ms)
+    total_iters = sum(r.iterations for r in runs)
+    weights = [r.iterations / total_iters if total_iters else 1.0 / len(runs) for r in runs]
+    return LatencyStats(
+        median_ms=median(rounds) if rounds else median(r.median_ms for r in runs),
+        mean_ms=sum(w * r.mean_ms for w, r in zip(weights, runs, strict=True)),
+        min_ms=min(r.min_ms for r in runs),
+        p90_ms=median(r.p90_ms for r in runs),
+        p99_ms=median(r.p99_ms for r in runs),
+        iqr_ms=median(r.iqr_ms for r in runs),
+        ci_low_ms=min(r.ci_low_ms for r in runs),
+        ci_high_ms=max(r.ci_high_ms for r in runs),
+        cv=sum(w * r.cv for w, r in zip(weights, runs, strict=True)),
+        iterations=total_iters,
+        rounds=sum(r.rounds for r in runs),
+        batch_size=runs[0].batch_size,
+        round_medians_ms=rounds,
+        peak_memory_bytes=max((r.peak_memory_bytes for r in runs if r.peak_memory_bytes is not None), default=None),
+    )

@@ -1,0 +1,161 @@
+"""Relative mode: ``--aitune-against REF`` builds the PR's base from a git worktree and times it with the head.
+
+The user repo is a real git repository with two commits. Its model code lives in a package of
+its own (``mymodels``), imported by the conftest, so the base's code and the head's must both
+be loaded in one process under the same module name. The model spins for a fixed time in
+``forward`` (a busy-wait, the same on every machine), so a change in the code is a known slowdown.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+MODELS = """
+import time
+
+import torch
+
+SPIN_S = {spin!r}
+
+
+class Spin(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        end = time.perf_counter() + SPIN_S
+        while time.perf_counter() < end:
+            pass
+        return self.lin(x)
+"""
+
+CONFTEST = """
+import torch
+import aitune_ci as ait
+from mymodels import Spin
+
+
+@ait.tune_fixture
+def tune_spin():
+    return ait.TuneSpec(model=Spin().eval(), samples=[torch.randn(4, 16)], backends=["eager"])
+"""
+
+NEW_FIXTURE = """
+
+@ait.tune_fixture
+def tune_new():
+    return ait.TuneSpec(model=Spin().eval(), samples=[torch.randn(2, 16)], backends=["eager"])
+"""
+
+
+def _git(path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", *args],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A git repo whose first commit (the base) spins 1 ms per call."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\naitune_measure_seconds = "1.0"\n')
+    pytester.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=0.001)})
+    pytester.makeconftest(CONFTEST)
+    _git(pytester.path, "init", "-q")
+    _git(pytester.path, "add", "-A")
+    _git(pytester.path, "commit", "-qm", "base")
+    return pytester
+
+
+def _commit_head(repo: pytest.Pytester, spin: float, conftest_extra: str = "") -> None:
+    repo.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=spin)})
+    repo.makeconftest(CONFTEST + conftest_extra)
+    _git(repo.path, "commit", "-qam", "head", "--allow-empty")
+
+
+def _run(repo: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, dict]]:
+    result = repo.runpytest_subprocess("--aitune", "--aitune-report", "run.json", *args)
+    run = json.loads((repo.path / "run.json").read_text())
+    return result, {f"{v['fixture']}[{v['backend']}]": v for v in run["verdicts"]}
+
+
+def test_unchanged_code_passes_on_the_paired_ratio_of_base_and_head(repo: pytest.Pytester) -> None:
+    _commit_head(repo, spin=0.001)
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    verdict = verdicts["tune_spin[eager]"]
+    assert verdict["kind"] == "PASS"
+    assert verdict["mode"] == "relative" and verdict["paired"]
+    assert verdict["base_ref"].startswith("HEAD~1 (")
+    low, high = verdict["delta_ci"]
+    assert low <= 0.0 <= high  # an A/A comparison is centred
+
+
+def test_a_slower_head_regresses_against_its_base(repo: pytest.Pytester) -> None:
+    _commit_head(repo, spin=0.0015)  # +50%
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    verdict = verdicts["tune_spin[eager]"]
+    assert verdict["kind"] == "REGRESSED" and verdict["mode"] == "relative"
+    assert 0.3 < verdict["delta"] < 0.7
+    result.stdout.fnmatch_lines(
+        [
+            "*tune_spin[[]eager[]]: REGRESSED (latency)*vs base HEAD~1 (*[[]relative to the base, paired in one process[]]*"
+        ]
+    )
+
+
+def test_the_base_keeps_its_own_code_although_both_import_the_same_module_name(repo: pytest.Pytester) -> None:
+    _commit_head(repo, spin=0.0005)  # the head is twice as fast: only the base's own code can show that
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert verdicts["tune_spin[eager]"]["kind"] == "IMPROVED"
+    assert -0.65 < verdicts["tune_spin[eager]"]["delta"] < -0.35
+
+
+def test_a_fixture_new_in_the_head_falls_back_to_the_stored_baseline(repo: pytest.Pytester) -> None:
+    _commit_head(repo, spin=0.001, conftest_extra=NEW_FIXTURE)
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+
+    assert verdicts["tune_new[eager]"]["kind"] == "NEW"
+    assert verdicts["tune_new[eager]"]["mode"] == "stored"
+    assert verdicts["tune_spin[eager]"]["mode"] == "relative"
+    result.stdout.fnmatch_lines(["*no base version at HEAD~1 (*) of tune_new*"])
+
+
+def test_an_unknown_ref_is_a_usage_error_that_says_how_to_fetch_it(repo: pytest.Pytester) -> None:
+    result = repo.runpytest_subprocess("--aitune", "--aitune-against", "origin/nope")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--aitune-against 'origin/nope': no such commit*fetch-depth: 0*"])
+
+
+def test_relative_mode_refuses_to_write_baselines(repo: pytest.Pytester) -> None:
+    result = repo.runpytest_subprocess("--aitune", "--aitune-against", "HEAD", "--aitune-update")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--aitune-against*cannot also write baselines*"])
+
+
+def test_the_worktree_is_removed_after_the_run(repo: pytest.Pytester) -> None:
+    _commit_head(repo, spin=0.001)
+
+    _run(repo, "--aitune-against", "HEAD~1")
+
+    assert _git(repo.path, "worktree", "list").count("\n") == 0  # only the main checkout is left

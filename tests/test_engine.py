@@ -1,0 +1,38 @@
+"""``ait.tune`` as a library: progress goes to a callable or to logging, never straight to the terminal."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import aitune_ci as ait
+from aitune_ci.engine import tune
+from aitune_ci.measure import MeasureConfig
+
+FAST = MeasureConfig(max_total_s=0.1, min_rounds=2, warmup_min_iters=2, warmup_max_s=0.1)
+
+
+@pytest.fixture
+def spec(tiny_mlp, tiny_input):
+    return ait.TuneSpec(model=tiny_mlp, samples=[tiny_input], backends=["eager"], device="cpu", name="tiny")
+
+
+def test_without_a_progress_callable_tune_logs_its_steps_and_prints_nothing(spec, caplog, capfd):
+    with caplog.at_level(logging.INFO, logger="aitune_ci"):
+        result = tune(spec, measure_config=FAST)
+    assert result.winner == "eager"
+    steps = [r.getMessage() for r in caplog.records if r.name == "aitune_ci.engine" and r.levelno == logging.INFO]
+    assert "tiny: 1 backends on cpu (eager)" in steps
+    assert any(step.startswith("tiny: winner eager") for step in steps)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_progress_callable_gets_every_step_instead_of_the_log(spec, caplog, capfd):
+    lines: list[str] = []
+    with caplog.at_level(logging.INFO, logger="aitune_ci"):
+        tune(spec, measure_config=FAST, progress=lines.append)
+    assert lines[0] == "tiny: 1 backends on cpu (eager)"
+    assert any(line.startswith("tiny: winner eager") for line in lines)
+    assert not [r for r in caplog.records if r.name == "aitune_ci.engine"]
+    assert capfd.readouterr() == ("", "")
