@@ -206,6 +206,7 @@ class FixtureCheck:
         result, backend = self.result, row.backend
         baseline = baseline or self.baseline
         paired = paired or self.paired.get(backend)
+        changed = baseline.inputs_changed(result) if baseline is not None else []
         assert result is not None and result.runtime is not None
         policy = self.repo_config.policy_for(self.name, backend)
 
@@ -229,6 +230,7 @@ class FixtureCheck:
             on_suspect=say,
             paired=paired[0] if paired else None,
             remeasure_paired=paired[1] if paired else None,
+            inputs_changed=changed,
         )
 
     def _judge_against_base(self, base: BaseSide) -> bool:

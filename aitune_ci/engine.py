@@ -23,6 +23,7 @@ from torch.utils import _pytree as pytree
 from aitune_ci.accuracy import compare_outputs
 from aitune_ci.backends import registry
 from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.digests import inputs_fingerprint
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
 from aitune_ci.gpu_health import GpuMonitor
 from aitune_ci.measure import MeasureConfig, Progress, measure
@@ -76,6 +77,8 @@ class _Tuning:
     workroot: Path
     runtime: TuneRuntime
     say: Progress
+    #: digests of the weights and samples as given (``digests.inputs_fingerprint``)
+    inputs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,7 @@ def tune(
     device = spec.resolved_device
     measure_config = measure_config or MeasureConfig()
     names = _backend_order(spec, backends, device)
+    inputs = inputs_fingerprint(spec.model, spec.dtype, spec.normalized_samples)  # before any conversion
     model, reference_model = _prepare_models(spec, device)
     samples = [_to_device(s, device, spec.dtype) for s in spec.normalized_samples]
     dynamic_axes, batch_axis = _input_axes(spec, samples)
@@ -239,7 +243,7 @@ def tune(
         measure_config=measure_config,
         batch_size=batch_axis.base_size if batch_axis else None,
     )
-    tuning = _Tuning(spec=spec, device=device, workroot=Path(tmp.name), runtime=runtime, say=say)
+    tuning = _Tuning(spec=spec, device=device, workroot=Path(tmp.name), runtime=runtime, say=say, inputs=inputs)
     whole = _Target(spec.display_name, model, "", samples, reference, fp64, dynamic_axes)
     rows = _build_all(tuning, whole, names)
 
@@ -277,6 +281,7 @@ def _result(
         winner=selection.winner,
         module_choice=dict(runtime.module_choice),
         gpu_health=dict(runtime.gpu_health),
+        inputs=dict(tuning.inputs),
         winner_reason=selection.reason,
         environment=registry.fingerprint(tuning.device),
         spec=spec.summary(),

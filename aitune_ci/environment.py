@@ -21,6 +21,7 @@ __all__ = [
     "BASE_LIBRARIES",
     "CPU_FEATURES",
     "CPU_RUN_FIELDS",
+    "CPU_SPEED_FIELDS",
     "compared_fields",
     "cpu_differences",
     "cpu_features",
@@ -29,6 +30,7 @@ __all__ = [
     "hardware_key",
     "library_fields",
     "software_fields",
+    "speed_differences",
 ]
 
 #: Libraries recorded in every environment whatever the backends: they build the model and its
@@ -37,9 +39,14 @@ __all__ = [
 BASE_LIBRARIES = ("transformers", "numpy")
 
 #: Compared on CPU runs only (a GPU run's kernels do not depend on the host CPU). A baseline that
-#: predates one of them does not record it, and unknown is not a difference. The cores a run may
-#: use are not compared: pytest-xdist workers each get a share, so every check would differ.
+#: predates one of them does not record it, and unknown is not a difference.
 CPU_RUN_FIELDS = ("cpu_capability", "cpu_features")
+
+#: How much of the CPU a run may use: the cores in its affinity mask (a pytest-xdist worker gets
+#: its share) and torch's intra-op threads. On a CPU run a difference makes the latency of an
+#: unpaired comparison meaningless (one core of two runs a model about twice as slow), so the
+#: verdict does not judge it. Read live: tests and users change torch's threads during a run.
+CPU_SPEED_FIELDS = ("cpus_usable", "torch_threads")
 
 #: CPU features that decide which compiled code can run here, and how fast: inductor and
 #: AOTInductor build AVX-512 or AMX code on a CPU that has them (code that dies with SIGILL on
@@ -56,7 +63,7 @@ CPU_FEATURES = (
 _SOFTWARE_FIELDS = ("python", "torch", "cuda", "cudnn", "driver")
 #: Every field the fingerprint writes itself: any other key of a recorded environment is a library's version.
 _OWN_FIELDS = frozenset({
-    *_SOFTWARE_FIELDS, *CPU_RUN_FIELDS, "hardware_key", "device_type", "platform", "cpu", "cpu_count", "cpus_usable",
+    *_SOFTWARE_FIELDS, *CPU_RUN_FIELDS, "hardware_key", "device_type", "platform", "cpu", "cpu_count", "cpus_usable", "torch_threads",
     "gpu", "gpu_memory_gb", "gpu_index", "gpu_physical_index", "gpu_uuid", "compute_capability",
 })  # fmt: skip
 #: Own fields whose difference between a baseline and now makes a latency comparison suspect.
@@ -149,7 +156,6 @@ def _fingerprint(device_str: str, libraries: tuple[str, ...]) -> tuple[tuple[str
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         # what this process may run on: under one xdist worker per GPU, its share of the cores
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_capability": _cpu_capability(),
         "cpu_features": _read_cpu_features(),
         "torch": torch.__version__,
@@ -201,7 +207,14 @@ def environment_fingerprint(device: torch.device | str | None = None, libraries:
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     recorded = tuple(sorted(set(libraries).union(BASE_LIBRARIES) - _OWN_FIELDS))
-    return dict(_fingerprint(str(device), recorded))
+    env = dict(_fingerprint(str(device), recorded))
+    env["cpus_usable"] = _usable_cpus()
+    env["torch_threads"] = torch.get_num_threads()
+    return env
+
+
+def _usable_cpus() -> int | None:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def library_fields(env: Mapping[str, Any]) -> list[str]:
@@ -234,7 +247,15 @@ def environment_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> d
     """
     differences = {k: (old.get(k), new.get(k)) for k in compared_fields(old, new) if old.get(k) != new.get(k)}
     differences.update(cpu_differences(old, new))
+    differences.update(speed_differences(old, new))
     return differences
+
+
+def speed_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """On a CPU run, the ``CPU_SPEED_FIELDS`` (usable cores, torch threads) that differ where ``old`` records them."""
+    if new.get("device_type") != "cpu":
+        return {}
+    return {k: (old[k], new.get(k)) for k in CPU_SPEED_FIELDS if old.get(k) is not None and old[k] != new.get(k)}
 
 
 def cpu_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -244,6 +244,8 @@ class TuneResult:
     module_choice: Mapping[str, str] = field(default_factory=dict)
     #: GPU clocks/temperature/power/throttling per measurement block (empty on CPU)
     gpu_health: Mapping[str, Any] = field(default_factory=dict)
+    #: digests of the weights' and the samples' values (``digests.inputs_fingerprint``)
+    inputs: Mapping[str, str] = field(default_factory=dict)
     tune_s: float = 0.0
     created_at: str = ""
     schema_version: int = RESULT_SCHEMA_VERSION
@@ -275,6 +277,7 @@ class TuneResult:
             "winner_reason": self.winner_reason,
             "module_choice": dict(self.module_choice),
             "gpu_health": dict(self.gpu_health),
+            "inputs": dict(self.inputs),
             "batch_axis": self.batch_axis,
             "dynamic_axes": dict(self.dynamic_axes),
             "tune_s": _round_optional(self.tune_s, 4),
@@ -309,6 +312,7 @@ class TuneResult:
                 dynamic_axes=data.get("dynamic_axes", {}),
                 module_choice=data.get("module_choice", {}),
                 gpu_health=data.get("gpu_health", {}),
+                inputs=data.get("inputs", {}),
                 tune_s=data.get("tune_s", 0.0),
                 created_at=data.get("created_at", ""),
             )

@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("measure", "accuracy", "strategies", "modules"),
     (
         "samples",
+        "digests",
         "stats",
         "tolerance",
         "config",

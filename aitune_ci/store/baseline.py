@@ -174,6 +174,8 @@ class Baseline:
     backends: Mapping[str, BackendBaseline]
     module_choice: Mapping[str, str] = field(default_factory=dict)
     artifact_sha256: str | None = None
+    #: digests of the weights' and the samples' values the baseline was measured on
+    inputs: Mapping[str, str] = field(default_factory=dict)
     schema_version: int = BASELINE_SCHEMA_VERSION
 
     @classmethod
@@ -212,7 +214,12 @@ class Baseline:
             backends=dict(sorted(backends.items())),
             module_choice=dict(result.module_choice),
             artifact_sha256=artifact_sha256,
+            inputs=dict(result.inputs),
         )
+
+    def inputs_changed(self, result: TuneResult) -> list[str]:
+        """Which of the weights and samples differ between this baseline and ``result`` (where both record them)."""
+        return sorted(k for k, v in self.inputs.items() if k in result.inputs and result.inputs[k] != v)
 
     def backend(self, name: str, module: str = "") -> BackendBaseline | None:
         """The entry of backend ``name`` (of ``module``, whole model by default), or None."""
@@ -242,6 +249,7 @@ class Baseline:
                 "winner": self.winner,
                 "module_choice": dict(self.module_choice),
                 "artifact_sha256": self.artifact_sha256,
+                **({"inputs": dict(self.inputs)} if self.inputs else {}),
                 "backends": backends,
             }
         )
@@ -287,6 +295,7 @@ class Baseline:
             backends=backends,
             module_choice=reader.str_map(reader.get(data, "module_choice", dict, default={}), "module_choice"),
             artifact_sha256=reader.get(data, "artifact_sha256", str, optional=True),
+            inputs=reader.str_map(reader.get(data, "inputs", dict, default={}), "inputs"),
         )
 
 

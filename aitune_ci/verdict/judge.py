@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from aitune_ci.config import Acknowledgement, Policy
+from aitune_ci.environment import CPU_SPEED_FIELDS
 from aitune_ci.formatting import fmt_db, fmt_p, fmt_pct
 from aitune_ci.result import BackendResult, LatencyStats, TuneResult
 from aitune_ci.status import BackendStatus, VerdictKind
@@ -28,6 +29,7 @@ def compare_backend(
     env_diff: Mapping[str, tuple[Any, Any]] | None = None,
     *,
     confirmations: int = 0,
+    inputs_changed: Sequence[str] = (),
 ) -> Verdict:
     """Judge one (fixture, backend) check against its baseline entry.
 
@@ -39,6 +41,8 @@ def compare_backend(
         paired: an interleaved A/B ratio current/baseline-artifact; used instead of the medians.
         env_diff: environment fields that differ from the baseline (``environment_differences``).
         confirmations: how many re-measurements are pooled into ``current.latency``.
+        inputs_changed: which of the model's weights and the samples differ from the baseline's
+            (``Baseline.inputs_changed``): accuracy deltas then say so instead of regressing.
 
     Returns:
         The verdict. ``needs_confirmation`` asks the caller to re-measure and call again with
@@ -59,7 +63,7 @@ def compare_backend(
     verdict = _when_a_side_did_not_work(baseline, current, facts)
     if verdict is None:
         assert baseline is not None
-        verdict = _compare_working(baseline, current, policy, paired, confirmations, facts)
+        verdict = _compare_working(baseline, current, policy, paired, confirmations, facts, inputs_changed)
     return with_message(verdict)
 
 
@@ -101,6 +105,7 @@ def _compare_working(
     paired: RatioLike | None,
     confirmations: int,
     facts: dict[str, Any],
+    inputs_changed: Sequence[str] = (),
 ) -> Verdict:
     """Both sides worked: accuracy against the baseline, then latency, then what the team acknowledged."""
     notes: list[str] = []
@@ -108,10 +113,14 @@ def _compare_working(
     if baseline.precision != current.precision:
         notes.append(f"precision changed: {baseline.precision} -> {current.precision}")
     sqnr_note = _sqnr_drop(baseline, current, policy)
-    if sqnr_note:
+    if sqnr_note and inputs_changed:
+        # Another model or other inputs give other numbers: not the backend's doing. The absolute
+        # accuracy gate (against this run's own eager reference) still applies through the status.
+        notes.append(f"model or samples changed since the baseline ({' and '.join(inputs_changed)}): {sqnr_note}")
+    elif sqnr_note:
         notes.append(sqnr_note)
         reasons.append(ACCURACY)
-    test, not_compared = _latency_test(baseline, current, policy, paired, confirmations)
+    test, not_compared = _latency_test(baseline, current, policy, paired, confirmations, facts["env_mismatch"])
     if not_compared:
         notes.append(not_compared)
     elif test is not None and test.regressed:
@@ -151,6 +160,7 @@ def _latency_test(
     policy: Policy,
     paired: RatioLike | None,
     confirmations: int,
+    env_diff: Mapping[str, tuple[Any, Any]],
 ) -> tuple[LatencyTest | None, str | None]:
     """The latency test (paired when an A/B ratio is given), or None and why latency was not compared."""
     if baseline.latency is None or current.latency is None:
@@ -160,7 +170,18 @@ def _latency_test(
         return None, f"latency not compared: batch size changed {old} -> {new}; update the baseline"
     if paired is not None:
         return paired_test(paired, policy), None
+    speed = {k: v for k, v in env_diff.items() if k in CPU_SPEED_FIELDS}
+    if speed:
+        return None, (
+            "latency not compared: this run may use "
+            + ", ".join(f"{new} {_SPEED_WORDS[k]} (the baseline {old})" for k, (old, new) in sorted(speed.items()))
+            + "; pytest -n splits the cores and OMP_NUM_THREADS/torch.set_num_threads set the threads, so judge it "
+            "set up as the baseline was, or in relative mode (--aitune-against)"
+        )
     return unpaired_test(baseline, current.latency, policy, confirmations), None
+
+
+_SPEED_WORDS = {"cpus_usable": "CPU cores", "torch_threads": "torch threads"}
 
 
 def _acknowledge(ack: Acknowledgement, test: LatencyTest | None, reasons: list[str]) -> list[str]:
@@ -226,6 +247,7 @@ def judge_with_confirmations(
     on_suspect: Callable[[Verdict, int], None] | None = None,
     paired: RatioLike | None = None,
     remeasure_paired: Callable[[], RatioLike] | None = None,
+    inputs_changed: Sequence[str] = (),
 ) -> Verdict:
     """``compare_backend``, then re-measure a suspected latency regression until it is settled.
 
@@ -245,7 +267,9 @@ def judge_with_confirmations(
     """
     if paired is not None:
         estimates = [paired]
-        verdict = compare_backend(fixture, baseline, current, policy, paired=paired, env_diff=env_diff)
+        verdict = compare_backend(
+            fixture, baseline, current, policy, paired=paired, env_diff=env_diff, inputs_changed=inputs_changed
+        )
         while verdict.needs_confirmation and remeasure_paired is not None:
             if on_suspect is not None:
                 on_suspect(verdict, len(estimates))
@@ -257,17 +281,26 @@ def judge_with_confirmations(
                 policy,
                 paired=pool_paired(estimates),
                 env_diff=env_diff,
+                inputs_changed=inputs_changed,
                 confirmations=len(estimates) - 1,
             )
         return verdict
-    verdict = compare_backend(fixture, baseline, current, policy, env_diff=env_diff)
+    verdict = compare_backend(fixture, baseline, current, policy, env_diff=env_diff, inputs_changed=inputs_changed)
     runs = [current.latency] if current.latency is not None else []
     while verdict.needs_confirmation and runs and remeasure is not None:
         if on_suspect is not None:
             on_suspect(verdict, len(runs))
         runs.append(remeasure())
         pooled = replace(current, latency=pool_latency(runs))
-        verdict = compare_backend(fixture, baseline, pooled, policy, env_diff=env_diff, confirmations=len(runs) - 1)
+        verdict = compare_backend(
+            fixture,
+            baseline,
+            pooled,
+            policy,
+            env_diff=env_diff,
+            inputs_changed=inputs_changed,
+            confirmations=len(runs) - 1,
+        )
     return verdict
 
 

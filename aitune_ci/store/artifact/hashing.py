@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from aitune_ci.backends.registry import fingerprint, get_backend
+from aitune_ci.digests import weights_sha256
 from aitune_ci.engine import default_backend_names
 from aitune_ci.environment import CPU_RUN_FIELDS
 from aitune_ci.errors import AituneCIError
@@ -20,7 +21,7 @@ __all__ = ["jsonable", "spec_fields", "spec_hash", "state_entries", "structure_s
 
 # Environment fields left out of the spec hash: they differ between identical CI machines (or
 # between the identical GPUs and CPU shares of one machine's xdist workers).
-_VOLATILE_ENV = frozenset({"cpu_count", "cpus_usable", "gpu_index", "gpu_physical_index", "gpu_uuid"})
+_VOLATILE_ENV = frozenset({"cpu_count", "cpus_usable", "torch_threads", "gpu_index", "gpu_physical_index", "gpu_uuid"})
 
 
 def _ignored_env(environment: Mapping[str, Any]) -> frozenset[str]:
@@ -53,21 +54,6 @@ def structure_sha256(model: torch.nn.Module, entries: list[list[Any]]) -> str:
     """What must match between the model given to ``load`` and the one saved: module types and state."""
     modules = [[name, type(m).__qualname__] for name, m in model.named_modules()]
     return sha256_json({"modules": modules, "state": entries})
-
-
-def _weights_sha256(model: torch.nn.Module, dtype: torch.dtype | None) -> str:
-    """A digest of the weights' values as they run (floating tensors cast to ``dtype``)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach()
-        if dtype is not None and t.is_floating_point() and t.dtype != dtype:
-            t = t.to(dtype)
-        digest.update(name.encode())
-        try:
-            digest.update(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        except (RuntimeError, TypeError):  # tensor subclasses: their shape and type stand in for the values
-            digest.update(f"{type(t).__qualname__}{list(t.shape)}{t.dtype}".encode())
-    return digest.hexdigest()
 
 
 def _code_sha256(model: torch.nn.Module) -> str:
@@ -129,7 +115,7 @@ def tune_hash(
             "model": {
                 "class": f"{type(model).__module__}.{type(model).__qualname__}",
                 "structure": structure_sha256(model, entries),
-                "weights": _weights_sha256(model, dtype),
+                "weights": weights_sha256(model, dtype),
                 "code": _code_sha256(model),
             },
             "spec": jsonable(fields),
