@@ -259,6 +259,13 @@ class OrtModule:
             self._stream = None
             provider = "CPUExecutionProvider"
             self._ort_device = ("cpu", 0)
+            # Each session owns a private intra-op pool, and a small model's latency hangs on the core
+            # its worker sits on: two sessions of one .onnx timed side by side came out 0.56x-0.84x with
+            # tight CIs when their workers sat on different cores (bench/ort_aa_bias.py). On one thread
+            # every op runs on the caller's thread, so an old artifact and a fresh build differ only in
+            # their graphs: the paired A/B is centred.
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.path), options, providers=[provider])
         wanted = provider[0] if isinstance(provider, tuple) else provider
         if wanted not in self.session.get_providers():
