@@ -19,7 +19,11 @@ demo: $(STAMP)
 /usr/bin/chromium:
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
-test: $(STAMP) /usr/bin/chromium
+# aitune-ci baseline-pr sends *.ait through Git LFS; its LFS test needs the real git-lfs.
+/usr/bin/git-lfs:
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y git-lfs
+
+test: $(STAMP) /usr/bin/chromium /usr/bin/git-lfs
 	$(PY) -m pytest
 
 test-gpu: $(STAMP)

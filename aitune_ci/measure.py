@@ -13,12 +13,13 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from aitune_ci.cpu_load import contended_cores, read_cpu_load
 from aitune_ci.errors import AituneCIError
 from aitune_ci.result import LatencyStats
 from aitune_ci.stats import (
@@ -330,6 +331,7 @@ def measure(
     with torch.inference_mode():
         warmed = _warm_all(fns, timer, config, say)
         start = time.perf_counter()
+        load_before = read_cpu_load()
         iters = _block_sizes(warmed, 1, config)
         say("iterations per round: " + ", ".join(f"{n} {iters[n]}" for n in names))
         samples: dict[str, list[float]] = {n: [] for n in names}
@@ -353,16 +355,22 @@ def measure(
             if stop is not None:
                 say(_STOP_LINES[stop].format(rounds=rounds, config=config, ci_percent=config.ci_target * 100))
                 break
+    contention = contended_cores(load_before, read_cpu_load())
+    if contention:
+        say(f"other processes took {contention:.2f} CPU cores while measuring, with no core idle")
     return {
-        n: summarize(
-            samples[n],
-            round_medians_ms=round_medians[n],
-            batch_size=batch_size,
-            peak_memory_bytes=warmed[n].peak_memory_bytes,
-            rounds=rounds,
-            confidence=config.confidence,
-            resamples=config.bootstrap_resamples,
-            seed=config.seed,
+        n: replace(
+            summarize(
+                samples[n],
+                round_medians_ms=round_medians[n],
+                batch_size=batch_size,
+                peak_memory_bytes=warmed[n].peak_memory_bytes,
+                rounds=rounds,
+                confidence=config.confidence,
+                resamples=config.bootstrap_resamples,
+                seed=config.seed,
+            ),
+            cpu_contention=contention,
         )
         for n in names
     }

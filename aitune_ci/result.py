@@ -84,6 +84,9 @@ class LatencyStats(_FieldsJson):
     batch_size: int | None = None
     round_medians_ms: tuple[float, ...] = ()
     peak_memory_bytes: int | None = None
+    #: cores' worth of CPU other processes took while this was measured with no core idle
+    #: (``aitune_ci.cpu_load``); None where it could not be read
+    cpu_contention: float | None = None
 
     @property
     def throughput(self) -> float | None:

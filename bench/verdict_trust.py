@@ -247,6 +247,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         n, regressed, improved = len(items), kinds.get("REGRESSED", 0), kinds.get("IMPROVED", 0)
         deltas = sorted(r["delta"] for r in items if r["delta"] is not None)
         mdes = sorted(r["mde"] for r in items if r["mde"] is not None)
+        # The honest-MDE test: on unchanged code, how often did the change exceed the MDE the check reported?
+        beyond = sum(1 for r in items if r["delta"] is not None and r["mde"] is not None and abs(r["delta"]) > r["mde"])
         table.append({
             "mode": mode, "condition": condition, "check": check, "n": n, "kinds": dict(kinds),
             "regressed": regressed, "regressed_ci": wilson(regressed, n),
@@ -254,6 +256,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "median_delta": deltas[len(deltas) // 2] if deltas else None,
             "median_mde": mdes[len(mdes) // 2] if mdes else None,
             "paired": sum(1 for r in items if r["paired"]),
+            "beyond_mde": beyond, "beyond_mde_ci": wilson(beyond, n),
+            "max_abs_delta": max((abs(d) for d in deltas), default=None),
         })  # fmt: skip
     return table
 
@@ -266,9 +270,15 @@ def markdown(meta: dict[str, Any], table: list[dict[str, Any]]) -> str:
         f"measurement budget {meta['measure_seconds']} s per fixture; `bench/verdict_trust.py --device {meta['device']}`.",
         "A/A = unchanged code (a no-op commit). `slow10`/`slow5` = the head injects 10% / 5% of the model's "
         "calibrated time. REGRESSED on A/A is a false alarm; on a slowdown it is a detection. 95% Wilson intervals.",
+        f"The stored baseline was written by {meta.get('nightlies', 1)} nightly `--aitune-update` run(s) on the base.",
+        *(f"- part {i + 1}: {p['processes']} process(es) x conditions {p['conditions']} x modes {p['modes']}, "
+          f"{p['nightlies']} nightly run(s), {p['date']}" for i, p in enumerate(meta.get("parts", []))),
         "",
-        "| mode | condition | check | n | REGRESSED | IMPROVED | median Δ | median MDE | paired |",
-        "|---|---|---|--:|---|---|--:|--:|--:|",
+        "`|Δ| > MDE` counts the runs whose change exceeded the smallest detectable slowdown the check itself "
+        "reported: on unchanged code (A/A) it is the honest-MDE test (it should stay at or below 1%).",
+        "",
+        "| mode | condition | check | n | REGRESSED | IMPROVED | median Δ | max abs Δ | median MDE | abs Δ > MDE | paired |",
+        "|---|---|---|--:|---|---|--:|--:|--:|---|--:|",
     ]
     for r in table:
         def pct(k: int, ci: tuple[float, float], n: int = r["n"]) -> str:
@@ -276,9 +286,11 @@ def markdown(meta: dict[str, Any], table: list[dict[str, Any]]) -> str:
 
         delta = "-" if r["median_delta"] is None else f"{r['median_delta'] * 100:+.1f}%"
         mde = "-" if r["median_mde"] is None else f"{r['median_mde'] * 100:.1f}%"
+        worst = "-" if r.get("max_abs_delta") is None else f"{r['max_abs_delta'] * 100:.1f}%"
+        beyond = pct(r["beyond_mde"], r["beyond_mde_ci"]) if "beyond_mde" in r else "-"
         lines.append(
             f"| {r['mode']} | {r['condition']} | `{r['check']}` | {r['n']} | {pct(r['regressed'], r['regressed_ci'])} "
-            f"| {pct(r['improved'], r['improved_ci'])} | {delta} | {mde} | {r['paired']}/{r['n']} |"
+            f"| {pct(r['improved'], r['improved_ci'])} | {delta} | {worst} | {mde} | {beyond} | {r['paired']}/{r['n']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -304,6 +316,11 @@ def main() -> None:
     parser.add_argument("--fixtures", default="", help="comma-separated subset of the suite's fixtures")
     parser.add_argument("--measure-seconds", type=float, default=2.0, help="each fixture's measurement budget")
     parser.add_argument("--budget-s", type=float, default=math.inf, help="stop starting processes after this long")
+    parser.add_argument("--nightlies", type=int, default=1,
+                        help="--aitune-update runs on the base before the PR checks (3+ let the baseline measure "
+                             "its own between-run noise)")  # fmt: skip
+    parser.add_argument("--append", action="store_true",
+                        help="add this run's rows to an existing OUT/NAME.json (a suite split over device calls)")
     args = parser.parse_args()
     fractions = {"aa": 0.0, "slow10": 0.10, "slow5": 0.05}
     started = time.perf_counter()
@@ -312,13 +329,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="verdict-trust-") as tmp:
         fixtures = [f for f in args.fixtures.split(",") if f]
         repo, base = make_repo(Path(tmp), args.device, fixtures, args.measure_seconds)
-        rc, _, wall = run_pytest(repo, repo / "run-nightly.json", "--aitune-update")  # the nightly baseline
-        print(f"nightly baseline written in {wall:.1f} s (rc {rc})", flush=True)
+        for night in range(args.nightlies):  # the nightly baseline, on the base commit
+            rc, _, wall = run_pytest(repo, repo / "run-nightly.json", "--aitune-update")
+            print(f"nightly {night + 1}/{args.nightlies}: baseline written in {wall:.1f} s (rc {rc})", flush=True)
         meta = {
             "machine": machine(args.device), "device": args.device, "processes": args.processes,
             "date": time.strftime("%Y-%m-%d"), "measure_seconds": args.measure_seconds, "base": base,
             "calibration": json.loads((repo / "calibration.json").read_text()), "runs": [],
+            "nightlies": args.nightlies, "parts": [],
         }  # fmt: skip
+        previous = args.out / f"{args.name}.json"
+        if args.append and previous.is_file():  # one table from several device calls: say how it was split
+            old = json.loads(previous.read_text())
+            rows.extend(old["rows"])
+            meta["runs"] = old["meta"]["runs"]
+            meta["parts"] = old["meta"].get("parts", [])
+            meta["processes"] = f"{old['meta']['processes']} + {args.processes}"
+        meta["parts"].append({"date": meta["date"], "processes": args.processes, "modes": args.modes,
+                              "conditions": args.conditions, "nightlies": args.nightlies,
+                              "calibration": meta["calibration"]})  # fmt: skip
         for i in range(args.processes):  # rounds over conditions and modes, so drift hits them all alike
             for condition in args.conditions.split(","):
                 set_head(repo, base, fractions[condition])
@@ -332,6 +361,7 @@ def main() -> None:
                         rows.append({
                             "i": i, "condition": condition, "mode": mode, "check": f"{v['fixture']}[{v['backend']}]",
                             "kind": v["kind"], "delta": v.get("delta"), "mde": v.get("mde"),
+                            "threshold": v.get("threshold"), "noise": v.get("noise"),
                             "paired": bool(v.get("paired")), "verdict_mode": v.get("mode", "stored"),
                         })  # fmt: skip
                     kinds = ", ".join(f"{v['fixture']}[{v['backend']}] {v['kind']} {(v.get('delta') or 0) * 100:+.1f}%"

@@ -1,8 +1,11 @@
 """A real HTTP stand-in for the few GitHub REST endpoints aitune-ci uses, on 127.0.0.1, for tests.
 
-It serves issue comments (list with ``Link`` pagination, create, update), checks the bearer token,
+It serves issue comments (list with ``Link`` pagination, create, update) and ``GET /user`` (403 for
+an installation token such as GITHUB_TOKEN, as GitHub answers), checks the bearer token,
 records every request, and replays programmed faults (403, 404, 429 + Retry-After, 500 ...) per
 ``(method, path)`` before answering normally. Use the ``github_server`` fixture.
+For ``aitune-ci baseline-pr`` it also serves ``GET /repos/{r}`` (``default_branch``) and pull requests
+(list filtered by state, head and base; create; get; update); ``merge_pull`` plays the person merging.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ __all__ = ["FakeGitHub", "Fault", "Recorded", "github_server"]
 
 _LIST_OR_CREATE = re.compile(r"/repos/([^/]+/[^/]+)/issues/(\d+)/comments")
 _ONE_COMMENT = re.compile(r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)")
+# Pull requests and the repository itself (for `aitune-ci baseline-pr`).
+_REPOSITORY = re.compile(r"/repos/([^/]+/[^/]+)")
+_PULLS = re.compile(r"/repos/([^/]+/[^/]+)/pulls")
+_ONE_PULL = re.compile(r"/repos/([^/]+/[^/]+)/pulls/(\d+)")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class FakeGitHub:
         repository: ``owner/name`` served; any other repository is 404.
         bot_login: the author of comments created through the API (what GITHUB_TOKEN posts as).
         max_per_page: GitHub caps ``per_page`` at 100.
+        user_login: what ``GET /user`` answers for the token (a personal access token's user); None
+            answers 403 "Resource not accessible by integration", as for GITHUB_TOKEN.
     """
 
     def __init__(
@@ -61,13 +70,17 @@ class FakeGitHub:
         repository: str = "octo-org/hello",
         bot_login: str = "github-actions[bot]",
         max_per_page: int = 100,
+        user_login: str | None = None,
     ) -> None:
         self.token = token
+        self.user_login = user_login
         self.repository = repository
         self.bot_login = bot_login
         self.max_per_page = max_per_page
         self.comments: dict[int, list[dict[str, Any]]] = {}  # issue number -> comments, ascending id
         self.requests: list[Recorded] = []
+        self.pulls: dict[int, dict[str, Any]] = {}  # PR number -> pull request, as GET /pulls/{n} answers
+        self.default_branch = "main"
         self._faults: dict[tuple[str, str], deque[Fault]] = {}
         self._lock = threading.Lock()
         self._next_id = 1000
@@ -125,6 +138,22 @@ class FakeGitHub:
     def comment_path(self, comment_id: int) -> str:
         return f"/repos/{self.repository}/issues/comments/{comment_id}"
 
+    def pulls_path(self) -> str:
+        return f"/repos/{self.repository}/pulls"
+
+    def pull_path(self, number: int) -> str:
+        return f"/repos/{self.repository}/pulls/{number}"
+
+    def merge_pull(self, number: int) -> None:
+        """Mark pull request ``number`` merged (and so closed), as a person merging it would."""
+        with self._lock:
+            self.pulls[number].update(state="closed", merged=True, merged_at="2024-01-03T00:00:00Z")
+
+    def write_requests(self) -> list[Recorded]:
+        """The recorded requests that change something (every method but GET)."""
+        with self._lock:
+            return [r for r in self.requests if r.method != "GET"]
+
     # --- serving -----------------------------------------------------------------------------
 
     def handle(
@@ -150,6 +179,10 @@ class FakeGitHub:
             return self._route(method, parts.path, query, payload)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], payload: Any) -> tuple[int, dict, Any]:
+        if path == "/user" and method == "GET":
+            return self._user()
+        if (answer := self._route_repository(method, path, query, payload)) is not None:
+            return answer
         if m := _LIST_OR_CREATE.fullmatch(path):
             repo, number = m.group(1), int(m.group(2))
             if repo != self.repository or number not in self.comments:
@@ -206,6 +239,113 @@ class FakeGitHub:
         }
         self.comments.setdefault(number, []).append(comment)
         return comment
+
+    # --- the repository and its pull requests -----------------------------------------------
+
+    def _route_repository(
+        self, method: str, path: str, query: dict[str, list[str]], payload: Any
+    ) -> tuple[int, dict, Any] | None:
+        """``GET /repos/{r}``, pulls list / create / get / update; None for a path it does not serve."""
+        if m := _REPOSITORY.fullmatch(path):
+            if method != "GET":
+                return None
+            if m.group(1) != self.repository:
+                return _not_found()
+            owner, name = self.repository.split("/")
+            repo = {"full_name": self.repository, "name": name, "owner": {"login": owner}}
+            return 200, {}, {**repo, "default_branch": self.default_branch}
+        if m := _PULLS.fullmatch(path):
+            if m.group(1) != self.repository:
+                return _not_found()
+            if method == "GET":
+                return self._list_pulls(path, query)
+            if method == "POST":
+                return self._create_pull(payload)
+            return None
+        if m := _ONE_PULL.fullmatch(path):
+            pr = self.pulls.get(int(m.group(2)))
+            if m.group(1) != self.repository or pr is None:
+                return _not_found()
+            if method == "GET":
+                return 200, {}, pr
+            if method == "PATCH":
+                return self._update_pull(pr, payload)
+        return None
+
+    def _list_pulls(self, path: str, query: dict[str, list[str]]) -> tuple[int, dict, Any]:
+        state = query.get("state", ["open"])[0]
+        head = query.get("head", [None])[0]
+        base = query.get("base", [None])[0]
+        found = [
+            pr
+            for _, pr in sorted(self.pulls.items(), reverse=True)  # newest first, like GitHub
+            if state in ("all", pr["state"])
+            and (head is None or pr["head"]["label" if ":" in head else "ref"] == head)
+            and (base is None or pr["base"]["ref"] == base)
+        ]
+        per_page = max(1, min(int(query.get("per_page", ["30"])[0]), self.max_per_page))
+        page = max(1, int(query.get("page", ["1"])[0]))
+        chunk = found[(page - 1) * per_page : page * per_page]
+        headers = {}
+        if page * per_page < len(found):
+            rest = {k: v[0] for k, v in query.items() if k != "page"}
+            headers["Link"] = f'<{self.url}{path}?{urlencode({**rest, "page": page + 1})}>; rel="next"'
+        return 200, headers, chunk
+
+    def _create_pull(self, payload: Any) -> tuple[int, dict, Any]:
+        fields = ("title", "head", "base")
+        if not isinstance(payload, dict) or not all(isinstance(payload.get(f), str) and payload[f] for f in fields):
+            return 422, {}, {"message": "Invalid request.", "errors": ['"title", "head" and "base" are required.']}
+        owner = self.repository.split("/")[0]
+        ref = payload["head"].rpartition(":")[2]
+        for other in self.pulls.values():
+            if other["state"] == "open" and other["head"]["ref"] == ref and other["base"]["ref"] == payload["base"]:
+                error = {
+                    "resource": "PullRequest",
+                    "code": "custom",
+                    "message": f"A pull request already exists for {owner}:{ref}.",
+                }
+                return 422, {}, {"message": "Validation Failed", "errors": [error]}
+        number = max([*self.comments, *self.pulls, 0]) + 1  # issues and pull requests share their numbers
+        self.comments.setdefault(number, [])  # a new PR takes comments, as on GitHub
+        self.pulls[number] = {
+            "number": number,
+            "state": "open",
+            "title": payload["title"],
+            "body": payload.get("body"),
+            "head": {"ref": ref, "label": f"{owner}:{ref}"},
+            "base": {"ref": payload["base"]},
+            "merged": False,
+            "merged_at": None,
+            "user": {"login": self.bot_login, "type": "Bot"},
+            "html_url": f"https://github.com/{self.repository}/pull/{number}",
+            "url": f"{self.url}{self.pull_path(number)}",
+        }
+        return 201, {}, self.pulls[number]
+
+    def _update_pull(self, pr: dict[str, Any], payload: Any) -> tuple[int, dict, Any]:
+        if not isinstance(payload, dict):
+            return 422, {}, {"message": "Invalid request."}
+        for key in ("title", "body", "state"):
+            if key in payload:
+                pr[key] = payload[key]
+        if "base" in payload:
+            pr["base"] = {"ref": payload["base"]}
+        return 200, {}, pr
+
+    def _user(self) -> tuple[int, dict, Any]:
+        """``GET /user``: the token's user, or GitHub's 403 for an installation token (GITHUB_TOKEN)."""
+        if self.user_login is None:
+            return (
+                403,
+                {},
+                {
+                    "message": "Resource not accessible by integration",
+                    "documentation_url": "https://docs.github.com/rest/users/users#get-the-authenticated-user",
+                    "status": "403",
+                },
+            )
+        return 200, {}, {"login": self.user_login, "id": 583231, "type": "User"}
 
 
 def _not_found() -> tuple[int, dict, Any]:

@@ -109,11 +109,34 @@ def test_latest_marked_comment_of_the_bot_is_preferred_over_others(github_server
     assert [p.path for p in github_server.requests_to("PATCH")] == [github_server.comment_path(newer_bot["id"])]
 
 
-def test_marked_comment_of_another_author_is_updated_when_the_bot_has_none(github_server: FakeGitHub) -> None:
-    pat_comment = github_server.add_comment(PR, f"{DEFAULT_MARKER} by a PAT", login="ci-user")
+@pytest.mark.parametrize("login", ["octocat", "dependabot[bot]", "ci-user"])
+def test_a_marked_comment_of_another_author_is_never_edited_even_when_the_bot_has_none(
+    github_server: FakeGitHub, login: str
+) -> None:
+    quoted = f"> {DEFAULT_MARKER}\n> all PASS\n\nWhy did this pass?"
+    theirs = github_server.add_comment(PR, quoted, login=login)
     with client_for(github_server, Sleeps()) as client:
-        result = upsert_comment(client, PR, "new")
-    assert (result.action, result.id) == ("updated", pat_comment["id"])
+        result = upsert_comment(client, PR, "new report")
+    assert github_server.requests_to("PATCH") == []
+    assert theirs["body"] == quoted
+    assert result.action == "created" and result.id != theirs["id"]
+    assert github_server.comments[PR][-1]["user"]["login"] == "github-actions[bot]"
+
+
+def test_the_authors_own_marked_comment_is_updated_and_others_are_left_alone(github_server: FakeGitHub) -> None:
+    mine = github_server.add_comment(PR, f"{DEFAULT_MARKER} v1", login="ci-user")
+    bots = github_server.add_comment(PR, f"{DEFAULT_MARKER} v1", login="github-actions[bot]", user_type="Bot")
+    with client_for(github_server, Sleeps()) as client:
+        result = upsert_comment(client, PR, "v2", author="ci-user")
+    assert (result.action, result.id) == ("updated", mine["id"])
+    assert mine["body"] == f"{DEFAULT_MARKER}\nv2" and bots["body"] == f"{DEFAULT_MARKER} v1"
+
+
+def test_an_empty_author_is_refused_before_any_request(github_server: FakeGitHub) -> None:
+    github_server.open_pull(PR)
+    with client_for(github_server, Sleeps()) as client, pytest.raises(ValueError, match="github-actions"):
+        upsert_comment(client, PR, "x", author=" ")
+    assert github_server.requests == []
 
 
 def test_custom_marker_keeps_reports_apart(github_server: FakeGitHub) -> None:
@@ -454,8 +477,8 @@ def test_post_report_comment_creates_then_updates(actions_env: FakeGitHub, capsy
     comment = actions_env.comments[PR][0]
     assert len(actions_env.comments[PR]) == 1 and comment["body"] == f"{DEFAULT_MARKER}\nreport v2"
     assert out == [
-        f"aitune-ci comment: created comment {comment['id']} on PR #{PR}: {comment['html_url']}",
-        f"aitune-ci comment: updated comment {comment['id']} on PR #{PR}: {comment['html_url']}",
+        f"aitune-ci comment: created comment {comment['id']} of github-actions[bot] on PR #{PR}: {comment['html_url']}",
+        f"aitune-ci comment: updated comment {comment['id']} of github-actions[bot] on PR #{PR}: {comment['html_url']}",
     ]
 
 
@@ -513,7 +536,87 @@ def test_the_library_logs_its_status_lines_and_echoes_workflow_commands(
         (
             "aitune_ci.github.comment",
             logging.INFO,
-            f"aitune-ci comment: created comment {comment['id']} on PR #{PR}: {comment['html_url']}",
+            f"aitune-ci comment: created comment {comment['id']} of github-actions[bot] on PR #{PR}: "
+            f"{comment['html_url']}",
         )
     ]
     assert capsys.readouterr().out == ""  # without a console handler, the library writes nothing itself
+
+
+# --- whose comments the client may touch --------------------------------------------------------
+
+
+def test_github_token_comments_as_github_actions_bot_when_get_user_is_forbidden(
+    actions_env: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    person = actions_env.add_comment(PR, f"quoting {DEFAULT_MARKER} here", login="octocat")
+    assert post_report_comment("report v1") == 0
+    assert post_report_comment("report v2") == 0
+    gets = actions_env.requests_to("GET", "/user")
+    assert len(gets) == 2  # asked each time, answered 403 as GitHub answers an installation token
+    assert [c["id"] for c in actions_env.comments[PR]] == [person["id"], person["id"] + 1]
+    assert person["body"] == f"quoting {DEFAULT_MARKER} here"
+    assert actions_env.comments[PR][1]["body"] == f"{DEFAULT_MARKER}\nreport v2"
+    assert "::" not in capsys.readouterr().out  # the 403 is expected: no warning
+
+
+def test_a_personal_token_comments_as_its_user_found_with_get_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeGitHub(token="ghp_personal-token", bot_login="ci-user", user_login="ci-user") as server:
+        server.open_pull(PR)
+        for name, value in (("TOKEN", server.token), ("REPOSITORY", server.repository), ("API_URL", server.url)):
+            monkeypatch.setenv(f"GITHUB_{name}", value)
+        monkeypatch.setenv("GITHUB_EVENT_PATH", str(_event(tmp_path, {"pull_request": {"number": PR}})))
+        actions_bot = server.add_comment(PR, f"{DEFAULT_MARKER} old", login="github-actions[bot]", user_type="Bot")
+        own = server.add_comment(PR, f"{DEFAULT_MARKER} old", login="ci-user")
+        server.add_comment(PR, f"> {DEFAULT_MARKER} quoted", login="octocat")  # the latest, but a person's
+        assert post_report_comment("new", fail_on_error=True) == 0
+        assert [p.path for p in server.requests_to("PATCH")] == [server.comment_path(own["id"])]
+        assert own["body"] == f"{DEFAULT_MARKER}\nnew" and actions_bot["body"] == f"{DEFAULT_MARKER} old"
+
+
+def test_an_explicit_bot_login_is_used_without_asking_github(actions_env: FakeGitHub) -> None:
+    app = actions_env.add_comment(PR, f"{DEFAULT_MARKER} old", login="acme-ci[bot]", user_type="Bot")
+    assert post_report_comment("new", bot_login="acme-ci[bot]", fail_on_error=True) == 0
+    assert actions_env.requests_to("GET", "/user") == []
+    assert app["body"] == f"{DEFAULT_MARKER}\nnew" and len(actions_env.comments[PR]) == 1
+
+
+def test_a_rejected_token_on_get_user_is_reported_not_guessed(
+    actions_env: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    actions_env.fail("GET", "/user", Fault(401, {}, {"message": "Bad credentials"}))
+    assert post_report_comment("report", fail_on_error=True) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("::error title=aitune-ci comment::") and "GITHUB_TOKEN" in out
+    assert actions_env.requests_to("POST") == [] and actions_env.requests_to("PATCH") == []
+
+
+def test_cli_comment_posts_the_oversized_report_once_under_the_limit_with_its_bot_login(
+    actions_env: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from large_run import large_run
+
+    from aitune_ci.cli import main
+
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps(large_run(700, 234)))
+    person = actions_env.add_comment(PR, f"> {DEFAULT_MARKER}\n> quoted", login="octocat")
+    actions_env.bot_login = "acme-ci[bot]"  # a GitHub App's installation token comments as its app
+    outputs = tmp_path / "outputs.txt"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    args = ["comment", str(run_file), "--bot-login", "acme-ci[bot]", "--fail-on-error"]
+    assert main(args) == 0
+    assert main(args) == 0  # the second run updates its own comment
+    ours = [c for c in actions_env.comments[PR] if c["user"]["login"] == "acme-ci[bot]"]
+    assert len(ours) == 1 and len(actions_env.comments[PR]) == 2 and person["body"] == f"> {DEFAULT_MARKER}\n> quoted"
+    body = ours[0]["body"]
+    assert len(body) <= MAX_COMMENT_CHARS and body.startswith(DEFAULT_MARKER)
+    assert body.count("| 🔴 REGRESSED") == 234 and "Nothing changed beyond the noise" not in body
+    assert body.count("```") % 2 == 0 and body.count("<details>") == body.count("</details>")
+    out = capsys.readouterr().out
+    assert out.count("::error ") == 2 * 10 and out.count("::notice ") == 2  # 10 annotations + 1 notice per run
+    written = outputs.read_text()
+    assert re.search(r"^verdict<<(ghadelimiter_[\w-]+)\nregressed\n\1$", written, flags=re.M)
+    assert re.search(r"^verdict-kind<<(ghadelimiter_[\w-]+)\nREGRESSED\n\1$", written, flags=re.M)

@@ -13,10 +13,18 @@ def test_idle_is_not_throttling_but_power_capping_is():
     idle = summarize_samples([{"sm": 1980, "mem": 2619, "temp": 40, "power_w": 100.0, "reasons": 0x1}])
     assert not idle.throttled and idle.sm_clock_mhz_min == 1980
     capped = summarize_samples(
-        [{"sm": 1980, "temp": 60, "power_w": 690.0, "reasons": 0}, {"sm": 1500, "temp": 85, "power_w": 700.2, "reasons": 0x4}]
+        [
+            {"sm": 1980, "temp": 60, "power_w": 690.0, "reasons": 0},
+            {"sm": 1500, "temp": 85, "power_w": 700.2, "reasons": 0x4},
+        ]
     )
     assert capped.throttled and capped.throttle_reasons == ("sw_power_cap",)
-    assert (capped.sm_clock_mhz_min, capped.sm_clock_mhz_max, capped.temperature_c_max, capped.power_w_max) == (1500, 1980, 85, 700.2)
+    assert (capped.sm_clock_mhz_min, capped.sm_clock_mhz_max, capped.temperature_c_max, capped.power_w_max) == (
+        1500,
+        1980,
+        85,
+        700.2,
+    )
 
 
 def test_missing_readings_are_none_not_errors():

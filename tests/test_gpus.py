@@ -35,7 +35,9 @@ def test_fewer_workers_than_gpus_use_the_first_ones():
 
 
 def test_more_workers_than_gpus_is_refused_with_the_fix():
-    with pytest.raises(PinningError, match=r"3 pytest-xdist workers but 2 GPU\(s\).*Use `-n 2`.*--aitune-oversubscribe"):
+    with pytest.raises(
+        PinningError, match=r"3 pytest-xdist workers but 2 GPU\(s\).*Use `-n 2`.*--aitune-oversubscribe"
+    ):
         assign_gpu(0, 3, ["0", "1"])
 
 

@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "result",
         "status",
         "environment",
+        "cpu_load",
         "gpus",
         "gpu_health",
         "dynamic",

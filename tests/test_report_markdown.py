@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from large_run import large_run
 
 from aitune_ci.github import annotations, publish, step_outputs
 from aitune_ci.report.markdown import DEFAULT_MARKER, MAX_COMMENT_CHARS, render_markdown
@@ -90,7 +91,8 @@ def test_huge_run_stays_under_githubs_limit_with_a_note(run: dict) -> None:
     assert len(text) <= MAX_COMMENT_CHARS
     assert text.startswith(DEFAULT_MARKER)
     note = re.search(
-        r"_… (\d[\d,]*) more checks not shown: this comment is limited to 65,536 characters\. See the \[full report\]",
+        r"_…and (\d[\d,]*) more checks not shown \([^)]*\): this comment is limited to 65,536 characters\. "
+        r"The full table is in the \[full report\]",
         text,
     )
     assert note, "the truncation says how many rows were left out and where to see them"
@@ -145,7 +147,7 @@ def test_step_outputs_and_summary_are_written_for_actions(
         name: written.split(f"{name}<<{delimiter}\n", 1)[1].split(f"\n{delimiter}", 1)[0]
         for name, delimiter in re.findall(r"^([\w-]+)<<(ghadelimiter_[\w-]+)$", written, flags=re.M)
     }
-    assert parsed["verdict"] == "REGRESSED" and parsed["failing"] == "true"
+    assert parsed["verdict"] == "regressed" and parsed["verdict-kind"] == "REGRESSED" and parsed["failing"] == "true"
     assert parsed["regressed"] == "1" and parsed["report-html"] == "out/report.html"
     assert int(parsed["total"]) == len(run["verdicts"])
     assert echoed and echoed[0].startswith("::error")
@@ -154,6 +156,102 @@ def test_step_outputs_and_summary_are_written_for_actions(
 def test_step_outputs_count_each_outcome(run: dict) -> None:
     out = step_outputs(run)
     kinds = [v["kind"] for v in run["verdicts"]]
-    assert out["verdict"] == "IMPROVED" and out["failing"] is False
+    assert out["verdict"] == "pass" and out["verdict-kind"] == "IMPROVED" and out["failing"] is False
     assert out["passed"] == kinds.count("PASS") and out["skipped"] == kinds.count("SKIPPED")
     assert out["improved"] == kinds.count("IMPROVED") and out["total"] == len(kinds)
+
+
+# --- the oversized comment: 700 fixtures, 234 regressions --------------------------------------
+
+_ROW = re.compile(r"^\| `(?P<check>[^`]+)` \| \S+ (?P<kind>[A-Z]+)", flags=re.MULTILINE)
+_NOTE = re.compile(r"_…and (?P<n>[\d,]+) more checks? not shown \((?P<kinds>[^)]*)\)")
+
+
+def _balanced(text: str) -> None:
+    """Every code fence and ``<details>`` that opens also closes."""
+    fences = [line for line in text.splitlines() if line.startswith("```")]
+    assert len(fences) % 2 == 0, "a code fence is left open"
+    assert text.count("<details>") == text.count("</details>"), "a <details> is left open"
+
+
+def _omitted(text: str) -> dict[str, int]:
+    note = _NOTE.search(text)
+    if not note:
+        return {}
+    kinds = {label: int(n.replace(",", "")) for n, label in (part.split(" ", 1) for part in note["kinds"].split(", "))}
+    assert sum(kinds.values()) == int(note["n"].replace(",", ""))
+    return kinds
+
+
+@pytest.fixture(scope="module")
+def big_run() -> dict:
+    return large_run(700, 234)
+
+
+@pytest.mark.parametrize("max_chars", [1000, 1500, 2500, 6000, 20000, 40000, MAX_COMMENT_CHARS])
+def test_oversized_run_fits_keeps_regressions_first_and_counts_what_it_cut(big_run: dict, max_chars: int) -> None:
+    text = render_markdown(big_run, report_url=URL, max_chars=max_chars)
+    assert len(text) <= max_chars
+    assert text.startswith(DEFAULT_MARKER + "\n") and "## 🔴 aitune-ci: 234 regressions" in text
+    assert "Nothing changed beyond the noise" not in text
+    _balanced(text)
+    rows = [m["kind"] for m in _ROW.finditer(text)]
+    assert rows == sorted(rows, key=lambda k: k != "REGRESSED"), "a regression comes after another row"
+    omitted = _omitted(text)
+    assert len(rows) + sum(omitted.values()) == len(big_run["verdicts"])
+    assert rows.count("REGRESSED") + omitted.get("regressed", 0) == 234
+    if omitted:
+        assert "this comment is limited to" in text and f"[full report]({URL})" in text
+
+
+def test_oversized_run_shows_the_largest_slowdowns_first(big_run: dict) -> None:
+    text = render_markdown(big_run, max_chars=6000)
+    shown = [m["check"] for m in _ROW.finditer(text)]
+    deltas = {f"{v['fixture']}[{v['backend']}]": v["delta"] for v in big_run["verdicts"] if v["kind"] == "REGRESSED"}
+    assert shown and all(check in deltas for check in shown)
+    assert [deltas[c] for c in shown] == sorted(deltas.values(), reverse=True)[: len(shown)]
+    assert "the HTML report artifact of this workflow run" in text  # no URL: where the full table is
+
+
+def test_oversized_run_at_githubs_limit_shows_most_regressions_and_short_tail_lists(big_run: dict) -> None:
+    text = render_markdown(big_run, report_url=URL)
+    rows = [m["kind"] for m in _ROW.finditer(text)]
+    assert rows.count("REGRESSED") == 234  # every regression fits; the unchanged checks are cut
+    winners = re.search(r"^\*\*Winners:\*\* (.*)$", text, flags=re.MULTILINE)
+    assert winners
+    more = re.search(r"…and ([\d,]+) more fixtures: see", winners.group(1))
+    assert more and winners.group(1).count(" → ") + int(more.group(1).replace(",", "")) == 700
+    commands = re.findall(r"^pytest --aitune --aitune-update --aitune-fixtures (\S+)$", text, flags=re.MULTILINE)
+    more_commands = re.search(r"_…and ([\d,]+) more fixtures with a regression", text)
+    assert commands and more_commands and len(commands) + int(more_commands.group(1)) == 234
+    assert len(text) <= MAX_COMMENT_CHARS and len(winners.group(0)) <= MAX_COMMENT_CHARS // 8
+
+
+def test_a_run_that_fits_loses_nothing(run: dict) -> None:
+    text = render_markdown(_regressed(run))
+    assert "not shown" not in text and "more fixtures" not in text
+    assert len(_ROW.findall(text)) == len(run["verdicts"])
+
+
+def test_nothing_changed_is_said_only_when_nothing_changed(run: dict) -> None:
+    quiet = copy.deepcopy(run)
+    for v in quiet["verdicts"]:
+        if v["kind"] == "IMPROVED":
+            v.update(kind="PASS", reasons=[])
+    assert "Nothing changed beyond the noise." in render_markdown(quiet)
+    assert "Nothing changed beyond the noise." not in render_markdown(run)
+
+
+def test_html_in_a_note_cannot_open_markup(run: dict) -> None:
+    odd = copy.deepcopy(run)
+    for v in odd["verdicts"]:
+        if v["kind"] == "SKIPPED":
+            v["notes"] = ["unavailable: <details><summary>x</summary>"]
+    text = render_markdown(odd)
+    _balanced(text)
+    assert "&lt;details>" in text
+
+
+def test_a_limit_too_small_for_any_comment_is_refused(run: dict) -> None:
+    with pytest.raises(ValueError, match="at least 1,000"):
+        render_markdown(run, max_chars=500)

@@ -56,9 +56,12 @@ def current(factor: float = 1.0, rounds: tuple[float, ...] = ROUNDS, sqnr_db: fl
 
 
 def baseline(factor: float = 1.0, history: tuple[float, ...] = (), sqnr_db: float = 60.0, **kw) -> BackendBaseline:
+    """A baseline whose five updates measured the same median (a steady machine) unless ``run_medians_ms`` says."""
     kw.setdefault("status", "ok")
+    latency = LatencySummary.from_stats(stats(kw.pop("rounds", ROUNDS), factor))
+    kw.setdefault("run_medians_ms", (latency.median_ms,) * 5)
     return BackendBaseline(
-        latency=LatencySummary.from_stats(stats(kw.pop("rounds", ROUNDS), factor)),
+        latency=latency,
         accuracy=AccuracySummary(passed=True, max_abs=1e-3, sqnr_db=sqnr_db, cosine=0.9999, rmse_ratio=1.0),
         noise_history=history,
         **kw,
@@ -124,14 +127,14 @@ def test_slowdown_above_threshold_on_a_quiet_machine_regresses():
     assert v.kind is VerdictKind.REGRESSED
 
 
-def test_big_slowdown_with_huge_noise_is_not_regressed_and_reports_large_mde():
+def test_big_slowdown_with_huge_noise_is_not_judged_and_says_what_would_show():
     noisy = (10.0, 14.0, 9.0, 17.0, 10.0, 12.0)
     v = check(baseline(), current(factor=1.5, rounds=noisy))
-    assert v.delta > 0.5
     assert v.kind is not VerdictKind.REGRESSED
     assert not v.fails
-    assert v.mde > 1.0  # honest: at this noise only a >100% slowdown is reliably caught
-    assert "smallest detectable slowdown" in v.message
+    # honest: at this noise a stored comparison is a coin toss, so it names the bar instead of a verdict
+    assert "latency not judged against the stored baseline" in v.message.lower()
+    assert "only a change beyond" in v.message
 
 
 def test_tight_windows_do_not_override_noisy_history():

@@ -6,7 +6,15 @@ import argparse
 import sys
 from typing import Sequence
 
-from aitune_ci.cli import artifact_commands, machine_commands, report_commands, run_command
+from aitune_ci.cli import (
+    artifact_commands,
+    baseline_pr_command,
+    ci_commands,
+    init_command,
+    machine_commands,
+    report_commands,
+    run_command,
+)
 from aitune_ci.cli.console import console_logging
 from aitune_ci.errors import AituneCIError
 
@@ -31,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     machine_commands.add_subcommands(sub)  # backends, demo
     artifact_commands.add_subcommands(sub)  # inspect
     report_commands.add_subcommands(sub)  # report, comment, merge
+    ci_commands.add_subcommands(sub)  # outcome, find-pr
+    init_command.add_subcommands(sub)  # init
+    baseline_pr_command.add_subcommands(sub)  # baseline-pr
     return parser
 
 

@@ -20,7 +20,12 @@ def add_subcommands(sub: Any) -> None:
     p.set_defaults(func=cmd_backends)
 
     p = sub.add_parser("demo", help="tune the bundled example models on this machine and write a report")
-    p.add_argument("--out", default="reports/demo", metavar="DIR", help="where result JSON goes. Default: reports/demo")
+    p.add_argument(
+        "--out",
+        default="aitune-demo",
+        metavar="DIR",
+        help="where result JSON and demo.md go (git-ignored, so a fresh clone stays clean). Default: aitune-demo",
+    )
     p.add_argument("--device", default="auto", metavar="DEVICE", help="cpu, cuda or auto. Default: auto")
     p.add_argument(
         "--backends",

@@ -109,6 +109,14 @@ def _add_comment(sub: Any) -> None:
         action="store_true",
         help="exit 1 when the comment cannot be posted. Default: warn and exit 0",
     )
+    p.add_argument(
+        "--bot-login",
+        metavar="LOGIN",
+        default=None,
+        help="the login the token comments as: only this author's comments with the marker are ever updated "
+        "(a GitHub App's installation token: '<app-slug>[bot]'). Default: the token's user from GET /user, "
+        "else github-actions[bot]",
+    )
     p.set_defaults(func=cmd_comment)
 
 
@@ -148,6 +156,7 @@ def cmd_comment(args: argparse.Namespace) -> int:
         reports=reports,
         comment=not args.no_comment,
         fail_on_error=args.fail_on_error,
+        bot_login=args.bot_login,
         echo=echo_command,
     )
 

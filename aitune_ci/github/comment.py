@@ -14,11 +14,18 @@ from aitune_ci.github.actions import annotation, echo_command
 from aitune_ci.github.client import GitHubClient, json_body
 from aitune_ci.report.markdown import DEFAULT_MARKER, MAX_COMMENT_CHARS
 
-__all__ = ["DEFAULT_AUTHOR", "CommentResult", "post_report_comment", "pull_request_number", "upsert_comment"]
+__all__ = [
+    "DEFAULT_AUTHOR",
+    "CommentResult",
+    "post_report_comment",
+    "pull_request_number",
+    "resolve_bot_login",
+    "upsert_comment",
+]
 
 log = logging.getLogger(__name__)
 
-#: The login behind the GITHUB_TOKEN of a workflow: its marked comment is preferred when several exist.
+#: The login a workflow's GITHUB_TOKEN comments as: by default, only its marked comments are updated.
 DEFAULT_AUTHOR = "github-actions[bot]"
 
 _PULL_REF = re.compile(r"refs/pull/(\d+)/(?:merge|head)")
@@ -39,14 +46,16 @@ def upsert_comment(
     body: str,
     marker: str = DEFAULT_MARKER,
     *,
-    author: str | None = DEFAULT_AUTHOR,
+    author: str = DEFAULT_AUTHOR,
 ) -> CommentResult:
-    """Create the PR's report comment, or update the one that carries ``marker``.
+    """Create the PR's report comment, or update the latest one that ``author`` wrote with ``marker`` in it.
 
-    Every page of comments is read. Among the comments holding the marker, those written by
-    ``author`` are preferred (a quoted marker in someone else's comment must not be hijacked), and
-    the latest of them is updated; with none, a new comment is created. The marker is added to
-    ``body`` when missing.
+    Every page of comments is read. Only ``author``'s own comments are candidates: a person's
+    comment that quotes the marker is never edited (a new comment is created instead). The marker
+    is added to ``body`` when missing.
+
+    Args:
+        author: the login the token comments as (``resolve_bot_login`` finds it).
 
     Raises:
         ValueError: ``body`` (with the marker) is longer than GitHub accepts (65,536 characters).
@@ -54,6 +63,8 @@ def upsert_comment(
     """
     if not marker:
         raise ValueError("marker must be a non-empty string, e.g. '<!-- aitune-ci:report -->'")
+    if not author or not author.strip():
+        raise ValueError(f"author must be the login the token comments as, e.g. {DEFAULT_AUTHOR!r}")
     if isinstance(pr_number, bool) or not isinstance(pr_number, int) or pr_number <= 0:
         raise ValueError(f"pr_number must be a positive int, got {pr_number!r}")
     if marker not in body:
@@ -63,13 +74,13 @@ def upsert_comment(
             f"comment body is {len(body)} characters; GitHub accepts at most {MAX_COMMENT_CHARS}. "
             "Shorten the report (the markdown renderer truncates its tables to fit)."
         )
-    marked = [
-        c for c in client.paginate(client.repo_path("issues", pr_number, "comments")) if marker in (c.get("body") or "")
+    mine = [
+        c
+        for c in client.paginate(client.repo_path("issues", pr_number, "comments"))
+        if marker in (c.get("body") or "") and (c.get("user") or {}).get("login") == author
     ]
-    mine = [c for c in marked if author and (c.get("user") or {}).get("login") == author]
-    candidates = mine or marked
-    if candidates:
-        existing = max(candidates, key=lambda c: int(c["id"]))
+    if mine:
+        existing = max(mine, key=lambda c: int(c["id"]))
         response = client.request("PATCH", client.repo_path("issues", "comments", existing["id"]), json={"body": body})
         action: Literal["created", "updated"] = "updated"
     else:
@@ -79,6 +90,41 @@ def upsert_comment(
     if not isinstance(data, dict) or "id" not in data:
         raise GitHubError(f"{action} the comment but GitHub's answer has no comment id: {str(data)[:200]}")
     return CommentResult(action=action, id=int(data["id"]), url=str(data.get("html_url") or data.get("url") or ""))
+
+
+def resolve_bot_login(client: GitHubClient, login: str | None = None) -> str:
+    """The login ``client``'s token comments as, so ``upsert_comment`` finds its own comments and no one else's.
+
+    ``login`` when given. Else ``GET /user``: a personal access token (or a user's app token)
+    comments as its user. A workflow's GITHUB_TOKEN gets 403 there (so does a GitHub App's
+    installation token, which comments as ``<app-slug>[bot]``: pass that as ``login``) and
+    comments as ``github-actions[bot]``, the fallback on 403 or 404.
+
+    Raises:
+        ValueError: ``login`` is empty.
+        GitHubError: ``GET /user`` failed otherwise (a rejected token, an outage).
+    """
+    if login is not None:
+        if not login.strip():
+            raise ValueError(
+                f"the bot login must not be empty: pass the login the token comments as, e.g. {DEFAULT_AUTHOR!r}"
+            )
+        return login.strip()
+    try:
+        data = json_body(client.request("GET", "/user"))
+    except GitHubError as exc:
+        if exc.status not in (403, 404):
+            raise
+        log.debug(
+            "aitune-ci comment: the token cannot read GET /user (%s): commenting as %s", exc.status, DEFAULT_AUTHOR
+        )
+        return DEFAULT_AUTHOR
+    name = data.get("login") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise GitHubError(
+            f"GET /user answered without a login: {str(data)[:200]}; pass the bot's login with --bot-login"
+        )
+    return name.strip()
 
 
 def pull_request_number(event_path: str | os.PathLike[str] | None = None) -> int | None:
@@ -109,6 +155,7 @@ def post_report_comment(
     *,
     fail_on_error: bool = False,
     marker: str = DEFAULT_MARKER,
+    bot_login: str | None = None,
     echo: Callable[[str], Any] = echo_command,
 ) -> int:
     """Upsert the report comment on this run's PR, configured from the environment; return an exit status.
@@ -119,6 +166,7 @@ def post_report_comment(
     comment never fails the test run; with ``fail_on_error`` it echoes ``::error::`` and returns 1.
 
     Args:
+        bot_login: the login the token comments as; None asks GitHub (see :func:`resolve_bot_login`).
         echo: where workflow commands go; the runner reads them from stdout (the default).
     """
     token = os.environ.get("GITHUB_TOKEN", "").strip()
@@ -139,10 +187,11 @@ def post_report_comment(
         return 0
     try:
         with GitHubClient(token, repository) as client:
-            result = upsert_comment(client, pr, results_markdown, marker)
+            author = resolve_bot_login(client, bot_login)
+            result = upsert_comment(client, pr, results_markdown, marker, author=author)
     except (GitHubError, ValueError) as exc:
         return _comment_failed(f"could not post the report on PR #{pr}: {exc}", fail_on_error, echo)
-    log.info("aitune-ci comment: %s comment %s on PR #%s: %s", result.action, result.id, pr, result.url)
+    log.info("aitune-ci comment: %s comment %s of %s on PR #%s: %s", result.action, result.id, author, pr, result.url)
     return 0
 
 

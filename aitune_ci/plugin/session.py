@@ -188,4 +188,4 @@ class AituneSession:
 
     def write_reports(self) -> list[Path]:
         run = self.run_json()
-        return [write_report(run, Path(target)) for target in self.options.reports]
+        return [write_report(run, Path(target), root=self.options.root) for target in self.options.reports]

@@ -1,4 +1,4 @@
-"""Rendering results for people and tools: terminal tables, HTML, markdown, run JSON, pytest-benchmark JSON.
+"""Rendering results for people and tools: terminal tables, HTML, markdown, run JSON, benchmark-tool JSON.
 
 A report format is its renderer module plus one row of ``REPORT_FORMATS``. Renderers are imported on
 use, so ``import aitune_ci.report`` stays free of jinja2, matplotlib and pandas (the pytest plugin
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aitune_ci.atomic import atomic_write_text
+from aitune_ci.store.history import current_commit
 
 __all__ = [
     "REPORT_FORMATS",
@@ -43,6 +44,12 @@ def _pytest_benchmark(run: Mapping[str, Any], **kw: Any) -> str:
     from aitune_ci.report.pytest_benchmark import render_pytest_benchmark  # lazy: a renderer loads on use
 
     return render_pytest_benchmark(run, **kw)
+
+
+def _action_benchmark(run: Mapping[str, Any], **kw: Any) -> str:
+    from aitune_ci.report.action_benchmark import render_action_benchmark  # lazy: a renderer loads on use
+
+    return render_action_benchmark(run, **kw)
 
 
 def render_run_json(run: Mapping[str, Any], **kw: Any) -> str:
@@ -88,6 +95,12 @@ REPORT_FORMATS: dict[str, ReportFormat] = {
         "--benchmark-json",
         ("commit",),
     ),
+    ".action-benchmark.json": ReportFormat(
+        _action_benchmark,
+        "github-action-benchmark JSON for its customSmallerIsBetter tool (median latency per check, ms)",
+        "action-benchmark",
+        "--action-benchmark-json",
+    ),
 }
 _ALIASES = {".htm": ".html", ".markdown": ".md"}
 
@@ -114,15 +127,25 @@ def render_report(run: Mapping[str, Any], suffix: str, **kw: Any) -> str:
 
     Keyword arguments go to the renderer: ``render_html`` (history, title, report_url,
     baseline_environment, commit), ``render_markdown`` (report_url, max_chars, marker, title) or
-    ``to_pytest_benchmark`` (commit, project, branch); the run JSON takes none.
+    ``to_pytest_benchmark`` (commit, project, branch); the run JSON and ``render_action_benchmark``
+    take none.
     """
     name = "report" + suffix if suffix.startswith(".") else suffix if "." in suffix else "report." + suffix
     return REPORT_FORMATS[report_suffix(name)].render(run, **kw)
 
 
-def write_report(run: Mapping[str, Any], path: str | os.PathLike[str], **kw: Any) -> Path:
-    """Render ``run`` in the format its file name asks for and write it atomically; return the path."""
+def write_report(
+    run: Mapping[str, Any], path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, **kw: Any
+) -> Path:
+    """Render ``run`` in the format its file name asks for and write it atomically; return the path.
+
+    A format that records the commit gets this checkout's when ``commit`` is not given
+    (``GITHUB_SHA``, else ``git rev-parse HEAD`` in ``root``, default the current directory), so a
+    file pytest writes names what it measured.
+    """
     path = Path(path)
+    if "commit" in REPORT_FORMATS[report_suffix(path.name)].keywords and kw.get("commit") is None:
+        kw["commit"] = current_commit(root)
     atomic_write_text(path, render_report(run, path.name, **kw))
     return path
 

@@ -1,15 +1,16 @@
 """What GitHub shows for a run: the PR comment and step summary, as markdown.
 
 The comment leads with the verdict, then a table of what changed (regressions and failures first,
-then improvements and new checks), with unchanged checks folded in ``<details>``. It always fits
-GitHub's 65,536-character limit: rows are dropped from the end (unchanged first) with a note that
-points at the full report.
+then improvements and new checks), with unchanged checks folded in ``<details>``. The whole body
+fits GitHub's 65,536-character limit: the least severe rows are left out first, long winner and
+update-command lists are shortened, and a note counts what is missing and points at the full report.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,25 +18,27 @@ from aitune_ci.formatting import fmt_ms, fmt_pct
 from aitune_ci.report.view import BackendRow, RunView, judged_against
 from aitune_ci.status import NO_CHECKS, VerdictKind, VerdictMode, presentation
 from aitune_ci.store.baseline import update_command
-from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, Verdict
+from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, Verdict, summary_counts
 
-__all__ = ["DEFAULT_MARKER", "MAX_COMMENT_CHARS", "render_markdown"]
+__all__ = ["DEFAULT_MARKER", "MAX_COMMENT_CHARS", "render_markdown", "severity_key"]
 
 #: Hidden marker that lets the comment client find the report comment again.
 DEFAULT_MARKER = "<!-- aitune-ci:report -->"
 #: GitHub refuses a comment body longer than this.
 MAX_COMMENT_CHARS = 65536
+#: The smallest limit ``render_markdown`` accepts: room for the headline, the counts and a note.
+_MIN_CHARS = 1000
 
 _CELL_MAX = 160
 _HEADER = "| check | verdict | baseline ms | now ms | Δ (95% CI) | note |\n|---|---|--:|--:|---|---|"
 
 
 def _cell(text: str, limit: int = _CELL_MAX) -> str:
-    """One table cell: a single line, pipes escaped, at most ``limit`` characters."""
+    """One table cell: a single line, pipes escaped, no raw HTML (a stray tag could leave ``<details>`` open)."""
     text = " ".join(str(text).split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
-    return text.replace("|", "\\|")
+    return text.replace("|", "\\|").replace("<", "&lt;")
 
 
 def _delta(v: Verdict | None) -> str:
@@ -119,12 +122,12 @@ def _env_line(view: RunView) -> str:
     env = view.environment
     if not env:
         return ""
-    parts = [f"`{env.get('hardware_key', '?')}`"]
+    parts = [f"`{_cell(env.get('hardware_key', '?'), 100)}`"]
     if env.get("gpu"):
-        parts.append(str(env["gpu"]))
+        parts.append(_cell(env["gpu"], 100))
     for key, label in (("torch", "torch"), ("cuda", "CUDA"), ("driver", "driver"), ("python", "Python")):
         if env.get(key):
-            parts.append(f"{label} {env[key]}")
+            parts.append(f"{label} {_cell(env[key], 100)}")
     return "**Environment:** " + " · ".join(parts)
 
 
@@ -142,8 +145,18 @@ def _mismatch_lines(view: RunView) -> list[str]:
     return lines
 
 
-def _winners_line(view: RunView) -> str:
-    parts = []
+def severity_key(v: Verdict) -> tuple[Any, ...]:
+    """Sort key for checks, most severe first: those that fail CI, then by kind, the largest slowdown first.
+
+    The comment's rows and the annotations use it, so what is cut to fit a limit is the least severe.
+    """
+    slower = v.delta if v.kind is VerdictKind.REGRESSED and v.delta is not None and math.isfinite(v.delta) else 0.0
+    return (not v.fails, presentation(v.kind).severity, -slower, v.fixture, v.backend)
+
+
+def _winner_items(view: RunView) -> list[str]:
+    """One ``fixture → **backend**`` entry per fixture that has a winner."""
+    items = []
     for f in view.fixtures:
         if not f.winner:
             continue
@@ -152,27 +165,27 @@ def _winners_line(view: RunView) -> str:
         if row is not None and row.speedup is not None and f.winner != "eager":
             text += f" ({row.speedup:.2f}× eager)"
         if f.result is not None and f.result.module_choice:
-            text += " (mixed: " + ", ".join(f"{m}={b}" for m, b in f.result.module_choice.items()) + ")"
-        parts.append(text)
-    return ("**Winners:** " + " · ".join(parts)) if parts else ""
+            mixed = ", ".join(f"{m}={b}" for m, b in f.result.module_choice.items())
+            text += f" (mixed: {_cell(mixed, 300)})"
+        items.append(text)
+    return items
 
 
-def _fix_lines(view: RunView) -> list[str]:
-    fixtures = sorted({v.fixture for v in view.verdicts if v.fails and v.kind is VerdictKind.REGRESSED})
-    if not fixtures:
-        return []
-    commands = "\n".join(update_command(f) for f in fixtures)
-    return [
-        "If a regression is expected, accept it by updating the baseline (or acknowledge it in "
-        f"`[tool.aitune.acknowledged]` of pyproject.toml):\n\n```\n{commands}\n```"
-    ]
+def _regressed_fixtures(view: RunView) -> list[str]:
+    """Fixtures with a regression that fails CI, most severe first: the ones an update command is shown for."""
+    ordered = sorted((v for v in view.verdicts if v.fails and v.kind is VerdictKind.REGRESSED), key=severity_key)
+    return list(dict.fromkeys(v.fixture for v in ordered))
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run in ``text``, so the text cannot close it early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def _checked_rows(view: RunView) -> tuple[list[BackendRow], list[BackendRow]]:
     """The checked rows, most severe first: those whose kind counts as a change, and the unchanged rest."""
-    rows = sorted(
-        (r for r in view.rows if r.verdict is not None), key=lambda r: (r.look.severity, r.fixture, r.backend)
-    )
+    rows = sorted((r for r in view.rows if r.verdict is not None), key=lambda r: severity_key(r.verdict))  # type: ignore[arg-type]
     return [r for r in rows if r.look.changed], [r for r in rows if not r.look.changed]
 
 
@@ -184,63 +197,133 @@ def _unchanged_summary(rows: Sequence[BackendRow]) -> str:
     return f"{len(rows)} unchanged (" + ", ".join(f"{n} {presentation(k).count_label}" for k, n in counts.items()) + ")"
 
 
+def _most(n: int, fits: Callable[[int], bool]) -> int:
+    """The largest ``k`` in ``0..n`` with ``fits(k)`` (binary search: text grows with ``k``); 0 when none fits."""
+    if fits(n):
+        return n
+    low, high = 0, n - 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+_ACCEPT = (
+    "If a regression is expected, accept it by updating the baseline (or acknowledge it in "
+    "`[tool.aitune.acknowledged]` of pyproject.toml):"
+)
+
+
 @dataclass(frozen=True)
 class _Comment:
-    """The parts of a comment; ``text(keep)`` lays it out with the first ``keep`` check rows."""
+    """The parts of a comment; ``text`` lays it out keeping the first rows, winners and update commands.
+
+    Every part is laid out whole (a table, a ``<details>`` block, a code fence) or left out with a
+    note that counts what is missing, so a cut never leaves markup open.
+    """
 
     head: Sequence[str]
-    changed: Sequence[str]
-    unchanged: Sequence[str]
+    short_head: Sequence[str]
+    changed: Sequence[tuple[str, Verdict]]
+    unchanged: Sequence[tuple[str, Verdict]]
     unchanged_summary: str
-    tail: Sequence[str]
+    winners: Sequence[str]
+    fixes: Sequence[str]
     report_url: str | None
     max_chars: int
 
-    def text(self, keep: int) -> str:
-        """The comment keeping the first ``keep`` rows (changed first, then unchanged), with a note on the rest."""
-        changed = self.changed[:keep]
-        unchanged = self.unchanged[: max(0, keep - len(self.changed))]
-        omitted = len(self.changed) + len(self.unchanged) - len(changed) - len(unchanged)
-        parts = list(self.head)
+    def where(self) -> str:
+        if self.report_url and len(self.report_url) <= 2000:
+            return f"the [full report]({self.report_url})"
+        return "the HTML report artifact of this workflow run"
+
+    def text(self, rows: int, winners: int, fixes: int, *, short: bool = False) -> str:
+        """The comment with the first ``rows`` checks (changed first), ``winners`` winners and ``fixes`` commands."""
+        changed = self.changed[:rows]
+        unchanged = self.unchanged[: max(0, rows - len(self.changed))]
+        parts = list(self.short_head if short else self.head)
         if changed:
-            parts.append("### What changed\n\n" + _HEADER + "\n" + "\n".join(changed))
-        elif self.unchanged:
+            parts.append("### What changed\n\n" + _HEADER + "\n" + "\n".join(row for row, _ in changed))
+        elif not self.changed and self.unchanged:
             parts.append("Nothing changed beyond the noise.")
         if unchanged:
             parts.append(
                 f"<details><summary>{self.unchanged_summary}</summary>\n\n"
                 + _HEADER
                 + "\n"
-                + "\n".join(unchanged)
+                + "\n".join(row for row, _ in unchanged)
                 + "\n\n</details>"
             )
+        omitted = [v for _, v in self.changed[len(changed) :]] + [v for _, v in self.unchanged[len(unchanged) :]]
         if omitted:
-            where = f"the [full report]({self.report_url})" if self.report_url else "the HTML report artifact"
-            parts.append(
-                f"_… {omitted:,} more check{'s' if omitted != 1 else ''} not shown: this comment is limited to "
-                f"{self.max_chars:,} characters. See {where}._"
-            )
-        parts.extend(self.tail)
+            parts.append(self._omitted_note(omitted))
+        parts.append(self._winners_line(winners))
+        parts.extend(self._fix_parts(fixes))
         return "\n\n".join(p for p in parts if p) + "\n"
 
+    def _omitted_note(self, omitted: Sequence[Verdict]) -> str:
+        """``_…and 580 more checks not shown (180 regressed, 400 passed): … See the full report._``."""
+        kinds = ", ".join(f"{n:,} {label}" for label, n in summary_counts(omitted).items() if n)
+        return (
+            f"_…and {len(omitted):,} more check{'s' if len(omitted) != 1 else ''} not shown ({kinds}): this comment "
+            f"is limited to {self.max_chars:,} characters. The full table is in {self.where()}._"
+        )
+
+    def _winners_line(self, keep: int) -> str:
+        if not self.winners:
+            return ""
+        shown, rest = self.winners[:keep], len(self.winners) - min(keep, len(self.winners))
+        parts = list(shown)
+        if rest:
+            parts.append(f"…and {rest:,} more fixture{'s' if rest != 1 else ''}: see {self.where()}")
+        return "**Winners:** " + " · ".join(parts)
+
+    def _fix_parts(self, keep: int) -> list[str]:
+        if not self.fixes:
+            return []
+        shown, rest = self.fixes[:keep], len(self.fixes) - min(keep, len(self.fixes))
+        if not shown:
+            return [
+                f"{_ACCEPT} `{update_command('NAME[,NAME]')}` for the {rest:,} fixtures with a regression "
+                f"(listed in {self.where()})."
+            ]
+        commands = "\n".join(update_command(f) for f in shown)
+        fence = _fence(commands)
+        parts = [f"{_ACCEPT}\n\n{fence}\n{commands}\n{fence}"]
+        if rest:
+            parts.append(
+                f"_…and {rest:,} more fixture{'s' if rest != 1 else ''} with a regression (listed in "
+                f"{self.where()}); `--aitune-fixtures` takes several names, comma-separated._"
+            )
+        return parts
+
     def fitted(self) -> str:
-        """Every row when that fits ``max_chars``; else the most rows that fit, least severe dropped first."""
-        total = len(self.changed) + len(self.unchanged)
-        text = self.text(total)
+        """Everything when it fits ``max_chars``; else the most severe checks that fit, with what was cut counted.
+
+        The winners and update commands are first capped to an eighth of the limit each, so the
+        checks keep most of the room; when not even one check fits, they are dropped, then the
+        environment lines. A body that still does not fit (a huge title or marker) raises.
+        """
+        total, n_winners, n_fixes = len(self.changed) + len(self.unchanged), len(self.winners), len(self.fixes)
+        text = self.text(total, n_winners, n_fixes)
         if len(text) <= self.max_chars:
             return text
-        low, high = 0, total - 1  # the largest keep that fits (binary search: length grows with keep)
-        while low < high:
-            mid = (low + high + 1) // 2
-            if len(self.text(mid)) <= self.max_chars:
-                low = mid
-            else:
-                high = mid - 1
-        text = self.text(low)
-        if len(text) > self.max_chars:  # even the bare header is too long (huge environment text)
-            note = "\n\n_… truncated to fit GitHub's comment limit; see the HTML report._\n"
-            text = text[: max(0, self.max_chars - len(note))] + note
-        return text
+        share = self.max_chars // 8
+        winners = _most(n_winners, lambda k: len(self._winners_line(k)) <= share)
+        fixes = _most(n_fixes, lambda k: len("\n\n".join(self._fix_parts(k))) <= share)
+        stages = ((winners, fixes, False), (0, 0, False), (0, 0, True))
+        for i, (w, f, short) in enumerate(stages):
+            rows = _most(total, lambda k: len(self.text(k, w, f, short=short)) <= self.max_chars)  # noqa: B023
+            text = self.text(rows, w, f, short=short)
+            if len(text) <= self.max_chars and (rows > 0 or i == len(stages) - 1):
+                return text
+        raise ValueError(
+            f"the comment does not fit in {self.max_chars:,} characters even without its table "
+            f"({len(text):,} characters): shorten the title, the marker or the report URL, or raise max_chars"
+        )
 
 
 def render_markdown(
@@ -256,19 +339,31 @@ def render_markdown(
     Args:
         run: a run JSON (``AituneSession.run_json()`` or ``merge_runs``' output).
         report_url: link to the HTML report (e.g. the workflow run's artifact), shown when given.
-        max_chars: the limit; rows are dropped (unchanged first, then the least severe changes)
-            with a note saying how many, until the text fits.
+        max_chars: the limit on the whole body; when it is exceeded, the least severe checks are left
+            out (unchanged first, regressions last) with a note counting them by kind, and long
+            winner and update-command lists are shortened the same way.
         marker: hidden marker that lets ``upsert_comment`` find this comment again.
         title: shown in the headline.
+
+    Raises:
+        ValueError: ``max_chars`` is under 1,000, or the comment cannot fit it even without its table.
     """
+    if max_chars < _MIN_CHARS:
+        raise ValueError(
+            f"max_chars must be at least {_MIN_CHARS:,} (GitHub allows {MAX_COMMENT_CHARS:,}), got {max_chars}"
+        )
     view = RunView.from_run(run)
     changed, unchanged = _checked_rows(view)
+    headline = _headline(view, _cell(title, 100))
+    summary = _summary_line(view, report_url)
     return _Comment(
-        head=[marker, _headline(view, title), _summary_line(view, report_url), _env_line(view), *_mismatch_lines(view)],
-        changed=[_row(r) for r in changed],
-        unchanged=[_row(r) for r in unchanged],
+        head=[marker, headline, summary, _env_line(view), *_mismatch_lines(view)],
+        short_head=[marker, headline, summary],
+        changed=[(_row(r), r.verdict) for r in changed],  # type: ignore[misc]
+        unchanged=[(_row(r), r.verdict) for r in unchanged],  # type: ignore[misc]
         unchanged_summary=_unchanged_summary(unchanged),
-        tail=[_winners_line(view), *_fix_lines(view)],
+        winners=_winner_items(view),
+        fixes=_regressed_fixtures(view),
         report_url=report_url,
         max_chars=max_chars,
     ).fitted()

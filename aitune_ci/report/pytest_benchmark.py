@@ -5,8 +5,10 @@ are in seconds there. One benchmark per measured (fixture, backend); ``group`` i
 
 aitune-ci keeps a distribution summary, not every sample, so some fields are derived, and
 ``extra_info["derived"]`` says which: ``rounds`` is the number of timed calls (``iterations`` 1),
-``stddev`` is ``cv * mean``, ``max`` holds the p99, ``q1``/``q3`` are ``median -/+ iqr/2``, the
-Tukey whiskers are clipped to ``[min, max]``, and outlier counts are not recorded (0).
+``ops`` is ``1 / median`` (github-action-benchmark charts ``ops``, and a GPU run's mean is
+dominated by its slowest calls), ``stddev`` is ``cv * mean``, ``max`` holds the p99, ``q1``/``q3``
+are ``median -/+ iqr/2``, the Tukey whiskers are clipped to ``[min, max]``, and outlier counts are
+not recorded (0).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ FORMAT_VERSION = "5.2.3"
 
 _DERIVED = {
     "rounds": "number of timed calls (each round of pytest-benchmark = one call, iterations = 1)",
+    "ops": "1 / median (the mean is dominated by the slowest calls)",
     "stddev": "cv * mean",
     "max": "p99 (aitune-ci does not keep the maximum)",
     "q1": "median - iqr / 2",
@@ -60,7 +63,7 @@ def _stats(lat: Any) -> dict[str, Any]:
         "outliers": "0;0",
         "ld15iqr": max(low, q1 - 1.5 * iqr),
         "hd15iqr": min(high, q3 + 1.5 * iqr),
-        "ops": 1.0 / mean if mean > 0 else 0.0,
+        "ops": 1.0 / median if median > 0 else 0.0,
         "total": mean * rounds,
         "iterations": 1,
     }
@@ -95,7 +98,8 @@ def to_pytest_benchmark(
 
     Args:
         run: a run JSON (``AituneSession.run_json()`` or ``merge_runs``' output).
-        commit: the commit id for ``commit_info`` ("unknown" when None).
+        commit: the commit id for ``commit_info`` ("unknown" when None; ``write_report`` passes
+            this checkout's).
         project, branch: for ``commit_info``.
 
     Only backends with a latency are exported; each carries its verdict, throughput and status in

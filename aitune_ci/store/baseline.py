@@ -85,6 +85,7 @@ class LatencySummary:
     rounds: int
     round_medians_ms: tuple[float, ...] = ()
     batch_size: int | None = None
+    cpu_contention: float | None = None
 
     @classmethod
     def from_stats(cls, stats: LatencyStats) -> LatencySummary:
@@ -124,6 +125,10 @@ class BackendBaseline:
         noise_history: the between-round relative spread (``stats.log_spread``) of recent runs, oldest
             first, at most ``NOISE_HISTORY_MAX``; the verdict uses it as the between-run noise so
             that one quiet run does not produce false confidence.
+        run_medians_ms: the medians of recent updates measured on the same weights and samples,
+            oldest first, at most ``NOISE_HISTORY_MAX``: separate processes timing the same thing,
+            so their spread *is* the between-run noise a stored-baseline verdict must clear (a
+            process's offset is invisible inside the process). Restarts when the inputs change.
     """
 
     status: BackendStatus
@@ -132,18 +137,28 @@ class BackendBaseline:
     accuracy: AccuracySummary | None = None
     error: str | None = None
     noise_history: tuple[float, ...] = ()
+    run_medians_ms: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         # A plain string (``status="ok"``) becomes its member, so ``is`` comparisons hold everywhere.
         object.__setattr__(self, "status", BackendStatus(self.status))
 
     @classmethod
-    def from_result(cls, row: BackendResult, previous: BackendBaseline | None = None) -> BackendBaseline:
-        """Summarize ``row``, appending its round spread to ``previous``'s noise history."""
+    def from_result(
+        cls, row: BackendResult, previous: BackendBaseline | None = None, *, same_inputs: bool = True
+    ) -> BackendBaseline:
+        """Summarize ``row``, appending its round spread and median to ``previous``'s histories.
+
+        ``same_inputs=False`` (the weights or samples changed) restarts the run medians: another
+        model's medians say nothing about this one's noise.
+        """
         history = list(previous.noise_history) if previous is not None else []
+        medians = list(previous.run_medians_ms) if previous is not None and same_inputs else []
         latency = LatencySummary.from_stats(row.latency) if row.latency is not None else None
-        if row.status == BackendStatus.OK and latency is not None and latency.spread is not None:
-            history.append(latency.spread)
+        if row.status == BackendStatus.OK and latency is not None:
+            if latency.spread is not None:
+                history.append(latency.spread)
+            medians.append(latency.median_ms)
         error = row.error
         if error is not None and len(error) > _ERROR_MAX_CHARS:
             error = error[: _ERROR_MAX_CHARS - 3] + "..."
@@ -154,6 +169,7 @@ class BackendBaseline:
             accuracy=AccuracySummary.from_report(row.accuracy) if row.accuracy is not None else None,
             error=error,
             noise_history=tuple(history[-NOISE_HISTORY_MAX:]),
+            run_medians_ms=tuple(medians[-NOISE_HISTORY_MAX:]),
         )
 
     @property
@@ -199,12 +215,13 @@ class Baseline:
         if not isinstance(hardware_key, str) or not hardware_key:
             raise ValueError(f"result {result.name!r} has no environment['hardware_key']; cannot place its baseline")
         backends: dict[str, BackendBaseline] = dict(previous.backends) if previous is not None else {}
+        same_inputs = previous is None or not previous.inputs_changed(result)
         for row in result.backends:
             key = backend_key(row.backend, row.module)
             old = backends.get(key)
             if keep_unavailable and row.status == BackendStatus.UNAVAILABLE and old is not None:
                 continue
-            backends[key] = BackendBaseline.from_result(row, old)
+            backends[key] = BackendBaseline.from_result(row, old, same_inputs=same_inputs)
         return cls(
             fixture=result.name,
             hardware_key=hardware_key,
@@ -238,6 +255,7 @@ class Baseline:
                 "accuracy": _fields_dict(b.accuracy) if b.accuracy is not None else None,
                 "error": b.error,
                 "noise_history": list(b.noise_history),
+                **({"run_medians_ms": list(b.run_medians_ms)} if b.run_medians_ms else {}),
             }
         return _jsonable(
             {
@@ -371,6 +389,7 @@ class _Reader:
             known = ", ".join(s.value for s in BackendStatus)
             raise self.error(f"{where}.status", f"expected one of {known}, found {status!r}") from None
         history = self.get(entry, "noise_history", list, default=[], where=where)
+        medians = self.get(entry, "run_medians_ms", list, default=[], where=where)
         latency = self.get(entry, "latency", dict, optional=True, where=where)
         accuracy = self.get(entry, "accuracy", dict, optional=True, where=where)
         return BackendBaseline(
@@ -380,6 +399,7 @@ class _Reader:
             accuracy=self.accuracy(accuracy, f"{where}.accuracy") if accuracy is not None else None,
             error=self.get(entry, "error", str, optional=True, where=where),
             noise_history=tuple(self.number(x, f"{where}.noise_history") for x in history),
+            run_medians_ms=tuple(self.number(x, f"{where}.run_medians_ms") for x in medians),
         )
 
     def latency(self, data: Mapping[str, Any], where: str) -> LatencySummary:
@@ -394,6 +414,7 @@ class _Reader:
             rounds=self.get(data, "rounds", int, where=where),
             round_medians_ms=tuple(self.number(x, f"{where}.round_medians_ms") for x in rounds),
             batch_size=self.get(data, "batch_size", int, optional=True, where=where),
+            cpu_contention=self.get(data, "cpu_contention", float, optional=True, where=where),
         )
         if not summary.median_ms > 0 or not math.isfinite(summary.median_ms):
             raise self.error(f"{where}.median_ms", f"expected a positive time, found {summary.median_ms!r}")
@@ -433,6 +454,8 @@ def _fields_dict(obj: Any) -> dict[str, Any]:
 def _latency_dict(summary: LatencySummary) -> dict[str, Any]:
     out = _fields_dict(summary)
     out["round_medians_ms"] = list(summary.round_medians_ms)
+    if out.get("cpu_contention") is None:
+        out.pop("cpu_contention", None)  # not measured (or an older run): no key, as before
     return out
 
 

@@ -21,8 +21,12 @@ FAST = MeasureConfig(max_total_s=0.5, min_rounds=3)
 class ConvNet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3, stride=2, padding=1))
-        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64 * 16 * 16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))  # dims divisible by 16: fp8 needs it
+        self.backbone = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        )
+        self.head = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(64 * 16 * 16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)
+        )  # dims divisible by 16: fp8 needs it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -32,17 +36,42 @@ class ConvNet(torch.nn.Module):
 def gpu_tune():
     torch.manual_seed(0)
     names = [
-        "eager", "eager-fp16", "eager-bf16", "cudagraphs", "inductor", "inductor-max-autotune",
-        "inductor-reduce-overhead", "aoti", "torchao-int8wo", "torchao-int8dq", "torchao-fp8", "onnxruntime",
-        "tensorrt", "torch-tensorrt",
+        "eager",
+        "eager-fp16",
+        "eager-bf16",
+        "cudagraphs",
+        "inductor",
+        "inductor-max-autotune",
+        "inductor-reduce-overhead",
+        "aoti",
+        "torchao-int8wo",
+        "torchao-int8dq",
+        "torchao-fp8",
+        "onnxruntime",
+        "tensorrt",
+        "torch-tensorrt",
     ]
-    spec = TuneSpec(model=ConvNet().eval(), samples=[torch.randn(16, 3, 32, 32), torch.randn(8, 3, 32, 32)], backends=names, device="cuda")
+    spec = TuneSpec(
+        model=ConvNet().eval(),
+        samples=[torch.randn(16, 3, 32, 32), torch.randn(8, 3, 32, 32)],
+        backends=names,
+        device="cuda",
+    )
     return tune(spec, measure_config=FAST, progress=print)
 
 
 @pytest.mark.parametrize(
     "name",
-    ["eager", "eager-fp16", "eager-bf16", "cudagraphs", "inductor", "inductor-max-autotune", "inductor-reduce-overhead", "aoti"],
+    [
+        "eager",
+        "eager-fp16",
+        "eager-bf16",
+        "cudagraphs",
+        "inductor",
+        "inductor-max-autotune",
+        "inductor-reduce-overhead",
+        "aoti",
+    ],
 )
 def test_core_gpu_backend_builds_is_accurate_and_is_measured_with_cuda_events(gpu_tune, name):
     row = gpu_tune.backend(name)
@@ -96,8 +125,13 @@ def test_winner_is_an_accurate_backend(gpu_tune):
 
 def test_module_level_mix_on_gpu():
     torch.manual_seed(0)
-    spec = TuneSpec(model=ConvNet().eval(), samples=[torch.randn(16, 3, 32, 32)], backends=["eager", "cudagraphs", "inductor"],
-                    modules=["backbone", "head"], device="cuda")
+    spec = TuneSpec(
+        model=ConvNet().eval(),
+        samples=[torch.randn(16, 3, 32, 32)],
+        backends=["eager", "cudagraphs", "inductor"],
+        modules=["backbone", "head"],
+        device="cuda",
+    )
     result = tune(spec, measure_config=FAST, progress=None)
     mixed = result.backend(MIXED)
     assert mixed.status == "ok", mixed.error
@@ -108,7 +142,11 @@ def test_gpt2_decode_on_gpu_with_kv_cache():
     pytest.importorskip("transformers")
     from aitune_ci.examples.llm import gpt2_decode_spec
 
-    result = tune(gpt2_decode_spec(backends=["eager", "inductor", "cudagraphs"], device="cuda"), measure_config=FAST, progress=None)
+    result = tune(
+        gpt2_decode_spec(backends=["eager", "inductor", "cudagraphs"], device="cuda"),
+        measure_config=FAST,
+        progress=None,
+    )
     for name in ("eager", "inductor"):
         row = result.backend(name)
         assert row.status == "ok", f"{name}: {row.error}"

@@ -142,7 +142,10 @@ class AituneProject:
         """Make the baseline of ``fixture[backend]`` ``factor`` times slower (< 1: faster).
 
         The fixture's committed artifact is removed too: with it, the plugin times the old artifact
-        against the new build (paired A/B) and would rightly see through an edited number.
+        against the new build (paired A/B) and would rightly see through an edited number. The
+        edited baseline stands for one that five nightly updates in separate processes measured at
+        that speed (``run_medians_ms``, five of them), so that the stored latency verdict is armed: running those
+        updates for real is tested once, in test_plugin_update.py.
         """
         for artifact in (self.path / ".aitune" / "artifacts").glob(f"*/{fixture}.ait"):
             artifact.unlink()
@@ -151,6 +154,7 @@ class AituneProject:
         for key in _LATENCY_FIELDS:
             latency[key] *= factor
         latency["round_medians_ms"] = [x * factor for x in latency["round_medians_ms"]]
+        data["backends"][backend]["run_medians_ms"] = [latency["median_ms"]] * 5
         self.save_baseline(fixture, data)
 
     def set_accuracy(self, fixture: str, backend: str, **fields: Any) -> None:

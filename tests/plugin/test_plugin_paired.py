@@ -29,16 +29,12 @@ def tune_net():
                         strategy="one-backend")
 """
 
-# The eager check has no compiled artifact to pair with, so it is judged on medians from two
-# runs; at the default 5% this machine's noise between runs (up to 2x) fails it now and then,
-# and it is not what these tests are about. The onnxruntime checks keep the default unless a test
-# says why not.
+# Every check keeps the default 5% threshold. The eager check has no compiled artifact to pair
+# with, and a baseline written by one update has not measured how far a run can sit off, so its
+# latency is reported "not judged" rather than compared (tests/test_verdict_between_runs.py).
 PYPROJECT = """
 [tool.pytest.ini_options]
 aitune_measure_seconds = "0.4"
-
-[tool.aitune.thresholds]
-"tune_net[eager]" = 3.0
 """
 
 
@@ -71,10 +67,8 @@ def test_update_commits_the_winner_as_an_artifact_pinned_in_the_baseline(repo):
 
 
 def test_unchanged_code_passes_on_the_paired_ratio(repo):
-    # Two identical ONNX sessions, timed in 5 interleaved rounds (0.4 s), have come out 0.900x
-    # [0.804, 0.983] on this 2-core machine, all five rounds on one side: IMPROVED at the default 5%.
-    # This test is about the paired path being taken and passing; the slowdown test below keeps 5%.
-    repo.makefile(".toml", pyproject=PYPROJECT + '"tune_net[onnxruntime]" = 0.5\n')
+    # Two identical ONNX sessions once came out 0.900x here (intra-op pools on both cores, a bias:
+    # reports/ort_aa_bias.md); on one thread each they are centred, so the default 5% holds.
     _run(repo, "--aitune-update")
     result = _run(repo)
     assert result.ret == 0, result.stdout.str()
@@ -103,9 +97,8 @@ def test_a_tampered_artifact_is_refused_and_the_medians_are_used(repo):
 
 
 def test_reuse_loads_the_committed_artifact_when_nothing_changed_and_rebuild_overrides_it(repo):
-    # The reused build *is* the baseline's artifact, so no A/B is timed and onnxruntime too is judged
-    # on two runs' medians, which this machine has put 64% apart; this test is about the reuse.
-    repo.makefile(".toml", pyproject=PYPROJECT + '"tune_net[onnxruntime]" = 3.0\n')
+    # The reused build *is* the baseline's artifact, so no A/B is timed: onnxruntime too falls back
+    # to the stored median, which one update has not armed; this test is about the reuse.
     _run(repo, "--aitune-update")
     result = _run(repo, "--aitune-reuse")
     assert result.ret == 0, result.stdout.str()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -65,6 +67,23 @@ def test_update_rewrites_an_existing_baseline_and_extends_its_noise_history(proj
 
     after = project.load_baseline("tune_lin")
     assert len(after["backends"]["eager"]["noise_history"]) == len(before["backends"]["eager"]["noise_history"]) + 1
+
+
+def test_five_updates_arm_the_stored_latency_verdict(project):
+    """One run cannot see its own speed offset: the stored median is judged once five runs measured it."""
+    project.add_fixture("tune_lin")
+    for updates in (1, 2, 3, 4, 5):
+        project.tune("--aitune-update")
+        assert len(project.load_baseline("tune_lin")["backends"]["eager"]["run_medians_ms"]) == updates
+        result = project.tune("--aitune-report", "run.json")
+        verdict = json.loads((project.path / "run.json").read_text())["verdicts"][0]
+        if updates < 5:
+            assert verdict["threshold"] is None and verdict["kind"] == "PASS"
+            assert f"it holds {updates} of the 5 runs in separate processes" in verdict["message"]
+        else:  # armed: judged, or (a µs-scale check whose three runs spread widely) the spread is named
+            assert "runs in separate processes" not in verdict["message"], verdict
+            assert verdict["threshold"] is not None or "between runs of unchanged code" in verdict["message"]
+        assert result.ret == pytest.ExitCode.OK
 
 
 def test_update_accepts_a_regression_and_the_next_run_passes(project):

@@ -46,8 +46,11 @@ def test_update_then_rerun_under_two_workers(two_fixtures):
     assert all(len(w) == 1 for w in workers.values()), f"a fixture's items were split over workers: {workers}"
     assert project.count_line(update) == "aitune: 4 new"  # each check once: no fixture tuned twice
     # progress from the workers reaches the terminal, naming the worker
-    tuned = {m.group(2): m.group(1) for line in update.errlines
-             if (m := re.match(r"^\[aitune (gw\d)\] (tune_\w+): tuned in [\d.]+ s", line))}
+    tuned = {
+        m.group(2): m.group(1)
+        for line in update.errlines
+        if (m := re.match(r"^\[aitune (gw\d)\] (tune_\w+): tuned in [\d.]+ s", line))
+    }
     assert tuned == {name: next(iter(w)) for name, w in workers.items()}, update.errlines[-20:]
     assert set(project.baselines()) == {"tune_a", "tune_b"}
     for name in ("tune_a", "tune_b"):
