@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aitune_ci.formatting import fmt_ms, fmt_pct
-from aitune_ci.report.view import BackendRow, RunView, judged_against
+from aitune_ci.report.view import BackendRow, RunView, judged_against, latency_not_judged
 from aitune_ci.status import NO_CHECKS, VerdictKind, VerdictMode, presentation
 from aitune_ci.store.baseline import update_command
 from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, Verdict, summary_counts
@@ -74,7 +74,9 @@ def _note(row: BackendRow) -> str:
     elif kind is VerdictKind.IMPROVED:
         parts.append(f"faster beyond threshold {fmt_pct(v.threshold)[1:]}")
     elif kind is VerdictKind.PASS:
-        if v.mde is not None:
+        if (why := latency_not_judged(v)) is not None:
+            parts.append(why)
+        elif v.mde is not None:
             parts.append(f"within noise; smallest detectable slowdown {fmt_pct(v.mde)[1:]}")
     else:  # FAILED, SKIPPED, NEW: the first note says why
         parts.extend(v.notes[:1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from aitune_ci.formatting import fmt_ms, fmt_pct
-from aitune_ci.report.view import judged_against
+from aitune_ci.report.view import judged_against, latency_not_judged
 from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.status import BackendStatus, presentation
 
@@ -70,14 +70,18 @@ def format_tune_table(result: TuneResult) -> str:
 def format_verdict_table(verdicts: Sequence[Any]) -> str:
     """The ``pytest --aitune`` summary: one row per check, regressions first."""
     rows = []
+    unjudged: dict[str, list[str]] = {}
     for v in sorted(verdicts, key=lambda v: (presentation(v.kind).severity, v.fixture, v.backend)):
+        why = latency_not_judged(v)
+        if why is not None:
+            unjudged.setdefault(why, []).append(v.check_id)
         ci = f"[{fmt_pct(v.delta_ci[0])}, {fmt_pct(v.delta_ci[1])}]" if v.delta_ci else "-"
         kind = f"{v.kind}" + (f" ({', '.join(v.reasons)})" if v.reasons else "")
         rows.append(
             [
                 f"{v.fixture}[{v.backend}]",
                 f"{fmt_ms(v.baseline_median_ms)} → {fmt_ms(v.current_median_ms)}",
-                fmt_pct(v.delta),
+                "not judged" if why is not None else fmt_pct(v.delta),
                 ci,
                 f"±{v.mde * 100:.1f}%" if v.mde is not None else "-",
                 judged_against(v),
@@ -85,4 +89,14 @@ def format_verdict_table(verdicts: Sequence[Any]) -> str:
             ]
         )
     headers = ["check", "median ms (before → now)", "Δ", "95% CI of Δ", "MDE", "against", "verdict"]
-    return format_table(headers, rows, right=(2,))
+    table = format_table(headers, rows, right=(2,))
+    for why, checks in list(unjudged.items())[:_WHY_LINES]:
+        shown = ", ".join(checks[:3]) + (f" and {len(checks) - 3} more" if len(checks) > 3 else "")
+        table += f"\n{shown}: {why[0].upper()}{why[1:]}."
+    if len(unjudged) > _WHY_LINES:
+        table += f"\n({len(unjudged) - _WHY_LINES} more reasons in the report)"
+    return table
+
+
+#: Distinct "not judged" reasons printed under the table; the reports carry them all.
+_WHY_LINES = 3

@@ -26,6 +26,7 @@ from aitune_ci.status import (
 from aitune_ci.verdict import Verdict, summary_counts
 
 __all__ = [
+    "latency_not_judged",
     "NO_VERDICT",
     "BackendRow",
     "FixtureView",
@@ -42,6 +43,11 @@ HARDWARE_FIELDS = (
     "hardware_key", "gpu", "gpu_memory_gb", "compute_capability", "cpu", "cpu_capability", "cpu_features", "cpu_count",
     "platform",
 )  # fmt: skip
+
+
+def latency_not_judged(v: Verdict) -> str | None:
+    """Why this check's latency was not compared with its stored baseline, or None when it was."""
+    return next((n for n in v.notes if n.startswith(("latency not judged", "latency not compared"))), None)
 
 
 def judged_against(v: Verdict) -> str:

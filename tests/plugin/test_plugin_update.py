@@ -80,6 +80,8 @@ def test_five_updates_arm_the_stored_latency_verdict(project):
         if updates < 5:
             assert verdict["threshold"] is None and verdict["kind"] == "PASS"
             assert f"it holds {updates} of the 5 runs in separate processes" in verdict["message"]
+            # the terminal says why too, under the table, instead of a bare "-"
+            assert "tune_lin[eager]: Latency not judged against the stored baseline yet" in result.stdout.str()
         else:  # armed: judged, or (a µs-scale check whose three runs spread widely) the spread is named
             assert "runs in separate processes" not in verdict["message"], verdict
             assert verdict["threshold"] is not None or "between runs of unchanged code" in verdict["message"]
