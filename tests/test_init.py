@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_workflows import _tool
 
 from aitune_ci.cli import main
 from aitune_ci.cli.init_command import DEFAULT_ACTION_REF, InitOptions, merge_lines, render_files
@@ -24,14 +25,6 @@ WORKFLOWS = (
     ".github/workflows/aitune-comment.yml",
     ".github/workflows/aitune-nightly.yml",
 )
-
-
-def _tool(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    found = str(path) if path.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is not installed; `make test` installs it through the [dev] extra")
-    return found
 
 
 @pytest.fixture

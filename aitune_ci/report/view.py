@@ -23,15 +23,15 @@ from aitune_ci.status import (
     VerdictMode,
     presentation,
 )
-from aitune_ci.verdict import Verdict, summary_counts
+from aitune_ci.verdict import NOT_COMPARED, NOT_JUDGED, Verdict, summary_counts
 
 __all__ = [
-    "latency_not_judged",
     "NO_VERDICT",
     "BackendRow",
     "FixtureView",
     "RunView",
     "judged_against",
+    "latency_not_judged",
     "overall_verdict",
 ]
 
@@ -47,7 +47,7 @@ HARDWARE_FIELDS = (
 
 def latency_not_judged(v: Verdict) -> str | None:
     """Why this check's latency was not compared with its stored baseline, or None when it was."""
-    return next((n for n in v.notes if n.startswith(("latency not judged", "latency not compared"))), None)
+    return next((n for n in v.notes if n.startswith((NOT_JUDGED, NOT_COMPARED))), None)
 
 
 def judged_against(v: Verdict) -> str:

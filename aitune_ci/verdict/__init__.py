@@ -11,11 +11,22 @@ from aitune_ci.status import VerdictKind
 from aitune_ci.verdict.counts import STRICT_NO_BASELINE, apply_run_correction, count_line, summary_counts
 from aitune_ci.verdict.judge import compare_backend, judge_with_confirmations, require_baseline, winner_change
 from aitune_ci.verdict.latency import pool_latency, pool_paired
-from aitune_ci.verdict.model import ACCURACY, LATENCY, NOW_FAILING, PairedRatio, RatioLike, Verdict
+from aitune_ci.verdict.model import (
+    ACCURACY,
+    LATENCY,
+    NOT_COMPARED,
+    NOT_JUDGED,
+    NOW_FAILING,
+    PairedRatio,
+    RatioLike,
+    Verdict,
+)
 
 __all__ = [
     "ACCURACY",
     "LATENCY",
+    "NOT_COMPARED",
+    "NOT_JUDGED",
     "NOW_FAILING",
     "PairedRatio",
     "RatioLike",

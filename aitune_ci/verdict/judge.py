@@ -22,7 +22,16 @@ from aitune_ci.verdict.latency import (
     pool_paired,
     unpaired_test,
 )
-from aitune_ci.verdict.model import ACCURACY, LATENCY, NOW_FAILING, REASON_ORDER, RatioLike, Verdict
+from aitune_ci.verdict.model import (
+    ACCURACY,
+    LATENCY,
+    NOT_COMPARED,
+    NOT_JUDGED,
+    NOW_FAILING,
+    REASON_ORDER,
+    RatioLike,
+    Verdict,
+)
 from aitune_ci.verdict.text import with_message
 
 __all__ = ["compare_backend", "judge_with_confirmations", "require_baseline", "winner_change"]
@@ -172,16 +181,16 @@ def _latency_test(
 ) -> tuple[LatencyTest | None, str | None]:
     """The latency test (paired when an A/B ratio is given), or None and why latency was not compared."""
     if baseline.latency is None or current.latency is None:
-        return None, "latency not compared: " + ("no baseline latency" if baseline.latency is None else "not measured")
+        return None, f"{NOT_COMPARED}: " + ("no baseline latency" if baseline.latency is None else "not measured")
     old, new = baseline.latency.batch_size, current.latency.batch_size
     if old is not None and new is not None and old != new:
-        return None, f"latency not compared: batch size changed {old} -> {new}; update the baseline"
+        return None, f"{NOT_COMPARED}: batch size changed {old} -> {new}; update the baseline"
     if paired is not None:
         return paired_test(paired, policy), None
     speed = {k: v for k, v in env_diff.items() if k in CPU_SPEED_FIELDS}
     if speed:
         return None, (
-            "latency not compared: this run may use "
+            f"{NOT_COMPARED}: this run may use "
             + ", ".join(f"{new} {_SPEED_WORDS[k]} (the baseline {old})" for k, (old, new) in sorted(speed.items()))
             + "; pytest -n splits the cores and OMP_NUM_THREADS/torch.set_num_threads set the threads, so judge it "
             "set up as the baseline was, or in relative mode (--aitune-against)"
@@ -195,12 +204,15 @@ def _latency_test(
 
 def _contention(baseline: float | None, current: float | None) -> str | None:
     """Why a run measured while other processes took the CPU cannot be compared with a stored one."""
-    sides = [(what, cores) for what, cores in (("this run", current), ("the baseline", baseline)) if cores]
-    sides = [(what, cores) for what, cores in sides if cores > CONTENDED_CORES]
+    sides = [
+        (what, cores)
+        for what, cores in (("this run", current), ("the baseline", baseline))
+        if cores is not None and cores > CONTENDED_CORES
+    ]
     if not sides:
         return None
     return (
-        "latency not judged against the stored baseline: other processes took "
+        f"{NOT_JUDGED} against the stored baseline: other processes took "
         + " and ".join(f"{cores:.2f} CPU cores while {what} was measured" for what, cores in sides)
         + ", with no core idle; run it on a quiet machine, or in relative mode (--aitune-against), "
         "which times both sides in the same windows"
@@ -223,13 +235,13 @@ def _judgeable(test: LatencyTest, policy: Policy) -> tuple[LatencyTest | None, s
     """
     if test.between_runs < MEASURED_RUNS:
         return None, (
-            f"latency not judged against the stored baseline yet: it holds {test.between_runs} of the "
+            f"{NOT_JUDGED} against the stored baseline yet: it holds {test.between_runs} of the "
             f"{MEASURED_RUNS} runs in separate processes that measure how far one run's speed can sit off "
             "(each --aitune-update adds one); relative mode (--aitune-against) judges it now"
         )
     if test.threshold > MAX_THRESHOLD_FACTOR * policy.threshold:
         return None, (
-            f"latency not judged against the stored baseline: its timings spread {fmt_pct(test.noise)[1:]} (between "
+            f"{NOT_JUDGED} against the stored baseline: its timings spread {fmt_pct(test.noise)[1:]} (between "
             f"rounds or between runs of unchanged code), so only a change beyond {fmt_pct(test.threshold)[1:]} would "
             "show; relative mode (--aitune-against) judges it"
         )

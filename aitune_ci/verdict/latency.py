@@ -80,9 +80,9 @@ MEASURED_RUNS = 5
 #: The most recent run medians read: a real speed change in the code ages out of it within a week
 #: of nightlies instead of posing as noise for twenty.
 MEASURED_WINDOW = 7
-#: Student's t at 99.5% by degrees of freedom (n - 1 runs), for ``_few_runs_factor``.
-_T995 = {2: 9.925, 3: 5.841, 4: 4.604, 5: 4.032, 6: 3.707, 7: 3.499, 8: 3.355, 9: 3.250, 10: 3.169,
-         12: 3.055, 15: 2.947, 19: 2.861}  # fmt: skip
+#: Student's t at 99.5% by degrees of freedom (n - 1 runs) for ``_few_runs_factor``, up to the
+#: window's ``MEASURED_WINDOW - 1``.
+_T995 = {2: 9.925, 3: 5.841, 4: 4.604, 5: 4.032, 6: 3.707}
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,12 @@ def _median_se(round_medians: Sequence[float], cv: float, iterations: int) -> fl
 
 def _few_runs_factor(runs: int) -> float:
     """How much wider a spread measured from ``runs`` values must be read (``t_{runs-1} / z`` at 99.5%)."""
-    dof = max((d for d in _T995 if d <= runs - 1), default=min(_T995))
-    return _T995[dof] / _NORMAL.inv_cdf(0.995)
+    return _T995[min(max(runs - 1, min(_T995)), max(_T995))] / _NORMAL.inv_cdf(0.995)
+
+
+def _run_medians(baseline: BackendBaseline) -> list[float]:
+    """The baseline's usable separate-process medians (``MEASURED_WINDOW`` most recent)."""
+    return [m for m in baseline.run_medians_ms if m > 0 and math.isfinite(m)][-MEASURED_WINDOW:]
 
 
 def _between_run_noise(baseline: BackendBaseline, current: LatencyStats, policy: Policy) -> float:
@@ -128,7 +132,7 @@ def _between_run_noise(baseline: BackendBaseline, current: LatencyStats, policy:
     for spread in (baseline.latency.spread, log_spread(current.round_medians_ms)):
         if spread is not None:
             candidates.append(spread)
-    medians = [m for m in baseline.run_medians_ms if m > 0 and math.isfinite(m)][-MEASURED_WINDOW:]
+    medians = _run_medians(baseline)
     if len(medians) >= MEASURED_RUNS:
         # The plain SD, not log_spread's MAD-capped one: a minority of slow processes is the very
         # noise to see here, not an outlier to discount.
@@ -183,7 +187,7 @@ def unpaired_test(baseline: BackendBaseline, current: LatencyStats, policy: Poli
         noise=sigma_run,
         regressed=d > log_thr and p_slower < policy.alpha,
         improved=d < -log_thr and p_faster < policy.alpha,
-        between_runs=sum(1 for m in baseline.run_medians_ms if m > 0 and math.isfinite(m)),
+        between_runs=len(_run_medians(baseline)),
     )
 
 

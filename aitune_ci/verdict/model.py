@@ -12,13 +12,28 @@ from aitune_ci.formatting import round_sig
 from aitune_ci.stats import RatioEstimate
 from aitune_ci.status import VerdictKind, VerdictMode
 
-__all__ = ["ACCURACY", "LATENCY", "NOW_FAILING", "REASON_ORDER", "PairedRatio", "RatioLike", "Verdict"]
+__all__ = [
+    "ACCURACY",
+    "LATENCY",
+    "NOT_COMPARED",
+    "NOT_JUDGED",
+    "NOW_FAILING",
+    "REASON_ORDER",
+    "PairedRatio",
+    "RatioLike",
+    "Verdict",
+]
 
 #: Why a check regressed (the order in which ``Verdict.reasons`` lists them).
 LATENCY = "latency"
 ACCURACY = "accuracy"
 NOW_FAILING = "now-failing"
 REASON_ORDER = (LATENCY, ACCURACY, NOW_FAILING)
+
+#: How a note starts when the latency was not compared at all (no data, or another batch size or
+#: CPU share) or not judged (a stored comparison too noisy or unarmed): the reports look for them.
+NOT_COMPARED = "latency not compared"
+NOT_JUDGED = "latency not judged"
 
 #: A paired A/B estimate with its numbers given directly (for callers and tests that have them).
 PairedRatio = RatioEstimate

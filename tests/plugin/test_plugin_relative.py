@@ -98,8 +98,12 @@ def test_unchanged_code_passes_on_the_paired_ratio_of_base_and_head(repo: pytest
     assert verdict["kind"] == "PASS"
     assert verdict["mode"] == "relative" and verdict["paired"]
     assert verdict["base_ref"].startswith("HEAD~1 (")
+    # Centred to within the design's paired A/A bound (±0.1%), not "CI contains 0": two separately
+    # built copies of one model differ by a fixed ~0.01% (their tensors sit at other addresses), and
+    # a busy-wait model has so little noise that 5 rounds resolve that (measured: 0.99987x
+    # [0.99981, 0.99994] for two Spin() instances in one process).
     low, high = verdict["delta_ci"]
-    assert low <= 0.0 <= high  # an A/A comparison is centred
+    assert abs(verdict["delta"]) < 0.001 and low < 0.001 and high > -0.001
 
 
 def test_a_slower_head_regresses_against_its_base(repo: pytest.Pytester) -> None:
