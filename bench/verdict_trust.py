@@ -363,6 +363,8 @@ def main() -> None:
                             "kind": v["kind"], "delta": v.get("delta"), "mde": v.get("mde"),
                             "threshold": v.get("threshold"), "noise": v.get("noise"),
                             "paired": bool(v.get("paired")), "verdict_mode": v.get("mode", "stored"),
+                            # why a check has no latency delta ("latency not judged: ...", "... not compared: ...")
+                            "latency_note": next((n for n in v.get("notes", ()) if n.startswith("latency not")), None),
                         })  # fmt: skip
                     kinds = ", ".join(f"{v['fixture']}[{v['backend']}] {v['kind']} {(v.get('delta') or 0) * 100:+.1f}%"
                                       for v in verdicts)  # fmt: skip
