@@ -27,6 +27,10 @@ _EXPORTS = {
     "BackendUnavailable": "aitune_ci.errors",
     "DataFileError": "aitune_ci.errors",
     "SpecError": "aitune_ci.errors",
+    "TaskMetric": "aitune_ci.task_metrics",
+    "kl_divergence": "aitune_ci.task_metrics",
+    "psnr": "aitune_ci.task_metrics",
+    "top1_agreement": "aitune_ci.task_metrics",
 }
 
 __all__ = sorted([*_EXPORTS, "backends"]) + ["__version__"]
@@ -47,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aitune_ci.result import BackendResult, TuneResult
     from aitune_ci.spec import TuneSpec
     from aitune_ci.store.artifact import load, save
+    from aitune_ci.task_metrics import TaskMetric, kl_divergence, psnr, top1_agreement
     from aitune_ci.tolerance import Tolerance
 
 

@@ -9,6 +9,7 @@ re-measured, and when baselines and artifacts are written. ``plugin.session`` ke
 from __future__ import annotations
 
 import copy
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -22,10 +23,14 @@ from aitune_ci.environment import environment_differences, hardware_key
 from aitune_ci.errors import AituneCIError, DataFileError
 from aitune_ci.measure import MeasureConfig, measure_paired
 from aitune_ci.result import BackendResult, TuneResult
+from aitune_ci.sanity import SanityConfig
 from aitune_ci.spec import TuneSpec
 from aitune_ci.status import VerdictKind, VerdictMode
 from aitune_ci.store.artifact import inspect_artifact, load, save, spec_hash
+from aitune_ci.store.artifact.hashing import BuildKeys
 from aitune_ci.store.baseline import Baseline, BaselineStore, update_command
+from aitune_ci.store.build_cache import BuildCache, FixtureBuilds, resolve_cache_dir
+from aitune_ci.task_metric_gates import gate_resolver
 from aitune_ci.verdict import (
     Verdict,
     apply_run_correction,
@@ -60,6 +65,8 @@ class CheckOptions:
     rebuild: bool = False
     reuse: bool = False
     measure_seconds: float | None = None
+    #: the runner's build cache (``store.build_cache``): None for the default location, ``off`` for none
+    cache_dir: Path | str | None = None
 
     @property
     def writes_baselines(self) -> bool:
@@ -73,10 +80,14 @@ class BaseSide:
     Attributes:
         spec: what the base's fixture returned, its model built from the base's code.
         ref: how verdicts name the base, e.g. ``origin/main (1a2b3c4d5e6f)``.
+        directory: the base checkout's ``.aitune`` folder: its committed artifact (the nightly's,
+            pinned by the base's baseline) is loaded instead of building its winner where the spec
+            hash matches. None: the base builds (or loads from the build cache) every backend.
     """
 
     spec: TuneSpec
     ref: str
+    directory: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,16 @@ class CheckOutcome:
     verdict: Verdict | None = None
 
 
+def _reuse_text(result: TuneResult) -> str:
+    """``; aoti, onnxruntime loaded from the build cache`` for the tuned-in line (empty when nothing was)."""
+    parts = []
+    for source, text in (("cache", "the build cache"), ("artifact", "the committed artifact")):
+        names = [f"{r.module}/{r.backend}" if r.module else r.backend for r in result.backends if r.reused == source]
+        if names:
+            parts.append(f"{', '.join(names)} loaded from {text}")
+    return f"; {'; '.join(parts)}" if parts else ""
+
+
 def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool:
     """Whether an artifact of ``backend`` holds the compiled computation itself (AOTI, ONNX, TensorRT)."""
     names = list(module_choice.values()) if backend == MIXED else [backend]
@@ -95,6 +116,24 @@ def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool
         return bool(names) and all(get_backend(n).ahead_of_time for n in names)
     except AituneCIError:
         return False
+
+
+def _time_load(path: Path, spec: TuneSpec, result: TuneResult) -> tuple[float, float]:
+    """Seconds to ``load`` the artifact at ``path`` and milliseconds of its first call on the first sample."""
+    import torch
+
+    model = copy.deepcopy(spec.model)
+    t0 = time.perf_counter()
+    runner = load(path, model).runner
+    load_s = time.perf_counter() - t0
+    args, kwargs = result.runtime.samples[0]
+    device = torch.device(result.device)
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        runner(*args, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return load_s, (time.perf_counter() - t1) * 1e3
 
 
 class FixtureCheck:
@@ -145,10 +184,17 @@ class FixtureCheck:
         seconds = self.options.measure_seconds
         config = MeasureConfig(max_total_s=seconds) if seconds else None
         prebuilt = self._reusable_artifact(backends)
+        builds = self._build_cache(self.spec, self.name)
         t0 = time.perf_counter()
         try:
             result = tune(
-                self.spec, backends=backends, measure_config=config, progress=self.progress, prebuilt=prebuilt
+                self.spec,
+                backends=backends,
+                measure_config=config,
+                progress=self.progress,
+                prebuilt=prebuilt,
+                cached=builds,
+                **self._tune_checks(backends),
             )
         except AituneCIError as exc:
             self.error = f"{self.name}: {exc}"
@@ -158,7 +204,11 @@ class FixtureCheck:
             return
         # Baselines, verdicts and reports are keyed by the fixture, whatever the spec's display name.
         self.result = replace(result, name=self.name)
-        self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s")
+        self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(result)}")
+        if builds is not None:
+            builds.store_new(result.runtime)
+        if not self.options.writes_baselines:  # an update times the artifact it writes instead
+            self.result = self._with_load_timing(self.result, self.spec)
         if self.base is not None and not self.options.writes_baselines and self._judge_against_base(self.base):
             pass
         elif self.baseline_error is None or self.options.update:
@@ -167,6 +217,16 @@ class FixtureCheck:
         self._maybe_update()
         if self.options.strict and self.baseline is None and not self.updated:
             self.verdicts = {backend: require_baseline(v) for backend, v in self.verdicts.items()}
+
+    def _tune_checks(self, backends: list[str]) -> dict[str, Any]:
+        """The engine's task-metric gates and speed-up sanity check, from ``[tool.aitune]``."""
+        config, name = self.repo_config, self.name
+        policy = config.policy_for(name)
+        accepted = frozenset(b for b in backends if config.policy_for(name, b).acknowledged is not None)
+        return {
+            "metric_gate": gate_resolver(config.task_metrics, name),
+            "sanity": SanityConfig(policy.max_plausible_speedup, accepted, policy.sqnr_ceiling_db),
+        }
 
     def release(self) -> None:
         """Drop compiled modules once every check is answered; keep the plain result data."""
@@ -244,16 +304,30 @@ class FixtureCheck:
         result = self.result
         assert result is not None and result.runtime is not None
         names = [row.backend for row in result.backends if not row.module]
+        # Like with like: the base loads a build (cache or artifact) only where the head loaded one,
+        # and builds where the head built. On the H200 a BERT encoder's inductor build loaded from
+        # the cache timed ~7% slower than a fresh build in the same process, which hid a +7.5%
+        # slowdown of the head (reports/h200/pr_check/README.md); the cause is not known yet.
+        head_loaded = frozenset((row.module, row.backend) for row in result.backends if row.reused)
+        builds = self._build_cache(base.spec, f"base · {self.name}", allowed=head_loaded)
+        t0 = time.perf_counter()
         try:
             base_result = tune(
                 base.spec,
                 backends=names,
                 measure_config=result.runtime.measure_config,
                 progress=lambda message: self.progress(f"base · {message}"),
+                prebuilt=self._base_artifact(base, names, head_loaded),
+                cached=builds,
+                **self._tune_checks(names),
             )
         except Exception as exc:  # a base that cannot even be tuned leaves the stored baseline to judge
             self.progress(f"{self.name}: the base {base.ref} could not be tuned ({type(exc).__name__}: {exc})")
             return False
+        self.progress(f"base · {self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(base_result)}")
+        if builds is not None:
+            builds.store_new(base_result.runtime)
+        base_result = self._with_load_timing(base_result, base.spec)
         reference = Baseline.from_result(replace(base_result, name=self.name))
         verdicts = []
         for row in result.backends:
@@ -289,6 +363,22 @@ class FixtureCheck:
 
         return pair
 
+    # -- reuse ----------------------------------------------------------------------------------
+    def _build_cache(
+        self, spec: TuneSpec, label: str, allowed: frozenset[tuple[str, str]] | None = None
+    ) -> FixtureBuilds | None:
+        """The runner's build cache for one tune (``store.build_cache``); None when it is off.
+
+        Read unless ``--aitune-rebuild`` or an update asks for fresh builds; written always, so a
+        nightly's fresh builds are what the next PR check loads (a fresh build replaces an entry).
+        """
+        root = resolve_cache_dir(self.options.cache_dir)
+        if root is None:
+            return None
+        keys = BuildKeys(spec.model, spec.dtype, spec.normalized_samples, spec.resolved_device)
+        read = not (self.options.rebuild or self.options.writes_baselines)
+        return FixtureBuilds(BuildCache(root), keys, read=read, progress=self.progress, label=label, allowed=allowed)
+
     # -- artifacts ------------------------------------------------------------------------------
     def artifact_path(self) -> Path:
         return self.options.directory / "artifacts" / self.hardware / f"{self.name}.ait"
@@ -296,10 +386,10 @@ class FixtureCheck:
     def _reusable_artifact(self, backends: list[str]) -> dict[str, Any]:
         """The committed artifact's winner, loaded instead of rebuilt when nothing it depends on changed.
 
-        "Nothing changed" is the spec hash: model classes' code, structure and weights, samples,
-        backend options, hardware and library versions. Opt-in (``--aitune-reuse``), because a
-        slowdown caused by something outside those inputs (a runtime flag, a config value read in
-        forward) would be measured on yesterday's build. ``--aitune-rebuild`` and updates build.
+        "Nothing changed" is the spec hash, which covers what a build key covers
+        (:mod:`aitune_ci.store.build_inputs`). Opt-in (``--aitune-reuse``): the runner's build
+        cache is the default reuse, and a winner loaded from the artifact loses its paired A/B
+        against that same artifact. ``--aitune-rebuild`` and updates build.
         """
         baseline, options = self.baseline, self.options
         if not options.reuse or options.rebuild or options.writes_baselines:
@@ -320,6 +410,42 @@ class FixtureCheck:
             return {}
         self.reused = baseline.winner
         self.progress(f"{self.name} · {baseline.winner}: nothing changed since the baseline; reusing its artifact")
+        return {baseline.winner: loaded}
+
+    def _base_artifact(
+        self, base: BaseSide, backends: list[str], head_loaded: frozenset[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """Relative mode: the base checkout's committed artifact (the nightly's build of the base's
+        winner), pinned by the base's baseline, loaded when its spec hash matches the base's spec
+        and the head loaded its own build of that backend too (a pair never mixes routes).
+
+        Sound by the same rule as the build cache; there is no paired A/B against the baseline's
+        artifact to lose (relative mode pairs base and head). ``--aitune-rebuild`` builds.
+        """
+        if base.directory is None or self.options.rebuild or not head_loaded:
+            return {}
+        try:
+            baseline = BaselineStore(base.directory / "baselines").read(self.hardware, self.name)
+        except DataFileError as exc:
+            self.progress(f"base · {self.name}: the base's baseline cannot be read ({exc}); building")
+            return {}
+        if baseline is None or not baseline.artifact_sha256 or baseline.winner not in backends:
+            return {}
+        if ("", baseline.winner) not in head_loaded:
+            return {}
+        path = base.directory / "artifacts" / self.hardware / f"{self.name}.ait"
+        if not path.is_file():
+            return {}
+        try:
+            if inspect_artifact(path, verify=False).get("spec_hash") != spec_hash(
+                base.spec, self.backends, fingerprint(base.spec.resolved_device)
+            ):
+                return {}
+            loaded = load(path, copy.deepcopy(base.spec.model), expected_sha256=baseline.artifact_sha256).runner
+        except AituneCIError as exc:
+            self.progress(f"base · {self.name}: the base's committed artifact not used ({exc})")
+            return {}
+        self.progress(f"base · {self.name} · {baseline.winner}: loading the nightly's committed artifact of the base")
         return {baseline.winner: loaded}
 
     def _paired_with_baseline_artifact(self) -> dict[str, Any]:
@@ -366,6 +492,32 @@ class FixtureCheck:
         )
         return {backend: (estimate, pair)}
 
+    def _with_load_timing(self, result: TuneResult, spec: TuneSpec, path: Path | None = None) -> TuneResult:
+        """``result`` with its winner's ``load_s`` and ``first_call_ms``: ``ait.load`` of its artifact, then one call.
+
+        ``path`` is the artifact an update just wrote; otherwise the winner is saved to a temporary
+        file first. Timed in this process, after the build: compile caches are warm, so it is what
+        a serving process with a warm cache pays, not a cold start. Failing to save or load is
+        reported and leaves the row unmeasured (the artifact tests and ``--aitune-update`` judge that).
+        """
+        winner = result.winner
+        row = result.backend(winner) if winner is not None else None
+        if row is None or result.runtime is None:
+            return result
+        try:
+            with tempfile.TemporaryDirectory(prefix="aitune-load-") as tmp:
+                target = path
+                if target is None:
+                    target = Path(tmp) / f"{self.name}.ait"
+                    save(result, target, spec_hash=spec_hash(spec, self.backends, result.environment))
+                load_s, first_call_ms = _time_load(target, spec, result)
+        except Exception as exc:  # timing must not turn a working tune into an error
+            self.progress(f"{self.name} · {winner}: artifact load not timed ({type(exc).__name__}: {exc})")
+            return result
+        self.progress(f"{self.name} · {winner}: artifact loads in {load_s:.2f} s, first call {first_call_ms:.1f} ms")
+        timed = replace(row, load_s=load_s, first_call_ms=first_call_ms)
+        return replace(result, backends=tuple(timed if b is row else b for b in result.backends))
+
     # -- baselines ------------------------------------------------------------------------------
     def _maybe_update(self) -> None:
         options = self.options
@@ -375,7 +527,13 @@ class FixtureCheck:
         assert self.result is not None
         previous = self.baseline if self.baseline_error is None else None
         sha = self._save_artifact()
-        path = self.store.write(Baseline.from_result(self.result, previous, artifact_sha256=sha))
+        if sha is not None:
+            self.result = self._with_load_timing(self.result, self.spec, self.artifact_path())
+        # Entries of backends the spec no longer lists go (their items would be planned and skipped for
+        # ever); self.backends is not used for that, as --aitune-backends may have filtered it.
+        declared = list(self.spec.backends) if self.spec.backends is not None else None
+        baseline = Baseline.from_result(self.result, previous, artifact_sha256=sha, declared=declared)
+        path = self.store.write(baseline)
         self.updated = True
         self.progress(f"{self.name}: baseline written to {path}")
 

@@ -9,6 +9,8 @@ Policy lives in ``pyproject.toml`` (reviewed in PRs, next to the baselines) and 
     max_confirmations = 2        # re-measurements of a suspected latency regression before it fails
     noise_k = 3.0                # effective threshold >= noise_k x measured between-run noise
     quarantine = ["tune_x[tensorrt]"]          # reported, never fails
+    warn_only = ["tune_new_model"]             # regressions reported, never fail (or `true`: every check)
+    max_plausible_speedup = 3.0  # faster than the best other backend by more, and less accurate: review
 
     [tool.aitune.thresholds]
     tune_resnet = 0.08                         # every backend of one fixture
@@ -18,8 +20,21 @@ Policy lives in ``pyproject.toml`` (reviewed in PRs, next to the baselines) and 
     "tune_resnet[aoti]" = { reason = "expected 8% slower: fused attention off (#123)", max_slowdown = 0.10 }
     "tune_bert[torchao-int8wo]" = "new torchao quantizer, SQNR 2 dB lower"
 
+    [tool.aitune.metrics.build_time]           # one table per metric beyond latency (``METRICS``)
+    threshold = 1.0                            # this repo's default: a build may take twice as long
+    floor = 10                                 # and any change under 10 s passes (unit: ``METRICS``)
+    tune_resnet = 2.0                          # a number: that check's threshold
+    "tune_resnet[aoti]" = { threshold = 0.5, floor = 30 }
+    "tune_bert[onnxruntime]" = false           # off for one check (`enabled = false` for all)
+
+    [tool.aitune.task_metrics]                 # gates of TuneSpec(metric=...) (aitune_ci.task_metric_gates)
+    top1_agreement = { min = 0.99, max_drop = 0.005 }
+    "tune_resnet[torchao-int8wo]:top1_agreement" = { min = 0.97 }
+
 Threshold precedence for one check: ``thresholds["fixture[backend]"]`` > ``thresholds["fixture"]``
 > the run's ``--aitune-threshold`` (``RepoConfig.with_default_threshold``) > ``threshold`` > 0.05.
+A metric gate takes each field from the most specific place that sets it: the check's key, the
+fixture's key, the metric table's own ``threshold``/``floor``/``enabled``, then ``METRICS``.
 """
 
 from __future__ import annotations
@@ -33,8 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from aitune_ci.errors import AituneCIError
+from aitune_ci.task_metric_gates import parse_task_metric_gates
 
-__all__ = ["Acknowledgement", "ConfigError", "Policy", "RepoConfig", "check_id"]
+__all__ = ["METRICS", "Acknowledgement", "ConfigError", "MetricGate", "MetricInfo", "Policy", "RepoConfig", "check_id"]
 
 _CHECK_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\[\]\s]+\])?$")
 
@@ -70,6 +86,46 @@ class Acknowledgement:
 
 
 @dataclass(frozen=True)
+class MetricGate:
+    """How one metric beyond latency is gated: it regresses only past *both* limits.
+
+    Attributes:
+        threshold: relative worsening tolerated (0.5 = 50% worse still passes); None means "the
+            check's latency threshold" (throughput mirrors latency).
+        floor: absolute worsening, in the metric's unit (``MetricInfo.unit``), that always passes:
+            a 40 ms build that takes 80 ms is +100% and means nothing.
+        enabled: False turns the gate off (the metric is still recorded and shown).
+    """
+
+    threshold: float | None = None
+    floor: float = 0.0
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What one gated metric is: its unit, which direction is worse, and its default gate."""
+
+    unit: str
+    higher_is_better: bool
+    default: MetricGate
+    #: one line for the README and ``--help``-style listings
+    meaning: str
+
+
+#: Every metric gated beside latency and accuracy, with defaults suited to its noise.
+METRICS: dict[str, MetricInfo] = {
+    "build_time": MetricInfo(
+        "s", False, MetricGate(0.5, 5.0), "build (compile) time; only compared when both builds were cold or both warm"
+    ),
+    "load_time": MetricInfo("s", False, MetricGate(0.5, 1.0), "time to load the winner's .ait artifact"),
+    "first_call": MetricInfo("ms", False, MetricGate(0.5, 250.0), "first call after loading the artifact"),
+    "peak_memory": MetricInfo("MiB", False, MetricGate(0.10, 8.0), "peak memory one call allocates"),
+    "throughput": MetricInfo("items/s", True, MetricGate(None, 0.0), "items per second at the tuned batch size"),
+}
+
+
+@dataclass(frozen=True)
 class Policy:
     """How one (fixture, backend) check is judged.
 
@@ -86,6 +142,12 @@ class Policy:
         sqnr_ceiling_db: SQNR above this is float rounding; drops above it are not regressions.
         acknowledged: an accepted change for this check, or None.
         quarantined: report this check but never fail it.
+        metrics: the gate of every metric in ``METRICS`` for this check; read it through ``gate``,
+            which resolves a threshold of None (throughput's default) to ``threshold``.
+        warn_only: a regression is reported (and says it would fail) but does not fail; a backend
+            that fails to build, run or stay accurate still fails.
+        max_plausible_speedup: a backend more than this many times faster than the best other one
+            and less accurate is flagged for review (``aitune_ci.sanity``); ``inf`` turns it off.
     """
 
     threshold: float = 0.05
@@ -97,6 +159,14 @@ class Policy:
     sqnr_ceiling_db: float = 80.0
     acknowledged: Acknowledgement | None = None
     quarantined: bool = False
+    metrics: Mapping[str, MetricGate] = field(default_factory=lambda: {k: m.default for k, m in METRICS.items()})
+    warn_only: bool = False
+    max_plausible_speedup: float = 3.0
+
+    def gate(self, metric: str) -> MetricGate:
+        """The gate of ``metric``, its threshold resolved (None: this check's latency threshold)."""
+        gate = self.metrics.get(metric, METRICS[metric].default)
+        return gate if gate.threshold is not None else replace(gate, threshold=self.threshold)
 
     def __post_init__(self) -> None:
         for name in ("threshold", "sqnr_drop_db", "noise_k", "noise_floor", "sqnr_ceiling_db"):
@@ -109,6 +179,8 @@ class Policy:
             raise ValueError(f"Policy.max_confirmations must be an integer, got {self.max_confirmations!r}")
         if self.max_confirmations < 0:
             raise ValueError(f"Policy.max_confirmations must be >= 0, got {self.max_confirmations!r}")
+        if not _is_number(self.max_plausible_speedup) or not self.max_plausible_speedup > 1:
+            raise ValueError(f"Policy.max_plausible_speedup must be a number > 1, got {self.max_plausible_speedup!r}")
 
 
 def _is_number(value: Any) -> bool:
@@ -124,8 +196,9 @@ _SCALARS: dict[str, str] = {
     "noise_k": "a number >= 0, e.g. 3.0",
     "noise_floor": "a number >= 0, e.g. 0.005",
     "sqnr_ceiling_db": "a number of dB >= 0, e.g. 80",
+    "max_plausible_speedup": "a number > 1, e.g. 3.0 (inf turns the check off)",
 }
-_TABLES = ("thresholds", "acknowledged", "quarantine")
+_TABLES = ("thresholds", "acknowledged", "quarantine", "metrics", "warn_only", "task_metrics")
 
 
 @dataclass(frozen=True)
@@ -136,6 +209,13 @@ class RepoConfig:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     acknowledged: Mapping[str, Acknowledgement] = field(default_factory=dict)
     quarantine: frozenset[str] = frozenset()
+    #: metric -> check key (fixture or ``fixture[backend]``; ``""`` for the metric's own default) -> gate fields set
+    metric_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    #: checks (or fixtures) whose regressions do not fail; ``warn_only_all``: every check
+    warn_only: frozenset[str] = frozenset()
+    warn_only_all: bool = False
+    #: ``[tool.aitune.task_metrics]``: "metric", "fixture:metric" or "fixture[backend]:metric" -> TaskMetricGate
+    task_metrics: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
 
     @classmethod
@@ -174,17 +254,42 @@ class RepoConfig:
             except ValueError:
                 raise ConfigError(source, key, f"expected {_SCALARS[key]}, found {value!r}") from None
         defaults = Policy(**kwargs)
+        warn_all, warn_checks = _parse_warn_only(table.get("warn_only", False), source)
         return cls(
             defaults=defaults,
             thresholds=_parse_thresholds(table.get("thresholds", {}), source),
             acknowledged=_parse_acknowledged(table.get("acknowledged", {}), source),
             quarantine=_parse_quarantine(table.get("quarantine", []), source),
+            metric_overrides=_parse_metrics(table.get("metrics", {}), source),
+            task_metrics=_parse_task_metrics(table.get("task_metrics", {}), source),
+            warn_only=warn_checks,
+            warn_only_all=warn_all,
             source=str(source),
         )
 
     def with_default_threshold(self, threshold: float) -> RepoConfig:
         """This config with the run's default threshold (``--aitune-threshold``); per-key ones still win."""
         return replace(self, defaults=replace(self.defaults, threshold=threshold))
+
+    def with_warn_only(self) -> RepoConfig:
+        """This config with every check warn-only (``--aitune-warn-only``)."""
+        return replace(self, warn_only_all=True)
+
+    def is_warn_only(self, fixture: str, backend: str | None = None) -> bool:
+        """Whether regressions of ``fixture[backend]`` are reported without failing."""
+        return (
+            self.warn_only_all
+            or fixture in self.warn_only
+            or (backend is not None and check_id(fixture, backend) in self.warn_only)
+        )
+
+    def metric_gate(self, metric: str, fixture: str, backend: str | None = None) -> MetricGate:
+        """The gate of ``metric`` for one check: each field from the most specific key that sets it."""
+        fields_set: dict[str, Any] = {}
+        overrides = self.metric_overrides.get(metric, {})
+        for key in ("", fixture, *([check_id(fixture, backend)] if backend is not None else [])):
+            fields_set.update(overrides.get(key, {}))
+        return replace(METRICS[metric].default, **fields_set)
 
     def is_quarantined(self, fixture: str, backend: str | None = None) -> bool:
         """Whether ``fixture[backend]`` (or the whole fixture) is quarantined."""
@@ -200,6 +305,8 @@ class RepoConfig:
             threshold=threshold,
             acknowledged=ack if ack is not None else self.acknowledged.get(fixture),
             quarantined=self.is_quarantined(fixture, backend),
+            metrics={metric: self.metric_gate(metric, fixture, backend) for metric in METRICS},
+            warn_only=self.is_warn_only(fixture, backend),
         )
 
 
@@ -279,3 +386,78 @@ def _parse_quarantine(value: Any, source: object) -> frozenset[str]:
     for item in value:
         _check_key(item, source, "quarantine")
     return frozenset(value)
+
+
+def _parse_task_metrics(value: Any, source: object) -> dict[str, Any]:
+    """``[tool.aitune.task_metrics]`` (``aitune_ci.task_metric_gates`` owns its format)."""
+    return parse_task_metric_gates(value, source, lambda key, problem: ConfigError(source, key, problem))
+
+
+def _parse_warn_only(value: Any, source: object) -> tuple[bool, frozenset[str]]:
+    """``warn_only = true`` (every check) or a list of checks/fixtures such as ``["tune_new"]``."""
+    if isinstance(value, bool):
+        return value, frozenset()
+    if not isinstance(value, list):
+        raise ConfigError(
+            source, "warn_only", f'expected true/false or a list of checks such as ["tune_new[aoti]"], found {value!r}'
+        )
+    for item in value:
+        _check_key(item, source, "warn_only")
+    return False, frozenset(value)
+
+
+_GATE_FIELDS = {
+    "threshold": "a number >= 0, e.g. 0.5 for 50%",
+    "floor": "a number >= 0 in the metric's unit",
+    "enabled": "true or false",
+}
+
+
+def _gate_fields(entry: Any, source: object, where: str) -> dict[str, Any]:
+    """The gate fields one metric entry sets: a number (threshold), a bool (enabled) or a table."""
+    if isinstance(entry, bool):
+        return {"enabled": entry}
+    if _is_number(entry):
+        entry = {"threshold": entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(
+            source,
+            where,
+            f"expected a threshold number, true/false, or {{ threshold = 0.5, floor = 5 }}, found {entry!r}",
+        )
+    out: dict[str, Any] = {}
+    for name, value in entry.items():
+        if name not in _GATE_FIELDS:
+            raise ConfigError(source, f"{where}.{name}", f"unknown key; a gate has {', '.join(_GATE_FIELDS)}")
+        ok = (
+            isinstance(value, bool)
+            if name == "enabled"
+            else (_is_number(value) and value >= 0 and math.isfinite(value))
+        )
+        if not ok:
+            raise ConfigError(source, f"{where}.{name}", f"expected {_GATE_FIELDS[name]}, found {value!r}")
+        out[name] = value if name == "enabled" else float(value)
+    return out
+
+
+def _parse_metrics(value: Any, source: object) -> dict[str, dict[str, dict[str, Any]]]:
+    """``[tool.aitune.metrics.<metric>]``: the metric's own gate fields plus per-check entries."""
+    if not isinstance(value, dict):
+        raise ConfigError(source, "metrics", f"expected a table of metric -> table, found {type(value).__name__}")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for metric, table in value.items():
+        if metric not in METRICS:
+            raise ConfigError(source, f"metrics.{metric}", f"unknown metric; the metrics are: {', '.join(METRICS)}")
+        where = f"metrics.{metric}"
+        if not isinstance(table, dict):
+            raise ConfigError(
+                source, where, f"expected a table (threshold, floor, enabled, or per-check keys), found {table!r}"
+            )
+        own = {k: v for k, v in table.items() if k in _GATE_FIELDS}
+        entries: dict[str, dict[str, Any]] = {"": _gate_fields(own, source, where)}
+        for key, entry in table.items():
+            if key in _GATE_FIELDS:
+                continue
+            entries[_check_key(key, source, where)] = _gate_fields(entry, source, f"{where}.{key}")
+        out[metric] = entries
+    return out

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import datetime as _dt
 import logging
+import sys
 import tempfile
 import time
 import traceback
@@ -23,17 +24,22 @@ from torch.utils import _pytree as pytree
 from aitune_ci.accuracy import compare_outputs
 from aitune_ci.backends import registry
 from aitune_ci.backends.base import Backend, BuildContext
+from aitune_ci.backends.inductor import compile_counters
 from aitune_ci.digests import inputs_fingerprint
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
 from aitune_ci.gpu_health import GpuMonitor
 from aitune_ci.measure import MeasureConfig, Progress, measure
 from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
-from aitune_ci.result import AccuracyReport, BackendResult, TuneResult
+from aitune_ci.peak_memory import peak_call_bytes
+from aitune_ci.result import AccuracyReport, BackendResult, TaskMetricValue, TuneResult
 from aitune_ci.samples import Sample, sample_signature
+from aitune_ci.sanity import SanityConfig, SpeedClaim, implausible_speedups
 from aitune_ci.spec import TuneSpec
 from aitune_ci.status import BackendStatus
 from aitune_ci.store.baseline import backend_key
 from aitune_ci.strategies import SWEEP_MIN_GAIN, Selection, select, sweep_batch_sizes
+from aitune_ci.task_metric_gates import TaskMetricGate
+from aitune_ci.task_metrics import TaskMetric, TaskMetricError, score
 
 __all__ = ["tune", "remeasure", "Progress", "TuneRuntime", "default_backend_names", "MIXED"]
 
@@ -64,6 +70,8 @@ class TuneRuntime:
     gpu_health: dict[str, Any] = field(default_factory=dict)
     #: whole-model backend -> callable loaded from an artifact instead of built
     prebuilt: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: ``(backend, module path, module, ctx) -> loaded build or None``: the runner's build cache
+    cached: Callable[[str, str, torch.nn.Module, BuildContext], Callable[..., Any] | None] | None = None
     measure_config: MeasureConfig | None = None
     batch_size: int | None = None
 
@@ -79,6 +87,9 @@ class _Tuning:
     say: Progress
     #: digests of the weights and samples as given (``digests.inputs_fingerprint``)
     inputs: Mapping[str, str] = field(default_factory=dict)
+    #: ``(backend, metric name, declared gate) -> gate`` with ``[tool.aitune.task_metrics]`` applied
+    metric_gate: Callable[[str, str, TaskMetricGate], TaskMetricGate] | None = None
+    sanity: SanityConfig = field(default_factory=SanityConfig)
 
 
 @dataclass(frozen=True)
@@ -203,6 +214,9 @@ def tune(
     progress: Progress | None = None,
     backends: Sequence[str] | None = None,
     prebuilt: Mapping[str, Callable[..., Any]] | None = None,
+    cached: Callable[[str, str, torch.nn.Module, BuildContext], Callable[..., Any] | None] | None = None,
+    metric_gate: Callable[[str, str, TaskMetricGate], TaskMetricGate] | None = None,
+    sanity: SanityConfig | None = None,
 ) -> TuneResult:
     """Build, validate and measure every backend of ``spec``, then choose the winner.
 
@@ -214,6 +228,11 @@ def tune(
         backends: overrides ``spec.backends`` (the plugin's ``--aitune-backends`` filter).
         prebuilt: backend name -> an already built callable (a reused artifact) to validate and
             measure instead of building.
+        cached: asked before each build, with the module and the build context; returns a build
+            loaded from the runner's build cache (``store.build_cache.FixtureBuilds``) or None.
+        metric_gate: resolves the gate of each task metric per backend (the plugin applies
+            ``[tool.aitune.task_metrics]``); default: each metric's declared gate.
+        sanity: the implausible-speed-up check (``aitune_ci.sanity``); default 3x, nothing acknowledged.
 
     Returns:
         A TuneResult with one row per backend; backends that raise are recorded as FAILED with the
@@ -240,10 +259,20 @@ def tune(
         dynamic_axes=dynamic_axes,
         workdir=tmp,
         prebuilt=dict(prebuilt or {}),
+        cached=cached,
         measure_config=measure_config,
         batch_size=batch_axis.base_size if batch_axis else None,
     )
-    tuning = _Tuning(spec=spec, device=device, workroot=Path(tmp.name), runtime=runtime, say=say, inputs=inputs)
+    tuning = _Tuning(
+        spec=spec,
+        device=device,
+        workroot=Path(tmp.name),
+        runtime=runtime,
+        say=say,
+        inputs=inputs,
+        metric_gate=metric_gate,
+        sanity=sanity or SanityConfig(),
+    )
     whole = _Target(spec.display_name, model, "", samples, reference, fp64, dynamic_axes)
     rows = _build_all(tuning, whole, names)
 
@@ -256,6 +285,7 @@ def tune(
     _measure_whole_model(tuning, rows)
     if spec.strategy == "max-throughput" and batch_axis is not None:
         _batch_sweep(tuning, rows, batch_axis)
+    _flag_implausible(tuning, rows)
 
     selection = select(list(rows.values()), spec.strategy, order=names + ([MIXED] if MIXED in rows else []))
     say(f"{spec.display_name}: winner {selection.winner or '(none)'} — {selection.reason}")
@@ -374,9 +404,11 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
         dynamic_axes=target.dynamic_axes,
         options=backend.options,
     )
-    reused = None if target.path else runtime.prebuilt.get(name)
-    say(f"{label}: {'reusing the committed artifact' if reused is not None else 'building'}…")
+    counters_before = _compile_counters()
     t0 = time.perf_counter()
+    reused, source = _reuse(runtime, name, target, ctx)
+    if reused is None:
+        say(f"{label}: building…")
     try:
         built = reused if reused is not None else backend.build(target.module, target.samples, ctx)
         outputs = [_call(built, s) for s in target.samples]
@@ -386,33 +418,124 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
         say(f"{label}: FAILED after {time.perf_counter() - t0:.1f} s — {_error_text(exc)}")
         return replace(base, build_s=time.perf_counter() - t0, error=_error_text(exc))
     build_s = time.perf_counter() - t0
+    base = replace(base, build_cache="reused" if reused is not None else _build_cache(counters_before))
     try:
         report = compare_outputs(target.reference, outputs, precision, spec.tolerance, fp64_reference=target.fp64)
     except Exception as exc:
         say(f"{label}: FAILED validating outputs — {_error_text(exc)}")
         return replace(base, build_s=build_s, error=f"validation: {_error_text(exc)}")
+    try:
+        scores = _task_metrics(tuning, target, name, outputs)
+    except TaskMetricError as exc:
+        say(f"{label}: FAILED — {exc}")
+        return replace(base, build_s=build_s, accuracy=report, error=str(exc))
     key = backend_key(name, target.path)
     runtime.backends[key] = backend
     runtime.built[key] = built
     runtime.contexts[key] = ctx
     if reused is not None:
-        base = replace(base, description=f"{base.description} (reused artifact)")
-    say(f"{label}: {'reused' if reused is not None else 'built'} in {build_s:.1f} s, {_accuracy_text(report)}")
-    return _validated(base, report, build_s)
+        base = replace(base, description=f"{base.description} ({_DESCRIBED[source]})", reused=source)
+    say(
+        f"{label}: {f'loaded from {_REUSED[source]}' if reused is not None else 'built'} in {build_s:.1f} s, "
+        f"{_accuracy_text(report)}"
+        + _scores_text(scores)
+    )
+    base = replace(base, peak_memory_bytes=_peak_memory(built, target.samples[0], tuning.device))
+    return _validated(base, report, build_s, scores)
+
+
+#: ``BackendResult.reused`` -> how progress lines say it.
+_REUSED = {"artifact": "the committed artifact", "cache": "the build cache"}
+#: ... and how the row's description says it.
+_DESCRIBED = {"artifact": "reused artifact", "cache": "from the build cache"}
+
+
+def _reuse(runtime: TuneRuntime, name: str, target: _Target, ctx: BuildContext) -> tuple[Any, str]:
+    """A build to use instead of building, and where from: the committed artifact (whole model), or the build cache."""
+    reused = None if target.path else runtime.prebuilt.get(name)
+    if reused is not None:
+        return reused, "artifact"
+    if runtime.cached is not None:
+        reused = runtime.cached(name, target.path, target.module, ctx)
+    return reused, "cache"
+
+
+def _compile_counters() -> dict[str, int] | None:
+    """torch's compile counters; empty while dynamo is not imported (nothing compiled yet), None if unreadable."""
+    if "torch._dynamo.utils" not in sys.modules:
+        return {}  # importing dynamo only to read zeros would cost every eager-only run its import
+
+    try:
+        return compile_counters()
+    except Exception:  # a torch without these counters: the cache state is then unknown
+        return None
+
+
+def _build_cache(before: Mapping[str, int] | None) -> str | None:
+    """How a build met the compile caches: cold (generated code), warm (only cache hits) or none.
+
+    Build times are only comparable between builds in the same state (``verdict.metrics``).
+    """
+    after = _compile_counters()
+    if before is None or after is None:
+        return None
+    moved = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    if any(moved.get(k, 0) > 0 for k in ("inductor_codegen", "aoti_compiles", "fxgraph_cache_miss")):
+        return "cold"
+    if moved.get("fxgraph_cache_hit", 0) > 0 or moved.get("autograd_cache_hit", 0) > 0:
+        return "warm"
+    return "none"
+
+
+def _peak_memory(built: Callable[..., Any], sample: Sample, device: torch.device) -> int | None:
+    """Peak memory of one call on the first sample (``aitune_ci.peak_memory``); None if it cannot be read."""
+    try:
+        with torch.inference_mode():
+            return peak_call_bytes(_bind(built, sample), device)
+    except Exception:  # measuring must never turn a working backend into a failed one
+        return None
 
 
 def _accuracy_text(report: AccuracyReport) -> str:
     return f"accuracy {'ok' if report.passed else 'FAILED'} ({report.summary()})"
 
 
-def _validated(row: BackendResult, report: AccuracyReport, build_s: float) -> BackendResult:
-    """The row of a build that ran: OK when accurate, else INACCURATE (still measured, never chosen)."""
+def _scores_text(scores: Sequence[TaskMetricValue]) -> str:
+    return "".join(f", {m.name} {m.value:.4g}{'' if m.passed else ' FAILED'}" for m in scores)
+
+
+def _task_metrics(
+    tuning: _Tuning, target: _Target, backend: str, outputs: Sequence[Any]
+) -> tuple[TaskMetricValue, ...]:
+    """The spec's task metrics on one whole-model build (submodules have no task to score); may raise TaskMetricError."""
+    spec = tuning.spec
+    if target.path or not spec.task_metrics:
+        return ()
+    resolve = tuning.metric_gate
+
+    def gate(m: TaskMetric) -> TaskMetricGate:
+        return resolve(backend, m.name, m.gate) if resolve is not None else m.gate
+
+    return score(
+        spec.task_metrics, outputs, target.reference, target.samples, where=f"{spec.display_name}[{backend}]", gate=gate
+    )
+
+
+def _validated(
+    row: BackendResult, report: AccuracyReport, build_s: float, scores: tuple[TaskMetricValue, ...] = ()
+) -> BackendResult:
+    """The row of a build that ran: OK when accurate and every task metric within its gate, else
+    INACCURATE (still measured, never chosen)."""
+    failed = [m.reason for m in scores if not m.passed]
+    passed = report.passed and not failed
+    reason = "; ".join(([report.reason] if not report.passed and report.reason else []) + failed)
     return replace(
         row,
-        status=BackendStatus.OK if report.passed else BackendStatus.INACCURATE,
+        status=BackendStatus.OK if passed else BackendStatus.INACCURATE,
         build_s=build_s,
         accuracy=report,
-        error=None if report.passed else report.reason,
+        error=None if passed else (reason or report.reason),
+        task_metrics=scores,
     )
 
 
@@ -499,10 +622,38 @@ def _build_mixed(tuning: _Tuning, whole: _Target, module_rows: list[BackendResul
     except Exception as exc:
         tuning.say(f"{title} · mixed: FAILED — {_error_text(exc)}")
         return replace(base, error=_error_text(exc))
+    try:
+        scores = _task_metrics(tuning, whole, MIXED, outputs)
+    except TaskMetricError as exc:
+        tuning.say(f"{title} · mixed: FAILED — {exc}")
+        return replace(base, accuracy=report, error=str(exc))
     build_s = sum(r.build_s or 0.0 for r in module_rows if r.selected) + (time.perf_counter() - t0)
     runtime.built[MIXED] = mixed
-    tuning.say(f"{title} · mixed ({description}): {_accuracy_text(report)}")
-    return _validated(base, report, build_s)
+    tuning.say(f"{title} · mixed ({description}): {_accuracy_text(report)}{_scores_text(scores)}")
+    return _validated(base, report, build_s, scores)
+
+
+def _flag_implausible(tuning: _Tuning, rows: dict[str, BackendResult]) -> None:
+    """Flag for review a backend far faster than every other and less accurate (``aitune_ci.sanity``).
+
+    Only whole-model, accurate, measured backends take part; the mixed model is left out (it is
+    built from the others). A flagged backend is never selected; an acknowledged one is not flagged.
+    """
+    config = tuning.sanity
+    claims = []
+    for name, r in rows.items():
+        if name == MIXED or not r.usable or r.latency is None:
+            continue
+        worst = r.accuracy.worst if r.accuracy is not None else None
+        sqnr, cosine = (worst.sqnr_db, worst.cosine) if worst is not None else (None, None)
+        claims.append(SpeedClaim(name, r.latency.median_ms, sqnr, cosine))
+    flagged = implausible_speedups(claims, config.max_speedup, sqnr_ceiling_db=config.sqnr_ceiling_db)
+    for name, reason in flagged.items():
+        if name in config.accepted:
+            tuning.say(f"{tuning.spec.display_name} · {name}: implausible speed-up acknowledged in [tool.aitune]")
+            continue
+        tuning.say(f"{tuning.spec.display_name} · {name}: flagged for review — {reason}")
+        rows[name] = replace(rows[name], review=reason)
 
 
 def _mixed_gain_text(rows: Sequence[BackendResult]) -> str:

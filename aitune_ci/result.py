@@ -18,6 +18,7 @@ __all__ = [
     "LatencyStats",
     "LeafMetrics",
     "RESULT_SCHEMA_VERSION",
+    "TaskMetricValue",
     "TuneResult",
 ]
 
@@ -163,6 +164,24 @@ class AccuracyReport:
 
 
 @dataclass(frozen=True)
+class TaskMetricValue(_FieldsJson):
+    """One task metric of one backend (``TuneSpec(metric=...)``), with the gate it was judged by.
+
+    ``max_drop`` is the tolerated worsening against the baseline (None: the relative default of
+    ``aitune_ci.task_metric_gates``); ``passed``/``reason`` are the absolute gate's outcome.
+    """
+
+    name: str
+    value: float
+    higher_is_better: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    max_drop: float | None = None
+    passed: bool = True
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class BackendResult:
     """Everything measured for one backend of one model (or one submodule)."""
 
@@ -178,6 +197,20 @@ class BackendResult:
     error: str | None = None
     selected: bool = False
     selection_note: str = ""
+    #: how the build met the compile caches: cold | warm | none | reused (``verdict.metrics.BUILD_STATES``)
+    build_cache: str | None = None
+    #: peak bytes one call allocates above what was allocated before it (``aitune_ci.peak_memory``)
+    peak_memory_bytes: int | None = None
+    #: the winner only: seconds to load its ``.ait`` artifact, and its first call after that load
+    load_s: float | None = None
+    first_call_ms: float | None = None
+    #: the user's task metrics on this backend's outputs (``TuneSpec(metric=...)``)
+    task_metrics: tuple[TaskMetricValue, ...] = ()
+    #: why this backend's win is implausible and needs a human look (``aitune_ci.sanity``); never selected
+    review: str | None = None
+    #: where the build came from instead of being built: ``artifact`` (the committed ``.ait``) or
+    #: ``cache`` (the runner's build cache, ``store.build_cache``); None when it was built
+    reused: str | None = None
 
     def __post_init__(self) -> None:
         # A plain string (``status="ok"``) becomes its member; an unknown one is refused here.
@@ -206,6 +239,13 @@ class BackendResult:
             "error": self.error,
             "selected": self.selected,
             "selection_note": self.selection_note,
+            "build_cache": self.build_cache,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "load_s": _round_optional(self.load_s, 4),
+            "first_call_ms": _round_optional(self.first_call_ms),
+            **({"task_metrics": [m.to_json() for m in self.task_metrics]} if self.task_metrics else {}),
+            **({"review": self.review} if self.review else {}),
+            **({"reused": self.reused} if self.reused else {}),
         }
 
     @classmethod
@@ -223,6 +263,13 @@ class BackendResult:
             error=data.get("error"),
             selected=data.get("selected", False),
             selection_note=data.get("selection_note", ""),
+            build_cache=data.get("build_cache"),
+            peak_memory_bytes=data.get("peak_memory_bytes"),
+            load_s=data.get("load_s"),
+            first_call_ms=data.get("first_call_ms"),
+            task_metrics=tuple(TaskMetricValue.from_json(m) for m in data.get("task_metrics", ())),
+            review=data.get("review"),
+            reused=data.get("reused"),
         )
 
 

@@ -14,6 +14,7 @@ import torch
 from aitune_ci.backends.registry import backend_names
 from aitune_ci.errors import SpecError
 from aitune_ci.samples import Sample, normalize_sample, sample_signature
+from aitune_ci.task_metrics import TaskMetric, normalize_metrics
 from aitune_ci.tolerance import Tolerance, ToleranceSpec
 
 __all__ = ["STRATEGIES", "Strategy", "TuneSpec"]
@@ -43,6 +44,10 @@ class TuneSpec:
         name: a display name; the pytest plugin uses the fixture name.
         max_batch: the largest batch the ``max-throughput`` sweep tries (default: 8x the first
             sample's batch, at most 1024); the sweep also stops when doubling gains < 5%.
+        metric: task metrics scoring every backend's outputs against the eager reference: a
+            function ``fn(outputs, reference, samples) -> float`` (named after it), an
+            :class:`~aitune_ci.task_metrics.TaskMetric` (with its gate and tolerance), a list of
+            them, or a dict of name -> either. See :mod:`aitune_ci.task_metrics`.
     """
 
     model: torch.nn.Module
@@ -56,7 +61,9 @@ class TuneSpec:
     tolerance: ToleranceSpec = None
     name: str | None = None
     max_batch: int | None = None
+    metric: Any = None
     normalized_samples: tuple[Sample, ...] = field(init=False, repr=False, compare=False)
+    task_metrics: tuple[TaskMetric, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, torch.nn.Module):
@@ -111,6 +118,7 @@ class TuneSpec:
             raise SpecError(f"TuneSpec.max_batch must be a positive int or None, got {self.max_batch!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise SpecError(f"TuneSpec.name must be a string, got {self.name!r}")
+        object.__setattr__(self, "task_metrics", normalize_metrics(self.metric))
 
     def _validate_device(self) -> None:
         if not isinstance(self.device, (str, torch.device)):
@@ -176,7 +184,18 @@ class TuneSpec:
             "device": str(self.resolved_device),
             "samples": [sample_signature(s) for s in self.normalized_samples],
             "tolerance": _tolerance_json(self.tolerance),
+            **({"metrics": [_metric_json(m) for m in self.task_metrics]} if self.task_metrics else {}),
         }
+
+
+def _metric_json(m: TaskMetric) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "higher_is_better": m.higher_is_better,
+        **{
+            k: v for k, v in (("minimum", m.minimum), ("maximum", m.maximum), ("max_drop", m.max_drop)) if v is not None
+        },
+    }
 
 
 def _tolerance_json(tol: ToleranceSpec) -> Any:

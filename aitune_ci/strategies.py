@@ -1,7 +1,8 @@
 """Choosing the winner among measured backends (pure: works on BackendResult rows only).
 
 Every strategy only considers *usable* backends (built, accurate, measured): a backend that fails
-accuracy is never selected. Each row gets a note saying why it was or was not chosen.
+accuracy is never selected, nor one flagged for review (``aitune_ci.sanity``). Each row gets a note
+saying why it was or was not chosen.
 """
 
 from __future__ import annotations
@@ -39,23 +40,30 @@ def _best_throughput(row: BackendResult) -> float:
     return 1000.0 / row.latency.median_ms if row.latency and row.latency.median_ms > 0 else 0.0
 
 
+def _eligible(row: BackendResult) -> bool:
+    """Usable, and not flagged for review (an implausible win waits for a human: ``aitune_ci.sanity``)."""
+    return row.usable and not row.review
+
+
 def _why_not(row: BackendResult) -> str:
-    """The note of a row that could not compete (not usable)."""
+    """The note of a row that could not compete (not usable, or flagged for review)."""
+    if row.review and row.usable:
+        return f"not selected: flagged for review ({row.review.split('; ')[0]})"
     if row.status is BackendStatus.UNAVAILABLE:
         return f"not selected: unavailable ({row.error or 'no reason given'})"
     if row.status is BackendStatus.FAILED:
         return "not selected: failed"
     if row.status is BackendStatus.INACCURATE:
-        summary = row.accuracy.reason if row.accuracy and row.accuracy.reason else "accuracy gate failed"
+        summary = row.error or (row.accuracy.reason if row.accuracy and row.accuracy.reason else "accuracy gate failed")
         return f"not selected: inaccurate ({summary})"
     return "not selected: not measured"
 
 
 def select(rows: Sequence[BackendResult], strategy: str, order: Sequence[str] | None = None) -> Selection:
     """Pick the winner by ``strategy``; ``order`` is the user's backend list (for first-wins)."""
-    usable = [r for r in rows if r.usable]
+    usable = [r for r in rows if _eligible(r)]
     eager = next((r for r in usable if r.backend == "eager"), None)
-    notes: dict[str, str] = {r.backend: _why_not(r) for r in rows if not r.usable}
+    notes: dict[str, str] = {r.backend: _why_not(r) for r in rows if not _eligible(r)}
     winner: BackendResult | None = None
     reason = ""
 

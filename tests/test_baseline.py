@@ -131,6 +131,17 @@ def test_update_keeps_backends_not_in_this_run_and_unavailable_ones():
     assert len(updated.backends["inductor"].noise_history) == 2
 
 
+def test_update_drops_backends_the_spec_no_longer_declares_but_keeps_filtered_and_submodule_ones():
+    previous = make_baseline()
+    gone = previous.backends["eager"]
+    previous = replace(previous, backends={**previous.backends, "aoti": gone, "head/aoti": gone, "head/inductor": gone})
+    filtered = replace(make_result(), backends=make_result().backends[1:2])  # this run tuned inductor only
+    updated = Baseline.from_result(filtered, previous, declared=["eager", "inductor", "tensorrt", "onnxruntime"])
+    assert "aoti" not in updated.backends and "head/aoti" not in updated.backends  # the spec dropped aoti
+    assert updated.backends["head/inductor"] == gone  # still declared, not run this time: kept
+    assert updated.backends["eager"] == previous.backends["eager"]
+
+
 # -- bad files ------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 
 import pytest
 import torch
@@ -157,7 +156,7 @@ def test_an_explicit_compiler_is_used_as_given(newer_compiler, monkeypatch):
 @pytest.mark.slow
 @needs_gxx
 def test_a_package_is_built_with_the_replacement_and_loads(
-    static_compiler, tiny_mlp, tiny_input, tmp_path, monkeypatch
+    static_compiler, tiny_mlp, tiny_input, tmp_path, monkeypatch, caplog
 ):
     """torch's choice is the static-libstdc++ compiler: the package must be built with g++, and say so."""
     from torch._inductor import config as inductor_config
@@ -168,15 +167,14 @@ def test_a_package_is_built_with_the_replacement_and_loads(
     compiler, used = static_compiler
     monkeypatch.delenv("AITUNE_AOTI_CXX", raising=False)
     ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path / "aoti")
-    with inductor_config.patch({"cpp.cxx": (None, compiler)}), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with inductor_config.patch({"cpp.cxx": (None, compiler)}), caplog.at_level("INFO", logger="aitune_ci"):
         built = AOTIBackend().build(tiny_mlp, [((tiny_input,), {})], ctx)
     calls = used.read_text().splitlines()
     assert calls, "the check never ran the compiler"
     builds = [c for c in calls if "aitune-cxx-" not in c and "-print-file-name" not in c and c != "--version"]
     assert not builds, f"the static-libstdc++ compiler built package code: {builds[:2]}"
-    assert any("building AOTInductor packages with g++, not" in str(w.message) for w in caught)
-    assert any("static copy of libstdc++" in str(w.message) for w in caught)
+    said = [r.getMessage() for r in caplog.records if r.name == "aitune_ci.backends.aoti"]
+    assert any("building AOTInductor packages with g++, not" in m and "static copy of libstdc++" in m for m in said)
     with torch.no_grad():
         torch.testing.assert_close(built(tiny_input), tiny_mlp(tiny_input), atol=1e-5, rtol=1e-5)
     import zipfile

@@ -28,7 +28,7 @@ from aitune_ci.github.outcome import (
 from aitune_ci.github.workflow_run import pull_request_of_run
 from aitune_ci.status import VerdictKind
 from aitune_ci.verdict import Verdict
-from aitune_ci.verdict.model import ACCURACY, LATENCY, NOW_FAILING
+from aitune_ci.verdict.model import ACCURACY, LATENCY, METRIC_REASONS, NOW_FAILING, TASK_METRIC
 
 
 def _verdict(backend: str, kind: VerdictKind, *reasons: str, fixture: str = "tune_x", **kw) -> dict:
@@ -49,6 +49,15 @@ SLOWER = _verdict("inductor", VerdictKind.REGRESSED, LATENCY)
 LESS_ACCURATE = _verdict("torchao-int8dq", VerdictKind.REGRESSED, ACCURACY)
 NOW_BROKEN = _verdict("aoti", VerdictKind.REGRESSED, NOW_FAILING)
 PASSING = _verdict("eager", VerdictKind.PASS)
+
+
+def test_regressions_of_the_gated_metrics_and_task_metrics_count_as_regressions_not_breakage():
+    memory = _verdict("inductor", VerdictKind.REGRESSED, METRIC_REASONS[1])
+    top1 = _verdict("eager-bf16", VerdictKind.REGRESSED, TASK_METRIC)
+    failed = ("tune_x[inductor]", "tune_x[eager-bf16]")
+    decision = decide([ShardResult("run", 1, _run(PASSING, memory, top1), failed)])
+    assert decision.outcome is Outcome.REGRESSED
+    assert decision.regressions == failed
 
 
 def test_a_run_whose_only_failures_are_latency_or_accuracy_regressions_regressed():

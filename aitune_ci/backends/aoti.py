@@ -31,6 +31,7 @@ Python start (seconds), which would otherwise dominate every fresh-process artif
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import re
@@ -74,6 +75,10 @@ __all__ = [
 
 #: The package file ``build`` writes into ``ctx.workdir`` and ``save`` copies.
 PACKAGE_FILE = "model.pt2"
+
+_log = logging.getLogger(__name__)
+#: (torch's compiler, the one used instead) already announced in this process
+_ANNOUNCED: set[tuple[str, str]] = set()
 
 
 def export_dynamic_shapes(
@@ -378,11 +383,17 @@ def package_compiler(explicit: str | None = None) -> str | None:
             "Set CXX (or the aoti option cxx=..., or AITUNE_AOTI_CXX) to a C++ compiler that links libstdc++ "
             "dynamically and is not newer than the libstdc++ Python runs, such as the system g++."
         )
-    warnings.warn(
-        f"aitune: building AOTInductor packages with {replacement.compiler}, not {current}: {checked.describe()}, "
-        "and packages built that way crash on load. Set AITUNE_AOTI_CXX to choose the compiler yourself.",
-        stacklevel=2,
-    )
+    if (current, replacement.compiler) not in _ANNOUNCED:
+        # A decision, not a problem: a progress line once per process (pytest shows the library's INFO
+        # records as progress lines; the CLI prints them), not a warning for every build.
+        _ANNOUNCED.add((current, replacement.compiler))
+        _log.info(
+            "building AOTInductor packages with %s, not %s: %s, and packages built that way crash on load. "
+            "Set AITUNE_AOTI_CXX to choose the compiler yourself.",
+            replacement.compiler,
+            current,
+            checked.describe(),
+        )
     return replacement.compiler
 
 

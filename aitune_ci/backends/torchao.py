@@ -24,8 +24,9 @@ from aitune_ci.backends.inductor import (
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError, BackendUnavailable
 from aitune_ci.samples import Sample
+from aitune_ci.sanity import conversion_problem
 
-__all__ = ["RECIPES", "Recipe", "TorchAOBackend", "TorchAOCompiled"]
+__all__ = ["RECIPES", "Recipe", "TorchAOBackend", "TorchAOCompiled", "converted_linear_layers"]
 
 _INSTALL = "torchao is not installed: pip install 'aitune-ci[torchao]'"
 
@@ -92,9 +93,28 @@ def _fp8_unsupported_reason(device: torch.device) -> str | None:
     return None
 
 
-def _quantized_parameter_count(module: torch.nn.Module) -> int:
-    # quantize_ swaps weights for tensor subclasses (Int8Tensor, Float8Tensor); plain ones stay.
-    return sum(type(p) not in (torch.Tensor, torch.nn.Parameter) for p in module.parameters())
+_QUANTIZED_DTYPES = frozenset(
+    getattr(torch, n)
+    for n in ("int8", "uint8", "int4", "uint4", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+    if hasattr(torch, n)
+)
+
+
+def _is_quantized(weight: Any) -> bool:
+    """quantize_ swaps a weight for a tensor subclass (Int8Tensor, Float8Tensor) or a quantized dtype."""
+    if not isinstance(weight, torch.Tensor):
+        return False
+    return type(weight) not in (torch.Tensor, torch.nn.Parameter) or weight.dtype in _QUANTIZED_DTYPES
+
+
+def converted_linear_layers(module: torch.nn.Module) -> tuple[int, int]:
+    """``(converted, total)``: the nn.Linear layers of ``module`` whose weight is quantized, and all of them.
+
+    torchao's configs target nn.Linear (its default ``filter_fn``), so these are the layers that
+    should have changed.
+    """
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    return sum(_is_quantized(getattr(m, "weight", None)) for m in linears), len(linears)
 
 
 class TorchAOCompiled:
@@ -257,11 +277,12 @@ class TorchAOBackend(Backend):
 
         quantized = copy.deepcopy(module)
         quantize_(quantized, self.recipe.make_config())
-        if _quantized_parameter_count(quantized) == 0:
+        converted, total = converted_linear_layers(quantized)
+        problem = conversion_problem(self.name, converted, total, model=type(module).__name__)
+        if problem is not None:
             raise BackendError(
-                f"{self.name} quantized no layer of {type(module).__name__}: torchao's {self.recipe.config} "
-                "applies to nn.Linear layers only (fp8 also needs both dims to be multiples of 16); "
-                "drop this backend for this model"
+                f"{problem} (torchao's {self.recipe.config} applies to nn.Linear layers only; "
+                "fp8 also needs both dims to be multiples of 16)"
             )
         return quantized.eval()
 

@@ -10,6 +10,7 @@ from aitune_ci.cli import (
     artifact_commands,
     baseline_pr_command,
     ci_commands,
+    compare_command,
     init_command,
     machine_commands,
     report_commands,
@@ -22,8 +23,8 @@ __all__ = ["build_parser", "main"]
 
 _DESCRIPTION = (
     "Tune PyTorch models across inference backends and guard their speed and accuracy in CI: "
-    "run pytest with aitune, render and publish its reports, merge CI shards, inspect artifacts, "
-    "and see what this machine can run."
+    "run pytest with aitune, render and publish its reports, merge CI shards, compare two runs from "
+    "different environments, inspect artifacts, and see what this machine can run."
 )
 
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     machine_commands.add_subcommands(sub)  # backends, demo
     artifact_commands.add_subcommands(sub)  # inspect
     report_commands.add_subcommands(sub)  # report, comment, merge
+    compare_command.add_subcommands(sub)  # compare
     ci_commands.add_subcommands(sub)  # outcome, find-pr
     init_command.add_subcommands(sub)  # init
     baseline_pr_command.add_subcommands(sub)  # baseline-pr

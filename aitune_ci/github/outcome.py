@@ -30,7 +30,7 @@ from aitune_ci.errors import AituneCIError
 from aitune_ci.status import VerdictKind
 from aitune_ci.store.runs import load_run
 from aitune_ci.verdict import Verdict
-from aitune_ci.verdict.model import ACCURACY, LATENCY
+from aitune_ci.verdict.model import NOW_FAILING
 
 __all__ = [
     "EXIT_BROKEN",
@@ -205,7 +205,8 @@ def read_shard(folder: str | os.PathLike[str], name: str | None = None) -> Shard
 
 
 def _regression_ids(run: Mapping[str, Any]) -> set[str]:
-    """Check ids whose verdict fails CI as a latency and/or accuracy regression, and as nothing else."""
+    """Check ids whose verdict fails CI as a regression (latency, another gated metric, accuracy, a task
+    metric) and as nothing else: a backend that now fails is broken, not regressed."""
     ids = set()
     for data in run.get("verdicts", ()):
         v = Verdict.from_json(data)
@@ -214,7 +215,7 @@ def _regression_ids(run: Mapping[str, Any]) -> set[str]:
             and v.kind is VerdictKind.REGRESSED
             and not v.baseline_required
             and v.reasons
-            and set(v.reasons) <= {LATENCY, ACCURACY}
+            and NOW_FAILING not in v.reasons
         ):
             ids.add(v.check_id)
     return ids
@@ -255,7 +256,7 @@ def _judge_shard(shard: ShardResult) -> tuple[list[str], list[str], list[str]]:
     reasons = []
     if broken:
         shown = ", ".join(broken[:10]) + (f" and {len(broken) - 10} more" if len(broken) > 10 else "")
-        reasons.append(f"{shard.name}: {len(broken)} failed item(s) that are not latency/accuracy regressions: {shown}")
+        reasons.append(f"{shard.name}: {len(broken)} failed item(s) that are not regressions (a crash, a backend now failing, a broken fixture): {shown}")
     return regressed, broken, reasons
 
 

@@ -6,6 +6,7 @@ Hook reference: https://docs.pytest.org/en/stable/reference/reference.html#hooks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -15,9 +16,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
+from aitune_ci.caught_warnings import TUNING
 from aitune_ci.gpus import PinningError, assign_gpu, pin_worker, pin_worker_cpus, visible_gpus
 from aitune_ci.options import OPTIONS, add_options
 from aitune_ci.plugin.progress import TerminalProgress
+from aitune_ci.plugin.quiet import catching
+from aitune_ci.plugin.quiet import summary_lines as warning_lines
 from aitune_ci.plugin.stash import collectors_key, session_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,6 +70,7 @@ def _session_options(config: pytest.Config) -> SessionOptions:
         strict=bool(_option(config, "aitune_strict")),
         rebuild=bool(_option(config, "aitune_rebuild")),
         reuse=bool(_option(config, "aitune_reuse")),
+        cache_dir=_cache_dir(root, _option(config, "aitune_cache_dir")),
         measure_seconds=_option(config, "aitune_measure_seconds"),
     )
     return SessionOptions(
@@ -78,7 +83,15 @@ def _session_options(config: pytest.Config) -> SessionOptions:
         shard=_option(config, "aitune_shard"),
         oversubscribe=bool(_option(config, "aitune_oversubscribe")),
         against=_option(config, "aitune_against"),
+        warn_only=bool(_option(config, "aitune_warn_only")),
     )
+
+
+def _cache_dir(root: Path, value: str | None) -> str | None:
+    """``--aitune-cache-dir`` relative to the rootdir (``off`` and unset pass through)."""
+    if not value or value.lower() in ("off", "none", "0", "false") or Path(value).expanduser().is_absolute():
+        return value
+    return str(root / value)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -183,9 +196,10 @@ def pytest_collection_modifyitems(
         return (yield)
     from aitune_ci.plugin.items import apply_shard, generate_items  # lazy: items import the engine (torch)
 
-    generated = generate_items(session, state, config.stash[collectors_key])
-    if state.options.against:
-        _load_base(state, state.options.against)
+    with catching(state.warnings):  # fixtures' warnings go to aitune's summary line, not pytest's block
+        generated = generate_items(session, state, config.stash[collectors_key])
+        if state.options.against:
+            _load_base(state, state.options.against)
     _report_collected(session, generated)
     items.extend(generated)
     result = yield
@@ -254,6 +268,54 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return [f"aitune: baselines in {state.options.directory}" + (" (updating)" if state.options.update else "")]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """An aitune item's warnings are counted for the summary line, not left to pytest's warnings summary.
+
+    Runs inside pytest's own warning capture (a ``tryfirst`` wrapper), so other tests keep theirs.
+    """
+    state = _session(item.config)
+    if state is None:
+        return (yield)
+    from aitune_ci.plugin.items import AituneItem  # lazy: items import the engine (torch)
+
+    if not isinstance(item, AituneItem):
+        return (yield)
+    with catching(state.warnings, TUNING, item.fixture):
+        return (yield)
+
+
+def _trace_quiet(item: pytest.Item) -> Any:
+    """For an aitune item: pytest's log handlers off torch's trace logger (see ``aitune_ci.plugin.quiet``)."""
+    if _session(item.config) is None:
+        return contextlib.nullcontext()
+    from aitune_ci.plugin.items import AituneItem  # lazy: items import the engine (torch)
+    from aitune_ci.plugin.quiet import trace_kept_from_pytest
+
+    return trace_kept_from_pytest() if isinstance(item, AituneItem) else contextlib.nullcontext()
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """Inside pytest's log capture of the phase (``trylast``: the innermost wrapper), see ``_trace_quiet``."""
+    with _trace_quiet(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Inside pytest's log capture of the phase (``trylast``: the innermost wrapper), see ``_trace_quiet``."""
+    with _trace_quiet(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Inside pytest's log capture of the phase (``trylast``: the innermost wrapper), see ``_trace_quiet``."""
+    with _trace_quiet(item):
+        return (yield)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Workers hand their findings to the controller; the controller writes the reports."""
@@ -262,7 +324,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state is None:
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    for problem in state.close():
+
+    with catching(state.warnings, TUNING):  # fixtures' teardowns
+        problems = state.close()
+    for problem in problems:
         if reporter is not None:
             reporter.write_line(f"aitune: {problem}")
     if hasattr(config, "workeroutput"):
@@ -287,7 +352,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = _session(config)
     if state is None or hasattr(config, "workeroutput"):
         return
+
     lines = state.summary_lines()
+    if not config.getoption("disable_warnings", False):  # --disable-warnings: no warnings summary, ours neither
+        lines += warning_lines(state.warnings, verbosity=config.get_verbosity(), reported=bool(state.options.reports))
     if lines:
         terminalreporter.section("aitune")
         for line in lines:

@@ -21,7 +21,7 @@ import sys
 import sysconfig
 import types
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +71,8 @@ class BaseCheckout:
     sha: str
     repo: Path
     root: Path
+    #: the base's modules by their own names, set aside (as ``aitune_base.<name>``) between calls
+    _aside: dict[str, types.ModuleType] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, repo: Path, ref: str, parent: Path) -> BaseCheckout:
@@ -120,6 +122,13 @@ class BaseCheckout:
                         found[name] = call(name, func, base_file)
         return found
 
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` with the base's modules in place again: a base fixture called after ``fixtures``
+        (when its head fixture is tuned) imports the base's code, as it would have during ``fixtures``.
+        """
+        with self._imported():
+            return fn()
+
     @contextlib.contextmanager
     def _imported(self) -> Iterator[Callable[[Path], types.ModuleType]]:
         repo = os.path.realpath(self.repo)
@@ -147,7 +156,8 @@ class BaseCheckout:
         if base not in sys.path:
             sys.path.insert(0, base)
         importlib.invalidate_caches()
-        before = set(sys.modules)
+        sys.modules.update(self._aside)  # what earlier calls imported from the base, under its own names
+        before = set(sys.modules) - set(self._aside)
 
         def load(file: Path) -> types.ModuleType:
             digest = hashlib.sha256(str(file).encode()).hexdigest()[:10]
@@ -177,7 +187,7 @@ class BaseCheckout:
                 file = getattr(sys.modules[name], "__file__", None) or ""
                 if name.startswith(MODULE_PREFIX + ".") or not os.path.realpath(file).startswith(base + os.sep):
                     continue  # ours already, or an installed library imported for the first time: shared
-                sys.modules[f"{MODULE_PREFIX}.{name}"] = sys.modules.pop(name)
+                self._aside[name] = sys.modules[f"{MODULE_PREFIX}.{name}"] = sys.modules.pop(name)
             sys.modules.update(head_modules)
             sys.path[:] = saved_path
             importlib.invalidate_caches()

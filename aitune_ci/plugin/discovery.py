@@ -1,8 +1,8 @@
 """Finding ``tune_*`` fixtures in conftest files and test modules, and evaluating their specs.
 
-The plugin calls each tune fixture's function once, at collection, so that it knows which
-backends to make items for. A fixture that raises or returns the wrong type does not break
-collection: its plan carries the error, and its items fail with it.
+Items are made from a cheap plan (``plugin.plan``); a fixture's function is called once, by the
+process that tunes it, or at collection only when no plan exists yet. A fixture that raises or
+returns the wrong type does not break the run: its plan carries the error, and its items fail with it.
 """
 
 from __future__ import annotations
@@ -17,10 +17,19 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from aitune_ci.fixture import is_tune_fixture
+from aitune_ci.fixture import Declared, declared, is_tune_fixture
 from aitune_ci.spec import TuneSpec
 
-__all__ = ["FIXTURE_SEED", "FixturePlan", "evaluate_plan", "find_tune_fixtures", "seeded"]
+__all__ = [
+    "FIXTURE_SEED",
+    "FixturePlan",
+    "call_fixture",
+    "evaluate_plan",
+    "filter_checks",
+    "find_tune_fixtures",
+    "seeded",
+    "spec_backends",
+]
 
 #: torch, numpy and random are seeded with this before each tune fixture is called, so a fixture
 #: that draws random weights or samples builds the same model in every run (and in the PR's base).
@@ -48,7 +57,16 @@ def seeded(seed: int) -> Iterator[None]:
 
 @dataclass
 class FixturePlan:
-    """One tune fixture: where it is visible, its spec (or why there is none), its backends."""
+    """One tune fixture: where it is visible, its checks, and (once called) its spec or why there is none.
+
+    Attributes:
+        backends: the checks (backends after ``--aitune-backends``, plus ``mixed``): at collection
+            the planned ones, once the fixture is called the spec's own.
+        items: the checks its items were made for (the plan's; unchanged by calling the fixture).
+        origin: where the plan came from: ``decorator``, ``cache``, ``baseline`` or ``evaluated``.
+        origin_path: the file the plan was read from (cache or baseline), for messages.
+        evaluated: whether the fixture function has been called.
+    """
 
     name: str
     func: Callable[..., Any]
@@ -57,6 +75,15 @@ class FixturePlan:
     error: str | None = None
     backends: list[str] = field(default_factory=list)
     teardown: Iterator[Any] | None = None
+    items: list[str] = field(default_factory=list)
+    origin: str = "evaluated"
+    origin_path: str | None = None
+    evaluated: bool = False
+
+    @property
+    def declared(self) -> Declared | None:
+        """What ``@ait.tune_fixture(backends=..., modules=...)`` declared, or None."""
+        return declared(self.func)
 
     def finish(self) -> str | None:
         """Run the rest of a yield fixture (its teardown), at most once; the error text if it raised."""
@@ -90,23 +117,28 @@ def find_tune_fixtures(module: types.ModuleType) -> list[tuple[str, Callable[...
     return found
 
 
-def evaluate_plan(
-    name: str,
-    func: Callable[..., Any],
-    source: str,
-    backend_filter: list[str] | None,
-    device_backends: Callable[[Any], list[str]],
-) -> FixturePlan:
-    """Call the fixture function and decide its backends; never raises (errors go into the plan)."""
-    plan = FixturePlan(name=name, func=func, source=source)
+def parameter_error(name: str, func: Callable[..., Any]) -> str | None:
+    """Why ``func`` cannot be called as a tune fixture (it requests other fixtures), or None."""
     params = [p for p in inspect.signature(func).parameters.values() if p.default is inspect.Parameter.empty]
-    if params:
-        plan.error = (
-            f"{name} requests fixtures ({', '.join(p.name for p in params)}), but `pytest --aitune` calls tune_* "
-            "fixtures once at collection time, before other fixtures exist. Build what it needs inside the fixture "
-            "(or in a plain helper function) and give it no parameters."
-        )
-        return plan
+    if not params:
+        return None
+    return (
+        f"{name} requests fixtures ({', '.join(p.name for p in params)}), but `pytest --aitune` calls tune_* "
+        "fixtures itself, outside pytest's fixture setup, so no other fixture exists for it. Build what it needs "
+        "inside the fixture "
+        "(or in a plain helper function) and give it no parameters."
+    )
+
+
+def call_fixture(plan: FixturePlan) -> None:
+    """Call the fixture function (seeded) once: ``plan.spec`` or ``plan.error`` is set; never raises."""
+    if plan.evaluated or plan.error:
+        return  # called already, or known broken (e.g. a duplicate name): never called twice
+    plan.evaluated = True
+    name, func = plan.name, plan.func
+    plan.error = parameter_error(name, func)
+    if plan.error:
+        return
     try:
         with seeded(FIXTURE_SEED):
             value = func()
@@ -115,7 +147,7 @@ def evaluate_plan(
                 value = next(value)
     except Exception as exc:
         plan.error = f"{name} raised {type(exc).__name__}: {exc}"
-        return plan
+        return
     if not isinstance(value, TuneSpec):
         shown = repr(value)
         if len(shown) > 120:
@@ -124,16 +156,50 @@ def evaluate_plan(
             f"{name} returned {type(value).__name__} ({shown}); a tune_* fixture must return ait.TuneSpec(model=..., "
             "samples=[...]). Return the spec instead of the model or the tune result."
         )
-        return plan
+        return
     if value.name is None:
         object.__setattr__(value, "name", name)
     plan.spec = value
-    names = list(value.backends) if value.backends is not None else device_backends(value.resolved_device)
+
+
+def spec_backends(
+    spec: TuneSpec, declaration: Declared | None, device_backends: Callable[[Any], list[str]]
+) -> tuple[list[str], bool]:
+    """Every backend ``spec`` tunes (eager first), before any filter, and whether a ``mixed`` check exists.
+
+    A spec with ``backends=None`` tunes what its decorator declared, else every backend available
+    on its device.
+    """
+    if spec.backends is not None:
+        names = list(spec.backends)
+    elif declaration is not None:
+        names = list(declaration.backends)
+    else:
+        names = device_backends(spec.resolved_device)
     if "eager" not in names:
         names.insert(0, "eager")
-    if backend_filter:
-        names = [b for b in names if b in backend_filter or b == "eager"]
-    if value.modules:
+    return names, bool(spec.modules)
+
+
+def filter_checks(backends: list[str], mixed: bool, backend_filter: list[str] | None) -> list[str]:
+    """The checks (items) of a fixture: its backends after ``--aitune-backends`` (eager stays), then ``mixed``."""
+    names = [b for b in backends if not backend_filter or b in backend_filter or b == "eager"]
+    if mixed:
         names.append("mixed")  # the model with each submodule's winner swapped in
-    plan.backends = names
+    return names
+
+
+def evaluate_plan(
+    name: str,
+    func: Callable[..., Any],
+    source: str,
+    backend_filter: list[str] | None,
+    device_backends: Callable[[Any], list[str]],
+) -> FixturePlan:
+    """Call the fixture function and decide its checks; never raises (errors go into the plan)."""
+    plan = FixturePlan(name=name, func=func, source=source)
+    call_fixture(plan)
+    if plan.spec is not None:
+        plan.backends = filter_checks(*spec_backends(plan.spec, plan.declared, device_backends), backend_filter)
+        plan.items = list(plan.backends)
     return plan

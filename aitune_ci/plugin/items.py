@@ -11,14 +11,30 @@ import pytest
 
 from aitune_ci.check import SELECTION, Outcome
 from aitune_ci.engine import default_backend_names
-from aitune_ci.plugin.discovery import FixturePlan, evaluate_plan, find_tune_fixtures
+from aitune_ci.plugin.discovery import (
+    FixturePlan,
+    call_fixture,
+    filter_checks,
+    find_tune_fixtures,
+    parameter_error,
+    spec_backends,
+)
+from aitune_ci.plugin.plan import Planner
 from aitune_ci.plugin.stash import session_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from aitune_ci.options import Shard
     from aitune_ci.plugin.session import AituneSession
 
-__all__ = ["AituneItem", "AituneCheckFailed", "generate_items", "apply_shard", "fixture_of", "fixture_scheduler"]
+__all__ = [
+    "AituneItem",
+    "AituneCheckFailed",
+    "generate_items",
+    "apply_shard",
+    "fixture_of",
+    "fixture_scheduler",
+    "plan_fixture",
+]
 
 
 # ``conftest.py::tune_x[eager]`` (xdist may append ``@group``); fixture names are unique in a run.
@@ -88,7 +104,7 @@ def _conftest_modules(session: pytest.Session) -> list[types.ModuleType]:
 def generate_items(
     session: pytest.Session, state: AituneSession, collectors: dict[str, pytest.Collector]
 ) -> list[AituneItem]:
-    """Items for every tune fixture in conftest files and collected test modules."""
+    """Items for every tune fixture in conftest files and collected test modules, from each one's plan."""
     sources: list[tuple[pytest.Collector, types.ModuleType, Path]] = []
     for mod in _conftest_modules(session):
         path = Path(mod.__file__ or "")
@@ -114,7 +130,7 @@ def generate_items(
                         f"{name}.json, so tune fixture names must be unique. Rename one of them."
                     )
                 continue
-            plan = evaluate_plan(name, func, rel, state.options.backends, default_backend_names)
+            plan = plan_fixture(name, func, rel, state.planner, state.options.backends)
             seen[name] = plan
             state.add_plan(plan)
             checks = plan.backends if plan.error is None else []
@@ -126,6 +142,27 @@ def generate_items(
                     )
                 )
     return items
+
+
+def plan_fixture(name: str, func: Any, source: str, planner: Planner, backend_filter: list[str] | None) -> FixturePlan:
+    """The fixture's checks from its plan, without calling it; called now only when no plan exists yet."""
+    plan = FixturePlan(name=name, func=func, source=source)
+    plan.error = parameter_error(name, func)
+    if plan.error:
+        return plan
+    found = planner.plan(name, func, plan.declared)
+    if isinstance(found, str):
+        plan.error = found
+    elif found is not None:
+        plan.backends, plan.origin, plan.origin_path = found.checks(backend_filter), found.origin, found.path
+    else:  # the first run: call it once here, and cache its plan for the next runs
+        call_fixture(plan)
+        if plan.spec is not None:
+            backends, mixed = spec_backends(plan.spec, plan.declared, default_backend_names)
+            planner.remember(plan, backends, mixed)
+            plan.backends = filter_checks(backends, mixed, backend_filter)
+    plan.items = list(plan.backends)
+    return plan
 
 
 def _relative(path: Path, root: Path) -> str:

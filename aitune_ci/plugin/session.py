@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from aitune_ci.check import BaseSide, CheckOptions, CheckOutcome, FixtureCheck, Outcome
+from aitune_ci.caught_warnings import WarningTally, warnings_from_json
+from aitune_ci.check import SELECTION, BaseSide, CheckOptions, CheckOutcome, FixtureCheck, Outcome
 from aitune_ci.config import RepoConfig
 from aitune_ci.engine import default_backend_names
 from aitune_ci.plugin.against import BaseCheckout
 from aitune_ci.plugin.discovery import FixturePlan, evaluate_plan
+from aitune_ci.plugin.plan import Drift, Planner, evaluate_lazily
 from aitune_ci.report import write_report
 from aitune_ci.report.terminal import format_verdict_table
 from aitune_ci.result import TuneResult
+from aitune_ci.store.history import append_history, current_commit
 from aitune_ci.store.runs import RUN_SCHEMA_VERSION
 from aitune_ci.verdict import Verdict, count_line
 
@@ -40,6 +43,8 @@ class SessionOptions:
     oversubscribe: bool = False
     #: relative mode: the git ref (the PR's base) to build and time beside the head
     against: str | None = None
+    #: ``--aitune-warn-only``: every check's regressions are reported, not failed
+    warn_only: bool = False
 
     @property
     def directory(self) -> Path:
@@ -58,6 +63,8 @@ class _FixtureState:
     check: FixtureCheck | None = None
     #: relative mode: the base's version of this fixture (None: new in the head, or its base failed)
     base: BaseSide | None = None
+    #: how the called fixture's spec differs from the plan its items were made from
+    drift: Drift | None = None
 
 
 class AituneSession:
@@ -70,12 +77,21 @@ class AituneSession:
         self.repo_config = RepoConfig.load(pyproject) if pyproject.is_file() else RepoConfig()
         if options.threshold is not None:
             self.repo_config = self.repo_config.with_default_threshold(options.threshold)
+        if options.warn_only:
+            self.repo_config = self.repo_config.with_warn_only()
         self.fixtures: dict[str, _FixtureState] = {}
         self.verdicts: list[Verdict] = []
         self.results: list[TuneResult] = []
+        #: warnings raised while evaluating and tuning fixtures (see ``aitune_ci.plugin.quiet``)
+        self.warnings = WarningTally()
         self.started = time.time()
         self._base_checkout: BaseCheckout | None = None
         self._base_plans: list[FixturePlan] = []
+        #: relative mode: the base's fixture functions, called only when their head fixture is tuned
+        self._base_fixtures: dict[str, tuple[Callable[..., Any], Path]] = {}
+        self._base_label = ""
+        #: each fixture's items come from a plan; the cache of plans is refreshed as fixtures are called
+        self.planner = Planner(options.directory, options.root, self.progress)
 
     # -- collection -----------------------------------------------------------------------------
     def add_plan(self, plan: FixturePlan) -> None:
@@ -88,58 +104,86 @@ class AituneSession:
         self.fixtures[fixture].selected.add(check)
 
     def load_base(self, ref: str, workdir: Path) -> None:
-        """Relative mode: check ``ref`` out under ``workdir`` and evaluate its version of every fixture.
+        """Relative mode: check ``ref`` out under ``workdir`` and find its version of every fixture.
 
-        A fixture the base lacks, or whose base fixture fails, is judged against the stored
-        baseline instead (its verdict says so).
+        Base fixtures are called later, only for head fixtures that are tuned (``_base_side``). A
+        fixture the base lacks, or whose base fixture fails, is judged against the stored baseline
+        instead (its verdict says so).
         """
         checkout = BaseCheckout.create(self.options.root, ref, workdir)
         self._base_checkout = checkout
         files = sorted({self.options.root / state.plan.source for state in self.fixtures.values()})
-
-        def evaluate(name: str, func: Callable[..., Any], file: Path) -> FixturePlan:
-            source = f"{ref}:{file.relative_to(checkout.root)}"
-            return evaluate_plan(name, func, source, self.options.backends, default_backend_names)
-
-        label = f"{ref} ({checkout.sha[:12]})"
-        for name, plan in checkout.fixtures(files, evaluate).items():
-            self._base_plans.append(plan)
-            state = self.fixtures.get(name)
-            if state is None:
-                continue
-            if plan.error:
-                self.progress(f"{name}: the base's fixture failed, judged against the stored baseline: {plan.error}")
-            else:
-                state.base = BaseSide(plan.spec, label)
-        missing = sorted(name for name, state in self.fixtures.items() if state.base is None)
+        self._base_fixtures = checkout.fixtures(files, lambda name, func, file: (func, file))
+        self._base_label = label = f"{ref} ({checkout.sha[:12]})"
+        missing = sorted(name for name in self.fixtures if name not in self._base_fixtures)
         if missing:
             self.progress(f"no base version at {label} of {', '.join(missing)}: judged against the stored baselines")
+
+    def _base_side(self, name: str) -> BaseSide | None:
+        """Call the base's version of fixture ``name`` (with the base's modules in place); None if it has none."""
+        found, checkout = self._base_fixtures.pop(name, None), self._base_checkout
+        if found is None or checkout is None:
+            return None
+        func, file = found
+        source = f"{self.options.against}:{file.relative_to(checkout.root)}"
+        plan = checkout.call(lambda: evaluate_plan(name, func, source, self.options.backends, default_backend_names))
+        self._base_plans.append(plan)
+        if plan.error:
+            self.progress(f"{name}: the base's fixture failed, judged against the stored baseline: {plan.error}")
+            return None
+        # The base's own .aitune: its committed artifact (pinned by its baseline) stands in for a build.
+        return BaseSide(plan.spec, self._base_label, directory=checkout.path_of(self.options.directory))
 
     # -- running --------------------------------------------------------------------------------
     def check(self, fixture: str, check: str) -> CheckOutcome:
         """The outcome of item ``fixture[check]`` (``check`` is a backend name or ``selection``)."""
         state = self.fixtures[fixture]
+        if not state.plan.evaluated and not state.plan.error:
+            self._evaluate(state)
         if state.plan.error:
             state.done.add(check)
             return CheckOutcome(Outcome.FAILED, state.plan.error)
+        drift = state.drift
+        if drift is not None and check in drift.removed:
+            state.done.add(check)
+            self._release_if_done(state)
+            return drift.removed_outcome(check)
         checker = state.check or self._run(state)
         try:
-            return checker.outcome(check)
+            outcome = checker.outcome(check)
+            if drift is not None and check == SELECTION:
+                outcome = drift.selection_outcome(outcome, {b: checker.outcome(b) for b in drift.added})
+            return outcome
         finally:
             state.done.add(check)
-            if state.done >= state.selected and checker.result is not None:
-                checker.release()
-                problem = state.plan.finish()
-                if problem:
-                    self.progress(problem)
+            self._release_if_done(state)
+
+    def _evaluate(self, state: _FixtureState) -> None:
+        """Call the fixture now, on its first item: a worker builds only the models it tunes."""
+        state.drift = evaluate_lazily(state.plan, self.planner, self.options.backends, default_backend_names)
+        if state.drift is not None:
+            self.progress(state.drift.notice(checked=SELECTION in state.selected))
+
+    def _release_if_done(self, state: _FixtureState) -> None:
+        checker = state.check
+        if state.done >= state.selected and checker is not None and checker.result is not None:
+            checker.release()
+            problem = state.plan.finish()
+            if problem:
+                self.progress(problem)
 
     def _run(self, state: _FixtureState) -> FixtureCheck:
         plan = state.plan
+        selected = set(state.selected)
+        if state.drift is not None and SELECTION in selected:
+            selected.update(state.drift.added)  # no item of their own: [selection] answers for them
+        if state.base is None:
+            state.base = self._base_side(plan.name)
         checker = FixtureCheck(
             plan.name,
             plan.spec,
             plan.backends,
-            state.selected,
+            selected,
             self.options.check,
             self.repo_config,
             self.progress,
@@ -155,7 +199,7 @@ class AituneSession:
     def close(self) -> list[str]:
         """Tear down every yield fixture still open: deselected, in another shard, or failed to tune.
 
-        Fixtures are set up at collection, whether or not their items run. Returns what went wrong.
+        A fixture called at collection (no plan yet) is set up whether or not its items run. Returns what went wrong.
         """
         plans = [state.plan for state in self.fixtures.values()] + self._base_plans
         problems = [problem for plan in plans if (problem := plan.finish())]
@@ -172,12 +216,14 @@ class AituneSession:
             "started": self.started,
             "results": [r.to_json() for r in self.results],
             "verdicts": [v.to_json() for v in self.verdicts],
+            "warnings": [w.to_json() for w in self.warnings.entries()],
         }
 
     def absorb(self, data: Mapping[str, Any]) -> None:
         """Merge what an xdist worker found (its ``run_json``) into this controller's session."""
         self.results.extend(TuneResult.from_json(r) for r in data.get("results", ()))
         self.verdicts.extend(Verdict.from_json(v) for v in data.get("verdicts", ()))
+        self.warnings.absorb(warnings_from_json(data.get("warnings")))
 
     def summary_lines(self) -> list[str]:
         if not self.verdicts and not self.results:
@@ -187,5 +233,26 @@ class AituneSession:
         return lines
 
     def write_reports(self) -> list[Path]:
+        """Write the ``--aitune-report`` files; with ``--aitune-update``, append the run to the history too.
+
+        Called once per run, by the controller under xdist (after every worker's results came in).
+        """
         run = self.run_json()
-        return [write_report(run, Path(target), root=self.options.root) for target in self.options.reports]
+        written = [write_report(run, Path(target), root=self.options.root) for target in self.options.reports]
+        if self.options.update:
+            self._append_history()
+        return written
+
+    def _append_history(self) -> None:
+        """One line per tuned fixture in ``<aitune-dir>/history/<hardware>.jsonl`` (what the nightly keeps for trends)."""
+        directory = self.options.directory / "history"
+        commit = current_commit(self.options.root)
+        appended: set[Path] = set()
+        for result in self.results:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                appended.add(append_history(directory, result, commit))
+            except (OSError, ValueError) as exc:
+                self.progress(f"{result.name}: history not appended ({exc})")
+        for path in sorted(appended):
+            self.progress(f"history appended to {path}")

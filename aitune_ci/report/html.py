@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aitune_ci.caught_warnings import by_package, warnings_from_json
 from aitune_ci.formatting import fmt_ms, fmt_pct
 from aitune_ci.report import charts
 from aitune_ci.report.trends import mark_change_points
@@ -94,6 +95,8 @@ def _accuracy(row: BackendRow) -> dict[str, Any]:
     text = (
         f"SQNR {_sqnr(worst.sqnr_db)} dB" if worst is not None else (acc.reason or ("ok" if acc.passed else "failed"))
     )
+    if row.task_metrics:
+        text += f" · {row.task_metrics}"
     return {
         "text": text,
         "passed": acc.passed,
@@ -121,12 +124,17 @@ def _row_context(row: BackendRow, fixture: FixtureView) -> dict[str, Any]:
     ci = row.ci_ms
     tp = row.throughput
     best_tp = max(tp.values()) if tp else None
+    # one call's allocator peak (gated) where recorded; else the warm-up probe of older results
+    memory = r.peak_memory_bytes if r is not None and r.peak_memory_bytes is not None else None
+    if memory is None and lat is not None:
+        memory = lat.peak_memory_bytes
     return {
         "backend": row.backend,
         "winner": row.backend == fixture.winner,
         "kind": row.kind,
         "css": row.look.css,
-        "reasons": ", ".join(v.reasons) if v is not None else "",
+        "reasons": (", ".join(v.reasons) + (" · warn-only: would fail" if v.would_fail else "")) if v is not None else "",
+        "metrics": "; ".join(m.text() for m in v.metrics) if v is not None else "",
         "status": r.status if r is not None else "-",
         "error_css": "sub" if r is not None and r.status == BackendStatus.UNAVAILABLE else "err",
         "precision": r.precision if r is not None else "",
@@ -153,8 +161,8 @@ def _row_context(row: BackendRow, fixture: FixtureView) -> dict[str, Any]:
         "throughput_compact": " · ".join(f"{_si(t)}@{b}" for b, t in tp.items()),
         "throughput_sort": _num(best_tp),
         "build": r.build_s if r is not None else None,
-        "memory": _bytes(lat.peak_memory_bytes if lat is not None else None),
-        "memory_sort": _num(float(lat.peak_memory_bytes) if lat is not None and lat.peak_memory_bytes else None),
+        "memory": _bytes(memory),
+        "memory_sort": _num(float(memory) if memory else None),
         "accuracy": _accuracy(row),
         "error": row.error,
         "message": v.message if v is not None else "",
@@ -354,5 +362,15 @@ def render_html(
             winners=winners,
             wins_by_backend=view.winners(),
             has_history=history is not None and not history.empty,
+            **_warnings_context(run),
         )
     )
+
+
+def _warnings_context(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The warnings caught while tuning, for a collapsed section at the page's end."""
+
+    caught = warnings_from_json(run.get("warnings"))
+    total = sum(w.count for w in caught)
+    summary = f"{total:,} warning{'' if total == 1 else 's'} raised while tuning: {by_package(caught)}"
+    return {"warnings": caught, "warnings_summary": summary}

@@ -18,7 +18,7 @@ from aitune_ci.formatting import fmt_ms, fmt_pct
 from aitune_ci.report.view import BackendRow, RunView, judged_against, latency_not_judged
 from aitune_ci.status import NO_CHECKS, VerdictKind, VerdictMode, presentation
 from aitune_ci.store.baseline import update_command
-from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, Verdict, summary_counts
+from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, TASK_METRIC, Verdict, summary_counts
 
 __all__ = ["DEFAULT_MARKER", "MAX_COMMENT_CHARS", "render_markdown", "severity_key"]
 
@@ -71,6 +71,9 @@ def _note(row: BackendRow) -> str:
             parts.append(text)
         if ACCURACY in v.reasons or NOW_FAILING in v.reasons:
             parts.extend(n for n in v.notes if "SQNR" in n or n.startswith("fails"))
+        if TASK_METRIC in v.reasons:
+            parts.extend(n for n in v.notes if n.startswith("task metric"))
+        parts.extend(m.text() for m in v.metrics if m.regressed)
     elif kind is VerdictKind.IMPROVED:
         parts.append(f"faster beyond threshold {fmt_pct(v.threshold)[1:]}")
     elif kind is VerdictKind.PASS:
@@ -82,8 +85,12 @@ def _note(row: BackendRow) -> str:
         parts.extend(v.notes[:1])
     if v.quarantined and kind in (VerdictKind.REGRESSED, VerdictKind.FAILED):
         parts.append("quarantined")
+    if v.would_fail:
+        parts.append("warn-only: would fail")
     if v.acknowledged:
         parts.append(f"acknowledged: {v.acknowledged}")
+    if row.task_metrics and kind in (VerdictKind.PASS, VerdictKind.IMPROVED, VerdictKind.NEW):
+        parts.append(row.task_metrics)
     return "; ".join(parts)
 
 
@@ -106,6 +113,8 @@ def _headline(view: RunView, title: str) -> str:
     n_bad = regressed + failed
     what = f"{n_bad} {'regression' if failed == 0 else 'regression or failure'}"
     what += "s" if n_bad != 1 else ""
+    if not view.failing:
+        what += " (warn-only: not failing)"
     return f"## {look.icon} {title}: {what}"
 
 
@@ -175,7 +184,9 @@ def _winner_items(view: RunView) -> list[str]:
 
 def _regressed_fixtures(view: RunView) -> list[str]:
     """Fixtures with a regression that fails CI, most severe first: the ones an update command is shown for."""
-    ordered = sorted((v for v in view.verdicts if v.fails and v.kind is VerdictKind.REGRESSED), key=severity_key)
+    ordered = sorted(
+        (v for v in view.verdicts if (v.fails or v.would_fail) and v.kind is VerdictKind.REGRESSED), key=severity_key
+    )
     return list(dict.fromkeys(v.fixture for v in ordered))
 
 

@@ -68,15 +68,23 @@ def format_tune_table(result: TuneResult) -> str:
 
 
 def format_verdict_table(verdicts: Sequence[Any]) -> str:
-    """The ``pytest --aitune`` summary: one row per check, regressions first."""
+    """The ``pytest --aitune`` summary: one row per check, regressions first.
+
+    Under it: each metric beyond latency that regressed or improved (metrics within their gates
+    stay in the reports), then why any latency was not judged.
+    """
     rows = []
     unjudged: dict[str, list[str]] = {}
+    moved: list[str] = []  # metrics beyond latency that regressed or improved: one line each
     for v in sorted(verdicts, key=lambda v: (presentation(v.kind).severity, v.fixture, v.backend)):
         why = latency_not_judged(v)
         if why is not None:
             unjudged.setdefault(why, []).append(v.check_id)
         ci = f"[{fmt_pct(v.delta_ci[0])}, {fmt_pct(v.delta_ci[1])}]" if v.delta_ci else "-"
         kind = f"{v.kind}" + (f" ({', '.join(v.reasons)})" if v.reasons else "")
+        if v.would_fail:
+            kind += " warn-only: would fail"
+        moved.extend(f"{v.check_id}: {m.text()}" for m in v.metrics if m.moved)
         rows.append(
             [
                 f"{v.fixture}[{v.backend}]",
@@ -90,6 +98,10 @@ def format_verdict_table(verdicts: Sequence[Any]) -> str:
         )
     headers = ["check", "median ms (before → now)", "Δ", "95% CI of Δ", "MDE", "against", "verdict"]
     table = format_table(headers, rows, right=(2,))
+    for line in moved[:_METRIC_LINES]:
+        table += f"\n{line}"
+    if len(moved) > _METRIC_LINES:
+        table += f"\n({len(moved) - _METRIC_LINES} more metric changes in the report)"
     for why, checks in list(unjudged.items())[:_WHY_LINES]:
         shown = ", ".join(checks[:3]) + (f" and {len(checks) - 3} more" if len(checks) > 3 else "")
         table += f"\n{shown}: {why[0].upper()}{why[1:]}."
@@ -100,3 +112,5 @@ def format_verdict_table(verdicts: Sequence[Any]) -> str:
 
 #: Distinct "not judged" reasons printed under the table; the reports carry them all.
 _WHY_LINES = 3
+#: Metric changes (build time, memory, ...) printed under the table; the reports carry them all.
+_METRIC_LINES = 10

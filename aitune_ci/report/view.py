@@ -61,12 +61,13 @@ def overall_verdict(verdicts: Sequence[Verdict]) -> VerdictKind | str:
     """The run's one-word outcome: the most severe verdict that counts (``NO_VERDICT`` when there are none).
 
     A quarantined regression or a known failure does not fail the run, so it does not make the run
-    REGRESSED/FAILED; when nothing else is left, the run passed.
+    REGRESSED/FAILED; when nothing else is left, the run passed. A warn-only regression
+    (``Verdict.would_fail``) does not fail the run but still makes it REGRESSED: it is what the run found.
     """
     if not verdicts:
         return NO_VERDICT
     forgiven = (VerdictKind.REGRESSED, VerdictKind.FAILED)
-    counted = [v.kind for v in verdicts if v.fails or v.kind not in forgiven]
+    counted = [v.kind for v in verdicts if v.fails or v.would_fail or v.kind not in forgiven]
     return min(counted, key=lambda kind: presentation(kind).severity) if counted else VerdictKind.PASS
 
 
@@ -149,6 +150,8 @@ class BackendRow:
             return ""
         if r.error:
             return r.error
+        if r.review:
+            return f"flagged for review: {r.review}"
         if r.status == BackendStatus.INACCURATE and r.accuracy is not None:
             return r.accuracy.reason or r.accuracy.summary()
         return ""
@@ -156,6 +159,15 @@ class BackendRow:
     @property
     def selected(self) -> bool:
         return bool(self.result is not None and self.result.selected)
+
+    @property
+    def task_metrics(self) -> str:
+        """``top1_agreement 0.998, psnr 41.2``: the task metrics (``TuneSpec(metric=...)``); '' when none."""
+        if self.result is None:
+            return ""
+        return ", ".join(
+            f"{m.name} {m.value:.4g}" + ("" if m.passed else " (FAILED its gate)") for m in self.result.task_metrics
+        )
 
 
 @dataclass(frozen=True)

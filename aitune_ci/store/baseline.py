@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +30,7 @@ __all__ = [
     "NOISE_HISTORY_MAX",
     "AccuracySummary",
     "BackendBaseline",
+    "BackendMetrics",
     "Baseline",
     "BaselineStore",
     "LatencySummary",
@@ -118,6 +119,40 @@ class AccuracySummary:
 
 
 @dataclass(frozen=True)
+class BackendMetrics:
+    """The gated metrics beyond latency of one backend (``aitune_ci.verdict.metrics``); None: not measured.
+
+    ``throughput_by_batch`` maps each batch size of the sweep to items per second.
+    """
+
+    build_s: float | None = None
+    build_cache: str | None = None
+    load_s: float | None = None
+    first_call_ms: float | None = None
+    peak_memory_bytes: int | None = None
+    throughput_by_batch: Mapping[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, row: BackendResult) -> BackendMetrics:
+        return cls(
+            build_s=row.build_s,
+            build_cache=row.build_cache,
+            load_s=row.load_s,
+            first_call_ms=row.first_call_ms,
+            peak_memory_bytes=row.peak_memory_bytes,
+            throughput_by_batch=dict(sorted(row.throughput_by_batch.items())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the recorded values: a backend that measured none writes no ``metrics`` key."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "throughput_by_batch"}
+        out = {k: v for k, v in out.items() if v is not None}
+        if self.throughput_by_batch:
+            out["throughput_by_batch"] = {str(b): v for b, v in sorted(self.throughput_by_batch.items())}
+        return out
+
+
+@dataclass(frozen=True)
 class BackendBaseline:
     """What one backend did when the baseline was written, plus its noise history.
 
@@ -129,6 +164,8 @@ class BackendBaseline:
             oldest first, at most ``NOISE_HISTORY_MAX``: separate processes timing the same thing,
             so their spread *is* the between-run noise a stored-baseline verdict must clear (a
             process's offset is invisible inside the process). Restarts when the inputs change.
+        metrics: the gated metrics beyond latency (``BackendMetrics``); empty in baselines written
+            before they were recorded, which still load.
     """
 
     status: BackendStatus
@@ -138,6 +175,9 @@ class BackendBaseline:
     error: str | None = None
     noise_history: tuple[float, ...] = ()
     run_medians_ms: tuple[float, ...] = ()
+    metrics: BackendMetrics = field(default_factory=BackendMetrics)
+    #: the task metrics' values (``TuneSpec(metric=...)``) by name; empty in older baselines, which still load
+    task_metrics: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A plain string (``status="ok"``) becomes its member, so ``is`` comparisons hold everywhere.
@@ -170,6 +210,8 @@ class BackendBaseline:
             error=error,
             noise_history=tuple(history[-NOISE_HISTORY_MAX:]),
             run_medians_ms=tuple(medians[-NOISE_HISTORY_MAX:]),
+            metrics=BackendMetrics.from_result(row),
+            task_metrics={m.name: m.value for m in row.task_metrics},
         )
 
     @property
@@ -203,18 +245,24 @@ class Baseline:
         artifact_sha256: str | None = None,
         updated_at: str | None = None,
         keep_unavailable: bool = True,
+        declared: Collection[str] | None = None,
     ) -> Baseline:
         """The baseline to write after ``result``, merged into ``previous``.
 
         Backends absent from ``result`` (filtered out by ``--aitune-backends``) keep their previous
         entries; each backend's noise history is carried forward. With ``keep_unavailable``, a
         backend that is unavailable on this run keeps its previous entry, so updating on a machine
-        without e.g. onnxruntime does not erase what another machine measured.
+        without e.g. onnxruntime does not erase what another machine measured. ``declared`` (the
+        backends the spec declares now) drops the entries of backends the spec no longer has:
+        otherwise the baseline would plan their items, and skip them, on every later run.
         """
         hardware_key = result.environment.get("hardware_key")
         if not isinstance(hardware_key, str) or not hardware_key:
             raise ValueError(f"result {result.name!r} has no environment['hardware_key']; cannot place its baseline")
         backends: dict[str, BackendBaseline] = dict(previous.backends) if previous is not None else {}
+        if declared is not None:
+            kept = {*declared, "eager", "mixed"}
+            backends = {key: b for key, b in backends.items() if key.rsplit("/", 1)[-1] in kept}
         same_inputs = previous is None or not previous.inputs_changed(result)
         for row in result.backends:
             key = backend_key(row.backend, row.module)
@@ -256,6 +304,8 @@ class Baseline:
                 "error": b.error,
                 "noise_history": list(b.noise_history),
                 **({"run_medians_ms": list(b.run_medians_ms)} if b.run_medians_ms else {}),
+                **({"metrics": metrics} if (metrics := b.metrics.to_dict()) else {}),
+                **({"task_metrics": dict(sorted(b.task_metrics.items()))} if b.task_metrics else {}),
             }
         return _jsonable(
             {
@@ -392,6 +442,8 @@ class _Reader:
         medians = self.get(entry, "run_medians_ms", list, default=[], where=where)
         latency = self.get(entry, "latency", dict, optional=True, where=where)
         accuracy = self.get(entry, "accuracy", dict, optional=True, where=where)
+        metrics = self.get(entry, "metrics", dict, default={}, where=where)
+        task_metrics = self.get(entry, "task_metrics", dict, default={}, where=where)
         return BackendBaseline(
             status=status,
             precision=self.get(entry, "precision", str, where=where),
@@ -400,6 +452,25 @@ class _Reader:
             error=self.get(entry, "error", str, optional=True, where=where),
             noise_history=tuple(self.number(x, f"{where}.noise_history") for x in history),
             run_medians_ms=tuple(self.number(x, f"{where}.run_medians_ms") for x in medians),
+            metrics=self.metrics(metrics, f"{where}.metrics"),
+            task_metrics={str(k): self.number(v, f"{where}.task_metrics.{k}") for k, v in task_metrics.items()},
+        )
+
+    def metrics(self, data: Mapping[str, Any], where: str) -> BackendMetrics:
+        """The ``metrics`` object; absent in baselines written before the metrics were gated."""
+        by_batch = self.get(data, "throughput_by_batch", dict, default={}, where=where)
+        throughput = {}
+        for batch, value in by_batch.items():
+            if not str(batch).isdigit():
+                raise self.error(f"{where}.throughput_by_batch", f"expected batch sizes as keys, found {batch!r}")
+            throughput[int(batch)] = self.number(value, f"{where}.throughput_by_batch.{batch}")
+        return BackendMetrics(
+            build_s=self.get(data, "build_s", float, optional=True, where=where),
+            build_cache=self.get(data, "build_cache", str, optional=True, where=where),
+            load_s=self.get(data, "load_s", float, optional=True, where=where),
+            first_call_ms=self.get(data, "first_call_ms", float, optional=True, where=where),
+            peak_memory_bytes=self.get(data, "peak_memory_bytes", int, optional=True, where=where),
+            throughput_by_batch=throughput,
         )
 
     def latency(self, data: Mapping[str, Any], where: str) -> LatencySummary:

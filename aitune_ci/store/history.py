@@ -2,6 +2,9 @@
 
 A verdict compares one run with one baseline, so a slow drift never fails one; the history keeps
 every night's summary so that ``aitune_ci.report.trends`` can find where a series shifted.
+``pytest --aitune --aitune-update`` appends its run (the plugin's session), and so does
+``aitune-ci report RUN.json --append-history``; a run already in the file (same fixture, date and
+commit) is not appended twice, so the action's nightly may do both.
 """
 
 from __future__ import annotations
@@ -140,7 +143,9 @@ def append_history(
 
     The append holds the file's lock (parallel jobs never interleave lines) and is fsync'ed; a
     previous writer that died mid-line leaves a corrupt line that ``read_history`` skips, never one
-    glued to ours.
+    glued to ours. A line of the same run (fixture, date and commit) already in the file is kept and
+    nothing is appended: the plugin's ``--aitune-update`` and ``aitune-ci report --append-history``
+    may both see one run.
 
     Args:
         commit: the commit measured; None looks it up (``current_commit``).
@@ -154,6 +159,9 @@ def append_history(
     data = (json.dumps(record, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
     with locked(path):
         with open(path, "ab+") as f:
+            f.seek(0)
+            if any(_same_run(line, record) for line in f):
+                return path
             f.seek(0, os.SEEK_END)
             if f.tell() > 0:
                 f.seek(-1, os.SEEK_END)
@@ -163,6 +171,15 @@ def append_history(
             f.flush()
             os.fsync(f.fileno())
     return path
+
+
+def _same_run(line: bytes, record: Mapping[str, Any]) -> bool:
+    """Whether a stored line records the same run of the same fixture as ``record`` (corrupt lines do not)."""
+    try:
+        stored = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(stored, dict) and all(stored.get(k) == record[k] for k in ("fixture", "date", "commit"))
 
 
 def append_run_history(

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from aitune_ci.caught_warnings import merge_warnings, warnings_from_json
 from aitune_ci.errors import AituneCIError, DataFileError
 from aitune_ci.result import TuneResult
 from aitune_ci.verdict import Verdict
@@ -52,6 +53,10 @@ def _check_run(data: Any, source: object) -> dict[str, Any]:
         TuneResult.from_json(r, source)
     for v in verdicts:
         Verdict.from_json(v, source)
+    try:
+        warnings_from_json(data.get("warnings"))  # optional: runs written before warnings were kept have none
+    except ValueError as exc:
+        raise DataFileError(source, str(exc), _FIX) from None
     return data
 
 
@@ -88,7 +93,8 @@ def merge_runs(runs: Sequence[Mapping[str, Any]], sources: Sequence[object] | No
     Results and verdicts are keyed by fixture and by (fixture, backend). An exact duplicate (the
     same shard passed twice, or a fixture re-run identically) is kept once. The same fixture from
     two runs is merged when its backend rows do not disagree (e.g. a fixture tuned per backend
-    subset); ``winner`` must then agree too. ``started`` is the earliest start.
+    subset); ``winner`` must then agree too. ``started`` is the earliest start. Warnings caught while
+    tuning merge as ``caught_warnings.merge_warnings`` says.
 
     Args:
         runs: run JSON objects (as ``load_run`` returns them).
@@ -143,10 +149,13 @@ def merge_runs(runs: Sequence[Mapping[str, Any]], sources: Sequence[object] | No
             verdicts[key], verdict_source[key] = v, name
 
     starts = [r.get("started") for r in checked if isinstance(r.get("started"), (int, float))]
+    distinct = {_canonical(run): run for run in checked}.values()  # one file passed twice counts once
+    caught = merge_warnings([warnings_from_json(run.get("warnings")) for run in distinct])
     return {
         "schema_version": RUN_SCHEMA_VERSION,
         "started": min(starts) if starts else None,
         "results": list(results.values()),
         "verdicts": list(verdicts.values()),
+        "warnings": [w.to_json() for w in caught],
         "merged_from": len(checked),
     }

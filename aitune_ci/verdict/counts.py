@@ -86,6 +86,8 @@ def summary_counts(verdicts: Iterable[Verdict]) -> dict[str, int]:
 def count_line(verdicts: Iterable[Verdict]) -> str:
     """``aitune: 12 passed, 1 regressed, 2 new, 3 skipped`` (outcomes with a zero count left out).
 
+    Warn-only regressions count as regressed and say how many would fail without warn-only:
+    ``2 regressed (1 warn-only: would fail, not failing)``.
     Checks failed by ``--aitune-strict`` for want of a baseline are counted apart, after ``failed``
     (``2 failed (no baseline, --aitune-strict)``), not as the ``new`` or ``skipped`` their verdict says.
     """
@@ -93,10 +95,12 @@ def count_line(verdicts: Iterable[Verdict]) -> str:
     required = [v for v in verdicts if v.baseline_required]
     counts = summary_counts([v for v in verdicts if not v.baseline_required])
     failed = PRESENTATION[VerdictKind.FAILED].count_label
+    regressed = PRESENTATION[VerdictKind.REGRESSED].count_label
+    warned = sum(v.would_fail for v in verdicts)
     shown = []
     for label, n in counts.items():
         if n:
-            shown.append(f"{n} {label}")
+            shown.append(f"{n} {label}" + (f" ({warned} warn-only: would fail, not failing)" if label == regressed and warned else ""))
         if label == failed and required:
             shown.append(f"{len(required)} {STRICT_NO_BASELINE}")
     return "aitune: " + (", ".join(shown) if shown else "no checks")

@@ -12,8 +12,10 @@ from aitune_ci.cpu_load import CONTENDED_CORES
 from aitune_ci.environment import CPU_SPEED_FIELDS
 from aitune_ci.formatting import fmt_db, fmt_p, fmt_pct
 from aitune_ci.result import BackendResult, LatencyStats, TuneResult
+from aitune_ci.stats import log_spread
 from aitune_ci.status import BackendStatus, VerdictKind
 from aitune_ci.store.baseline import BackendBaseline, Baseline
+from aitune_ci.task_metric_gates import metric_drops
 from aitune_ci.verdict.latency import (
     MEASURED_RUNS,
     LatencyTest,
@@ -22,13 +24,16 @@ from aitune_ci.verdict.latency import (
     pool_paired,
     unpaired_test,
 )
+from aitune_ci.verdict.metrics import MetricCheck, build_time_check, judge_metric, throughput_check
 from aitune_ci.verdict.model import (
     ACCURACY,
     LATENCY,
+    METRIC_REASONS,
     NOT_COMPARED,
     NOT_JUDGED,
     NOW_FAILING,
     REASON_ORDER,
+    TASK_METRIC,
     RatioLike,
     Verdict,
 )
@@ -70,6 +75,7 @@ def compare_backend(
         backend=current.backend,
         env_mismatch=dict(env_diff or {}),
         quarantined=policy.quarantined,
+        warn_only=policy.warn_only,
         confirmations=confirmations,
         max_confirmations=policy.max_confirmations,
         alpha=policy.alpha,
@@ -81,7 +87,24 @@ def compare_backend(
     if verdict is None:
         assert baseline is not None
         verdict = _compare_working(baseline, current, policy, paired, confirmations, facts, inputs_changed)
+    if current.review and policy.acknowledged is None and verdict.kind is not VerdictKind.SKIPPED:
+        verdict = _for_review(verdict, current.review)
     return with_message(verdict)
+
+
+def _for_review(v: Verdict, review: str) -> Verdict:
+    """An implausible win (``aitune_ci.sanity``) FAILS until a human acknowledges it in ``[tool.aitune.acknowledged]``.
+
+    Neither PASS (it may be skipped work) nor dropped (it may be real): someone has to look.
+    """
+    return replace(
+        v,
+        kind=VerdictKind.FAILED,
+        reasons=(),
+        known_failure=False,
+        needs_confirmation=False,
+        notes=(f"flagged for review: {review}", *v.notes),
+    )
 
 
 def _when_a_side_did_not_work(
@@ -137,11 +160,21 @@ def _compare_working(
     elif sqnr_note:
         notes.append(sqnr_note)
         reasons.append(ACCURACY)
+    task_drops = metric_drops(baseline.task_metrics, current.task_metrics)
+    if task_drops and inputs_changed:
+        notes.extend(
+            f"model or samples changed since the baseline ({' and '.join(inputs_changed)}): {t}" for t in task_drops
+        )
+    elif task_drops:
+        notes.extend(task_drops)
+        reasons.append(TASK_METRIC)
     test, not_compared = _latency_test(baseline, current, policy, paired, confirmations, facts["env_mismatch"])
     if not_compared:
         notes.append(not_compared)
     elif test is not None and test.regressed:
         reasons.append(LATENCY)
+    metrics = gated_metrics(baseline, current, policy, test, not_compared)
+    reasons.extend(m.reason for m in metrics if m.regressed)
     if policy.acknowledged is not None:
         notes.extend(_acknowledge(policy.acknowledged, test, reasons))
 
@@ -160,6 +193,7 @@ def _compare_working(
         kind=kind,
         reasons=ordered,
         notes=tuple(notes),
+        metrics=tuple(metrics),
         paired=paired is not None and test is not None,
         needs_confirmation=(
             (ordered == (LATENCY,) or inconclusive)
@@ -200,6 +234,55 @@ def _latency_test(
         return None, busy
     test = unpaired_test(baseline, current.latency, policy, confirmations)
     return _judgeable(test, policy)
+
+
+_MIB = 1024.0 * 1024.0
+
+
+def gated_metrics(
+    baseline: BackendBaseline,
+    current: BackendResult,
+    policy: Policy,
+    latency: LatencyTest | None,
+    latency_unjudged: str | None,
+) -> list[MetricCheck]:
+    """Every metric beyond latency that this run measured, compared with the baseline entry.
+
+    ``latency`` and ``latency_unjudged`` are the check's latency test and why it was not made:
+    throughput at the tuned batch size inherits the latency's noise (``throughput_check``).
+    """
+    old, new = baseline.metrics, current
+    checks = [
+        build_time_check(old.build_s, old.build_cache, new.build_s, new.build_cache, policy.gate("build_time")),
+        judge_metric("load_time", old.load_s, new.load_s, policy.gate("load_time")),
+        judge_metric("first_call", old.first_call_ms, new.first_call_ms, policy.gate("first_call")),
+        judge_metric(
+            "peak_memory",
+            None if old.peak_memory_bytes is None else old.peak_memory_bytes / _MIB,
+            None if new.peak_memory_bytes is None else new.peak_memory_bytes / _MIB,
+            policy.gate("peak_memory"),
+        ),
+        throughput_check(
+            old.throughput_by_batch,
+            new.throughput_by_batch,
+            current.latency.batch_size if current.latency is not None else None,
+            policy.gate("throughput"),
+            latency_threshold=latency.threshold if latency is not None else None,
+            latency_unjudged=latency_unjudged,
+            round_spread=_sweep_spread(current),
+            noise_k=policy.noise_k,
+        ),
+    ]
+    return [c for c in checks if c is not None]
+
+
+def _sweep_spread(current: BackendResult) -> float | None:
+    """The round spread of the sweep point with the best throughput (its own within-run noise)."""
+    points = [s for s in current.sweep if s.throughput]
+    if not points:
+        return None
+    best = max(points, key=lambda s: s.throughput or 0.0)
+    return log_spread(best.round_medians_ms)
 
 
 def _contention(baseline: float | None, current: float | None) -> str | None:
@@ -263,6 +346,14 @@ def _acknowledge(ack: Acknowledgement, test: LatencyTest | None, reasons: list[s
     if ACCURACY in reasons:
         reasons.remove(ACCURACY)
         notes.append("SQNR drop accepted as acknowledged")
+    if TASK_METRIC in reasons:
+        reasons.remove(TASK_METRIC)
+        notes.append("task metric drop accepted as acknowledged")
+    accepted = [r for r in reasons if r in METRIC_REASONS]
+    for reason in accepted:
+        reasons.remove(reason)
+    if accepted:
+        notes.append(f"{', '.join(accepted)} accepted as acknowledged")
     return notes
 
 
@@ -281,7 +372,9 @@ def _test_fields(test: LatencyTest) -> dict[str, Any]:
 
 def _failure_text(current: BackendResult) -> str:
     if current.status == BackendStatus.INACCURATE:
-        detail = (current.accuracy.reason or current.accuracy.summary()) if current.accuracy else current.error
+        detail = current.error or (
+            (current.accuracy.reason or current.accuracy.summary()) if current.accuracy else None
+        )
         return f"fails its accuracy gate: {detail or 'no detail recorded'}"
     return f"fails: {current.error or 'no error recorded'}"
 

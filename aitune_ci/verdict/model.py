@@ -11,14 +11,17 @@ from aitune_ci.errors import DataFileError
 from aitune_ci.formatting import round_sig
 from aitune_ci.stats import RatioEstimate
 from aitune_ci.status import VerdictKind, VerdictMode
+from aitune_ci.verdict.metrics import MetricCheck, metric_reason
 
 __all__ = [
     "ACCURACY",
     "LATENCY",
+    "METRIC_REASONS",
     "NOT_COMPARED",
     "NOT_JUDGED",
     "NOW_FAILING",
     "REASON_ORDER",
+    "TASK_METRIC",
     "PairedRatio",
     "RatioLike",
     "Verdict",
@@ -28,7 +31,11 @@ __all__ = [
 LATENCY = "latency"
 ACCURACY = "accuracy"
 NOW_FAILING = "now-failing"
-REASON_ORDER = (LATENCY, ACCURACY, NOW_FAILING)
+#: A task metric (``TuneSpec(metric=...)``) worsened beyond its tolerance; the note names the metric.
+TASK_METRIC = "task-metric"
+#: A gated metric beyond latency that regressed (``verdict.metrics``): ``peak-memory``, ``build-time``, ...
+METRIC_REASONS = tuple(metric_reason(m) for m in ("throughput", "peak_memory", "build_time", "load_time", "first_call"))
+REASON_ORDER = (LATENCY, *METRIC_REASONS, ACCURACY, TASK_METRIC, NOW_FAILING)
 
 #: How a note starts when the latency was not compared at all (no data, or another batch size or
 #: CPU share) or not judged (a stored comparison too noisy or unarmed): the reports look for them.
@@ -82,6 +89,9 @@ class Verdict:
         mode: what the check was judged against: the stored baseline, or (relative mode) the
             PR's base built and timed in the same process.
         base_ref: in relative mode, the git ref and commit of the base, e.g. ``main (1a2b3c4d5e6f)``.
+        metrics: the gated metrics beyond latency, each compared with the baseline (or the base).
+        warn_only: ``--aitune-warn-only`` or ``[tool.aitune] warn_only``: a regression is reported
+            and ``would_fail`` says so, but it does not fail; a backend that now fails still does.
     """
 
     fixture: str
@@ -110,6 +120,8 @@ class Verdict:
     notes: tuple[str, ...] = ()
     mode: VerdictMode = VerdictMode.STORED
     base_ref: str | None = None
+    metrics: tuple[MetricCheck, ...] = ()
+    warn_only: bool = False
     message: str = ""
 
     @property
@@ -125,9 +137,31 @@ class Verdict:
         """
         if self.baseline_required:
             return True
+        return self._would_fail and not self.would_fail
+
+    @property
+    def _would_fail(self) -> bool:
         if self.quarantined:
             return False
         return self.kind is VerdictKind.REGRESSED or (self.kind is VerdictKind.FAILED and not self.known_failure)
+
+    @property
+    def would_fail(self) -> bool:
+        """Warn-only spared it: without warn-only this regression would fail CI.
+
+        A backend that no longer builds, runs or stays accurate (``now-failing``) is no gradual
+        rollout matter: it fails even in warn-only mode, like a FAILED backend.
+        """
+        return (
+            self.warn_only
+            and self._would_fail
+            and self.kind is VerdictKind.REGRESSED
+            and NOW_FAILING not in self.reasons
+        )
+
+    def metric(self, name: str) -> MetricCheck | None:
+        """The check of metric ``name`` (``build_time``, ``peak_memory``, ...), if it was compared."""
+        return next((m for m in self.metrics if m.metric == name), None)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data; floats keep 6 significant digits, NaN and ±inf stay as JSON's tokens."""
@@ -142,9 +176,12 @@ class Verdict:
                 value = [round_sig(x) for x in value]
             elif f.name == "env_mismatch":
                 value = {k: [old, new] for k, (old, new) in sorted(value.items())}
+            elif f.name == "metrics":
+                value = [m.to_json() for m in value]
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
+        out["would_fail"] = self.would_fail
         return out
 
     @classmethod
@@ -160,6 +197,7 @@ class Verdict:
                 low, high = kwargs["delta_ci"]
                 kwargs["delta_ci"] = (low, high)
             kwargs["env_mismatch"] = {k: (v[0], v[1]) for k, v in kwargs.get("env_mismatch", {}).items()}
+            kwargs["metrics"] = tuple(MetricCheck.from_json(m) for m in kwargs.get("metrics", ()))
             return cls(**kwargs)
         except (KeyError, TypeError, ValueError) as exc:
             raise DataFileError(

@@ -54,6 +54,8 @@ def _standing(v: Verdict) -> list[str]:
         parts.append(f"confirmed by {v.confirmations} re-measurement(s)")
     if v.quarantined and v.kind in (VerdictKind.REGRESSED, VerdictKind.FAILED):
         parts.append("quarantined in [tool.aitune]: reported, does not fail")
+    if v.would_fail:
+        parts.append("warn-only: this regression would fail the run; reported, does not fail")
     return parts
 
 
@@ -92,7 +94,8 @@ def _render(v: Verdict) -> str:
         head += f" ({', '.join(v.reasons)})"
     latency = _latency_text(v)
     advice = _what_to_do(v)
-    parts = [*([latency] if latency else []), *v.notes, *_standing(v), *([advice] if advice else [])]
+    metrics = [m.text() for m in v.metrics if m.moved]
+    parts = [*([latency] if latency else []), *metrics, *v.notes, *_standing(v), *([advice] if advice else [])]
     return ". ".join([head, *(p[:1].upper() + p[1:] for p in parts)]) + "."
 
 

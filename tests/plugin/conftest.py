@@ -29,6 +29,7 @@ from aitune_ci.backends.registry import backend_names
 # keeps one of each (and loads every backend module once).
 for _module in ("aitune_ci.engine", "aitune_ci.plugin.items", "aitune_ci.plugin.session", "aitune_ci.report.terminal"):
     importlib.import_module(_module)
+
 for _name in ("TuneSpec", "Tolerance", "tune_fixture"):
     getattr(ait, _name)
 backend_names()

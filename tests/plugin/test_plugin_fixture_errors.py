@@ -54,8 +54,8 @@ def test_broken_fixture_gets_one_failing_item_and_the_good_one_still_passes(brok
 def test_fixture_that_requests_another_fixture_says_to_build_it_inside(broken):
     broken.stdout.fnmatch_lines(
         [
-            "tune_needs_fixture requests fixtures (model_path), but `pytest --aitune` calls tune_* fixtures once at "
-            "collection time*Build what it needs inside the fixture*"
+            "tune_needs_fixture requests fixtures (model_path), but `pytest --aitune` calls tune_* fixtures itself*"
+            "no other fixture exists for it*Build what it needs inside the fixture*"
         ]
     )
 
