@@ -394,19 +394,14 @@ class FixtureCheck:
         baseline, options = self.baseline, self.options
         if not options.reuse or options.rebuild or options.writes_baselines:
             return {}
-        if baseline is None or not baseline.artifact_sha256 or baseline.winner not in backends:
-            return {}
-        path = self.artifact_path()
-        if not path.is_file():
+        if baseline is None or baseline.winner not in backends:
             return {}
         try:
-            manifest = inspect_artifact(path, verify=False)
-            wanted = spec_hash(self.spec, self.backends, fingerprint(self.spec.resolved_device))
-            if manifest.get("spec_hash") != wanted:
-                return {}
-            loaded = load(path, copy.deepcopy(self.spec.model), expected_sha256=baseline.artifact_sha256).runner
+            loaded = self._committed_winner(self.artifact_path(), baseline, self.spec)
         except AituneCIError as exc:
             self.progress(f"{self.name}: committed artifact not reused ({exc})")
+            return {}
+        if loaded is None:
             return {}
         self.reused = baseline.winner
         self.progress(f"{self.name} · {baseline.winner}: nothing changed since the baseline; reusing its artifact")
@@ -429,24 +424,30 @@ class FixtureCheck:
         except DataFileError as exc:
             self.progress(f"base · {self.name}: the base's baseline cannot be read ({exc}); building")
             return {}
-        if baseline is None or not baseline.artifact_sha256 or baseline.winner not in backends:
-            return {}
-        if ("", baseline.winner) not in head_loaded:
+        if baseline is None or baseline.winner not in backends or ("", baseline.winner) not in head_loaded:
             return {}
         path = base.directory / "artifacts" / self.hardware / f"{self.name}.ait"
-        if not path.is_file():
-            return {}
         try:
-            if inspect_artifact(path, verify=False).get("spec_hash") != spec_hash(
-                base.spec, self.backends, fingerprint(base.spec.resolved_device)
-            ):
-                return {}
-            loaded = load(path, copy.deepcopy(base.spec.model), expected_sha256=baseline.artifact_sha256).runner
+            loaded = self._committed_winner(path, baseline, base.spec)
         except AituneCIError as exc:
             self.progress(f"base · {self.name}: the base's committed artifact not used ({exc})")
             return {}
+        if loaded is None:
+            return {}
         self.progress(f"base · {self.name} · {baseline.winner}: loading the nightly's committed artifact of the base")
         return {baseline.winner: loaded}
+
+    def _committed_winner(self, path: Path, baseline: Baseline, spec: TuneSpec) -> Any | None:
+        """The winner of the artifact at ``path``, pinned by ``baseline``'s sha256, loaded on ``spec``'s
+        model; None when there is none or its spec hash differs from ``spec``'s (something it
+        depends on changed). Raises AituneCIError when it cannot be read or loaded.
+        """
+        if not baseline.artifact_sha256 or not path.is_file():
+            return None
+        wanted = spec_hash(spec, self.backends, fingerprint(spec.resolved_device))
+        if inspect_artifact(path, verify=False).get("spec_hash") != wanted:
+            return None
+        return load(path, copy.deepcopy(spec.model), expected_sha256=baseline.artifact_sha256).runner
 
     def _paired_with_baseline_artifact(self) -> dict[str, Any]:
         """Time the baseline's own artifact and this build interleaved, in this process (A/B, ABBA).

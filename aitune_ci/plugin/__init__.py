@@ -89,7 +89,9 @@ def _session_options(config: pytest.Config) -> SessionOptions:
 
 def _cache_dir(root: Path, value: str | None) -> str | None:
     """``--aitune-cache-dir`` relative to the rootdir (``off`` and unset pass through)."""
-    if not value or value.lower() in ("off", "none", "0", "false") or Path(value).expanduser().is_absolute():
+    from aitune_ci.store.build_cache import OFF  # lazy: the build cache imports torch; only --aitune gets here
+
+    if not value or value.lower() in OFF or Path(value).expanduser().is_absolute():
         return value
     return str(root / value)
 
