@@ -264,7 +264,9 @@ def paired_ratio(
     """Compare B with A round by round: the median of ``b[i] / a[i]`` and its bootstrap CI.
 
     Each round's A and B were timed moments apart, so drift of the machine cancels in their ratio;
-    this is how an old artifact and a fresh build are compared in one process.
+    this is how an old artifact and a fresh build are compared in one process. The median is taken
+    of the log ratios: with an even count it is the geometric mean of the middle two, so rounds
+    that alternate ``r·k`` and ``r/k`` (a position effect under ABBA / BAAB) give ``r``, not more.
     """
     a = _array(a_rounds, "a_rounds")
     b = _array(b_rounds, "b_rounds")
@@ -272,9 +274,9 @@ def paired_ratio(
         raise ValueError(f"paired rounds must match one to one: {a.size} A rounds vs {b.size} B rounds")
     if np.any(a <= 0):
         raise ValueError("A round times must be positive to form ratios")
-    ratios = b / a
-    low, high = bootstrap_median_ci(ratios, confidence, resamples, seed)
-    median = float(np.median(ratios))
+    logs = np.log(b / a)
+    log_low, log_high = bootstrap_median_ci(logs, confidence, resamples, seed)
+    median, low, high = (math.exp(v) for v in (float(np.median(logs)), log_low, log_high))
     return RatioEstimate(ratio=median, ci_low=min(low, median), ci_high=max(high, median), n=int(a.size))
 
 

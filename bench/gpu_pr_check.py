@@ -11,8 +11,8 @@ Run through ``bench/gpu_pr_check.sh PHASE...`` (which installs aitune-ci and cop
     checks                   all three, cold then warm
     summary                  summary.json + summary.md from every phase done so far (always run last)
 
-The PR checks: ``unchanged`` (no change: every verdict must PASS), ``slowdown`` (one or two more
-blocks in every model, ~+10% FLOPs that every backend pays), ``accuracy`` (the shared classifier head
+The PR checks: ``unchanged`` (no change: every verdict must PASS), ``slowdown`` (more blocks or
+layers in every model, sized so that every backend pays >= 10% more time), ``accuracy`` (the shared classifier head
 runs in bf16 only under ``torch.compiler.is_compiling()``: only compiled backends change numerics).
 Cold runs start from empty inductor/triton/aitune caches; a warm run uses the runner's cache, the one
 the nightly filled (as the action restores it on a PR), so it rebuilds only what the PR's change affects.
@@ -53,12 +53,15 @@ GOAL_WARM_SPEEDUP = 5.0
 
 #: (file, old text, new text): each old text must occur exactly once in the example.
 SLOWDOWN_PATCH = (
-    # ResNet-50 -> two more bottleneck blocks in stage 3 (~+10.7% FLOPs)
-    ("acme_models/vision.py", "RESNET_STAGES = (3, 4, 6, 3)", "RESNET_STAGES = (3, 4, 8, 3)"),
-    # one more encoder layer, 10 -> 11 (+10% FLOPs, and +10% kernels where launches bound the time)
-    ("acme_models/text.py", '"num_hidden_layers": 10', '"num_hidden_layers": 11'),
-    # one more basic block in the fusion backbone's stage 3 (+12.7% FLOPs)
-    ("acme_models/fusion.py", "FUSION_STAGES = (2, 2, 2, 2)", "FUSION_STAGES = (2, 2, 3, 2)"),
+    # Sized in time, not FLOPs: on the H200 a first version (+10-13% FLOPs per model) cost the fusion
+    # model's CUDA graphs only +4.8% (its small late-stage convolutions are cheap per FLOP), under the
+    # 5% threshold. Each change below costs >= 10% of every backend's time (reports/h200/pr_check/).
+    # ResNet-50 -> four more bottleneck blocks in stage 3
+    ("acme_models/vision.py", "RESNET_STAGES = (3, 4, 6, 3)", "RESNET_STAGES = (3, 4, 10, 3)"),
+    # two more encoder layers, 10 -> 12 (one more cost +7.5% of time on the H200)
+    ("acme_models/text.py", '"num_hidden_layers": 10', '"num_hidden_layers": 12'),
+    # one more basic block in each of the fusion backbone's first three stages
+    ("acme_models/fusion.py", "FUSION_STAGES = (2, 2, 2, 2)", "FUSION_STAGES = (3, 3, 3, 2)"),
 )
 ACCURACY_PATCH = (
     (
@@ -179,6 +182,8 @@ def judge_check(check: str, verdicts: Sequence[Mapping[str, Any]]) -> dict[str, 
             "missed": missed,
             "ok": bool(affected) and not missed,
             "missed_notes": {check_id(v): list(v.get("notes", ())) for v in affected if not _latency_caught(v)},
+            # what the injected change cost each backend, as the paired verdict measured it
+            "measured_delta": {check_id(v): v.get("delta") for v in affected},
         }
     if check == "accuracy":
         affected = [v for v in judged if is_compiled(v["backend"])]
@@ -319,6 +324,9 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
                     + (f"; missed: {', '.join(j['missed'])}" if j["missed"] else "")
                     + (f"; false alarms: {', '.join(j['false_alarms'])}" if j.get("false_alarms") else "")
                 )
+                deltas = [d for d in (j.get("measured_delta") or {}).values() if isinstance(d, (int, float))]
+                if deltas:
+                    lines.append(f"  - measured latency change: {min(deltas):+.1%} to {max(deltas):+.1%}")
     if summary.get("slowdown_flops_ratio"):
         ratios = ", ".join(
             f"{k} {v:.3f}x" if isinstance(v, float) else f"{k} {v}" for k, v in summary["slowdown_flops_ratio"].items()
@@ -330,7 +338,7 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
         "pr_check_cold_le_10min": "PR check of the three models <= 10 min cold",
         "warm_ge_5x_faster_than_cold": "warm >= 5x faster than cold",
         "unchanged_all_pass": "unchanged code: all PASS",
-        "slowdown_caught_on_every_backend": "+10% slowdown caught on every backend",
+        "slowdown_caught_on_every_backend": ">= 10% slowdown caught on every backend",
         "accuracy_break_caught_on_every_compiled_backend": "accuracy break caught on every backend it affects",
     }
     for key, value in summary["goals"].items():

@@ -47,6 +47,23 @@ pytester_internals.SysModulesSnapshot.__init__ = _snapshot_keeping_torch  # type
 
 from tiny_models import TinyMLP  # noqa: E402  (a module of its own: subprocess scripts import it by name)
 
+from aitune_ci.plugin.quiet import trace_kept_from_pytest  # noqa: E402
+
+
+# The plugin keeps pytest's log capture off torch's structured-trace logger for aitune's items; the
+# suite's own tests compile too (backend.build called directly), and a failure of one printed
+# hundreds of empty "DEBUG torch.__trace" lines under "Captured log call" in CI. Same guard here.
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    with trace_kept_from_pytest():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    with trace_kept_from_pytest():
+        return (yield)
+
 
 @pytest.fixture(scope="session")
 def tiny_mlp() -> torch.nn.Module:

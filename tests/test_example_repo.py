@@ -71,14 +71,16 @@ def _flops(repo: Path, small: bool) -> dict:
 
 
 @pytest.mark.parametrize("small", [True, False], ids=["small", "full"])
-def test_the_injected_slowdown_adds_about_ten_percent_flops_to_every_model(tmp_path, small):
+def test_the_injected_slowdown_adds_work_to_every_model(tmp_path, small):
     base = _flops(_copy_example(tmp_path / "base"), small)
     head = _flops(_copy_example(tmp_path / "head", bench.SLOWDOWN_PATCH), small)
     for fixture in ("tune_resnet50", "tune_text_encoder", "tune_fusion"):
         if isinstance(base[fixture], str):  # the full ResNet-50 needs torchvision
             assert not small and not HAS_TORCHVISION and "torchvision" in base[fixture]
             continue
-        assert 1.08 <= head[fixture] / base[fixture] <= 1.13, (fixture, head[fixture] / base[fixture])
+        # +20-38% FLOPs here: sized so that the GPU pays >= 10% more time (FLOPs are not time), and
+        # far from doubling, which any check would catch
+        assert 1.15 <= head[fixture] / base[fixture] <= 1.45, (fixture, head[fixture] / base[fixture])
 
 
 def _head_class(text: str) -> type[torch.nn.Module]:

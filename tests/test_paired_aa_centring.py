@@ -47,4 +47,16 @@ def test_two_builds_of_one_model_time_as_one(name, tmp_path):
     test = paired_test(estimate, Policy())
     print(f"{name}: {estimate.ratio:.4f} [{estimate.ci_low:.4f}, {estimate.ci_high:.4f}] over {estimate.n} rounds")
     assert not test.regressed and not test.improved, (name, estimate)
-    assert estimate.ci_low <= 1.0 <= estimate.ci_high or abs(estimate.ratio - 1.0) <= 0.01, (name, estimate)
+    if not _centred(estimate):
+        # A 95% CI misses 1 in ~5% of A/A measurements by chance, and this test asks it of ~10
+        # backends per run: a bias must show again, sides swapped (as the plugin re-measures a
+        # suspected regression before it fails). A real one does: the ABBA-only slot bias gave B
+        # faster in 23 of 30 measurements (reports/paired_slot_bias.md).
+        again = measure_paired(lambda: head(x), lambda: base(x), "cpu", config)
+        print(f"{name}, sides swapped: {again.ratio:.4f} [{again.ci_low:.4f}, {again.ci_high:.4f}]")
+        assert _centred(again), (name, estimate, again)
+
+
+def _centred(estimate) -> bool:
+    """No bias beyond 1%: the CI contains 1, or the ratio is within 1% of it."""
+    return estimate.ci_low <= 1.0 <= estimate.ci_high or abs(estimate.ratio - 1.0) <= 0.01

@@ -98,12 +98,14 @@ def test_unchanged_code_passes_on_the_paired_ratio_of_base_and_head(repo: pytest
     assert verdict["kind"] == "PASS"
     assert verdict["mode"] == "relative" and verdict["paired"]
     assert verdict["base_ref"].startswith("HEAD~1 (")
-    # Centred to within the design's paired A/A bound (±0.1%), not "CI contains 0": two separately
-    # built copies of one model differ by a fixed ~0.01% (their tensors sit at other addresses), and
-    # a busy-wait model has so little noise that 5 rounds resolve that (measured: 0.99987x
-    # [0.99981, 0.99994] for two Spin() instances in one process).
+    # No bias beyond the design's paired A/A bound (±0.1%): the CI of the delta must reach into that
+    # band. Not "the CI contains 0": two separately built copies of one model differ by a fixed ~0.01%
+    # (their tensors sit at other addresses), and a busy-wait model has so little noise that 5 rounds
+    # resolve that (measured: 0.99987x [0.99981, 0.99994] for two Spin() instances in one process).
+    # Not "the point estimate is within ±0.1%" either: on a busy 2-core CI runner the rounds scatter
+    # (seen: +0.2%, CI [-0.2%, +1.5%]), and a point estimate off by noise is not a bias.
     low, high = verdict["delta_ci"]
-    assert abs(verdict["delta"]) < 0.001 and low < 0.001 and high > -0.001
+    assert low < 0.001 and high > -0.001, (verdict["delta"], low, high)
 
 
 def test_a_slower_head_regresses_against_its_base(repo: pytest.Pytester) -> None:

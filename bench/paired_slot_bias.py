@@ -1,0 +1,138 @@
+"""Paired A/A with one built object in both slots: does the paired ratio favour a slot?
+
+``measure_paired(f, f)`` times the same callable as A and as B, so every ratio away from 1 is the
+measurement's own doing. Run with the shipped round order (ABBA / BAAB alternating, whole pairs)
+and with ABBA alone (the order before 2026-12-03), on the CPU backends that showed it. Prints and
+writes ``reports/paired_slot_bias.{json,md}``.
+
+    python bench/paired_slot_bias.py --backends torchao-int8dq,onnxruntime,eager --measurements 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import aitune_ci.measure as measure_module
+from aitune_ci.atomic import atomic_write_text
+from aitune_ci.backends.base import BuildContext
+from aitune_ci.backends.registry import get_backend
+from aitune_ci.measure import ABBA, MeasureConfig, measure_paired
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The model of tests/test_paired_aa_centring.py: ~0.3 ms per call on the 2-core CI machine.
+MLP = (256, 1024, 256)
+BATCH = 64
+ORDERS = {"alternating": measure_module.paired_round_order, "abba-only": lambda _round: ABBA}
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    a, b, c = MLP
+    return torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.GELU(), torch.nn.Linear(b, c)).eval()
+
+
+def _sign_test_p(successes: int, n: int) -> float:
+    """Two-sided binomial test against 1/2: how surprising "B faster" this often is without a bias."""
+    k = max(successes, n - successes)
+    tail = sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def run(backend_name: str, order: str, measurements: int) -> dict[str, Any]:
+    backend = get_backend(backend_name)
+    ok, reason = backend.available("cpu")
+    if not ok:
+        return {"backend": backend_name, "order": order, "unavailable": reason}
+    x = torch.randn(BATCH, MLP[0])
+    work = Path(tempfile.mkdtemp(prefix="slot-bias-"))
+    built = backend.build(_model(), [((x,), {})], BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=work))
+    measure_module.paired_round_order = ORDERS[order]  # type: ignore[assignment]
+    rows = []
+    try:
+        for _ in range(measurements):
+            est = measure_paired(lambda: built(x), lambda: built(x), "cpu", MeasureConfig(max_total_s=3.0))
+            rows.append((est.ratio, est.ci_low, est.ci_high, est.n))
+    finally:
+        measure_module.paired_round_order = ORDERS["alternating"]  # type: ignore[assignment]
+    r = np.array(rows)
+    b_faster = int(np.sum(r[:, 0] < 1.0))
+    return {
+        "backend": backend_name,
+        "order": order,
+        "measurements": measurements,
+        "ratio_mean": float(r[:, 0].mean()),
+        "ratio_median": float(np.median(r[:, 0])),
+        "ratio_sd": float(r[:, 0].std(ddof=1)),
+        "b_faster": b_faster,
+        "sign_test_p": _sign_test_p(b_faster, measurements),
+        "ci_excludes_1": int(np.sum((r[:, 1] > 1.0) | (r[:, 2] < 1.0))),
+        "rounds_median": float(np.median(r[:, 3])),
+        "half_width_median": float(np.median((r[:, 2] - r[:, 1]) / 2)),
+    }
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    lines = [
+        "# Paired A/A, one object in both slots: slot bias of the round order",
+        "",
+        f"Machine: {payload['machine']}; torch {payload['torch']}; {payload['date']}. "
+        f"`python bench/paired_slot_bias.py {payload['args']}`. Each measurement is `measure_paired(f, f)` "
+        "with the default config (3 s budget); a ratio < 1 reads B faster.",
+        "",
+        "| backend | round order | n | mean ratio | sd | B faster | sign test p | CI excludes 1 | median rounds |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in payload["rows"]:
+        if "unavailable" in row:
+            lines.append(f"| {row['backend']} | {row['order']} | unavailable: {row['unavailable']} ||||||||")
+            continue
+        lines.append(
+            f"| {row['backend']} | {row['order']} | {row['measurements']} | {row['ratio_mean']:.4f} | "
+            f"{row['ratio_sd']:.4f} | {row['b_faster']}/{row['measurements']} | {row['sign_test_p']:.3f} | "
+            f"{row['ci_excludes_1']}/{row['measurements']} | {row['rounds_median']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="torchao-int8dq,onnxruntime,eager")
+    parser.add_argument("--orders", default="abba-only,alternating")
+    parser.add_argument("--measurements", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports")
+    args = parser.parse_args()
+    rows = []
+    for name in [b for b in args.backends.split(",") if b]:
+        for order in [o for o in args.orders.split(",") if o]:
+            t0 = time.perf_counter()
+            row = run(name, order, args.measurements)
+            rows.append(row)
+            print(f"[slot-bias] {name} {order}: {json.dumps(row)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    payload = {
+        "schema_version": 1,
+        "machine": f"this CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "args": f"--backends {args.backends} --orders {args.orders} --measurements {args.measurements}",
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "paired_slot_bias.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(args.out / "paired_slot_bias.md", markdown(payload))
+    print(markdown(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
