@@ -61,19 +61,27 @@ def test_a_patch_that_no_longer_matches_names_the_file_and_the_fix():
         bench.apply_patch(files, bench.SLOWDOWN_PATCH[:1])
 
 
-def _flops(repo: Path, small: bool) -> dict:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "GPU_REPO_SMALL": "1" if small else "0"}
-    done = subprocess.run(
-        [sys.executable, "-c", bench._FLOPS_SCRIPT], cwd=repo, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _flops(repo: Path, small: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> dict:
+    """The bench's FLOPs script, run here (not in a subprocess: importing torch and transformers again
+    for each of base and head cost ~6 s a run); ``acme_models`` of ``repo`` is imported afresh."""
+    with monkeypatch.context() as m:
+        m.chdir(repo)
+        m.setenv("GPU_REPO_SMALL", "1" if small else "0")
+        m.setattr(sys, "path", list(sys.path))  # the script puts the repo first
+        for name in [n for n in sys.modules if n == "acme_models" or n.startswith("acme_models.")]:
+            m.delitem(sys.modules, name)
+        capsys.readouterr()
+        exec(compile(bench._FLOPS_SCRIPT, "flops_script", "exec"), {"__name__": "__flops__"})
+        printed = capsys.readouterr().out
+        for name in [n for n in sys.modules if n == "acme_models" or n.startswith("acme_models.")]:
+            del sys.modules[name]
+    return json.loads(printed.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("small", [True, False], ids=["small", "full"])
-def test_the_injected_slowdown_adds_work_to_every_model(tmp_path, small):
-    base = _flops(_copy_example(tmp_path / "base"), small)
-    head = _flops(_copy_example(tmp_path / "head", bench.SLOWDOWN_PATCH), small)
+def test_the_injected_slowdown_adds_work_to_every_model(tmp_path, small, monkeypatch, capsys):
+    base = _flops(_copy_example(tmp_path / "base"), small, monkeypatch, capsys)
+    head = _flops(_copy_example(tmp_path / "head", bench.SLOWDOWN_PATCH), small, monkeypatch, capsys)
     for fixture in ("tune_resnet50", "tune_text_encoder", "tune_fusion"):
         if isinstance(base[fixture], str):  # the full ResNet-50 needs torchvision
             assert not small and not HAS_TORCHVISION and "torchvision" in base[fixture]
