@@ -31,7 +31,7 @@ from aitune_ci.gpu_health import GpuMonitor
 from aitune_ci.measure import MeasureConfig, Progress, measure
 from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
 from aitune_ci.peak_memory import peak_call_bytes
-from aitune_ci.result import AccuracyReport, BackendResult, TaskMetricValue, TuneResult
+from aitune_ci.result import MIXED, AccuracyReport, BackendResult, TaskMetricValue, TuneResult
 from aitune_ci.samples import Sample, sample_signature
 from aitune_ci.sanity import SanityConfig, SpeedClaim, implausible_speedups
 from aitune_ci.spec import TuneSpec
@@ -44,9 +44,6 @@ from aitune_ci.task_metrics import TaskMetric, TaskMetricError, score
 __all__ = ["tune", "remeasure", "Progress", "TuneRuntime", "default_backend_names", "MIXED"]
 
 log = logging.getLogger(__name__)
-
-#: The row name of the model with each tuned submodule's winner swapped in.
-MIXED = "mixed"
 
 # Looser precision classes win when a backend's class and the spec's dtype disagree.
 _LOOSENESS = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3, "fp8": 4, "int8": 4}

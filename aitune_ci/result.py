@@ -11,6 +11,9 @@ from aitune_ci.errors import DataFileError
 from aitune_ci.formatting import fmt_db, round_sig
 from aitune_ci.status import BackendStatus
 
+#: The backend name of the model with each submodule's winner swapped in (``modules=[...]``).
+MIXED = "mixed"
+
 __all__ = [
     "AccuracyReport",
     "BackendResult",

@@ -552,7 +552,7 @@ def test_a_module_mixture_comes_back_as_the_same_mixture(tiny_mlp, tmp_path):
         runtime.backends[key], runtime.contexts[key] = backend, ctx
         rows.append(BackendResult(backend=name, status="ok", module=module))
     result = TuneResult(
-        name="tune_mix", strategy="min-latency", device="cpu", backends=tuple(rows), winner=None, winner_reason="",
+        name="tune_mix", strategy="min-latency", device="cpu", backends=tuple(rows), winner="mixed", winner_reason="",
         environment=fingerprint("cpu"),
         spec={"dtype": "float32"}, module_choice={"fc1": "eager-bf16", "fc2": "torchao-int8wo"}, runtime=runtime,
     )  # fmt: skip
@@ -568,6 +568,36 @@ def test_a_module_mixture_comes_back_as_the_same_mixture(tiny_mlp, tmp_path):
     )  # the user's tree is intact
     assert loaded.backends == {"fc1": "eager-bf16", "fc2": "torchao-int8wo"}
     assert "fc2: torchao-int8wo" in repr(loaded)
+
+
+def test_a_whole_model_winner_is_saved_although_submodules_were_tuned(tiny_mlp, tmp_path):
+    """With modules=[...] each part's choice is recorded whether or not the mixture won. When a
+    whole-model backend won, the artifact holds that backend: it once held the losing mixture
+    under the winner's name, so a PR's base timed the mixture as "inductor" (IMPROVED -12% on
+    unchanged code, examples/gpu-repo on this CPU)."""
+    model = copy.deepcopy(tiny_mlp)
+    x = _x()
+    runtime = TuneRuntime(model=model, samples=[((x,), {})], dynamic_axes={})
+    rows = []
+    for module, name in (("", "eager"), ("fc1", "eager-bf16"), ("fc2", "eager")):
+        backend = get_backend(name)
+        ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path / f"{module}-{name}")
+        target = model.get_submodule(module) if module else model
+        sample = torch.randn(4, 16 if module in ("", "fc1") else 32)
+        key = f"{module}/{name}" if module else name
+        runtime.built[key] = backend.build(target, [((sample,), {})], ctx)
+        runtime.backends[key], runtime.contexts[key] = backend, ctx
+        rows.append(BackendResult(backend=name, status="ok", module=module))
+    result = TuneResult(
+        name="tune_whole", strategy="min-latency", device="cpu", backends=tuple(rows), winner="eager", winner_reason="",
+        environment=fingerprint("cpu"),
+        spec={"dtype": "float32"}, module_choice={"fc1": "eager-bf16", "fc2": "eager"}, runtime=runtime,
+    )  # fmt: skip
+    info = save(result, tmp_path / "whole.ait")
+    assert info.modules == {"": "eager"}
+    loaded = load(info.path, _fresh(tiny_mlp))
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), model(x))  # fp32 eager, not the bf16 fc1 of the mixture
 
 
 def test_format_manifest_reads_a_stream_written_manifest(artifact):

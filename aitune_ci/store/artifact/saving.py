@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from aitune_ci.atomic import atomic_write_stream
 from aitune_ci.errors import AituneCIError, ArtifactError
+from aitune_ci.result import MIXED
 from aitune_ci.samples import sample_signature
 from aitune_ci.store.artifact.archive import CHUNK, WEIGHTS_MEMBER, artifact_sha256, file_sha256
 from aitune_ci.store.artifact.hashing import jsonable, spec_fields, state_entries, structure_sha256, tune_hash
@@ -120,10 +121,17 @@ def save(
 
 
 def _choose_entries(result: Any, backend: str | None) -> list[tuple[str, str]]:
-    """``(module path, backend)`` pairs to save: the one asked for, the per-module mixture, or the winner."""
+    """``(module path, backend)`` pairs to save: the one asked for, else the winner.
+
+    The per-module mixture only when it won: a tune with ``modules=[...]`` records each part's
+    choice whether or not the mixture beat the whole-model backends, and an artifact that held the
+    mixture under a whole-model winner's name ran other code than the verdicts had timed.
+    """
     if backend is not None:
         return [("", backend)]
-    if result.module_choice:
+    if result.winner == MIXED:
+        if not result.module_choice:
+            raise ArtifactError(f"tune {result.name!r}: the mixed model won but no module choice was recorded")
         return sorted((str(m), str(b)) for m, b in result.module_choice.items())
     if result.winner is None:
         raise ArtifactError(
