@@ -109,6 +109,13 @@ def _reuse_text(result: TuneResult) -> str:
     return f"; {'; '.join(parts)}" if parts else ""
 
 
+def _winner_entries(baseline: Baseline) -> dict[str, str | None]:
+    """``{module: backend}`` that the baseline's artifact must hold: the mixture only when it won."""
+    if baseline.winner == MIXED:
+        return dict(baseline.module_choice)
+    return {"": baseline.winner}
+
+
 def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool:
     """Whether an artifact of ``backend`` holds the compiled computation itself (AOTI, ONNX, TensorRT)."""
     names = list(module_choice.values()) if backend == MIXED else [backend]
@@ -445,7 +452,14 @@ class FixtureCheck:
         if not baseline.artifact_sha256 or not path.is_file():
             return None
         wanted = spec_hash(spec, self.backends, fingerprint(spec.resolved_device))
-        if inspect_artifact(path, verify=False).get("spec_hash") != wanted:
+        manifest = inspect_artifact(path, verify=False)
+        if manifest.get("spec_hash") != wanted:
+            return None
+        held = {m.get("module", ""): m.get("backend") for m in manifest.get("modules", [])}
+        if held != _winner_entries(baseline):
+            # written before 2026-12-03: a tune with modules=[...] saved its mixture under a
+            # whole-model winner's name, and timing it as that backend would compare other code
+            self.progress(f"{self.name}: {path.name} holds {held}, not the winner {baseline.winner}; building instead")
             return None
         return load(path, copy.deepcopy(spec.model), expected_sha256=baseline.artifact_sha256).runner
 
@@ -472,6 +486,11 @@ class FixtureCheck:
         if new is None or not path.is_file():
             return {}
         try:
+            manifest = inspect_artifact(path, verify=False)
+            held = {m.get("module", ""): m.get("backend") for m in manifest.get("modules", [])}
+            if held != _winner_entries(baseline):  # see _committed_winner
+                self.progress(f"{self.name} · {backend}: no paired A/B: {path.name} holds {held}, not {backend}")
+                return {}
             old = load(path, copy.deepcopy(self.spec.model), expected_sha256=baseline.artifact_sha256).runner
         except AituneCIError as exc:
             self.progress(f"{self.name} · {backend}: no paired A/B against the baseline artifact ({exc})")

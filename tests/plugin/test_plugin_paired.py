@@ -108,6 +108,22 @@ def test_reuse_loads_the_committed_artifact_when_nothing_changed_and_rebuild_ove
     assert "reusing its artifact" not in result.stdout.str()
 
 
+def test_an_artifact_that_does_not_hold_the_baselines_winner_is_not_loaded_as_it(repo):
+    """Before 2026-12-03 a tune with modules=[...] saved its mixture under a whole-model winner's
+    name; such an artifact (here: the baseline says eager, the .ait holds onnxruntime) is never
+    timed as the winner: the check says so and builds."""
+    assert _run(repo, "--aitune-update").ret == 0
+    (path,) = (repo.path / ".aitune" / "baselines").rglob("tune_net.json")
+    data = json.loads(path.read_text())
+    held = data["winner"]
+    data["winner"] = "eager" if held != "eager" else "onnxruntime"
+    path.write_text(json.dumps(data))
+    result = _run(repo, "--aitune-reuse")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([f"*tune_net: tune_net.ait holds {{'': '{held}'}}, not the winner {data['winner']}; building instead*"])
+    assert "reusing its artifact" not in result.stdout.str()
+
+
 def test_a_code_change_invalidates_reuse(repo):
     _run(repo, "--aitune-update")
     conftest = repo.path / "conftest.py"
