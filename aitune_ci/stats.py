@@ -272,8 +272,8 @@ def paired_ratio(
     b = _array(b_rounds, "b_rounds")
     if a.size != b.size:
         raise ValueError(f"paired rounds must match one to one: {a.size} A rounds vs {b.size} B rounds")
-    if np.any(a <= 0):
-        raise ValueError("A round times must be positive to form ratios")
+    if np.any(a <= 0) or np.any(b <= 0):
+        raise ValueError("round times must be positive to form ratios (a timer read 0: time more calls per block)")
     logs = np.log(b / a)
     log_low, log_high = bootstrap_median_ci(logs, confidence, resamples, seed)
     median, low, high = (math.exp(v) for v in (float(np.median(logs)), log_low, log_high))

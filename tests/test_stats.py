@@ -172,3 +172,16 @@ def test_one_stalled_round_does_not_make_the_spread_explode():
     stalled = steady[:-1] + [10.0]
     assert log_spread(stalled) < 0.05  # the SD alone would be ~0.87
     assert log_spread(steady) == pytest.approx(statistics.stdev([math.log(v) for v in steady]))
+
+
+def test_paired_ratio_of_rounds_alternating_a_position_effect_is_the_true_ratio():
+    # ABBA / BAAB rounds under a position effect k: r*k, r/k, r*k, ... The median of logs gives r.
+    r, k = 1.05, 1.2
+    b = [r * k if i % 2 == 0 else r / k for i in range(10)]
+    est = paired_ratio([1.0] * 10, b)
+    assert est.ratio == pytest.approx(r, rel=1e-12)
+
+
+def test_paired_ratio_rejects_a_zero_round_time():
+    with pytest.raises(ValueError, match="positive"):
+        paired_ratio([1.0, 1.0], [1.0, 0.0])
