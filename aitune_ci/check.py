@@ -125,13 +125,18 @@ def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool
         return False
 
 
-def _time_load(path: Path, spec: TuneSpec, result: TuneResult) -> tuple[float, float]:
-    """Seconds to ``load`` the artifact at ``path`` and milliseconds of its first call on the first sample."""
+def _time_load(path: Path, spec: TuneSpec, result: TuneResult, sha256: str) -> tuple[float, float]:
+    """Seconds to ``load`` the artifact at ``path`` and milliseconds of its first call on the first sample.
+
+    Pinned by ``sha256`` (this process just wrote the file), as a baseline pins it: unpinned, a
+    compile-cache payload is skipped with a warning and the first call compiles, which is not what
+    loading a committed artifact costs.
+    """
     import torch
 
     model = copy.deepcopy(spec.model)
     t0 = time.perf_counter()
-    runner = load(path, model).runner
+    runner = load(path, model, expected_sha256=sha256).runner
     load_s = time.perf_counter() - t0
     args, kwargs = result.runtime.samples[0]
     device = torch.device(result.device)
@@ -512,7 +517,9 @@ class FixtureCheck:
         )
         return {backend: (estimate, pair)}
 
-    def _with_load_timing(self, result: TuneResult, spec: TuneSpec, path: Path | None = None) -> TuneResult:
+    def _with_load_timing(
+        self, result: TuneResult, spec: TuneSpec, path: Path | None = None, sha256: str | None = None
+    ) -> TuneResult:
         """``result`` with its winner's ``load_s`` and ``first_call_ms``: ``ait.load`` of its artifact, then one call.
 
         ``path`` is the artifact an update just wrote; otherwise the winner is saved to a temporary
@@ -526,11 +533,11 @@ class FixtureCheck:
             return result
         try:
             with tempfile.TemporaryDirectory(prefix="aitune-load-") as tmp:
-                target = path
-                if target is None:
+                target, pin = path, sha256
+                if target is None or pin is None:
                     target = Path(tmp) / f"{self.name}.ait"
-                    save(result, target, spec_hash=spec_hash(spec, self.backends, result.environment))
-                load_s, first_call_ms = _time_load(target, spec, result)
+                    pin = save(result, target, spec_hash=spec_hash(spec, self.backends, result.environment)).sha256
+                load_s, first_call_ms = _time_load(target, spec, result, pin)
         except Exception as exc:  # timing must not turn a working tune into an error
             self.progress(f"{self.name} · {winner}: artifact load not timed ({type(exc).__name__}: {exc})")
             return result
@@ -548,7 +555,7 @@ class FixtureCheck:
         previous = self.baseline if self.baseline_error is None else None
         sha = self._save_artifact()
         if sha is not None:
-            self.result = self._with_load_timing(self.result, self.spec, self.artifact_path())
+            self.result = self._with_load_timing(self.result, self.spec, self.artifact_path(), sha)
         # Entries of backends the spec no longer lists go (their items would be planned and skipped for
         # ever); self.backends is not used for that, as --aitune-backends may have filtered it.
         declared = list(self.spec.backends) if self.spec.backends is not None else None

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
+import sysconfig
 import warnings
 from typing import Iterator, TextIO
 
@@ -61,12 +63,19 @@ def catching(tally: WarningTally, phase: str = COLLECTION, fixture: str | None =
         place = places.get(filename)
         if place is None:
             place = places[filename] = package_of(filename, sys.path)
+        package = place[0]
+        if _in_stdlib(filename):
+            # A stacklevel that lands in the standard library (torch's pytree deprecation points into
+            # copyreg) names the library that warned instead: the caller of warnings.warn.
+            issuer = _warn_caller()
+            if issuer is not None:
+                package = package_of(issuer, sys.path)[0]
         tally.add(
             category=category.__name__,
             message=str(message),
             filename=place[1],
             lineno=lineno,
-            package=place[0],
+            package=package,
             phase=phase,
             fixture=fixture,
         )
@@ -75,6 +84,24 @@ def catching(tally: WarningTally, phase: str = COLLECTION, fixture: str | None =
         _record_instead_of_error()
         warnings.showwarning = record
         yield
+
+
+_STDLIB = os.path.normpath(sysconfig.get_paths()["stdlib"]) + os.sep
+_WARNINGS_FILE = os.path.normpath(warnings.__file__)
+_THIS_FILE = os.path.normpath(__file__)
+
+
+def _in_stdlib(filename: str) -> bool:
+    path = os.path.normpath(filename) if os.path.isabs(filename) else ""
+    return path.startswith(_STDLIB) and "site-packages" not in path and "dist-packages" not in path
+
+
+def _warn_caller() -> str | None:
+    """The file of the frame that called ``warnings.warn`` (above ``record`` and the warnings module)."""
+    frame = sys._getframe(2)  # record's caller: the warnings module
+    while frame is not None and os.path.normpath(frame.f_code.co_filename) in (_WARNINGS_FILE, _THIS_FILE):
+        frame = frame.f_back
+    return frame.f_code.co_filename if frame is not None else None
 
 
 def _record_instead_of_error() -> None:

@@ -269,6 +269,23 @@ def test_an_inductor_compile_in_a_failing_check_shows_no_trace_lines(project):
         assert "torch.__trace" not in failure
 
 
+@pytest.mark.slow
+def test_timing_the_load_of_an_inductor_winner_warns_nothing(project):
+    """The winner's artifact is loaded pinned by the sha256 this run just wrote: unpinned, its
+    compile cache was skipped with an aitune_ci warning on every update of an inductor winner (and
+    the first call compiled, which is not what loading a committed artifact costs)."""
+    pytest.importorskip("torch._inductor")
+    project.add_fixture("tune_lin", backends=("inductor",), spec="strategy=\"one-backend\"")
+
+    result = project.tune("--aitune-update", "--aitune-report", "run.json", "-p", "no:cacheprovider")
+
+    assert result.ret == 0, result.stdout.str()
+    run = json.loads((project.path / "run.json").read_text())
+    assert not [w for w in run["warnings"] if "compile cache" in w["message"]], run["warnings"]
+    (row,) = [b for b in run["results"][0]["backends"] if b["backend"] == "inductor"]
+    assert row["load_s"] is not None and row["first_call_ms"] is not None
+
+
 # -- merging: xdist workers and shards ------------------------------------------------------------
 
 
@@ -364,3 +381,32 @@ def test_the_html_report_lists_the_warnings_in_a_collapsed_section():
     assert "<details><summary>14 warnings raised while tuning: torch (14)</summary>" in section
     assert "`torch.jit.script_method` &lt;is&gt; deprecated" in section  # escaped
     assert "torch/jit/_script.py:366" in section and "tuning tune_small_cnn" in section
+
+
+def test_a_warning_whose_stacklevel_lands_in_the_standard_library_names_the_library_that_warned():
+    """torch's pytree deprecation points into copyreg; the summary said "warnings from copyreg".
+
+    Here a context manager warns with stacklevel=2, which lands in contextlib.py: the tally names
+    the package of the code that called warnings.warn (this test module), not contextlib.
+    """
+    import contextlib
+    import os
+    import sys
+    import warnings
+
+    from aitune_ci.caught_warnings import WarningTally, package_of
+    from aitune_ci.plugin.quiet import catching
+
+    @contextlib.contextmanager
+    def deprecated():
+        warnings.warn("this context manager is deprecated", FutureWarning, stacklevel=2)
+        yield
+
+    tally = WarningTally()
+    with catching(tally, TUNING, "tune_x"):
+        warnings.simplefilter("always")
+        with deprecated():
+            pass
+    (entry,) = tally.entries()
+    assert os.path.basename(entry.filename) == "contextlib.py"  # where the stacklevel points, still shown
+    assert entry.package == package_of(__file__, sys.path)[0] != "contextlib"
