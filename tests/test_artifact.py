@@ -530,32 +530,41 @@ def test_the_manifest_records_the_spec_hash_that_reuse_matches_on(artifact, tmp_
 # --- module mixtures --------------------------------------------------------------------------
 
 
+def _hand_built_result(model, tmp_path, entries, *, name: str, winner: str, module_choice) -> TuneResult:
+    """A TuneResult as ``ait.tune`` leaves it, built by hand: ``entries`` is ``(module, backend)``
+    pairs ("" for the whole model), each built for real on the tiny MLP's input at that module."""
+    runtime = TuneRuntime(model=model, samples=[((_x(),), {})], dynamic_axes={})
+    rows = []
+    for module, backend_name in entries:
+        backend = get_backend(backend_name)
+        ok, reason = backend.available("cpu")
+        if not ok:
+            pytest.skip(f"{backend_name}: {reason}")
+        ctx = BuildContext(
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            workdir=tmp_path / f"{module or 'whole'}-{backend_name}",
+            options=backend.options,
+        )
+        target = model.get_submodule(module) if module else model
+        sample = torch.randn(4, 32 if module == "fc2" else 16)
+        key = f"{module}/{backend_name}" if module else backend_name
+        runtime.built[key] = backend.build(target, [((sample,), {})], ctx)
+        runtime.backends[key], runtime.contexts[key] = backend, ctx
+        rows.append(BackendResult(backend=backend_name, status="ok", module=module))
+    return TuneResult(
+        name=name, strategy="min-latency", device="cpu", backends=tuple(rows), winner=winner, winner_reason="",
+        environment=fingerprint("cpu"), spec={"dtype": "float32"}, module_choice=module_choice, runtime=runtime,
+    )  # fmt: skip
+
+
 def test_a_module_mixture_comes_back_as_the_same_mixture(tiny_mlp, tmp_path):
     """fc1 on eager-bf16 (rebuilt on load) and fc2 on torchao int8 (recipe re-applied): the mixed model."""
     model = copy.deepcopy(tiny_mlp)
     x = _x()
-    samples = [((x,), {})]
-    runtime = TuneRuntime(model=model, samples=samples, dynamic_axes={})
-    rows = []
-    for module, name in (("fc1", "eager-bf16"), ("fc2", "torchao-int8wo")):
-        backend = get_backend(name)
-        ok, reason = backend.available("cpu")
-        if not ok:
-            pytest.skip(f"{name}: {reason}")
-        ctx = BuildContext(
-            device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path / name, options=backend.options
-        )
-        key = f"{module}/{name}"
-        runtime.built[key] = backend.build(
-            model.get_submodule(module), [((torch.randn(4, 16 if module == "fc1" else 32),), {})], ctx
-        )
-        runtime.backends[key], runtime.contexts[key] = backend, ctx
-        rows.append(BackendResult(backend=name, status="ok", module=module))
-    result = TuneResult(
-        name="tune_mix", strategy="min-latency", device="cpu", backends=tuple(rows), winner="mixed", winner_reason="",
-        environment=fingerprint("cpu"),
-        spec={"dtype": "float32"}, module_choice={"fc1": "eager-bf16", "fc2": "torchao-int8wo"}, runtime=runtime,
-    )  # fmt: skip
+    choice = {"fc1": "eager-bf16", "fc2": "torchao-int8wo"}
+    result = _hand_built_result(model, tmp_path, choice.items(), name="tune_mix", winner="mixed", module_choice=choice)
+    runtime = result.runtime
     info = save(result, tmp_path / "mix.ait")
     assert info.modules == {"fc1": "eager-bf16", "fc2": "torchao-int8wo"}
     with torch.inference_mode():
@@ -577,22 +586,9 @@ def test_a_whole_model_winner_is_saved_although_submodules_were_tuned(tiny_mlp, 
     unchanged code, examples/gpu-repo on this CPU)."""
     model = copy.deepcopy(tiny_mlp)
     x = _x()
-    runtime = TuneRuntime(model=model, samples=[((x,), {})], dynamic_axes={})
-    rows = []
-    for module, name in (("", "eager"), ("fc1", "eager-bf16"), ("fc2", "eager")):
-        backend = get_backend(name)
-        ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path / f"{module}-{name}")
-        target = model.get_submodule(module) if module else model
-        sample = torch.randn(4, 16 if module in ("", "fc1") else 32)
-        key = f"{module}/{name}" if module else name
-        runtime.built[key] = backend.build(target, [((sample,), {})], ctx)
-        runtime.backends[key], runtime.contexts[key] = backend, ctx
-        rows.append(BackendResult(backend=name, status="ok", module=module))
-    result = TuneResult(
-        name="tune_whole", strategy="min-latency", device="cpu", backends=tuple(rows), winner="eager", winner_reason="",
-        environment=fingerprint("cpu"),
-        spec={"dtype": "float32"}, module_choice={"fc1": "eager-bf16", "fc2": "eager"}, runtime=runtime,
-    )  # fmt: skip
+    choice = {"fc1": "eager-bf16", "fc2": "eager"}
+    entries = [("", "eager"), *choice.items()]
+    result = _hand_built_result(model, tmp_path, entries, name="tune_whole", winner="eager", module_choice=choice)
     info = save(result, tmp_path / "whole.ait")
     assert info.modules == {"": "eager"}
     loaded = load(info.path, _fresh(tiny_mlp))
