@@ -30,7 +30,7 @@ from aitune_ci.stats import (
     summarize,
 )
 
-__all__ = ["MeasureConfig", "MeasureError", "ABBA", "BAAB", "measure", "measure_paired", "paired_round_order", "round_order"]
+__all__ = ["MeasureConfig", "MeasureError", "ABBA", "measure", "measure_paired", "paired_round_order", "round_order"]
 
 #: Receives one human-readable progress line per step (``ait.tune(progress=...)`` takes the same).
 Progress = Callable[[str], None]
@@ -116,21 +116,20 @@ def round_order(names: Sequence[str], round_index: int) -> tuple[str, ...]:
 
 #: The blocks of one paired round: A B B A, so a drift that is linear within the round cancels.
 ABBA: tuple[str, ...] = ("a", "b", "b", "a")
-#: ... and of every other round, so that neither callable always holds the round's first and last block.
-BAAB: tuple[str, ...] = ("b", "a", "a", "b")
 
 
 def paired_round_order(round_index: int) -> tuple[str, ...]:
-    """The blocks of paired round ``round_index``: ABBA, then BAAB, alternating.
+    """The blocks of paired round ``round_index``: ABBA, every round.
 
-    ABBA alone cancels a linear drift but not an effect of the position itself: A always ran first
-    in the round, right after the work between rounds (the bootstrap of the stopping rule). On this
-    2-core CPU that made B read faster than A with the same object in both slots: torchao-int8dq
-    timed against itself, B was faster in 17 of 20 measurements (median 0.995x, sign test
-    p=0.003); alternating, in 12 of 20 (median 0.999x; ``bench/paired_slot_bias.py``,
-    reports/paired_slot_bias.md). It made the A/A centring test fail on backends at random.
+    ABBA leaves one effect of the position uncancelled: only A runs first in a round, right after
+    the work between rounds. With one object in both slots, torchao-int8dq read B faster in 17 of
+    20 measurements here (median 0.995x; ``bench/paired_slot_bias.py``). Alternating ABBA and BAAB
+    removed that, but with the median of per-round ratios it widened the spread of relative
+    verdicts across processes (a +10% slowdown read +4.1% to +9.9% instead of +9.1% to +9.8%;
+    reports/paired_slot_bias.md), so rounds stay ABBA until an estimator over ABBA + BAAB pairs
+    is measured. A 0.5% bias is a tenth of the default threshold; missed slowdowns are not.
     """
-    return ABBA if round_index % 2 == 0 else BAAB
+    return ABBA
 
 
 class _Timer:
@@ -411,10 +410,9 @@ def measure_paired(
     *,
     on_progress: Progress | None = None,
 ) -> RatioEstimate:
-    """Measure how much slower B is than A (ratio > 1: B slower), with paired ABBA / BAAB rounds.
+    """Measure how much slower B is than A (ratio > 1: B slower), with paired ABBA rounds.
 
-    Each round runs blocks A, B, B, A back to back (B, A, A, B every other round: see
-    :func:`paired_round_order`); the round's ratio is the median of its B
+    Each round runs blocks A, B, B, A back to back; the round's ratio is the median of its B
     iterations over the median of its A iterations, so drift that is linear within a round
     cancels. The result is the median of the per-round ratios with its bootstrap CI. Stops after
     ``min_rounds`` once the ratio's CI half-width is within ``ci_target``, or at ``max_rounds`` /
@@ -445,19 +443,15 @@ def measure_paired(
             b_medians.append(float(np.median(times["b"])))
             rounds += 1
             now = time.perf_counter()
-            # Whole ABBA + BAAB pairs only: an odd last round would tip a position effect one way.
-            counted = rounds - rounds % 2 if rounds > 1 else rounds
             est = paired_ratio(
-                a_medians[:counted],
-                b_medians[:counted],
+                a_medians,
+                b_medians,
                 confidence=config.confidence,
                 resamples=config.bootstrap_resamples,
                 seed=config.seed,
             )
             say(f"paired round {rounds}: ratio b/a {est.ratio:.4f} [{est.ci_low:.4f}, {est.ci_high:.4f}]")
             stop = _stop(config, rounds, est.half_width <= config.ci_target, now - start, now - round_t0)
-            if stop == "converged" and rounds % 2:
-                stop = None  # finish the pair (max_rounds and the budget still end it in time)
             if stop == "budget":
                 say(f"stopped after {rounds} paired rounds: max_total_s={config.max_total_s:g} s budget")
             if stop is not None:

@@ -1,8 +1,8 @@
 """Paired A/A with one built object in both slots: does the paired ratio favour a slot?
 
 ``measure_paired(f, f)`` times the same callable as A and as B, so every ratio away from 1 is the
-measurement's own doing. Run with the shipped round order (ABBA / BAAB alternating, whole pairs)
-and with ABBA alone (the order before 2026-12-03), on the CPU backends that showed it. Prints and
+measurement's own doing. Run with the shipped round order (ABBA every round) and with ABBA / BAAB alternating, on the
+CPU backends that showed a slot preference. Prints and
 writes ``reports/paired_slot_bias.{json,md}``.
 
     python bench/paired_slot_bias.py --backends torchao-int8dq,onnxruntime,eager --measurements 20
@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The model of tests/test_paired_aa_centring.py: ~0.3 ms per call on the 2-core CI machine.
 MLP = (256, 1024, 256)
 BATCH = 64
-ORDERS = {"alternating": measure_module.paired_round_order, "abba-only": lambda _round: ABBA}
+BAAB = ("b", "a", "a", "b")
+#: The shipped order (ABBA every round) and the alternative measured against it.
+ORDERS = {"abba-only": measure_module.paired_round_order, "alternating": lambda i: ABBA if i % 2 == 0 else BAAB}
 
 
 def _model() -> torch.nn.Module:
@@ -64,7 +66,7 @@ def run(backend_name: str, order: str, measurements: int) -> dict[str, Any]:
             est = measure_paired(lambda: built(x), lambda: built(x), "cpu", MeasureConfig(max_total_s=3.0))
             rows.append((est.ratio, est.ci_low, est.ci_high, est.n))
     finally:
-        measure_module.paired_round_order = ORDERS["alternating"]  # type: ignore[assignment]
+        measure_module.paired_round_order = ORDERS["abba-only"]  # type: ignore[assignment]
     r = np.array(rows)
     b_faster = int(np.sum(r[:, 0] < 1.0))
     return {
