@@ -26,7 +26,7 @@ from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.sanity import SanityConfig
 from aitune_ci.spec import TuneSpec
 from aitune_ci.status import VerdictKind, VerdictMode
-from aitune_ci.store.artifact import inspect_artifact, load, save, spec_hash
+from aitune_ci.store.artifact import inspect_artifact, load, module_backends, save, spec_hash
 from aitune_ci.store.artifact.hashing import BuildKeys
 from aitune_ci.store.baseline import Baseline, BaselineStore, update_command
 from aitune_ci.store.build_cache import BuildCache, FixtureBuilds, resolve_cache_dir
@@ -109,11 +109,15 @@ def _reuse_text(result: TuneResult) -> str:
     return f"; {'; '.join(parts)}" if parts else ""
 
 
-def _winner_entries(baseline: Baseline) -> dict[str, str | None]:
-    """``{module: backend}`` that the baseline's artifact must hold: the mixture only when it won."""
-    if baseline.winner == MIXED:
-        return dict(baseline.module_choice)
-    return {"": baseline.winner}
+def _held_instead_of_winner(manifest: Mapping[str, Any], baseline: Baseline) -> dict[str, str] | None:
+    """What the artifact holds, ``{module: backend}``, when that is not the baseline's winner; else None.
+
+    Written before 2026-12-03, a tune with ``modules=[...]`` saved its mixture under a whole-model
+    winner's name: timed as that backend, it would compare other code.
+    """
+    held = module_backends(manifest["modules"])
+    wanted = dict(baseline.module_choice) if baseline.winner == MIXED else {"": baseline.winner}
+    return None if held == wanted else held
 
 
 def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool:
@@ -460,10 +464,8 @@ class FixtureCheck:
         manifest = inspect_artifact(path, verify=False)
         if manifest.get("spec_hash") != wanted:
             return None
-        held = {m.get("module", ""): m.get("backend") for m in manifest.get("modules", [])}
-        if held != _winner_entries(baseline):
-            # written before 2026-12-03: a tune with modules=[...] saved its mixture under a
-            # whole-model winner's name, and timing it as that backend would compare other code
+        held = _held_instead_of_winner(manifest, baseline)
+        if held is not None:
             self.progress(f"{self.name}: {path.name} holds {held}, not the winner {baseline.winner}; building instead")
             return None
         return load(path, copy.deepcopy(spec.model), expected_sha256=baseline.artifact_sha256).runner
@@ -491,9 +493,8 @@ class FixtureCheck:
         if new is None or not path.is_file():
             return {}
         try:
-            manifest = inspect_artifact(path, verify=False)
-            held = {m.get("module", ""): m.get("backend") for m in manifest.get("modules", [])}
-            if held != _winner_entries(baseline):  # see _committed_winner
+            held = _held_instead_of_winner(inspect_artifact(path, verify=False), baseline)
+            if held is not None:
                 self.progress(f"{self.name} · {backend}: no paired A/B: {path.name} holds {held}, not {backend}")
                 return {}
             old = load(path, copy.deepcopy(self.spec.model), expected_sha256=baseline.artifact_sha256).runner

@@ -61,6 +61,10 @@ def test_a_patch_that_no_longer_matches_names_the_file_and_the_fix():
         bench.apply_patch(files, bench.SLOWDOWN_PATCH[:1])
 
 
+def _acme_modules() -> list[str]:
+    return [n for n in sys.modules if n == "acme_models" or n.startswith("acme_models.")]
+
+
 def _flops(repo: Path, small: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> dict:
     """The bench's FLOPs script, run here (not in a subprocess: importing torch and transformers again
     for each of base and head cost ~6 s a run); ``acme_models`` of ``repo`` is imported afresh."""
@@ -68,12 +72,12 @@ def _flops(repo: Path, small: bool, monkeypatch: pytest.MonkeyPatch, capsys: pyt
         m.chdir(repo)
         m.setenv("GPU_REPO_SMALL", "1" if small else "0")
         m.setattr(sys, "path", list(sys.path))  # the script puts the repo first
-        for name in [n for n in sys.modules if n == "acme_models" or n.startswith("acme_models.")]:
+        for name in _acme_modules():
             m.delitem(sys.modules, name)
         capsys.readouterr()
         exec(compile(bench._FLOPS_SCRIPT, "flops_script", "exec"), {"__name__": "__flops__"})
         printed = capsys.readouterr().out
-        for name in [n for n in sys.modules if n == "acme_models" or n.startswith("acme_models.")]:
+        for name in _acme_modules():
             del sys.modules[name]
     return json.loads(printed.strip().splitlines()[-1])
 

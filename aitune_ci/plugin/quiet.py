@@ -50,7 +50,7 @@ def catching(tally: WarningTally, phase: str = COLLECTION, fixture: str | None =
     The filters in force (pytest's, with the user's ``-W`` and ``filterwarnings``) still decide
     which warnings are raised, except that ``error`` records instead of raising (see the module).
     """
-    places: dict[str, tuple[str, str]] = {}
+    places: dict[str, tuple[str, str, bool]] = {}  # filename -> (package, shown path, in the stdlib)
 
     def record(
         message: Warning | str,
@@ -62,9 +62,9 @@ def catching(tally: WarningTally, phase: str = COLLECTION, fixture: str | None =
     ) -> None:
         place = places.get(filename)
         if place is None:
-            place = places[filename] = package_of(filename, sys.path)
+            place = places[filename] = (*package_of(filename, sys.path), _in_stdlib(filename))
         package = place[0]
-        if _in_stdlib(filename):
+        if place[2]:
             # A stacklevel that lands in the standard library (torch's pytree deprecation points into
             # copyreg) names the library that warned instead: the caller of warnings.warn.
             issuer = _warn_caller()

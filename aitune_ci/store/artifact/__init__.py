@@ -21,7 +21,7 @@ The modules, in the order a newcomer reads them: ``safety`` (the pure rules an a
 
 from __future__ import annotations
 
-from aitune_ci.store.artifact.archive import WEIGHTS_MEMBER, artifact_sha256, inspect_artifact
+from aitune_ci.store.artifact.archive import WEIGHTS_MEMBER, artifact_sha256, inspect_artifact, module_backends
 from aitune_ci.store.artifact.hashing import spec_hash
 from aitune_ci.store.artifact.loading import ArtifactWarning, LoadedArtifact, load
 from aitune_ci.store.artifact.safety import ArtifactLimits, format_manifest
@@ -36,6 +36,7 @@ __all__ = [
     "artifact_sha256",
     "format_manifest",
     "inspect_artifact",
+    "module_backends",
     "load",
     "save",
     "spec_hash",

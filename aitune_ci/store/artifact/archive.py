@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -193,6 +193,11 @@ class Archive:
                     f"{self.source}: member {name!r} has sha256 {digest.hexdigest()}, but the manifest records "
                     f"{entry['sha256']}; the artifact is corrupt or was tampered with: {self.hint}"
                 )
+
+
+def module_backends(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """``{module path: backend}`` of a manifest's ``modules`` entries (``""`` is the whole model)."""
+    return {entry["module"]: entry["backend"] for entry in entries}
 
 
 def inspect_artifact(

@@ -19,7 +19,7 @@ from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.registry import fingerprint, get_backend
 from aitune_ci.errors import AituneCIError, ArtifactError
 from aitune_ci.modules import CallableModule, with_submodules_replaced
-from aitune_ci.store.artifact.archive import WEIGHTS_MEMBER, Archive
+from aitune_ci.store.artifact.archive import WEIGHTS_MEMBER, Archive, module_backends
 from aitune_ci.store.artifact.hashing import jsonable, state_entries, structure_sha256
 from aitune_ci.store.artifact.safety import (
     ArtifactLimits,
@@ -65,7 +65,7 @@ class LoadedArtifact(torch.nn.Module):
         self.manifest = dict(manifest)
         self.sha256 = sha256
         self.path = path
-        self.backends = {e["module"]: e["backend"] for e in manifest["modules"]}
+        self.backends = module_backends(manifest["modules"])
         self.__dict__["_run"] = run  # not a registered submodule: .to() must not touch a compiled payload
         # Payload files (ONNX, .pt2) stay on disk while the module lives, and go with it.
         self.__dict__["_cleanup"] = weakref.finalize(self, shutil.rmtree, str(workdir), ignore_errors=True)
@@ -153,7 +153,7 @@ def _assemble(
     """The callable to run and the model it belongs to: the whole model's, or the mixture's module tree."""
     if "" in loaded:
         return loaded[""], model
-    backends = {e["module"]: e["backend"] for e in manifest["modules"]}
+    backends = module_backends(manifest["modules"])
     replacements = {
         module: fn if isinstance(fn, torch.nn.Module) else CallableModule(fn, f"backend={backends[module]!r}")
         for module, fn in loaded.items()

@@ -20,7 +20,7 @@ from aitune_ci.atomic import atomic_write_stream
 from aitune_ci.errors import AituneCIError, ArtifactError
 from aitune_ci.result import MIXED
 from aitune_ci.samples import sample_signature
-from aitune_ci.store.artifact.archive import CHUNK, WEIGHTS_MEMBER, artifact_sha256, file_sha256
+from aitune_ci.store.artifact.archive import CHUNK, WEIGHTS_MEMBER, artifact_sha256, file_sha256, module_backends
 from aitune_ci.store.artifact.hashing import jsonable, spec_fields, state_entries, structure_sha256, tune_hash
 from aitune_ci.store.artifact.safety import (
     ARTIFACT_FORMAT,
@@ -115,7 +115,7 @@ def save(
         sha256=artifact_sha256(path),
         size_bytes=path.stat().st_size,
         fixture=result.name,
-        modules={m["module"]: m["backend"] for m in modules},
+        modules=module_backends(modules),
         spec_hash=spec_hash,
     )
 
