@@ -312,7 +312,7 @@ class FixtureCheck:
     def _judge_against_base(self, base: BaseSide) -> bool:
         """Relative mode: tune the base in this process and judge each backend on the paired ratio.
 
-        Base and head of each backend are timed interleaved (ABBA) in this process, so whatever
+        Base and head of each backend are timed interleaved (ABBA / BAAB pairs) in this process, so whatever
         makes one process or one moment faster than another hits both. Accuracy and "now failing"
         are judged against the base's own run. Returns False (stored mode takes over) when the
         base cannot be tuned.
@@ -471,7 +471,7 @@ class FixtureCheck:
         return load(path, copy.deepcopy(spec.model), expected_sha256=baseline.artifact_sha256).runner
 
     def _paired_with_baseline_artifact(self) -> dict[str, Any]:
-        """Time the baseline's own artifact and this build interleaved, in this process (A/B, ABBA).
+        """Time the baseline's own artifact and this build interleaved, in this process (A/B, ABBA / BAAB pairs).
 
         Drift that hits both alike cancels in the ratio, which is far steadier than comparing two
         medians taken on different days. Used for the backend the artifact holds (the baseline's

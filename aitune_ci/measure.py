@@ -30,7 +30,16 @@ from aitune_ci.stats import (
     summarize,
 )
 
-__all__ = ["MeasureConfig", "MeasureError", "ABBA", "measure", "measure_paired", "paired_round_order", "round_order"]
+__all__ = [
+    "MeasureConfig",
+    "MeasureError",
+    "ABBA",
+    "BAAB",
+    "measure",
+    "measure_paired",
+    "paired_round_order",
+    "round_order",
+]
 
 #: Receives one human-readable progress line per step (``ait.tune(progress=...)`` takes the same).
 Progress = Callable[[str], None]
@@ -116,20 +125,25 @@ def round_order(names: Sequence[str], round_index: int) -> tuple[str, ...]:
 
 #: The blocks of one paired round: A B B A, so a drift that is linear within the round cancels.
 ABBA: tuple[str, ...] = ("a", "b", "b", "a")
+#: The mirror round: B runs first, right after the work between rounds, as A does in ABBA.
+BAAB: tuple[str, ...] = ("b", "a", "a", "b")
+#: Rounds combined into one ratio before the median: one ABBA and one BAAB.
+ROUNDS_PER_PAIR = 2
 
 
 def paired_round_order(round_index: int) -> tuple[str, ...]:
-    """The blocks of paired round ``round_index``: ABBA, every round.
+    """The blocks of paired round ``round_index``: ABBA on even rounds, BAAB on odd ones.
 
-    ABBA leaves one effect of the position uncancelled: only A runs first in a round, right after
-    the work between rounds. With one object in both slots, torchao-int8dq read B faster in 17 of
-    20 measurements here (median 0.995x; ``bench/paired_slot_bias.py``). Alternating ABBA and BAAB
-    removed that, but with the median of per-round ratios it widened the spread of relative
-    verdicts across processes (a +10% slowdown read +4.1% to +9.9% instead of +9.1% to +9.8%;
-    reports/paired_slot_bias.md), so rounds stay ABBA until an estimator over ABBA + BAAB pairs
-    is measured. A 0.5% bias is a tenth of the default threshold; missed slowdowns are not.
+    ABBA alone leaves one effect of the position uncancelled: only A runs first in a round, right
+    after the work between rounds. With one object in both slots, torchao-int8dq read B faster in
+    17 of 20 measurements (median 0.995x; ``bench/paired_slot_bias.py``). Alternating the two
+    orders gives that effect to each side in turn, and :func:`measure_paired` combines each
+    ABBA + BAAB pair into one ratio (``paired_ratio(..., rounds_per_unit=2)``) before the median,
+    so it cancels inside every pair: one object against itself read 1.0011 (sd 0.0050) where ABBA
+    alone read 0.992 (sd 0.0101), and a known slowdown read as well as with ABBA
+    (reports/paired_estimators.md, reports/verdict_trust_round_orders.md).
     """
-    return ABBA
+    return ABBA if round_index % 2 == 0 else BAAB
 
 
 class _Timer:
@@ -402,6 +416,19 @@ def _median_ci_width(samples: list[float], round_medians: list[float], config: M
     return relative_half_width(stats.ci_low_ms, stats.ci_high_ms, stats.median_ms)
 
 
+def _whole_pairs(config: MeasureConfig) -> MeasureConfig:
+    """``config`` for paired rounds: ``min_rounds`` whole ABBA + BAAB pairs, ``max_rounds`` rounded up to a pair.
+
+    The median and its CI rest on pairs, so ``min_rounds`` counts pairs: with 3 units (6 rounds)
+    even the widest interval a median's bootstrap can give, the range, holds the true median only
+    75% of the time (1 - 2 / 2**3), and one object timed against itself stopped "converged" at 6
+    rounds with its CI excluding 1 in 6 of 20 measurements here (reports/paired_slot_bias.md).
+    """
+    min_rounds = ROUNDS_PER_PAIR * config.min_rounds
+    max_rounds = max(min_rounds, -(-config.max_rounds // ROUNDS_PER_PAIR) * ROUNDS_PER_PAIR)
+    return replace(config, min_rounds=min_rounds, max_rounds=max_rounds)
+
+
 def measure_paired(
     fn_a: Callable[[], Any],
     fn_b: Callable[[], Any],
@@ -410,18 +437,20 @@ def measure_paired(
     *,
     on_progress: Progress | None = None,
 ) -> RatioEstimate:
-    """Measure how much slower B is than A (ratio > 1: B slower), with paired ABBA rounds.
+    """Measure how much slower B is than A (ratio > 1: B slower), with paired ABBA / BAAB rounds.
 
-    Each round runs blocks A, B, B, A back to back; the round's ratio is the median of its B
-    iterations over the median of its A iterations, so drift that is linear within a round
-    cancels. The result is the median of the per-round ratios with its bootstrap CI. Stops after
-    ``min_rounds`` once the ratio's CI half-width is within ``ci_target``, or at ``max_rounds`` /
+    Each round runs blocks A, B, B, A (or B, A, A, B: :func:`paired_round_order`) back to back; the
+    round's ratio is the median of its B iterations over the median of its A iterations, so drift
+    that is linear within a round cancels. Each ABBA + BAAB pair's two ratios are combined, so the
+    position effect cancels too; the result is the median over pairs with its bootstrap CI. Rounds
+    end only on a complete pair, and ``min_rounds`` counts pairs (:func:`_whole_pairs`). Stops after
+    ``min_rounds`` pairs once the ratio's CI half-width is within ``ci_target``, or at ``max_rounds`` /
     ``max_total_s``. This is how an old artifact is compared with a fresh build in one process.
 
     Raises:
         MeasureError: a callable raised; ``.name`` is ``"a"`` or ``"b"``.
     """
-    config = config or MeasureConfig()
+    config = _whole_pairs(config or MeasureConfig())
     say = on_progress or (lambda _line: None)
     timer = _Timer(torch.device(device))
     fns = {"a": fn_a, "b": fn_b}
@@ -434,24 +463,28 @@ def measure_paired(
         a_medians: list[float] = []
         b_medians: list[float] = []
         rounds = 0
+        pair_t0 = time.perf_counter()
         while True:
-            round_t0 = time.perf_counter()
             times: dict[str, list[float]] = {"a": [], "b": []}
             for name in paired_round_order(rounds):
                 times[name].extend(_run_block(name, fns[name], timer, iters[name]))
             a_medians.append(float(np.median(times["a"])))
             b_medians.append(float(np.median(times["b"])))
             rounds += 1
+            if rounds % ROUNDS_PER_PAIR:
+                continue  # the estimate and every stop wait for the pair's BAAB round
             now = time.perf_counter()
             est = paired_ratio(
                 a_medians,
                 b_medians,
+                rounds_per_unit=ROUNDS_PER_PAIR,
                 confidence=config.confidence,
                 resamples=config.bootstrap_resamples,
                 seed=config.seed,
             )
-            say(f"paired round {rounds}: ratio b/a {est.ratio:.4f} [{est.ci_low:.4f}, {est.ci_high:.4f}]")
-            stop = _stop(config, rounds, est.half_width <= config.ci_target, now - start, now - round_t0)
+            say(f"paired rounds 1-{rounds}: ratio b/a {est.ratio:.4f} [{est.ci_low:.4f}, {est.ci_high:.4f}]")
+            stop = _stop(config, rounds, est.half_width <= config.ci_target, now - start, now - pair_t0)
+            pair_t0 = now
             if stop == "budget":
                 say(f"stopped after {rounds} paired rounds: max_total_s={config.max_total_s:g} s budget")
             if stop is not None:

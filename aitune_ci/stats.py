@@ -229,9 +229,9 @@ class RatioEstimate:
     """How much slower B is than A, from paired rounds: >1 means B is slower.
 
     Attributes:
-        ratio: median of the per-round ratios ``b / a``.
+        ratio: median of the per-round ratios ``b / a`` (or of per-unit ratios, see :func:`paired_ratio`).
         ci_low, ci_high: bootstrap confidence interval of that median.
-        n: number of paired rounds.
+        n: number of paired rounds it rests on.
     """
 
     ratio: float
@@ -257,6 +257,7 @@ def paired_ratio(
     a_rounds: Samples,
     b_rounds: Samples,
     *,
+    rounds_per_unit: int = 1,
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
@@ -265,19 +266,30 @@ def paired_ratio(
 
     Each round's A and B were timed moments apart, so drift of the machine cancels in their ratio;
     this is how an old artifact and a fresh build are compared in one process. The median is taken
-    of the log ratios: with an even count it is the geometric mean of the middle two, so rounds
-    that alternate ``r·k`` and ``r/k`` (a position effect under ABBA / BAAB) give ``r``, not more.
+    of the log ratios: with an even count it is the geometric mean of the middle two.
+
+    With ``rounds_per_unit`` k > 1, each run of k consecutive rounds is first combined into one
+    ratio (the geometric mean of its rounds'), and the median and CI are taken over those units; a
+    trailing incomplete unit is left out. ``measure_paired`` alternates ABBA and BAAB rounds and
+    passes 2: a position effect ``k`` makes its rounds read ``r·k`` and ``r/k``, and each pair's
+    combined ratio is ``r`` again, before the median rather than after it.
     """
     a = _array(a_rounds, "a_rounds")
     b = _array(b_rounds, "b_rounds")
     if a.size != b.size:
         raise ValueError(f"paired rounds must match one to one: {a.size} A rounds vs {b.size} B rounds")
+    if rounds_per_unit < 1:
+        raise ValueError(f"rounds_per_unit must be at least 1, got {rounds_per_unit}")
+    if a.size < rounds_per_unit:
+        raise ValueError(f"{a.size} paired round(s) cannot form one unit of {rounds_per_unit} rounds")
     if np.any(a <= 0) or np.any(b <= 0):
         raise ValueError("round times must be positive to form ratios (a timer read 0: time more calls per block)")
-    logs = np.log(b / a)
+    units = a.size // rounds_per_unit
+    used = units * rounds_per_unit
+    logs = np.log(b[:used] / a[:used]).reshape(units, rounds_per_unit).mean(axis=1)
     log_low, log_high = bootstrap_median_ci(logs, confidence, resamples, seed)
     median, low, high = (math.exp(v) for v in (float(np.median(logs)), log_low, log_high))
-    return RatioEstimate(ratio=median, ci_low=min(low, median), ci_high=max(high, median), n=int(a.size))
+    return RatioEstimate(ratio=median, ci_low=min(low, median), ci_high=max(high, median), n=used)
 
 
 def minimum_detectable_effect(

@@ -1,9 +1,13 @@
 """Paired A/A with one built object in both slots: does the paired ratio favour a slot?
 
 ``measure_paired(f, f)`` times the same callable as A and as B, so every ratio away from 1 is the
-measurement's own doing. Run with the shipped round order (ABBA every round) and with ABBA / BAAB alternating, on the
-CPU backends that showed a slot preference. Prints and
-writes ``reports/paired_slot_bias.{json,md}``.
+measurement's own doing. Three ways to pair rounds, on the CPU backends that showed a slot preference:
+
+* ``abba-only``: ABBA every round, median over single rounds (shipped until 2026-12-03);
+* ``alternating-per-round``: ABBA / BAAB alternating, median over single rounds (tried, not shipped);
+* ``balanced``: ABBA / BAAB alternating, each pair's two ratios combined before the median (shipped).
+
+Prints and writes ``reports/paired_slot_bias.{json,md}``.
 
     python bench/paired_slot_bias.py --backends torchao-int8dq,onnxruntime,eager --measurements 20
 """
@@ -27,15 +31,18 @@ import aitune_ci.measure as measure_module
 from aitune_ci.atomic import atomic_write_text
 from aitune_ci.backends.base import BuildContext
 from aitune_ci.backends.registry import get_backend
-from aitune_ci.measure import ABBA, MeasureConfig, measure_paired
+from aitune_ci.measure import ABBA, BAAB, MeasureConfig, measure_paired
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The model of tests/test_paired_aa_centring.py: ~0.3 ms per call on the 2-core CI machine.
 MLP = (256, 1024, 256)
 BATCH = 64
-BAAB = ("b", "a", "a", "b")
-#: The shipped order (ABBA every round) and the alternative measured against it.
-ORDERS = {"abba-only": measure_module.paired_round_order, "alternating": lambda i: ABBA if i % 2 == 0 else BAAB}
+#: name -> (round order, rounds combined before the median); "balanced" is what ships.
+ORDERS = {
+    "abba-only": (lambda i: ABBA, 1),
+    "alternating-per-round": (lambda i: ABBA if i % 2 == 0 else BAAB, 1),
+    "balanced": (measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR),
+}
 
 
 def _model() -> torch.nn.Module:
@@ -59,14 +66,15 @@ def run(backend_name: str, order: str, measurements: int) -> dict[str, Any]:
     x = torch.randn(BATCH, MLP[0])
     work = Path(tempfile.mkdtemp(prefix="slot-bias-"))
     built = backend.build(_model(), [((x,), {})], BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=work))
-    measure_module.paired_round_order = ORDERS[order]  # type: ignore[assignment]
+    shipped = ORDERS["balanced"]
+    measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR = ORDERS[order]  # type: ignore[assignment]
     rows = []
     try:
         for _ in range(measurements):
             est = measure_paired(lambda: built(x), lambda: built(x), "cpu", MeasureConfig(max_total_s=3.0))
             rows.append((est.ratio, est.ci_low, est.ci_high, est.n))
     finally:
-        measure_module.paired_round_order = ORDERS["abba-only"]  # type: ignore[assignment]
+        measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR = shipped  # type: ignore[assignment]
     r = np.array(rows)
     b_faster = int(np.sum(r[:, 0] < 1.0))
     return {
@@ -110,7 +118,7 @@ def markdown(payload: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default="torchao-int8dq,onnxruntime,eager")
-    parser.add_argument("--orders", default="abba-only,alternating")
+    parser.add_argument("--orders", default=",".join(ORDERS))
     parser.add_argument("--measurements", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "reports")
     args = parser.parse_args()

@@ -88,9 +88,17 @@ def encoder():
 '''
 
 CONFTEST = r'''
+import os
+
 import torch
 import aitune_ci as ait
 from models import Slowed
+
+if os.environ.get("VERDICT_TRUST_ROUND_ORDER") == "abba-only":  # --modes relative-abba: the pre-2026-12-03 order
+    import aitune_ci.measure as _measure
+
+    _measure.paired_round_order = lambda round_index: _measure.ABBA
+    _measure.ROUNDS_PER_PAIR = 1  # the median over single rounds, min_rounds rounds
 '''
 
 #: fixture -> (model factory, input shape, backend, how the slowdown is injected)
@@ -215,9 +223,10 @@ def _plugin_args() -> tuple[list[str], dict[str, str]]:
     return ["-p", "aitune_ci.plugin"], env
 
 
-def run_pytest(repo: Path, out: Path, *args: str) -> tuple[int, list[dict[str, Any]], float]:
+def run_pytest(repo: Path, out: Path, *args: str, extra_env: dict[str, str] | None = None) -> tuple[int, list[dict[str, Any]], float]:
     t0 = time.perf_counter()
     plugin, env = _plugin_args()
+    env.update(extra_env or {})
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, "--aitune", "--aitune-report", str(out), *args]
     done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900, env=env)
     wall = time.perf_counter() - t0
@@ -310,7 +319,8 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--processes", type=int, default=20)
     parser.add_argument("--conditions", default="aa,slow10,slow5")
-    parser.add_argument("--modes", default="stored,relative")
+    parser.add_argument("--modes", default="stored,relative",
+                        help="stored, relative, relative-abba (relative with ABBA rounds only, paired rounds' old order)")
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--name", default="verdict_trust")
     parser.add_argument("--fixtures", default="", help="comma-separated subset of the suite's fixtures")
@@ -354,8 +364,9 @@ def main() -> None:
                 for mode in args.modes.split(","):
                     if time.perf_counter() - started > args.budget_s:
                         break
-                    extra = ["--aitune-against", base] if mode == "relative" else []
-                    rc, verdicts, wall = run_pytest(repo, repo / f"run-{i}.json", *extra)
+                    extra = ["--aitune-against", base] if mode.startswith("relative") else []
+                    order = {"VERDICT_TRUST_ROUND_ORDER": "abba-only"} if mode == "relative-abba" else {}
+                    rc, verdicts, wall = run_pytest(repo, repo / f"run-{i}.json", *extra, extra_env=order)
                     meta["runs"].append({"i": i, "condition": condition, "mode": mode, "rc": rc, "wall_s": wall})
                     for v in verdicts:
                         rows.append({

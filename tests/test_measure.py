@@ -10,6 +10,7 @@ import torch
 
 from aitune_ci.measure import (
     ABBA,
+    BAAB,
     MeasureConfig,
     MeasureError,
     measure,
@@ -116,13 +117,15 @@ def test_paired_ratio_of_identical_callables_is_about_one():
     assert est.n >= FAST.min_rounds
 
 
-def test_paired_round_runs_blocks_a_b_b_a():
+def test_paired_rounds_alternate_abba_and_baab_and_end_on_a_whole_pair():
     log: list[str] = []
-    est = measure_paired(logged("a", busy_wait(50), log), logged("b", busy_wait(50), log), "cpu", FAST)
-    assert ABBA == ("a", "b", "b", "a")
+    config = MeasureConfig(**{**FAST.__dict__, "min_rounds": 3})
+    est = measure_paired(logged("a", busy_wait(50), log), logged("b", busy_wait(50), log), "cpu", config)
+    assert (ABBA, BAAB) == (("a", "b", "b", "a"), ("b", "a", "a", "b"))
+    assert est.n >= 6 and est.n % 2 == 0  # min_rounds 3 counts whole ABBA + BAAB pairs
     blocks = [name for name, _ in itertools.groupby(log)]
-    # warm-up a, b; then A B (B) A | A B (B) A ...: adjacent A blocks of consecutive rounds merge.
-    assert blocks == ["a", "b"] + ["a", "b"] * est.n + ["a"]
+    # warm-up a, b; then A (BB) A | B (AA) B | ...: every round is three runs of blocks, none merge.
+    assert blocks == ["a", "b"] + ["a", "b"] * (3 * est.n // 2)
 
 
 def test_a_callable_that_raises_is_named():

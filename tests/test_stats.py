@@ -182,6 +182,34 @@ def test_paired_ratio_of_rounds_alternating_a_position_effect_is_the_true_ratio(
     assert est.ratio == pytest.approx(r, rel=1e-12)
 
 
+def test_pairs_of_rounds_cancel_a_position_effect_that_single_rounds_do_not():
+    # Three rounds, ABBA BAAB ABBA: the median over single rounds sits in the r*k mode; over
+    # ABBA + BAAB pairs it is r, and the third round, which has no BAAB partner, is left out.
+    r, k = 1.05, 1.02
+    b = [r * k, r / k, r * k]
+    assert paired_ratio([1.0] * 3, b).ratio == pytest.approx(r * k, rel=1e-12)
+    est = paired_ratio([1.0] * 3, b, rounds_per_unit=2)
+    assert est.ratio == pytest.approx(r, rel=1e-12)
+    assert est.n == 2
+
+
+def test_pairs_of_rounds_keep_noise_in_the_ci():
+    rng = np.random.default_rng(3)
+    k = np.where(np.arange(40) % 2 == 0, 1.01, 1 / 1.01)  # ABBA / BAAB position effect
+    a = 10.0 * (1.0 + rng.normal(0, 0.05, size=40))
+    b = 1.05 * k * a * (1.0 + rng.normal(0, 0.005, size=40))
+    est = paired_ratio(a, b, rounds_per_unit=2)
+    assert est.ci_low <= 1.05 <= est.ci_high
+    assert est.half_width < 0.005
+
+
+def test_paired_ratio_refuses_units_it_cannot_form():
+    with pytest.raises(ValueError, match="cannot form one unit of 2 rounds"):
+        paired_ratio([1.0], [1.0], rounds_per_unit=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        paired_ratio([1.0], [1.0], rounds_per_unit=0)
+
+
 def test_paired_ratio_rejects_a_zero_round_time():
     with pytest.raises(ValueError, match="positive"):
         paired_ratio([1.0, 1.0], [1.0, 0.0])
