@@ -232,12 +232,16 @@ class RatioEstimate:
         ratio: median of the per-round ratios ``b / a`` (or of per-unit ratios, see :func:`paired_ratio`).
         ci_low, ci_high: bootstrap confidence interval of that median.
         n: number of paired rounds it rests on.
+        a_ms, b_ms: the median of A's and of B's round times over those same rounds, when known:
+            what a report shows as before and now, so the two agree with the ratio's rounds.
     """
 
     ratio: float
     ci_low: float
     ci_high: float
     n: int
+    a_ms: float | None = None
+    b_ms: float | None = None
 
     @property
     def change(self) -> float:
@@ -250,7 +254,10 @@ class RatioEstimate:
         return relative_half_width(self.ci_low, self.ci_high, self.ratio)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n}
+        out: dict[str, Any] = {"ratio": self.ratio, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n}
+        if self.a_ms is not None and self.b_ms is not None:
+            out.update(a_ms=self.a_ms, b_ms=self.b_ms)
+        return out
 
 
 def paired_ratio(
@@ -266,7 +273,8 @@ def paired_ratio(
 
     Each round's A and B were timed moments apart, so drift of the machine cancels in their ratio;
     this is how an old artifact and a fresh build are compared in one process. The median is taken
-    of the log ratios: with an even count it is the geometric mean of the middle two.
+    of the log ratios: with an even count it is the geometric mean of the middle two. ``a_ms`` and
+    ``b_ms`` are the two sides' median round times over the same rounds (in the rounds' unit).
 
     With ``rounds_per_unit`` k > 1, each run of k consecutive rounds is first combined into one
     ratio (the geometric mean of its rounds'), and the median and CI are taken over those units; a
@@ -289,7 +297,14 @@ def paired_ratio(
     logs = np.log(b[:used] / a[:used]).reshape(units, rounds_per_unit).mean(axis=1)
     log_low, log_high = bootstrap_median_ci(logs, confidence, resamples, seed)
     median, low, high = (math.exp(v) for v in (float(np.median(logs)), log_low, log_high))
-    return RatioEstimate(ratio=median, ci_low=min(low, median), ci_high=max(high, median), n=used)
+    return RatioEstimate(
+        ratio=median,
+        ci_low=min(low, median),
+        ci_high=max(high, median),
+        n=used,
+        a_ms=float(np.median(a[:used])),
+        b_ms=float(np.median(b[:used])),
+    )
 
 
 def minimum_detectable_effect(

@@ -203,6 +203,13 @@ def test_pairs_of_rounds_keep_noise_in_the_ci():
     assert est.half_width < 0.005
 
 
+def test_paired_ratio_carries_each_sides_median_over_the_rounds_it_used():
+    est = paired_ratio([2.0, 4.0, 3.0, 100.0, 1.0], [3.0, 5.0, 4.0, 1.0, 9.0], rounds_per_unit=2)
+    assert est.n == 4  # the fifth round has no partner
+    assert (est.a_ms, est.b_ms) == (3.5, 3.5)  # medians of [2, 4, 3, 100] and [3, 5, 4, 1]
+    assert est.to_json()["a_ms"] == 3.5
+
+
 def test_paired_ratio_refuses_units_it_cannot_form():
     with pytest.raises(ValueError, match="cannot form one unit of 2 rounds"):
         paired_ratio([1.0], [1.0], rounds_per_unit=2)

@@ -164,6 +164,18 @@ def test_paired_ratio_decides_latency_when_given():
     assert "[paired A/B]" in v.message
 
 
+def test_a_paired_verdict_shows_the_pairs_own_medians_as_before_and_now():
+    # The tunes' medians (taken at other moments) say 10 ms -> 10 ms; the pair's rounds say 8 -> 8.64.
+    v = check(baseline(), current(), paired=PairedRatio(1.08, 1.06, 1.10, 30, a_ms=8.0, b_ms=8.64))
+    assert (v.baseline_median_ms, v.current_median_ms) == (8.0, 8.64)
+    assert "8.64 ms vs" in v.message and "8 ms" in v.message
+    without_sides = check(baseline(), current(), paired=PairedRatio(1.08, 1.06, 1.10, 30))
+    assert (without_sides.baseline_median_ms, without_sides.current_median_ms) == (
+        baseline().latency.median_ms,
+        current().latency.median_ms,
+    )
+
+
 def test_paired_ratio_whose_ci_includes_one_passes():
     v = check(baseline(), current(), paired=PairedRatio(1.08, 0.98, 1.20, 30))
     assert v.kind is VerdictKind.PASS

@@ -78,6 +78,12 @@ def test_pooled_paired_estimates_narrow_the_interval_and_keep_the_center():
     assert pooled.n == 15
 
 
+def test_pooled_paired_estimates_keep_each_sides_median_only_when_every_estimate_has_it():
+    pooled = pool_paired([PairedRatio(1.1, 1.0, 1.2, 5, 2.0, 2.2), PairedRatio(1.1, 1.0, 1.2, 5, 8.0, 8.8)])
+    assert (pooled.a_ms, pooled.b_ms) == (pytest.approx(4.0), pytest.approx(4.4))  # geometric means
+    assert pool_paired([PairedRatio(1.1, 1.0, 1.2, 5, 2.0, 2.2), PairedRatio(1.1, 1.0, 1.2, 5)]).a_ms is None
+
+
 def test_a_paired_confirmation_adds_evidence_instead_of_having_to_clear_the_bar_alone():
     # First estimate: suspected (+12%, CI above 1). A second, noisier one alone would not
     # be significant, but pooled with the first the slowdown stands.

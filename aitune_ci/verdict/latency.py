@@ -223,9 +223,10 @@ def pool_paired(estimates: Sequence[RatioLike]) -> PairedRatio:
     """
     if not estimates:
         raise ValueError("pool_paired needs at least one estimate")
+    sides = _pooled_sides(estimates)
     if len(estimates) == 1:
         e = estimates[0]
-        return PairedRatio(float(e.ratio), float(e.ci_low), float(e.ci_high), int(e.n))
+        return PairedRatio(float(e.ratio), float(e.ci_low), float(e.ci_high), int(e.n), *sides)
     logs, weights = [], []
     for e in estimates:
         se = max(_ratio_se(float(e.ratio), float(e.ci_low), float(e.ci_high)), 1e-6)
@@ -235,8 +236,22 @@ def pool_paired(estimates: Sequence[RatioLike]) -> PairedRatio:
     center = sum(w * x for w, x in zip(weights, logs, strict=True)) / total
     se = 1.0 / math.sqrt(total)
     return PairedRatio(
-        math.exp(center), math.exp(center - _CI_Z * se), math.exp(center + _CI_Z * se), sum(int(e.n) for e in estimates)
+        math.exp(center),
+        math.exp(center - _CI_Z * se),
+        math.exp(center + _CI_Z * se),
+        sum(int(e.n) for e in estimates),
+        *sides,
     )
+
+
+def _pooled_sides(estimates: Sequence[RatioLike]) -> tuple[float | None, float | None]:
+    """Each side's median time over the estimates (geometric mean), or ``(None, None)`` when any lacks them."""
+    sides = [(getattr(e, "a_ms", None), getattr(e, "b_ms", None)) for e in estimates]
+    if any(a is None or b is None or a <= 0 or b <= 0 for a, b in sides):
+        return None, None
+    a = math.exp(sum(math.log(a) for a, _ in sides) / len(sides))
+    b = math.exp(sum(math.log(b) for _, b in sides) / len(sides))
+    return a, b
 
 
 def pool_latency(runs: Sequence[LatencyStats]) -> LatencyStats:
