@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,23 +27,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from _paired_common import BATCH, MLP, ROOT, mlp_model, write_report
 
-from aitune_ci.atomic import atomic_write_text
 from aitune_ci.backends.aoti import PACKAGE_FILE, _load_package_here
 from aitune_ci.backends.base import BuildContext
 from aitune_ci.backends.registry import get_backend
 from aitune_ci.measure import MeasureConfig, measure_paired
-
-ROOT = Path(__file__).resolve().parents[1]
-#: The model of tests/test_paired_aa_centring.py: ~0.3 ms per call on the 2-core CI machine.
-MLP = (256, 1024, 256)
-BATCH = 64
-
-
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    a, b, c = MLP
-    return torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.GELU(), torch.nn.Linear(b, c)).eval()
 
 
 def _copies(backend_name: str, kind: str, n: int, x: torch.Tensor) -> list[Callable[..., Any]]:
@@ -53,8 +40,8 @@ def _copies(backend_name: str, kind: str, n: int, x: torch.Tensor) -> list[Calla
     work = Path(tempfile.mkdtemp(prefix="aa-placement-"))
     ctx = lambda i: BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=_mkdir(work / str(i)))  # noqa: E731
     if kind == "builds":
-        return [backend.build(_model(), [((x,), {})], ctx(i)) for i in range(n)]
-    first = backend.build(_model(), [((x,), {})], ctx(0))  # kind == "loads": one package, n loads
+        return [backend.build(mlp_model(), [((x,), {})], ctx(i)) for i in range(n)]
+    first = backend.build(mlp_model(), [((x,), {})], ctx(0))  # kind == "loads": one package, n loads
     package = work / "0" / PACKAGE_FILE
     return [first] + [_load_package_here(package, torch.device("cpu")) for _ in range(n - 1)]
 
@@ -136,18 +123,7 @@ def main() -> int:
             row = run(name, kind, args.copies)
             rows.append(row)
             print(f"[aa-placement] {name} {kind}: {json.dumps(row)} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    payload = {
-        "schema_version": 1,
-        "machine": f"this CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "args": f"--backends {args.backends} --copies {args.copies}",
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "aa_placement.json", json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(args.out / "aa_placement.md", markdown(payload))
-    print(markdown(payload))
+    write_report(args.out, "aa_placement", f"--backends {args.backends} --copies {args.copies}", {"rows": rows}, markdown)
     return 0
 
 

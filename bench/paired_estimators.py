@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -39,19 +37,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from _paired_common import ORDERS as _SHARED_ORDERS
+from _paired_common import ROOT, round_order, write_report
 
 import aitune_ci.measure as measure_module
-from aitune_ci.atomic import atomic_write_text
-from aitune_ci.measure import ABBA, BAAB, MeasureConfig, measure, measure_paired
+from aitune_ci.measure import MeasureConfig, measure, measure_paired
 
-ROOT = Path(__file__).resolve().parents[1]
-#: name -> (round order, rounds combined before the median)
-ORDERS = {
-    "abba-only": (lambda i: ABBA, 1),
-    "alternating-per-round": (lambda i: ABBA if i % 2 == 0 else BAAB, 1),
-    "balanced": (measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR),
-    "two-medians": (measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR),
-}
+#: The shared orders, and a point estimate that differs from balanced's only after the rounds.
+ORDERS = [*_SHARED_ORDERS, "two-medians"]
 _PAIRED_RATIO = measure_module.paired_ratio
 
 
@@ -86,13 +79,11 @@ def _spun(model: torch.nn.Module, spin_s: float):
 
 
 def _paired(order: str, fn_a, fn_b, config: MeasureConfig) -> float:
-    shipped = ORDERS["balanced"]
-    measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR = ORDERS[order]  # type: ignore[assignment]
     measure_module.paired_ratio = _two_medians if order == "two-medians" else _PAIRED_RATIO  # type: ignore[assignment]
     try:
-        return measure_paired(fn_a, fn_b, "cpu", config).ratio
+        with round_order("balanced" if order == "two-medians" else order):
+            return measure_paired(fn_a, fn_b, "cpu", config).ratio
     finally:
-        measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR = shipped  # type: ignore[assignment]
         measure_module.paired_ratio = _PAIRED_RATIO  # type: ignore[assignment]
 
 
@@ -205,19 +196,8 @@ def main() -> int:
                 f"({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
-    payload = {
-        "schema_version": 1,
-        "machine": f"this CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "args": f"--processes {args.processes} --measurements {args.measurements} --models {args.models}",
-        "workers": workers,
-        "rows": _summary(workers),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "paired_estimators.json", json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(args.out / "paired_estimators.md", markdown(payload))
-    print(markdown(payload))
+    args_text = f"--processes {args.processes} --measurements {args.measurements} --models {args.models}"
+    write_report(args.out, "paired_estimators", args_text, {"workers": workers, "rows": _summary(workers)}, markdown)
     return 0
 
 

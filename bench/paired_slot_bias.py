@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,29 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from _paired_common import BATCH, MLP, ORDERS, ROOT, mlp_model, round_order, write_report
 
-import aitune_ci.measure as measure_module
-from aitune_ci.atomic import atomic_write_text
 from aitune_ci.backends.base import BuildContext
 from aitune_ci.backends.registry import get_backend
-from aitune_ci.measure import ABBA, BAAB, MeasureConfig, measure_paired
-
-ROOT = Path(__file__).resolve().parents[1]
-#: The model of tests/test_paired_aa_centring.py: ~0.3 ms per call on the 2-core CI machine.
-MLP = (256, 1024, 256)
-BATCH = 64
-#: name -> (round order, rounds combined before the median); "balanced" is what ships.
-ORDERS = {
-    "abba-only": (lambda i: ABBA, 1),
-    "alternating-per-round": (lambda i: ABBA if i % 2 == 0 else BAAB, 1),
-    "balanced": (measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR),
-}
-
-
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    a, b, c = MLP
-    return torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.GELU(), torch.nn.Linear(b, c)).eval()
+from aitune_ci.measure import MeasureConfig, measure_paired
 
 
 def _sign_test_p(successes: int, n: int) -> float:
@@ -65,16 +45,12 @@ def run(backend_name: str, order: str, measurements: int) -> dict[str, Any]:
         return {"backend": backend_name, "order": order, "unavailable": reason}
     x = torch.randn(BATCH, MLP[0])
     work = Path(tempfile.mkdtemp(prefix="slot-bias-"))
-    built = backend.build(_model(), [((x,), {})], BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=work))
-    shipped = ORDERS["balanced"]
-    measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR = ORDERS[order]  # type: ignore[assignment]
+    built = backend.build(mlp_model(), [((x,), {})], BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=work))
     rows = []
-    try:
+    with round_order(order):
         for _ in range(measurements):
             est = measure_paired(lambda: built(x), lambda: built(x), "cpu", MeasureConfig(max_total_s=3.0))
             rows.append((est.ratio, est.ci_low, est.ci_high, est.n))
-    finally:
-        measure_module.paired_round_order, measure_module.ROUNDS_PER_PAIR = shipped  # type: ignore[assignment]
     r = np.array(rows)
     b_faster = int(np.sum(r[:, 0] < 1.0))
     return {
@@ -129,18 +105,8 @@ def main() -> int:
             row = run(name, order, args.measurements)
             rows.append(row)
             print(f"[slot-bias] {name} {order}: {json.dumps(row)} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    payload = {
-        "schema_version": 1,
-        "machine": f"this CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "args": f"--backends {args.backends} --orders {args.orders} --measurements {args.measurements}",
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "paired_slot_bias.json", json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(args.out / "paired_slot_bias.md", markdown(payload))
-    print(markdown(payload))
+    args_text = f"--backends {args.backends} --orders {args.orders} --measurements {args.measurements}"
+    write_report(args.out, "paired_slot_bias", args_text, {"rows": rows}, markdown)
     return 0
 
 

@@ -23,7 +23,7 @@ from aitune_ci.backends.base import BuildContext
 from aitune_ci.backends.registry import backend_names, get_backend
 from aitune_ci.config import Policy
 from aitune_ci.measure import MeasureConfig, measure_paired
-from aitune_ci.verdict.latency import paired_test
+from aitune_ci.verdict.latency import paired_test, pool_paired
 
 #: ~0.3 ms per call on this 2-core machine: ms-scale, and cheap to compile twice.
 _MLP = (256, 1024, 256)
@@ -52,15 +52,16 @@ def test_the_pairing_is_centred_and_two_builds_give_no_verdict(name, tmp_path):
         built.append(backend.build(model, [((x,), {})], ctx))
     base, head = built
     config = MeasureConfig(max_total_s=3.0)
-    one = measure_paired(lambda: base(x), lambda: base(x), "cpu", config)
-    print(f"{name}, one object: {one.ratio:.4f} [{one.ci_low:.4f}, {one.ci_high:.4f}] over {one.n} rounds")
-    if not _centred(one):
-        # A 95% CI misses 1 in ~5% of A/A measurements by chance, and this test asks it of ~10
-        # backends per run: a bias of the pairing must show again (as the plugin re-measures a
-        # suspected regression before it fails).
-        again = measure_paired(lambda: base(x), lambda: base(x), "cpu", config)
-        print(f"{name}, one object again: {again.ratio:.4f} [{again.ci_low:.4f}, {again.ci_high:.4f}]")
-        assert _centred(again), (name, one, again)
+    # One reading can miss: about 5% of 95% CIs miss 1 by chance, over ~10 backends per run, and a
+    # reading right after the builds sometimes sits ~2% off with a narrow CI (eager once read 0.981,
+    # then 0.996). A bias of the pairing shows in every reading, so, as the plugin confirms a
+    # suspected regression, up to two more readings are pooled with it before the 1% bound is applied.
+    readings = [measure_paired(lambda: base(x), lambda: base(x), "cpu", config)]
+    while not _centred(pool_paired(readings)) and len(readings) < 1 + Policy().max_confirmations:
+        readings.append(measure_paired(lambda: base(x), lambda: base(x), "cpu", config))
+    for one in readings:
+        print(f"{name}, one object: {one.ratio:.4f} [{one.ci_low:.4f}, {one.ci_high:.4f}] over {one.n} rounds")
+    assert _centred(pool_paired(readings)), (name, readings)
     two = measure_paired(lambda: base(x), lambda: head(x), "cpu", config)
     print(f"{name}, two builds: {two.ratio:.4f} [{two.ci_low:.4f}, {two.ci_high:.4f}] over {two.n} rounds")
     test = paired_test(two, Policy())
