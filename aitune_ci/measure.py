@@ -463,7 +463,7 @@ def measure_paired(
         a_medians: list[float] = []
         b_medians: list[float] = []
         rounds = 0
-        pair_t0 = time.perf_counter()
+        pair_t0 = start
         while True:
             times: dict[str, list[float]] = {"a": [], "b": []}
             for name in paired_round_order(rounds):

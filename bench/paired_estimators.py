@@ -27,6 +27,7 @@ Prints and writes ``reports/paired_estimators.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import subprocess
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from _paired_common import ORDERS as _SHARED_ORDERS
-from _paired_common import ROOT, round_order, write_report
+from _paired_common import ROOT, mlp_model, round_order, write_report
 
 import aitune_ci.measure as measure_module
 from aitune_ci.measure import MeasureConfig, measure, measure_paired
@@ -53,7 +54,7 @@ def _two_medians(a_rounds, b_rounds, **kwargs):
     est = _PAIRED_RATIO(a_rounds, b_rounds, **kwargs)
     logs = np.log(np.asarray(b_rounds[: est.n]) / np.asarray(a_rounds[: est.n]))
     ratio = math.exp((np.median(logs[0::2]) + np.median(logs[1::2])) / 2)
-    return type(est)(ratio=ratio, ci_low=min(est.ci_low, ratio), ci_high=max(est.ci_high, ratio), n=est.n)
+    return dataclasses.replace(est, ratio=ratio, ci_low=min(est.ci_low, ratio), ci_high=max(est.ci_high, ratio))
 
 
 #: The two models of bench/verdict_trust.py's CPU suite: ~4 us and ~0.4 ms per call here.
@@ -61,10 +62,10 @@ MODELS = {"tiny": (4, 16), "mlp": (64, 256)}
 
 
 def _model(name: str) -> torch.nn.Module:
+    if name == "mlp":
+        return mlp_model()
     torch.manual_seed(0)
-    if name == "tiny":
-        return torch.nn.Linear(16, 16).eval()
-    return torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256)).eval()
+    return torch.nn.Linear(16, 16).eval()
 
 
 def _spun(model: torch.nn.Module, spin_s: float):
