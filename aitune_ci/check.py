@@ -25,13 +25,14 @@ from aitune_ci.measure import MeasureConfig, measure_paired
 from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.sanity import SanityConfig
 from aitune_ci.spec import TuneSpec
-from aitune_ci.status import VerdictKind, VerdictMode
+from aitune_ci.status import BackendStatus, VerdictKind, VerdictMode
 from aitune_ci.store.artifact import inspect_artifact, load, module_backends, save, spec_hash
-from aitune_ci.store.artifact.hashing import BuildKeys
+from aitune_ci.store.artifact.hashing import BuildKeys, work_key
 from aitune_ci.store.baseline import Baseline, BaselineStore, update_command
 from aitune_ci.store.build_cache import BuildCache, FixtureBuilds, resolve_cache_dir
 from aitune_ci.task_metric_gates import gate_resolver
 from aitune_ci.verdict import (
+    NOT_COMPARED,
     Verdict,
     apply_run_correction,
     judge_with_confirmations,
@@ -223,9 +224,13 @@ class FixtureCheck:
         self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(result)}")
         if builds is not None:
             builds.store_new(result.runtime)
-        if not self.options.writes_baselines:  # an update times the artifact it writes instead
+        base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
+        identical = base is not None and self._same_work_as(base)
+        if not self.options.writes_baselines and not identical:  # an update times the artifact it writes instead
             self.result = self._with_load_timing(self.result, self.spec)
-        if self.base is not None and not self.options.writes_baselines and self._judge_against_base(self.base):
+        if base is not None and identical:
+            self._judge_identical(base)
+        elif base is not None and self._judge_against_base(base):
             pass
         elif self.baseline_error is None or self.options.update:
             self.paired = self._paired_with_baseline_artifact()
@@ -362,6 +367,64 @@ class FixtureCheck:
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict
         return True
+
+    def _same_work_as(self, base: BaseSide) -> bool:
+        """Whether base and head do the same work (equal ``work_key``), so that timing one against
+        the other could only measure noise: most fixtures of most PRs. Then the base is not tuned.
+
+        Not under ``--aitune-rebuild`` (it distrusts the keys), not with task metrics (their functions
+        are not in the key), and only when every head backend ran accurately or is unavailable: a
+        failing backend is judged against a real run of the base.
+        """
+        result = self.result
+        assert result is not None
+        if self.options.rebuild or self.spec.task_metrics or base.spec.task_metrics:
+            return False
+        rows = [row for row in result.backends if not row.module]
+        if any(row.status not in (BackendStatus.OK, BackendStatus.UNAVAILABLE) for row in rows):
+            return False
+        t0 = time.perf_counter()
+        try:
+            same = work_key(self.spec, self.backends) == work_key(base.spec, self.backends)
+        except Exception as exc:  # no key means no shortcut: time both
+            self.progress(f"{self.name}: base and head not compared by key ({type(exc).__name__}: {exc}); timing both")
+            return False
+        if same:
+            self.progress(
+                f"{self.name}: the base does the same work (code, weights, samples, options and environment "
+                f"are equal; {time.perf_counter() - t0:.1f} s to tell); not timing it"
+            )
+        return same
+
+    def _judge_identical(self, base: BaseSide) -> None:
+        """Relative mode, base identical to head: each working backend passes untimed, saying why;
+        an unavailable one is judged as the base's run would judge it (it is this run)."""
+        result = self.result
+        assert result is not None
+        reference = Baseline.from_result(result)
+        note = (
+            f"{NOT_COMPARED}: the base does the same work (equal code, weights, samples, options and environment, "
+            "by the build-key rule), so this change cannot reach it; --aitune-rebuild times both sides"
+        )
+        verdicts = []
+        for row in result.backends:
+            if row.module:
+                continue
+            if row.status is BackendStatus.OK:
+                median = row.latency.median_ms if row.latency is not None else None
+                verdict = Verdict(
+                    self.name,
+                    row.backend,
+                    VerdictKind.PASS,
+                    current_median_ms=median,
+                    notes=(note,),
+                    identical_to_base=True,
+                )
+            else:
+                verdict = self._judge_row(row, {}, baseline=reference)
+            verdicts.append(with_message(replace(verdict, mode=VerdictMode.RELATIVE, base_ref=base.ref)))
+        for verdict in apply_run_correction(verdicts):
+            self.verdicts[verdict.backend] = verdict
 
     def _pair(self, base_result: TuneResult, backend: str) -> Callable[[], Any] | None:
         """Measures base (A) against head (B) of ``backend`` once more; None when either was not built."""

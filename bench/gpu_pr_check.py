@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,7 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gpu-repo"
 SCHEMA_VERSION = 1
 
-CHECKS = ("unchanged", "slowdown", "accuracy")
+CHECKS = ("unchanged", "comment", "slowdown", "accuracy")
+#: Checks whose code change cannot change speed or numerics: every verdict must PASS.
+NO_CHANGE_CHECKS = ("unchanged", "comment")
 VARIANTS = ("cold", "warm", "warm2")
 
 #: Goals of issue 17 (seconds and ratios).
@@ -74,13 +77,23 @@ ACCURACY_PATCH = (
         "        return self.fc(self.norm(features))\n",
     ),
 )
+#: A comment in the code every model reaches: the work keys differ, so both sides are built and timed.
+COMMENT_PATCH = (
+    (
+        "acme_models/heads.py",
+        "    def forward(self, features: torch.Tensor) -> torch.Tensor:\n",
+        "    def forward(self, features: torch.Tensor) -> torch.Tensor:\n        # pooled features in, logits out\n",
+    ),
+)
 PATCHES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "unchanged": (),
+    "comment": COMMENT_PATCH,
     "slowdown": SLOWDOWN_PATCH,
     "accuracy": ACCURACY_PATCH,
 }
 COMMIT_MESSAGES = {
     "unchanged": "Docs: say what the models serve (no code change)",
+    "comment": "Comment the classifier head (no behaviour change)",
     "slowdown": "Deeper ResNet stage 3, one more encoder layer, deeper fusion backbone",
     "accuracy": "Faster head: bf16 logits when compiled",
 }
@@ -162,16 +175,24 @@ def _accuracy_caught(v: Mapping[str, Any]) -> bool:
 def judge_check(check: str, verdicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What one PR check's verdicts say about its goal: the checks it affects, which it caught, false alarms.
 
-    unchanged: every verdict must be PASS (SKIPPED, an unavailable backend, aside).
+    unchanged, comment: every verdict must be PASS (SKIPPED, an unavailable backend, aside); how many
+    were timed (paired) and how many passed untimed because the base does the same work is counted.
     slowdown: every backend that ran on both sides pays the extra compute and must regress on latency.
     accuracy: the compiled backends take the broken branch and must regress on accuracy (or now fail);
     the others (eager, CUDA graphs, torchao's eager path, the composite's mixture, which never
     selects a part that fails accuracy) must not.
     """
     judged = [v for v in verdicts if v["kind"] != "SKIPPED"]
-    if check == "unchanged":
+    if check in NO_CHANGE_CHECKS:
         offenders = [check_id(v) for v in judged if v["kind"] != "PASS"]
-        return {"checks": len(judged), "ok": bool(judged) and not offenders, "offenders": offenders}
+        return {
+            "checks": len(judged),
+            "ok": bool(judged) and not offenders,
+            "offenders": offenders,
+            "paired": sum(1 for v in judged if v.get("paired")),
+            "identical": sum(1 for v in judged if v.get("identical_to_base")),
+            "measured_delta": {check_id(v): v.get("delta") for v in judged if v.get("delta") is not None},
+        }
     if check == "slowdown":
         affected = [v for v in judged if v["kind"] in ("PASS", "IMPROVED", "REGRESSED")]
         missed = [check_id(v) for v in affected if not _latency_caught(v)]
@@ -249,7 +270,7 @@ def summarize(runs: Sequence[Mapping[str, Any]], flops: Mapping[str, Any] | None
         "warm_ge_5x_faster_than_cold": _all_met(
             [e["cold_over_warm"] >= GOAL_WARM_SPEEDUP for e in checks.values() if e["cold_over_warm"] is not None]
         ),
-        "unchanged_all_pass": _all_met(judged("unchanged")),
+        "unchanged_all_pass": _all_met([ok for check in NO_CHANGE_CHECKS for ok in judged(check)]),
         "slowdown_caught_on_every_backend": _all_met(judged("slowdown")),
         "accuracy_break_caught_on_every_compiled_backend": _all_met(judged("accuracy")),
     }
@@ -290,8 +311,8 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
         )
         lines.append("")
     lines += [
-        "| PR check | cold s | warm s | cold/warm | verdicts (cold) | verdicts (warm) | goal |",
-        "|---|---|---|---|---|---|---|",
+        "| PR check | cold s | warm s | warm2 s | cold/warm | verdicts (cold) | verdicts (warm) | goal |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in summary.get("checks", {}).items():
         runs = entry["runs"]
@@ -307,7 +328,8 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
         oks = [run["judgement"]["ok"] for run in runs.values() if run["judgement"]]
         goal = "met" if oks and all(oks) else ("NOT met" if oks else "-")
         lines.append(
-            f"| {name} | {cell('cold', 'wall_s')} | {cell('warm', 'wall_s')} | {entry['cold_over_warm'] or '-'} | "
+            f"| {name} | {cell('cold', 'wall_s')} | {cell('warm', 'wall_s')} | {cell('warm2', 'wall_s')} | "
+            f"{entry['cold_over_warm'] or '-'} | "
             f"{cell('cold', 'counts')} | {cell('warm', 'counts')} | {goal} |"
         )
     lines.append("")
@@ -316,17 +338,22 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
             j = run["judgement"]
             if not j:
                 continue
-            if name == "unchanged" and j["offenders"]:
-                lines.append(f"- unchanged ({variant}): not PASS: {', '.join(j['offenders'])}")
-            if name != "unchanged":
+            if name in NO_CHANGE_CHECKS:
+                lines.append(
+                    f"- {name} ({variant}): {j['checks'] - len(j['offenders'])} of {j['checks']} PASS; "
+                    f"{j.get('paired', 0)} timed against the base (paired), "
+                    f"{j.get('identical', 0)} untimed (the base does the same work)"
+                    + (f"; not PASS: {', '.join(j['offenders'])}" if j["offenders"] else "")
+                )
+            else:
                 lines.append(
                     f"- {name} ({variant}): caught {len(j['caught'])} of {j['affected']} affected"
                     + (f"; missed: {', '.join(j['missed'])}" if j["missed"] else "")
                     + (f"; false alarms: {', '.join(j['false_alarms'])}" if j.get("false_alarms") else "")
                 )
-                deltas = [d for d in (j.get("measured_delta") or {}).values() if isinstance(d, (int, float))]
-                if deltas:
-                    lines.append(f"  - measured latency change: {min(deltas):+.1%} to {max(deltas):+.1%}")
+            deltas = [d for d in (j.get("measured_delta") or {}).values() if isinstance(d, (int, float))]
+            if deltas:
+                lines.append(f"  - measured latency change: {min(deltas):+.1%} to {max(deltas):+.1%}")
     if summary.get("slowdown_flops_ratio"):
         ratios = ", ".join(
             f"{k} {v:.3f}x" if isinstance(v, float) else f"{k} {v}" for k, v in summary["slowdown_flops_ratio"].items()
@@ -337,7 +364,7 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
         "pr_check_warm_le_3min": "PR check of the three models <= 3 min warm",
         "pr_check_cold_le_10min": "PR check of the three models <= 10 min cold",
         "warm_ge_5x_faster_than_cold": "warm >= 5x faster than cold",
-        "unchanged_all_pass": "unchanged code: all PASS",
+        "unchanged_all_pass": "unchanged code (none, or a comment): all PASS",
         "slowdown_caught_on_every_backend": ">= 10% slowdown caught on every backend",
         "accuracy_break_caught_on_every_compiled_backend": "accuracy break caught on every backend it affects",
     }
@@ -402,7 +429,7 @@ class Bench:
         # --opt=VALUE and --rootdir: pytest takes an option's value that is an existing path for a test path
         # when it infers the rootdir (an absolute report or cache folder outside the repo moved it there).
         args = [
-            sys.executable, "-m", "pytest", "--aitune", f"--rootdir={self.repo}", "-p", "no:cacheprovider", "-q", "-rfE",
+            sys.executable, "-m", "pytest", "--aitune", f"--rootdir={self.repo}", "-p", "no:cacheprovider", "-rfE",
             f"--aitune-measure-seconds={self.args.measure_seconds}",
             f"--aitune-report={out / 'run.json'}", f"--aitune-report={out / 'report.md'}",
         ]  # fmt: skip
@@ -427,16 +454,20 @@ class Bench:
         print(f"=== {phase}: up to {limit:.0f} s: {' '.join(cmd[1:])}", flush=True)
         t0 = time.monotonic()
         timed_out = False
-        with open(out / "pytest.log", "wb") as log:
+        with open(out / "pytest.log", "w") as log:
             proc = subprocess.Popen(
-                cmd, cwd=self.repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=self.repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
             )
+            # Each line stamped with the seconds since start: where a check's time goes, from its progress lines.
+            copier = threading.Thread(target=_stamp_lines, args=(proc.stdout, log, t0), daemon=True)
+            copier.start()
             try:
                 code = proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)  # the compile workers too
                 code = proc.wait()
+            copier.join(timeout=10)
         wall = time.monotonic() - t0
         record = {
             "schema_version": SCHEMA_VERSION,
@@ -615,6 +646,13 @@ class Bench:
             "measure_seconds": self.args.measure_seconds,
             "phases": [r["phase"] for r in runs],
         }
+
+
+def _stamp_lines(stream: Any, log: Any, t0: float) -> None:
+    """Copy ``stream``'s lines to ``log``, each prefixed with ``[+SECONDS]`` since ``t0``."""
+    for raw in iter(stream.readline, b""):
+        log.write(f"[+{time.monotonic() - t0:7.1f}s] {raw.decode(errors='replace')}")
+        log.flush()
 
 
 def _supports_option(flag: str) -> bool:

@@ -22,9 +22,10 @@ from aitune_ci.backends.base import BuildContext
 from aitune_ci.backends.registry import get_backend
 from aitune_ci.engine import tune
 from aitune_ci.spec import TuneSpec
-from aitune_ci.store.artifact.hashing import BuildKeys
+from aitune_ci.store.artifact.hashing import BuildKeys, work_key
 from aitune_ci.store.build_cache import BuildCache, FixtureBuilds, resolve_cache_dir
 from aitune_ci.store.build_inputs import relevant_env
+from aitune_ci.tolerance import Tolerance
 
 NET = """
 import torch
@@ -123,6 +124,30 @@ def test_dynamic_axes_and_the_submodule_path_are_part_of_the_key(tmp_path: Path)
     assert keys.key("onnxruntime", dynamic_axes={"args.0": {0: "batch"}}) != plain
     assert keys.key("onnxruntime", module="lin") != plain
     assert keys.key("onnxruntime") == plain
+
+
+def _work(package: object, backends: tuple[str, ...] = ("eager", "onnxruntime"), **spec: object) -> str:
+    torch.manual_seed(0)
+    fields = {"samples": [torch.ones(2, 8)], "backends": list(backends), **spec}
+    return work_key(TuneSpec(model=package.Net().eval(), **fields), list(backends))
+
+
+def test_base_and_head_do_the_same_work_only_when_code_weights_samples_options_and_backends_agree(
+    tmp_path: Path,
+) -> None:
+    # Relative mode skips timing the base where this key equals the head's (check._same_work_as).
+    package = _package(tmp_path / "main")
+    key = _work(package)
+    assert _work(_package(tmp_path / "worktree")) == key  # the base, imported under another name
+    slower = HELPERS.replace("torch.relu(x)", "torch.relu(x) * 1.0")
+    assert _work(_package(tmp_path / "changed", helpers=slower)) != key
+    assert _work(package, samples=[torch.full((2, 8), 2.0)]) != key
+    assert _work(package, backends=("eager", "inductor")) != key
+    assert _work(package, tolerance=Tolerance(atol=1e-2, rtol=1e-2)) != key
+    assert _work(package, dtype=torch.bfloat16) != key
+    torch.manual_seed(1)
+    other_weights = TuneSpec(model=package.Net().eval(), samples=[torch.ones(2, 8)], backends=["eager", "onnxruntime"])
+    assert work_key(other_weights, ["eager", "onnxruntime"]) != key
 
 
 def test_relevant_env_keeps_what_compilers_read_and_drops_locations_logs_and_device_selection() -> None:
@@ -262,7 +287,7 @@ def test_the_base_loads_the_nightlys_committed_artifact_pinned_by_its_baseline(t
     from aitune_ci.check import BaseSide, CheckOptions, FixtureCheck
     from aitune_ci.config import RepoConfig
 
-    def spec() -> TuneSpec:
+    def spec(tolerance: Tolerance | None = None) -> TuneSpec:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU()).eval()
         return TuneSpec(
@@ -271,34 +296,44 @@ def test_the_base_loads_the_nightlys_committed_artifact_pinned_by_its_baseline(t
             backends=["eager", "onnxruntime"],
             device="cpu",
             strategy="one-backend",
+            tolerance=tolerance,
         )
 
-    def check(options: CheckOptions, base: BaseSide | None = None) -> tuple[FixtureCheck, list[str]]:
+    def check(options: CheckOptions, head: TuneSpec, base: BaseSide | None = None) -> tuple[FixtureCheck, list[str]]:
         lines: list[str] = []
         names = ["eager", "onnxruntime"]
-        fixture = FixtureCheck("tune_x", spec(), names, set(names), options, RepoConfig(), lines.append, base=base)
+        fixture = FixtureCheck("tune_x", head, names, set(names), options, RepoConfig(), lines.append, base=base)
         fixture.run()
         assert fixture.error is None, fixture.error
         return fixture, lines
 
     nightly = tmp_path / "base-checkout" / ".aitune"  # what the base commit's checkout holds
-    check(CheckOptions(directory=nightly, update=True, measure_seconds=0.2, cache_dir="off"))
+    cache = str(tmp_path / "buildcache")
+    check(CheckOptions(directory=nightly, update=True, measure_seconds=0.2, cache_dir=cache), spec())
     assert list(nightly.glob("artifacts/*/tune_x.ait"))
+    # The PR loosens the tolerance: other work than the base's (so the base is tuned), same builds.
+    looser = Tolerance(atol=1e-3, rtol=1e-3)
 
     # A head that builds gets a base that builds: a pair never mixes a loaded build with a fresh one.
     _, lines = check(
         CheckOptions(directory=tmp_path / "head" / ".aitune", measure_seconds=0.2, cache_dir="off"),
+        spec(looser),
         base=BaseSide(spec(), "main (abc)", directory=nightly),
     )
+    assert any(line.startswith("base · tune_x: tuned in") for line in lines), lines
     assert not any("committed artifact" in line for line in lines), lines
 
-    # A head that loads its winner (--aitune-reuse; the unchanged PR's checkout holds the same
-    # nightly artifact) gets a base that loads the base's committed artifact.
+    # A head that loads its build (from the runner's build cache, which the nightly filled) gets a
+    # base that loads the base's committed artifact.
     pr, lines = check(
-        CheckOptions(directory=nightly, measure_seconds=0.2, cache_dir="off", reuse=True),
+        CheckOptions(directory=tmp_path / "head2" / ".aitune", measure_seconds=0.2, cache_dir=cache),
+        spec(looser),
         base=BaseSide(spec(), "main (abc)", directory=nightly),
     )
 
+    assert any(
+        "onnxruntime loaded from the build cache" in line and line.startswith("tune_x: tuned in") for line in lines
+    )
     assert "base · tune_x · onnxruntime: loading the nightly's committed artifact of the base" in lines
     assert any(
         line.startswith("base · tune_x: tuned in") and "onnxruntime loaded from the committed artifact" in line

@@ -140,6 +140,19 @@ def test_unchanged_passes_only_when_every_judged_check_passes():
     assert not bench.judge_check("unchanged", [_v("eager", "SKIPPED")])["ok"]  # nothing judged is no evidence
 
 
+def test_a_comment_counts_as_no_change_and_the_summary_says_what_was_timed():
+    timed = {**_v("eager", "PASS"), "paired": True, "delta": 0.004}
+    untimed = {**_v("inductor", "PASS"), "identical_to_base": True, "delta": None}
+    j = bench.judge_check("comment", [timed, untimed])
+    assert j["ok"] and (j["paired"], j["identical"]) == (1, 1)
+    assert j["measured_delta"] == {"tune_x[eager]": 0.004}
+    s = bench.summarize([_run("comment-warm", "comment", "warm", 90.0, [timed, _v("aoti", "IMPROVED")])])
+    assert s["goals"]["unchanged_all_pass"] is False
+    md = bench.render_markdown(s, {"machine": "test"})
+    assert "- comment (warm): 1 of 2 PASS; 1 timed against the base (paired), 0 untimed" in md
+    assert "not PASS: tune_x[aoti]" in md
+
+
 def test_slowdown_must_regress_on_latency_wherever_both_sides_ran():
     verdicts = [
         _v("eager", "REGRESSED", ["latency"]),
@@ -202,7 +215,7 @@ def test_summary_goals_from_times_ratios_and_verdicts():
         "accuracy_break_caught_on_every_compiled_backend": None,  # not run
     }
     md = bench.render_markdown(s, {"machine": "test", "small": True})
-    assert "| unchanged | 400.0 | 60.0 | 6.67 |" in md
+    assert "| unchanged | 400.0 | 60.0 | - | 6.67 |" in md
     assert "- accuracy break caught on every backend it affects: **not measured**" in md
 
 
@@ -224,7 +237,7 @@ def test_phases_expand_in_run_order_and_unknown_ones_are_refused():
         ("unchanged-warm", "unchanged", "warm"),
         ("accuracy-warm2", "accuracy", "warm2"),
     ]
-    assert len(bench.expand_phases(["checks"])) == 6
+    assert len(bench.expand_phases(["checks"])) == 8
     with pytest.raises(SystemExit, match="unknown phase 'fast'"):
         bench.expand_phases(["fast"])
 

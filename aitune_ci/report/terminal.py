@@ -89,7 +89,7 @@ def format_verdict_table(verdicts: Sequence[Any]) -> str:
             [
                 f"{v.fixture}[{v.backend}]",
                 f"{fmt_ms(v.baseline_median_ms)} → {fmt_ms(v.current_median_ms)}",
-                "not judged" if why is not None else fmt_pct(v.delta),
+                "identical" if v.identical_to_base else "not judged" if why is not None else fmt_pct(v.delta),
                 ci,
                 f"±{v.mde * 100:.1f}%" if v.mde is not None else "-",
                 judged_against(v),

@@ -53,7 +53,8 @@ def latency_not_judged(v: Verdict) -> str | None:
 def judged_against(v: Verdict) -> str:
     """What a check's latency was judged against, in a few words (every report shows it)."""
     if v.mode is VerdictMode.RELATIVE:
-        return f"base {v.base_ref}, paired" if v.paired else f"base {v.base_ref}"
+        how = ", paired" if v.paired else ", identical" if v.identical_to_base else ""
+        return f"base {v.base_ref}{how}"
     return "baseline, paired A/B" if v.paired else "baseline"
 
 

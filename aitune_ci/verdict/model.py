@@ -92,6 +92,8 @@ class Verdict:
         metrics: the gated metrics beyond latency, each compared with the baseline (or the base).
         warn_only: ``--aitune-warn-only`` or ``[tool.aitune] warn_only``: a regression is reported
             and ``would_fail`` says so, but it does not fail; a backend that now fails still does.
+        identical_to_base: relative mode found base and head doing the same work (equal
+            ``work_key``: code, weights, samples, options, environment), so it did not time them.
     """
 
     fixture: str
@@ -122,6 +124,7 @@ class Verdict:
     base_ref: str | None = None
     metrics: tuple[MetricCheck, ...] = ()
     warn_only: bool = False
+    identical_to_base: bool = False
     message: str = ""
 
     @property

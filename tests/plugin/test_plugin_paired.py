@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,9 +46,35 @@ aitune_measure_seconds = "0.4"
 @pytest.fixture
 def repo(pytester, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    pytester.makeconftest(CONFTEST)
-    pytester.makefile(".toml", pyproject=PYPROJECT)
+    # Written as is (makeconftest would strip it): the module's nightly must hash the same file content.
+    (pytester.path / "conftest.py").write_text(CONFTEST)
+    (pytester.path / "pyproject.toml").write_text(PYPROJECT)
     return pytester
+
+
+@pytest.fixture(scope="module")
+def nightly(tmp_path_factory) -> Path:
+    """The ``.aitune`` one ``--aitune-update`` of this repo writes, made once for the module's tests."""
+    root = tmp_path_factory.mktemp("paired-nightly")
+    (root / "conftest.py").write_text(CONFTEST)
+    (root / "pyproject.toml").write_text(PYPROJECT)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--aitune", "--aitune-update", "-p", "no:cacheprovider"],
+        cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root / ".aitune"
+
+
+@pytest.fixture
+def updated(repo, nightly):
+    """``repo`` after a nightly: its baselines and artifacts, copied (each test may change its own)."""
+    shutil.copytree(nightly, repo.path / ".aitune")
+    return repo
 
 
 def _run(repo, *args):
@@ -66,10 +97,10 @@ def test_update_commits_the_winner_as_an_artifact_pinned_in_the_baseline(repo):
     assert baseline["artifact_sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
 
 
-def test_unchanged_code_passes_on_the_paired_ratio(repo):
+def test_unchanged_code_passes_on_the_paired_ratio(updated):
     # Two identical ONNX sessions once came out 0.900x here (intra-op pools on both cores, a bias:
     # reports/ort_aa_bias.md); on one thread each they are centred, so the default 5% holds.
-    _run(repo, "--aitune-update")
+    repo = updated
     result = _run(repo)
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*tune_net · onnxruntime: paired A/B vs baseline artifact: *x*"])
@@ -77,8 +108,8 @@ def test_unchanged_code_passes_on_the_paired_ratio(repo):
     assert verdict["paired"] is True and verdict["kind"] == "PASS"
 
 
-def test_a_slower_build_is_caught_by_the_paired_ratio(repo, monkeypatch):
-    _run(repo, "--aitune-update")
+def test_a_slower_build_is_caught_by_the_paired_ratio(updated, monkeypatch):
+    repo = updated
     monkeypatch.setenv("EXTRA_MATMULS", "6")
     result = _run(repo)
     verdict = _verdict(repo, "onnxruntime")
@@ -87,8 +118,8 @@ def test_a_slower_build_is_caught_by_the_paired_ratio(repo, monkeypatch):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_a_tampered_artifact_is_refused_and_the_medians_are_used(repo):
-    _run(repo, "--aitune-update")
+def test_a_tampered_artifact_is_refused_and_the_medians_are_used(updated):
+    repo = updated
     artifact = next((repo.path / ".aitune" / "artifacts").glob("*/tune_net.ait"))
     artifact.write_bytes(artifact.read_bytes() + b"tampered")
     result = _run(repo)
@@ -96,10 +127,10 @@ def test_a_tampered_artifact_is_refused_and_the_medians_are_used(repo):
     assert _verdict(repo, "onnxruntime")["paired"] is False
 
 
-def test_reuse_loads_the_committed_artifact_when_nothing_changed_and_rebuild_overrides_it(repo):
+def test_reuse_loads_the_committed_artifact_when_nothing_changed_and_rebuild_overrides_it(updated):
     # The reused build *is* the baseline's artifact, so no A/B is timed: onnxruntime too falls back
     # to the stored median, which one update has not armed; this test is about the reuse.
-    _run(repo, "--aitune-update")
+    repo = updated
     result = _run(repo, "--aitune-reuse")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*tune_net · onnxruntime: nothing changed since the baseline; reusing its artifact*"])
@@ -108,11 +139,11 @@ def test_reuse_loads_the_committed_artifact_when_nothing_changed_and_rebuild_ove
     assert "reusing its artifact" not in result.stdout.str()
 
 
-def test_an_artifact_that_does_not_hold_the_baselines_winner_is_not_loaded_as_it(repo):
+def test_an_artifact_that_does_not_hold_the_baselines_winner_is_not_loaded_as_it(updated):
     """Before 2026-12-03 a tune with modules=[...] saved its mixture under a whole-model winner's
     name; such an artifact (here: the baseline says eager, the .ait holds onnxruntime) is never
     timed as the winner: the check says so and builds."""
-    assert _run(repo, "--aitune-update").ret == 0
+    repo = updated
     (path,) = (repo.path / ".aitune" / "baselines").rglob("tune_net.json")
     data = json.loads(path.read_text())
     held = data["winner"]
@@ -120,12 +151,14 @@ def test_an_artifact_that_does_not_hold_the_baselines_winner_is_not_loaded_as_it
     path.write_text(json.dumps(data))
     result = _run(repo, "--aitune-reuse")
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines([f"*tune_net: tune_net.ait holds {{'': '{held}'}}, not the winner {data['winner']}; building instead*"])
+    result.stdout.fnmatch_lines(
+        [f"*tune_net: tune_net.ait holds {{'': '{held}'}}, not the winner {data['winner']}; building instead*"]
+    )
     assert "reusing its artifact" not in result.stdout.str()
 
 
-def test_a_code_change_invalidates_reuse(repo):
-    _run(repo, "--aitune-update")
+def test_a_code_change_invalidates_reuse(updated):
+    repo = updated
     conftest = repo.path / "conftest.py"
     conftest.write_text(conftest.read_text().replace("y = self.lin(x)", "y = self.lin(x) * 1.0"))
     result = _run(repo, "--aitune-reuse")

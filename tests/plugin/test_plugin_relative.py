@@ -88,10 +88,53 @@ def _run(repo: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str,
     return result, {f"{v['fixture']}[{v['backend']}]": v for v in run["verdicts"]}
 
 
+def test_unchanged_code_passes_untimed_because_the_base_does_the_same_work(repo: pytest.Pytester) -> None:
+    _commit_head(repo, spin=0.001)
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1", "-s")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    verdict = verdicts["tune_spin[eager]"]
+    assert verdict["kind"] == "PASS" and verdict["mode"] == "relative"
+    assert verdict["identical_to_base"] and not verdict["paired"] and verdict["delta"] is None
+    assert verdict["current_median_ms"] > 0
+    output = result.stdout.str()
+    assert "base · tune_spin" not in output  # the base was never tuned
+    assert "the base does the same work" in output
+    result.stdout.fnmatch_lines(["*tune_spin[[]eager[]]*identical*base HEAD~1 (*), identical*PASS*", "*--aitune-rebuild*"])
+
+
+def test_an_unavailable_backend_of_an_unchanged_fixture_is_skipped_with_its_reason(repo: pytest.Pytester) -> None:
+    # TensorRT cannot be installed here (the brief): the head's row is unavailable, and the base,
+    # doing the same work, would say the same, so the check is SKIPPED with the reason, untimed.
+    repo.makeconftest(CONFTEST.replace('backends=["eager"]', 'backends=["eager", "tensorrt"]'))
+    _git(repo.path, "commit", "-qam", "base with tensorrt")
+    _git(repo.path, "commit", "-qm", "head", "--allow-empty")
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert verdicts["tune_spin[eager]"]["identical_to_base"]
+    skipped = verdicts["tune_spin[tensorrt]"]
+    assert skipped["kind"] == "SKIPPED" and not skipped["identical_to_base"] and skipped["mode"] == "relative"
+    assert "tensorrt" in " ".join(skipped["notes"]).lower()
+
+
+def test_a_change_that_reaches_the_model_is_timed_even_when_it_costs_nothing(repo: pytest.Pytester) -> None:
+    repo.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=0.001) + "\n# a comment: new content, same speed\n"})
+    _git(repo.path, "commit", "-qam", "head")
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    verdict = verdicts["tune_spin[eager]"]
+    assert verdict["kind"] == "PASS" and verdict["paired"] and not verdict["identical_to_base"]
+
+
 def test_unchanged_code_passes_on_the_paired_ratio_of_base_and_head(repo: pytest.Pytester) -> None:
     _commit_head(repo, spin=0.001)
 
-    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1", "--aitune-rebuild")
 
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     verdict = verdicts["tune_spin[eager]"]

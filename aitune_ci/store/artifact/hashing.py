@@ -37,6 +37,7 @@ __all__ = [
     "state_entries",
     "structure_sha256",
     "tune_hash",
+    "work_key",
 ]
 
 # Environment fields left out of the spec hash: they differ between identical CI machines (or
@@ -256,3 +257,24 @@ class BuildKeys:
                 "dynamic_axes": jsonable(dynamic_axes or {}),
             }
         )
+
+
+def work_key(spec: Any, backend_names: Sequence[str]) -> str:
+    """What must be equal for two specs to do the same work at the same speed: a PR's base and head
+    with equal keys run the same code on the same weights and samples with the same backends.
+
+    The build key's shared part (:meth:`BuildKeys.common`, the rule in
+    :mod:`aitune_ci.store.build_inputs`), the spec's fields but the model's module name (the base's
+    conftest is imported under another name), and each backend's name, class and options. What the
+    build key does not cover, this does not either: ``--aitune-rebuild`` is the answer there too.
+    """
+    keys = BuildKeys(spec.model, spec.dtype, spec.normalized_samples, spec.resolved_device)
+    fields = spec_fields(spec)
+    fields.pop("model_class", None)  # the class's qualname, structure and code are in common()
+    return sha256_json(
+        {
+            "common": keys.common(),
+            "spec": jsonable(fields),
+            "backends": [_backend_descriptor(n) for n in sorted(set(backend_names) | {"eager"})],
+        }
+    )

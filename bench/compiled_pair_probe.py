@@ -1,0 +1,158 @@
+"""Why a paired base/head check of the example's BERT encoder under inductor read less slowdown than eager.
+
+On the lent H200, the example's slowdown PR (10 -> 12 encoder layers) read +16.5% on eager, eager-bf16
+and torchao, but +4.4% (and +1.0% a day earlier) on inductor, while the two sides' own tunes read
+2.965 -> 3.663 ms (+23.5%). This builds both sides in one process as relative mode does (``tune`` of
+each spec, eager and inductor), then times each side alone, then paired (``measure_paired``, as
+``check._pair``), then alone again, and records dynamo's counters and whether each side still
+computes its own outputs while interleaved.
+
+    PYTHONPATH=.:examples/gpu-repo python bench/compiled_pair_probe.py [--out DIR]
+
+Writes ``compiled_pair_probe.{json,md}`` into ``--out`` (default ``reports/<gpu>/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch._dynamo.utils import counters
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
+
+from acme_models import text  # noqa: E402
+
+from aitune_ci.engine import tune  # noqa: E402
+from aitune_ci.measure import MeasureConfig, measure_paired  # noqa: E402
+from aitune_ci.spec import TuneSpec  # noqa: E402
+
+
+def _spec(layers: int, device: str, small: bool) -> TuneSpec:
+    text.ENCODER["num_hidden_layers"] = layers  # read when the model is built
+    torch.manual_seed(0)
+    model = text.text_classifier(small=small).eval()
+    batch, seq = (2, 32) if small else (8, 128)
+    ids = torch.randint(1000, 30000, (batch, seq))
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[:, seq - seq // 4 :] = 0
+    return TuneSpec(
+        model=model, samples=[{"input_ids": ids, "attention_mask": mask}], backends=["eager", "inductor"], device=device
+    )
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _alone_ms(fn: Any, device: str, blocks: int = 7, calls: int = 40) -> float:
+    """Median over blocks of the mean time per call, each block synchronized at both ends."""
+    with torch.inference_mode():
+        for _ in range(10):
+            fn()
+        _sync(device)
+        per_call = []
+        for _ in range(blocks):
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            _sync(device)
+            per_call.append((time.perf_counter() - t0) * 1e3 / calls)
+    return statistics.median(per_call)
+
+
+def _flat_counters() -> dict[str, int]:
+    return {f"{k}.{n}": v for k, c in counters.items() for n, v in c.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run. Default: cuda")
+    parser.add_argument("--small", action="store_true", help="CPU-sized encoder (a smoke run)")
+    args = parser.parse_args()
+    device = args.device
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    out = Path(args.out or ROOT / "reports" / gpu.lower().replace("nvidia ", "").split("-")[0])
+    out.mkdir(parents=True, exist_ok=True)
+    config = MeasureConfig(max_total_s=1.0)
+    t0 = time.perf_counter()
+    base = tune(_spec(10, device, args.small), measure_config=config)
+    head = tune(_spec(12, device, args.small), measure_config=config)
+    report: dict[str, Any] = {
+        "schema_version": 1,
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "build_s": round(time.perf_counter() - t0, 1),
+        "tunes": {
+            side: {row.backend: row.latency.median_ms for row in r.backends if row.latency is not None}
+            for side, r in (("base", base), ("head", head))
+        },
+        "backends": {},
+    }
+    (a_args, a_kwargs), (b_args, b_kwargs) = base.runtime.samples[0], head.runtime.samples[0]
+    with torch.inference_mode():
+        ref_a = base.runtime.built["eager"](*a_args, **a_kwargs).float().clone()
+        ref_b = head.runtime.built["eager"](*b_args, **b_kwargs).float().clone()
+    for backend in ("eager", "inductor"):
+        old, new = base.runtime.built[backend], head.runtime.built[backend]
+
+        def fa(old: Any = old) -> Any:
+            return old(*a_args, **a_kwargs)
+
+        def fb(new: Any = new) -> Any:
+            return new(*b_args, **b_kwargs)
+
+        row: dict[str, Any] = {"alone_before": {"a_ms": _alone_ms(fa, device), "b_ms": _alone_ms(fb, device)}}
+        before = _flat_counters()
+        pairs = []
+        for _ in range(3):
+            est = measure_paired(fa, fb, device, MeasureConfig(max_total_s=2.0))
+            pairs.append(
+                {"ratio": est.ratio, "ci": [est.ci_low, est.ci_high], "n": est.n, "a_ms": est.a_ms, "b_ms": est.b_ms}
+            )
+        after = _flat_counters()
+        with torch.inference_mode():
+            row["max_abs_vs_own_eager"] = {
+                "a": float((fa().float() - ref_a).abs().max()),
+                "b": float((fb().float() - ref_b).abs().max()),
+            }
+        row["paired"] = pairs
+        row["dynamo_counters_during_pairs"] = {
+            k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)
+        }
+        row["alone_after"] = {"a_ms": _alone_ms(fa, device), "b_ms": _alone_ms(fb, device)}
+        for key in ("alone_before", "alone_after"):
+            row[key]["ratio"] = row[key]["b_ms"] / row[key]["a_ms"]
+        report["backends"][backend] = row
+        print(backend, json.dumps(row, indent=1), flush=True)
+    (out / "compiled_pair_probe.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# Paired base/head of the example's BERT encoder (10 -> 12 layers), one process",
+        "",
+        f"{gpu}, torch {torch.__version__}; `bench/compiled_pair_probe.py`. Tunes' own medians: {report['tunes']}",
+        "",
+        "| backend | alone before: B/A | paired ratios (3 measurements) | paired sides a → b ms | alone after: B/A |",
+        "|---|--:|---|---|--:|",
+    ]
+    for backend, row in report["backends"].items():
+        ratios = ", ".join(f"{p['ratio']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]" for p in row["paired"])
+        sides = ", ".join(f"{p['a_ms']:.3f} → {p['b_ms']:.3f}" for p in row["paired"])
+        lines.append(
+            f"| {backend} | {row['alone_before']['ratio']:.3f} | {ratios} | {sides} | {row['alone_after']['ratio']:.3f} |"
+        )
+    (out / "compiled_pair_probe.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
