@@ -45,6 +45,11 @@ __all__ = ["SELECTION", "BaseSide", "CheckOptions", "CheckOutcome", "FixtureChec
 
 #: The check name of the per-fixture item that reports the winner (``tune_x[selection]``).
 SELECTION = "selection"
+#: Why a relative check whose base does the same work was not timed (short enough for a report cell).
+SAME_WORK_NOTE = (
+    f"{NOT_COMPARED}: the base does the same work (same code, weights, samples, options and environment); "
+    "--aitune-rebuild times both sides"
+)
 
 
 class Outcome(str, Enum):
@@ -402,10 +407,6 @@ class FixtureCheck:
         result = self.result
         assert result is not None
         reference = Baseline.from_result(result)
-        note = (
-            f"{NOT_COMPARED}: the base does the same work (equal code, weights, samples, options and environment, "
-            "by the build-key rule), so this change cannot reach it; --aitune-rebuild times both sides"
-        )
         verdicts = []
         for row in result.backends:
             if row.module:
@@ -417,7 +418,7 @@ class FixtureCheck:
                     row.backend,
                     VerdictKind.PASS,
                     current_median_ms=median,
-                    notes=(note,),
+                    notes=(SAME_WORK_NOTE,),
                     identical_to_base=True,
                 )
             else:
