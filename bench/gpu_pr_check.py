@@ -1,17 +1,19 @@
-"""The PR check of examples/gpu-repo on one GPU: a cold nightly, then three PR checks in relative mode, cold and warm.
+"""The PR check of examples/gpu-repo on one GPU: a cold nightly, then four PR checks in relative mode, cold and warm.
 
 Run through ``bench/gpu_pr_check.sh PHASE...`` (which installs aitune-ci and copies the results to
 ``$OUT/<gpu>/pr_check/``); phases fit the device's 10-minute calls:
 
     nightly                  copy examples/gpu-repo into a fresh git repo, run
                              `pytest --aitune --aitune-update` with empty compile caches, commit the baselines
-    unchanged | slowdown | accuracy
+    unchanged | comment | slowdown | accuracy
                              one PR check against the nightly's commit (relative mode), cold then warm;
                              add -cold, -warm or -warm2 for one run only
-    checks                   all three, cold then warm
+    checks                   all four, cold then warm
     summary                  summary.json + summary.md from every phase done so far (always run last)
 
-The PR checks: ``unchanged`` (no change: every verdict must PASS), ``slowdown`` (more blocks or
+The PR checks: ``unchanged`` (a README line: the base does the same work, so every check passes
+untimed), ``comment`` (a comment in the code every model reaches: both sides are built and timed,
+and every verdict must PASS), ``slowdown`` (more blocks or
 layers in every model, sized so that every backend pays >= 10% more time), ``accuracy`` (the shared classifier head
 runs in bf16 only under ``torch.compiler.is_compiling()``: only compiled backends change numerics).
 Cold runs start from empty inductor/triton/aitune caches; a warm run uses the runner's cache, the one
