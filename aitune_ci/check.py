@@ -230,7 +230,7 @@ class FixtureCheck:
         if builds is not None:
             builds.store_new(result.runtime)
         base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
-        identical = base is not None and self._same_work_as(base)
+        identical = base is not None and self._same_work_as(base, builds.keys if builds is not None else None)
         if not self.options.writes_baselines and not identical:  # an update times the artifact it writes instead
             self.result = self._with_load_timing(self.result, self.spec)
         if base is not None and identical:
@@ -373,13 +373,14 @@ class FixtureCheck:
             self.verdicts[verdict.backend] = verdict
         return True
 
-    def _same_work_as(self, base: BaseSide) -> bool:
+    def _same_work_as(self, base: BaseSide, head_keys: BuildKeys | None = None) -> bool:
         """Whether base and head do the same work (equal ``work_key``), so that timing one against
         the other could only measure noise: most fixtures of most PRs. Then the base is not tuned.
 
         Not under ``--aitune-rebuild`` (it distrusts the keys), not with task metrics (their functions
         are not in the key), and only when every head backend ran accurately or is unavailable: a
-        failing backend is judged against a real run of the base.
+        failing backend is judged against a real run of the base. ``head_keys``: the head tune's
+        build keys, whose shared digest its build cache already computed.
         """
         result = self.result
         assert result is not None
@@ -390,7 +391,7 @@ class FixtureCheck:
             return False
         t0 = time.perf_counter()
         try:
-            same = work_key(self.spec, self.backends) == work_key(base.spec, self.backends)
+            same = work_key(self.spec, self.backends, head_keys) == work_key(base.spec, self.backends)
         except Exception as exc:  # no key means no shortcut: time both
             self.progress(f"{self.name}: base and head not compared by key ({type(exc).__name__}: {exc}); timing both")
             return False

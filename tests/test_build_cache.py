@@ -148,6 +148,12 @@ def test_base_and_head_do_the_same_work_only_when_code_weights_samples_options_a
     torch.manual_seed(1)
     other_weights = TuneSpec(model=package.Net().eval(), samples=[torch.ones(2, 8)], backends=["eager", "onnxruntime"])
     assert work_key(other_weights, ["eager", "onnxruntime"]) != key
+    # The head passes its tune's build keys (shared digest already computed): the same key.
+    torch.manual_seed(0)
+    spec = TuneSpec(model=package.Net().eval(), samples=[torch.ones(2, 8)], backends=["eager", "onnxruntime"])
+    keys = BuildKeys(spec.model, spec.dtype, spec.normalized_samples, spec.resolved_device)
+    keys.common()
+    assert work_key(spec, ["eager", "onnxruntime"], keys) == key
 
 
 def test_relevant_env_keeps_what_compilers_read_and_drops_locations_logs_and_device_selection() -> None:

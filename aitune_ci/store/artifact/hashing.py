@@ -259,7 +259,7 @@ class BuildKeys:
         )
 
 
-def work_key(spec: Any, backend_names: Sequence[str]) -> str:
+def work_key(spec: Any, backend_names: Sequence[str], keys: BuildKeys | None = None) -> str:
     """What must be equal for two specs to do the same work at the same speed: a PR's base and head
     with equal keys run the same code on the same weights and samples with the same backends.
 
@@ -267,8 +267,10 @@ def work_key(spec: Any, backend_names: Sequence[str]) -> str:
     :mod:`aitune_ci.store.build_inputs`), the spec's fields but the model's module name (the base's
     conftest is imported under another name), and each backend's name, class and options. What the
     build key does not cover, this does not either: ``--aitune-rebuild`` is the answer there too.
+    ``keys``: the spec's :class:`BuildKeys` when the tune already made them (its build cache's), so
+    the shared part, a digest of every weight, is not computed twice.
     """
-    keys = BuildKeys(spec.model, spec.dtype, spec.normalized_samples, spec.resolved_device)
+    keys = keys or BuildKeys(spec.model, spec.dtype, spec.normalized_samples, spec.resolved_device)
     fields = spec_fields(spec)
     fields.pop("model_class", None)  # the class's qualname, structure and code are in common()
     return sha256_json(
