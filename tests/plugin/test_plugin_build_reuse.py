@@ -9,14 +9,11 @@ onnxruntime rebuilds aoti and TensorRT too. The cache lives in the repo (``aitun
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from test_plugin_relative import _git
+from test_plugin_relative import _git, aitune_in
 
 NET = """
 import torch
@@ -80,14 +77,7 @@ def first_run_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The build cache one plain ``pytest --aitune`` of the repo fills (onnxruntime), made once for the module."""
     root = tmp_path_factory.mktemp("first-run")
     _write_repo(root)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--aitune", "-p", "no:cacheprovider"],
-        cwd=root,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = aitune_in(root)
     assert done.returncode == 0 and "stored onnxruntime in the build cache" in done.stdout, done.stdout[-3000:]
     return root / "buildcache"
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_plugin_relative import aitune_in
 
 CONFTEST = """
 import os, torch, aitune_ci as ait
@@ -58,14 +56,7 @@ def nightly(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("paired-nightly")
     (root / "conftest.py").write_text(CONFTEST)
     (root / "pyproject.toml").write_text(PYPROJECT)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--aitune", "--aitune-update", "-p", "no:cacheprovider"],
-        cwd=root,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = aitune_in(root, "--aitune-update")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root / ".aitune"
 

@@ -9,7 +9,10 @@ be loaded in one process under the same module name. The model spins for a fixed
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +66,19 @@ def _git(path, *args: str) -> str:
     return done.stdout.strip()
 
 
+def aitune_in(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``pytest --aitune ARGS`` in ``root`` in a fresh process on one thread, as the tests' repos run:
+    a module-scoped fixture makes a run once (a nightly, a first build) that its tests then copy."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--aitune", *args, "-p", "no:cacheprovider"],
+        cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.fixture
 def repo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A git repo whose first commit (the base) spins 1 ms per call."""
@@ -101,7 +117,9 @@ def test_unchanged_code_passes_untimed_because_the_base_does_the_same_work(repo:
     output = result.stdout.str()
     assert "base · tune_spin" not in output  # the base was never tuned
     assert "the base does the same work" in output
-    result.stdout.fnmatch_lines(["*tune_spin[[]eager[]]*identical*base HEAD~1 (*), identical*PASS*", "*--aitune-rebuild*"])
+    result.stdout.fnmatch_lines(
+        ["*tune_spin[[]eager[]]*identical*base HEAD~1 (*), identical*PASS*", "*--aitune-rebuild*"]
+    )
 
 
 def test_an_unavailable_backend_of_an_unchanged_fixture_is_skipped_with_its_reason(repo: pytest.Pytester) -> None:
