@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
 
 from acme_models import text  # noqa: E402
 
+from aitune_ci.atomic import atomic_write_text  # noqa: E402
 from aitune_ci.engine import tune  # noqa: E402
 from aitune_ci.measure import MeasureConfig, measure_paired  # noqa: E402
 from aitune_ci.spec import TuneSpec  # noqa: E402
@@ -135,7 +136,7 @@ def main() -> int:
             row[key]["ratio"] = row[key]["b_ms"] / row[key]["a_ms"]
         report["backends"][backend] = row
         print(backend, json.dumps(row, indent=1), flush=True)
-    (out / "compiled_pair_probe.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "compiled_pair_probe.json", json.dumps(report, indent=2) + "\n")
     lines = [
         "# Paired base/head of the example's BERT encoder (10 -> 12 layers), one process",
         "",
@@ -150,7 +151,7 @@ def main() -> int:
         lines.append(
             f"| {backend} | {row['alone_before']['ratio']:.3f} | {ratios} | {sides} | {row['alone_after']['ratio']:.3f} |"
         )
-    (out / "compiled_pair_probe.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "compiled_pair_probe.md", "\n".join(lines) + "\n")
     return 0
 
 
