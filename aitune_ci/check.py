@@ -9,6 +9,7 @@ re-measured, and when baselines and artifacts are written. ``plugin.session`` ke
 from __future__ import annotations
 
 import copy
+import datetime as _dt
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -29,7 +30,8 @@ from aitune_ci.status import BackendStatus, VerdictKind, VerdictMode
 from aitune_ci.store.artifact import inspect_artifact, load, module_backends, save, spec_hash
 from aitune_ci.store.artifact.hashing import BuildKeys, work_key
 from aitune_ci.store.baseline import Baseline, BaselineStore, update_command
-from aitune_ci.store.build_cache import BuildCache, FixtureBuilds, resolve_cache_dir
+from aitune_ci.store.build_cache import BuildCache, CacheEntryError, FixtureBuilds, resolve_cache_dir
+from aitune_ci.store.result_cache import ResultCache
 from aitune_ci.task_metric_gates import gate_resolver
 from aitune_ci.verdict import (
     NOT_COMPARED,
@@ -113,6 +115,46 @@ def _reuse_text(result: TuneResult) -> str:
         if names:
             parts.append(f"{', '.join(names)} loaded from {text}")
     return f"; {'; '.join(parts)}" if parts else ""
+
+
+def _reusable_status(row: BackendResult) -> bool:
+    """A row that needs no base run to be judged: it ran accurately, or its backend is unavailable here."""
+    return row.status in (BackendStatus.OK, BackendStatus.UNAVAILABLE)
+
+
+def _why_not_reusable(stored: TuneResult, backends: list[str]) -> str | None:
+    """Why a stored result of the same work cannot answer for a tune of ``backends``; None when it can."""
+    rows = {row.backend: row for row in stored.backends if not row.module}
+    if set(rows) != set(backends):
+        return f"it tuned {', '.join(sorted(rows)) or 'nothing'}, this run tunes {', '.join(sorted(backends))}"
+    failed = sorted(name for name, row in rows.items() if not _reusable_status(row))
+    if failed:
+        return f"{', '.join(failed)} did not run as it should there"
+    return None
+
+
+def _estimate_text(estimate: Any) -> str:
+    """``1.043x [1.034, 1.054] over 20 rounds (2.927 → 3.053 ms)``: a paired reading and its two sides."""
+    a_ms, b_ms = getattr(estimate, "a_ms", None), getattr(estimate, "b_ms", None)
+    sides = f" ({a_ms:.3f} → {b_ms:.3f} ms)" if a_ms is not None and b_ms is not None else ""
+    return f"{estimate.ratio:.3f}x [{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] over {estimate.n} rounds{sides}"
+
+
+def _when(created_at: str) -> str:
+    """``2026-12-03 10:00 UTC`` from an ISO timestamp (as written), else the text as it is."""
+    try:
+        moment = _dt.datetime.fromisoformat(created_at).astimezone(_dt.timezone.utc)
+    except (TypeError, ValueError):
+        return created_at or "an unknown time"
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _reused_note(stored: TuneResult) -> str:
+    """The verdict note of a fixture answered by a stored result (short enough for a report cell)."""
+    return (
+        f"{NOT_COMPARED}: the base does the same work, which this runner tuned at {_when(stored.created_at)}; "
+        "--aitune-rebuild tunes and times both"
+    )
 
 
 def _held_instead_of_winner(manifest: Mapping[str, Any], baseline: Baseline) -> dict[str, str] | None:
@@ -203,6 +245,21 @@ class FixtureCheck:
         except DataFileError as exc:
             self.baseline_error = exc
         backends = [b for b in self.backends if b in self.selected or b == "eager"]
+        base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
+        same_key = self._same_work_as(base) if base is not None else None
+        stored = self._stored_result(same_key, backends) if same_key is not None else None
+        if base is not None and stored is not None:
+            self.result = stored
+            self._judge_identical(base, _reused_note(stored))
+        elif not self._tune_and_judge(backends, base, same_key):
+            return
+        if self.options.strict and self.baseline is None and not self.updated:
+            self.verdicts = {backend: require_baseline(v) for backend, v in self.verdicts.items()}
+
+    def _tune_and_judge(self, backends: list[str], base: BaseSide | None, same_key: str | None) -> bool:
+        """Tune the head, then judge it: untimed when the base does the same work (``same_key``) and
+        every backend ran as it should, else against the base, else against the stored baseline.
+        Returns False when the tune itself failed (``error`` says why)."""
         seconds = self.options.measure_seconds
         config = MeasureConfig(max_total_s=seconds) if seconds else None
         prebuilt = self._reusable_artifact(backends)
@@ -220,29 +277,28 @@ class FixtureCheck:
             )
         except AituneCIError as exc:
             self.error = f"{self.name}: {exc}"
-            return
+            return False
         except Exception as exc:  # the engine records backend errors itself; this is a broken spec/model
             self.error = f"{self.name}: tuning raised {type(exc).__name__}: {exc}"
-            return
+            return False
         # Baselines, verdicts and reports are keyed by the fixture, whatever the spec's display name.
         self.result = replace(result, name=self.name)
         self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(result)}")
         if builds is not None:
             builds.store_new(result.runtime)
-        base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
-        identical = base is not None and self._same_work_as(base, builds.keys if builds is not None else None)
+            self._store_result(builds.keys)
+        identical = base is not None and same_key is not None and self._ran_as_it_should(base)
         if not self.options.writes_baselines and not identical:  # an update times the artifact it writes instead
             self.result = self._with_load_timing(self.result, self.spec)
         if base is not None and identical:
-            self._judge_identical(base)
+            self._judge_identical(base, SAME_WORK_NOTE)
         elif base is not None and self._judge_against_base(base):
             pass
         elif self.baseline_error is None or self.options.update:
             self.paired = self._paired_with_baseline_artifact()
             self._judge()
         self._maybe_update()
-        if self.options.strict and self.baseline is None and not self.updated:
-            self.verdicts = {backend: require_baseline(v) for backend, v in self.verdicts.items()}
+        return True
 
     def _tune_checks(self, backends: list[str]) -> dict[str, Any]:
         """The engine's task-metric gates and speed-up sanity check, from ``[tool.aitune]``."""
@@ -293,7 +349,7 @@ class FixtureCheck:
         baseline = baseline or self.baseline
         paired = paired or self.paired.get(backend)
         changed = baseline.inputs_changed(result) if baseline is not None else []
-        assert result is not None and result.runtime is not None
+        assert result is not None
         policy = self.repo_config.policy_for(self.name, backend)
 
         def again() -> Any:
@@ -311,7 +367,7 @@ class FixtureCheck:
             baseline.backends.get(backend) if baseline is not None else None,
             row,
             policy,
-            again if backend in result.runtime.built else None,
+            again if result.runtime is not None and backend in result.runtime.built else None,
             env_diff=env_diff,
             on_suspect=say,
             paired=paired[0] if paired else None,
@@ -367,44 +423,93 @@ class FixtureCheck:
                 except Exception as exc:  # either side may fail on a re-run; the medians still judge
                     self.progress(f"{self.name} · {row.backend}: paired base/head timing failed ({exc})")
                     pair = None
+                else:
+                    self.progress(f"{self.name} · {row.backend}: paired base/head {_estimate_text(estimate)}")
             verdict = self._judge_row(row, {}, baseline=reference, paired=(estimate, pair) if estimate else None)
             verdicts.append(with_message(replace(verdict, mode=VerdictMode.RELATIVE, base_ref=base.ref)))
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict
         return True
 
-    def _same_work_as(self, base: BaseSide, head_keys: BuildKeys | None = None) -> bool:
-        """Whether base and head do the same work (equal ``work_key``), so that timing one against
-        the other could only measure noise: most fixtures of most PRs. Then the base is not tuned.
+    def _same_work_as(self, base: BaseSide) -> str | None:
+        """The work key when base and head do the same work (equal ``work_key``), so that timing one
+        against the other could only measure noise: most fixtures of most PRs. Else None.
 
-        Not under ``--aitune-rebuild`` (it distrusts the keys), not with task metrics (their functions
-        are not in the key), and only when every head backend ran accurately or is unavailable: a
-        failing backend is judged against a real run of the base. ``head_keys``: the head tune's
-        build keys, whose shared digest its build cache already computed.
+        Both keys are taken before either side's forward has run. Not under ``--aitune-rebuild`` (it
+        distrusts the keys), and not with task metrics (their functions are not in the key).
         """
-        result = self.result
-        assert result is not None
         if self.options.rebuild or self.spec.task_metrics or base.spec.task_metrics:
-            return False
-        rows = [row for row in result.backends if not row.module]
-        if any(row.status not in (BackendStatus.OK, BackendStatus.UNAVAILABLE) for row in rows):
-            return False
+            return None
         t0 = time.perf_counter()
         try:
-            same = work_key(self.spec, self.backends, head_keys) == work_key(base.spec, self.backends)
+            head, other = work_key(self.spec, self.backends), work_key(base.spec, self.backends)
         except Exception as exc:  # no key means no shortcut: time both
             self.progress(f"{self.name}: base and head not compared by key ({type(exc).__name__}: {exc}); timing both")
-            return False
-        if same:
-            self.progress(
-                f"{self.name}: the base does the same work (code, weights, samples, options and environment "
-                f"are equal; {time.perf_counter() - t0:.1f} s to tell); not timing it"
-            )
-        return same
+            return None
+        if head != other:
+            return None
+        self.progress(
+            f"{self.name}: the base does the same work (code, weights, samples, options and environment "
+            f"are equal; {time.perf_counter() - t0:.1f} s to tell)"
+        )
+        return head
 
-    def _judge_identical(self, base: BaseSide) -> None:
-        """Relative mode, base identical to head: each working backend passes untimed, saying why;
-        an unavailable one is judged as the base's run would judge it (it is this run)."""
+    def _ran_as_it_should(self, base: BaseSide) -> bool:
+        """Whether every head backend ran accurately or is unavailable, so the base need not be tuned;
+        a failing backend is judged against a real run of the base."""
+        result = self.result
+        assert result is not None
+        failed = [row.backend for row in result.backends if not row.module and not _reusable_status(row)]
+        if failed:
+            self.progress(f"{self.name}: {', '.join(failed)} did not run as it should; tuning the base {base.ref}")
+            return False
+        self.progress(f"{self.name}: every backend ran as it should; the base is not tuned or timed")
+        return True
+
+    def _result_cache(self) -> ResultCache | None:
+        root = resolve_cache_dir(self.options.cache_dir)
+        return None if root is None else ResultCache(root)
+
+    def _stored_result(self, key: str, backends: list[str]) -> TuneResult | None:
+        """This runner's earlier result of the work ``key`` names, when it may answer for this run's tune.
+
+        It may when every backend this run tunes, and no other, ran accurately or was unavailable
+        there. Not under ``--aitune-rebuild``; never when the cache is off.
+        """
+        cache = self._result_cache()
+        if cache is None or self.options.rebuild:
+            return None
+        try:
+            stored = cache.read(key)
+        except CacheEntryError as exc:
+            cache.discard(key)
+            self.progress(f"{self.name}: the stored result of this work is unusable ({exc}); discarded, tuning")
+            return None
+        if stored is None:
+            return None
+        why = _why_not_reusable(stored, backends)
+        if why:
+            self.progress(f"{self.name}: the stored result of this work is not reused ({why}); tuning")
+            return None
+        self.progress(
+            f"{self.name}: this runner tuned the same work at {_when(stored.created_at)}; its result stands "
+            "for this run, nothing is built or timed (--aitune-rebuild tunes)"
+        )
+        return replace(stored, name=self.name, result_reused=True)
+
+    def _store_result(self, keys: BuildKeys) -> None:
+        """Keep this tune's result for the next run of the same work (``store.result_cache``)."""
+        cache, result = self._result_cache(), self.result
+        if cache is None or result is None or self.spec.task_metrics:
+            return
+        try:
+            cache.store(work_key(self.spec, self.backends, keys), result)
+        except Exception as exc:  # a full disk or an unhashable spec: the tune stands
+            self.progress(f"{self.name}: result not stored in the result cache ({type(exc).__name__}: {exc})")
+
+    def _judge_identical(self, base: BaseSide, note: str) -> None:
+        """Relative mode, base identical to head: each working backend passes untimed, saying why
+        (``note``); an unavailable one is judged as the base's run would judge it (it is this run)."""
         result = self.result
         assert result is not None
         reference = Baseline.from_result(result)
@@ -419,7 +524,7 @@ class FixtureCheck:
                     row.backend,
                     VerdictKind.PASS,
                     current_median_ms=median,
-                    notes=(SAME_WORK_NOTE,),
+                    notes=(note,),
                     identical_to_base=True,
                 )
             else:
@@ -577,10 +682,7 @@ class FixtureCheck:
         except Exception as exc:  # the old artifact may not run on today's inputs or code
             self.progress(f"{self.name} · {backend}: paired A/B failed ({type(exc).__name__}: {exc})")
             return {}
-        self.progress(
-            f"{self.name} · {backend}: paired A/B vs baseline artifact: {estimate.ratio:.3f}x "
-            f"[{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] over {estimate.n} rounds"
-        )
+        self.progress(f"{self.name} · {backend}: paired A/B vs baseline artifact: {_estimate_text(estimate)}")
         return {backend: (estimate, pair)}
 
     def _with_load_timing(

@@ -301,6 +301,9 @@ class TuneResult:
     inputs: Mapping[str, str] = field(default_factory=dict)
     tune_s: float = 0.0
     created_at: str = ""
+    #: not tuned in this run: the runner's earlier result of the same work (``store.result_cache``),
+    #: tuned at ``created_at``
+    result_reused: bool = False
     schema_version: int = RESULT_SCHEMA_VERSION
     #: In-process objects (built callables, the model, samples) for ``ait.save`` and paired
     #: comparisons; never serialized, absent on a result read from JSON.
@@ -335,6 +338,7 @@ class TuneResult:
             "dynamic_axes": dict(self.dynamic_axes),
             "tune_s": _round_optional(self.tune_s, 4),
             "created_at": self.created_at,
+            **({"result_reused": True} if self.result_reused else {}),
             "environment": dict(self.environment),
             "spec": dict(self.spec),
             "backends": [b.to_json() for b in self.backends],
@@ -368,6 +372,7 @@ class TuneResult:
                 inputs=data.get("inputs", {}),
                 tune_s=data.get("tune_s", 0.0),
                 created_at=data.get("created_at", ""),
+                result_reused=bool(data.get("result_reused", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataFileError(source, f"malformed result ({type(exc).__name__}: {exc})", fix) from None

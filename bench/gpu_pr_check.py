@@ -246,6 +246,8 @@ def summarize(runs: Sequence[Mapping[str, Any]], flops: Mapping[str, Any] | None
             "timed_out": r["timed_out"],
             "counts": verdict_counts(verdicts) if verdicts is not None else None,
             "judgement": judge_check(r["check"], verdicts) if verdicts is not None else None,
+            # fixtures answered by the runner's stored result of the same work (not tuned at all)
+            "reused_results": r.get("reused_results", 0),
         }
     for entry in checks.values():
         cold, warm = entry["runs"].get("cold"), entry["runs"].get("warm")
@@ -345,6 +347,11 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
                     f"- {name} ({variant}): {j['checks'] - len(j['offenders'])} of {j['checks']} PASS; "
                     f"{j.get('paired', 0)} timed against the base (paired), "
                     f"{j.get('identical', 0)} untimed (the base does the same work)"
+                    + (
+                        f"; {run['reused_results']} fixture(s) not tuned: the runner's stored result of the same work"
+                        if run.get("reused_results")
+                        else ""
+                    )
                     + (f"; not PASS: {', '.join(j['offenders'])}" if j["offenders"] else "")
                 )
             else:
@@ -613,7 +620,9 @@ class Bench:
         for timing in sorted(self.results.glob("*/timing.json")):
             record = json.loads(timing.read_text())
             run_json = timing.parent / "run.json"
-            record["verdicts"] = json.loads(run_json.read_text()).get("verdicts") if run_json.is_file() else None
+            data = json.loads(run_json.read_text()) if run_json.is_file() else {}
+            record["verdicts"] = data.get("verdicts") if run_json.is_file() else None
+            record["reused_results"] = sum(1 for r in data.get("results", ()) if r.get("result_reused"))
             runs.append(record)
         flops_file = self.results / "flops.json"
         flops = json.loads(flops_file.read_text()).get("ratio") if flops_file.is_file() else None

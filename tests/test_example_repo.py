@@ -151,6 +151,9 @@ def test_a_comment_counts_as_no_change_and_the_summary_says_what_was_timed():
     md = bench.render_markdown(s, {"machine": "test"})
     assert "- comment (warm): 1 of 2 PASS; 1 timed against the base (paired), 0 untimed" in md
     assert "not PASS: tune_x[aoti]" in md
+    reused = {**_run("unchanged-warm", "unchanged", "warm", 20.0, [untimed]), "reused_results": 1}
+    md = bench.render_markdown(bench.summarize([reused]), {"machine": "test"})
+    assert "1 untimed (the base does the same work); 1 fixture(s) not tuned: the runner's stored result" in md
 
 
 def test_slowdown_must_regress_on_latency_wherever_both_sides_ran():

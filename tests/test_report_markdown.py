@@ -110,16 +110,20 @@ def test_table_cells_escape_pipes_and_newlines(run: dict) -> None:
     assert "unavailable \\| here second line" in text
 
 
-def test_a_check_whose_base_does_the_same_work_shows_why_in_full(run: dict) -> None:
-    from aitune_ci.check import SAME_WORK_NOTE
+@pytest.mark.parametrize("reused", [False, True], ids=["tuned", "stored-result"])
+def test_a_check_whose_base_does_the_same_work_shows_why_in_full(run: dict, reused: bool) -> None:
+    from aitune_ci.check import SAME_WORK_NOTE, _reused_note
+    from aitune_ci.result import TuneResult
 
+    stored = TuneResult.from_json({**run["results"][0], "created_at": "2026-12-03T10:00:01+00:00"})
+    note = _reused_note(stored) if reused else SAME_WORK_NOTE
     same = copy.deepcopy(run)
     for v in same["verdicts"]:
         if v["kind"] == "PASS":
             v.update(mode="relative", base_ref="main (1a2b3c4d5e6f)", identical_to_base=True, delta=None)
-            v.update(delta_ci=None, baseline_median_ms=None, paired=False, notes=[SAME_WORK_NOTE])
+            v.update(delta_ci=None, baseline_median_ms=None, paired=False, notes=[note])
     text = render_markdown(same)
-    assert f"| {SAME_WORK_NOTE} |" in text  # whole, not cut at the cell limit
+    assert f"| {note} |" in text  # whole, not cut at the cell limit
 
 
 def test_environment_mismatch_is_a_warning_line_and_annotation(run: dict) -> None:

@@ -81,8 +81,10 @@ def aitune_in(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def repo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """A git repo whose first commit (the base) spins 1 ms per call."""
+    """A git repo whose first commit (the base) spins 1 ms per call, with a runner cache of its own:
+    the tests' repos do the same work, so a shared cache would answer one test with another's result."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("AITUNE_CACHE_DIR", str(pytester.path / ".runner-cache"))
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\naitune_measure_seconds = "1.0"\n')
     pytester.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=0.001)})
     pytester.makeconftest(CONFTEST)
@@ -120,6 +122,35 @@ def test_unchanged_code_passes_untimed_because_the_base_does_the_same_work(repo:
     result.stdout.fnmatch_lines(
         ["*tune_spin[[]eager[]]*identical*base HEAD~1 (*), identical*PASS*", "*--aitune-rebuild*"]
     )
+
+
+def test_the_nightlys_result_of_the_same_work_answers_for_the_head_so_nothing_is_tuned(repo: pytest.Pytester) -> None:
+    nightly = repo.runpytest_subprocess("--aitune", "--aitune-update")
+    assert nightly.ret == pytest.ExitCode.OK, nightly.stdout.str()
+    _git(repo.path, "add", "-A", ".aitune")
+    _git(repo.path, "commit", "-qm", "nightly baselines")
+    _commit_head(repo, spin=0.001)  # a PR that changes no model
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1", "-s")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    verdict = verdicts["tune_spin[eager]"]
+    assert verdict["kind"] == "PASS" and verdict["identical_to_base"] and verdict["current_median_ms"] > 0
+    assert "which this runner tuned at" in verdict["notes"][0]
+    output = result.stdout.str()
+    assert "this runner tuned the same work at" in output
+    assert "tune_spin: tuned in" not in output and "base · tune_spin" not in output  # neither side ran
+    run = json.loads((repo.path / "run.json").read_text())
+    assert [r["result_reused"] for r in run["results"]] == [True]
+
+    # A stored result that cannot be trusted is discarded and the head tuned: the verdict is the same.
+    for stored in (repo.path / ".runner-cache" / "results").rglob("*.json"):
+        stored.write_text("{truncated")
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1", "-s")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert verdicts["tune_spin[eager]"]["identical_to_base"]
+    result.stdout.fnmatch_lines(["*stored result of this work is unusable*not JSON*discarded, tuning*", "*tuned in*"])
 
 
 def test_an_unavailable_backend_of_an_unchanged_fixture_is_skipped_with_its_reason(repo: pytest.Pytester) -> None:
