@@ -18,6 +18,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
 from acme_models import text  # noqa: E402
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
+from aitune_ci.check import _time_load  # noqa: E402
 from aitune_ci.engine import tune  # noqa: E402
 from aitune_ci.measure import MeasureConfig, measure_paired  # noqa: E402
 from aitune_ci.spec import TuneSpec  # noqa: E402
+from aitune_ci.store.artifact import save  # noqa: E402
 
 
 def _spec(layers: int, device: str, small: bool) -> TuneSpec:
@@ -87,8 +90,9 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     config = MeasureConfig(max_total_s=1.0)
     t0 = time.perf_counter()
-    base = tune(_spec(10, device, args.small), measure_config=config)
-    head = tune(_spec(12, device, args.small), measure_config=config)
+    base_spec, head_spec = _spec(10, device, args.small), _spec(12, device, args.small)
+    base = tune(base_spec, measure_config=config)
+    head = tune(head_spec, measure_config=config)
     report: dict[str, Any] = {
         "schema_version": 1,
         "gpu": gpu,
@@ -136,6 +140,48 @@ def main() -> int:
             row[key]["ratio"] = row[key]["b_ms"] / row[key]["a_ms"]
         report["backends"][backend] = row
         print(backend, json.dumps(row, indent=1), flush=True)
+    # Stage 2, as the PR check goes on: each side's winner saved as an .ait and loaded once (check's
+    # load timing: a load compiles again from the hot-loaded cache), head first, then pairs again.
+    before = _flat_counters()
+    report["load_timing"] = {}
+    for side, result, spec in (("head", head, head_spec), ("base", base, base_spec)):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{side}.ait"
+            pin = save(result, path, spec_hash="0" * 64).sha256
+            load_s, first_ms = _time_load(path, spec, result, pin)
+        report["load_timing"][side] = {"winner": result.winner, "load_s": load_s, "first_call_ms": first_ms}
+    report["dynamo_counters_during_loads"] = {
+        k: v - before.get(k, 0) for k, v in _flat_counters().items() if v != before.get(k, 0)
+    }
+    print("load timing", json.dumps(report["load_timing"]), report["dynamo_counters_during_loads"], flush=True)
+    for backend in ("eager", "inductor"):
+        old, new = base.runtime.built[backend], head.runtime.built[backend]
+
+        def fa2(old: Any = old) -> Any:
+            return old(*a_args, **a_kwargs)
+
+        def fb2(new: Any = new) -> Any:
+            return new(*b_args, **b_kwargs)
+
+        after_loads = []
+        for _ in range(3):
+            est = measure_paired(fa2, fb2, device, MeasureConfig(max_total_s=2.0))
+            after_loads.append(
+                {"ratio": est.ratio, "ci": [est.ci_low, est.ci_high], "n": est.n, "a_ms": est.a_ms, "b_ms": est.b_ms}
+            )
+        report["backends"][backend]["paired_after_loads"] = after_loads
+        report["backends"][backend]["alone_after_loads"] = {
+            "a_ms": _alone_ms(fa2, device),
+            "b_ms": _alone_ms(fb2, device),
+        }
+        print(
+            backend,
+            "after loads",
+            json.dumps(after_loads),
+            report["backends"][backend]["alone_after_loads"],
+            flush=True,
+        )
+    report["graph_break_reasons"] = {k: v for k, v in counters.get("graph_break", {}).items()}
     atomic_write_text(out / "compiled_pair_probe.json", json.dumps(report, indent=2) + "\n")
     lines = [
         "# Paired base/head of the example's BERT encoder (10 -> 12 layers), one process",
@@ -151,6 +197,20 @@ def main() -> int:
         lines.append(
             f"| {backend} | {row['alone_before']['ratio']:.3f} | {ratios} | {sides} | {row['alone_after']['ratio']:.3f} |"
         )
+    lines += [
+        "",
+        f"Then each side's winner saved and loaded once, as the check times loads: {report['load_timing']}; "
+        f"dynamo counters that moved: {report['dynamo_counters_during_loads']}; graph breaks: "
+        f"{report['graph_break_reasons'] or 'none'}",
+        "",
+        "| backend | paired after the loads (3 measurements) | sides a → b ms | alone after the loads: a, b ms |",
+        "|---|---|---|---|",
+    ]
+    for backend, row in report["backends"].items():
+        ratios = ", ".join(f"{p['ratio']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]" for p in row["paired_after_loads"])
+        sides = ", ".join(f"{p['a_ms']:.3f} → {p['b_ms']:.3f}" for p in row["paired_after_loads"])
+        alone = row["alone_after_loads"]
+        lines.append(f"| {backend} | {ratios} | {sides} | {alone['a_ms']:.3f}, {alone['b_ms']:.3f} |")
     atomic_write_text(out / "compiled_pair_probe.md", "\n".join(lines) + "\n")
     return 0
 
