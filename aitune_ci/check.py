@@ -239,7 +239,13 @@ class FixtureCheck:
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> None:
-        """Tune, judge against the baseline, and write the baseline when asked; errors go to ``error``."""
+        """Tune, judge against the baseline, and write the baseline when asked; errors go to ``error``.
+
+        In relative mode a fixture whose base does the same work (``same_key``) is answered by this
+        runner's stored result of that work when there is one; else the head is tuned and judged
+        untimed when every backend ran as it should, else against the base, else against the
+        stored baseline.
+        """
         try:
             self.baseline = self.store.read(self.hardware, self.name)
         except DataFileError as exc:
@@ -251,54 +257,47 @@ class FixtureCheck:
         if base is not None and stored is not None:
             self.result = stored
             self._judge_identical(base, _reused_note(stored))
-        elif not self._tune_and_judge(backends, base, same_key):
-            return
+        else:
+            seconds = self.options.measure_seconds
+            config = MeasureConfig(max_total_s=seconds) if seconds else None
+            prebuilt = self._reusable_artifact(backends)
+            builds = self._build_cache(self.spec, self.name)
+            t0 = time.perf_counter()
+            try:
+                result = tune(
+                    self.spec,
+                    backends=backends,
+                    measure_config=config,
+                    progress=self.progress,
+                    prebuilt=prebuilt,
+                    cached=builds,
+                    **self._tune_checks(backends),
+                )
+            except AituneCIError as exc:
+                self.error = f"{self.name}: {exc}"
+                return
+            except Exception as exc:  # the engine records backend errors itself; this is a broken spec/model
+                self.error = f"{self.name}: tuning raised {type(exc).__name__}: {exc}"
+                return
+            # Baselines, verdicts and reports are keyed by the fixture, whatever the spec's display name.
+            self.result = replace(result, name=self.name)
+            self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(result)}")
+            if builds is not None:
+                builds.store_new(result.runtime)
+                self._store_result(builds.keys)
+            identical = base is not None and same_key is not None and self._ran_as_it_should(base)
+            if not self.options.writes_baselines and not identical:  # an update times the artifact it writes instead
+                self.result = self._with_load_timing(self.result, self.spec)
+            if base is not None and identical:
+                self._judge_identical(base, SAME_WORK_NOTE)
+            elif base is not None and self._judge_against_base(base):
+                pass
+            elif self.baseline_error is None or self.options.update:
+                self.paired = self._paired_with_baseline_artifact()
+                self._judge()
+            self._maybe_update()
         if self.options.strict and self.baseline is None and not self.updated:
             self.verdicts = {backend: require_baseline(v) for backend, v in self.verdicts.items()}
-
-    def _tune_and_judge(self, backends: list[str], base: BaseSide | None, same_key: str | None) -> bool:
-        """Tune the head, then judge it: untimed when the base does the same work (``same_key``) and
-        every backend ran as it should, else against the base, else against the stored baseline.
-        Returns False when the tune itself failed (``error`` says why)."""
-        seconds = self.options.measure_seconds
-        config = MeasureConfig(max_total_s=seconds) if seconds else None
-        prebuilt = self._reusable_artifact(backends)
-        builds = self._build_cache(self.spec, self.name)
-        t0 = time.perf_counter()
-        try:
-            result = tune(
-                self.spec,
-                backends=backends,
-                measure_config=config,
-                progress=self.progress,
-                prebuilt=prebuilt,
-                cached=builds,
-                **self._tune_checks(backends),
-            )
-        except AituneCIError as exc:
-            self.error = f"{self.name}: {exc}"
-            return False
-        except Exception as exc:  # the engine records backend errors itself; this is a broken spec/model
-            self.error = f"{self.name}: tuning raised {type(exc).__name__}: {exc}"
-            return False
-        # Baselines, verdicts and reports are keyed by the fixture, whatever the spec's display name.
-        self.result = replace(result, name=self.name)
-        self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(result)}")
-        if builds is not None:
-            builds.store_new(result.runtime)
-            self._store_result(builds.keys)
-        identical = base is not None and same_key is not None and self._ran_as_it_should(base)
-        if not self.options.writes_baselines and not identical:  # an update times the artifact it writes instead
-            self.result = self._with_load_timing(self.result, self.spec)
-        if base is not None and identical:
-            self._judge_identical(base, SAME_WORK_NOTE)
-        elif base is not None and self._judge_against_base(base):
-            pass
-        elif self.baseline_error is None or self.options.update:
-            self.paired = self._paired_with_baseline_artifact()
-            self._judge()
-        self._maybe_update()
-        return True
 
     def _tune_checks(self, backends: list[str]) -> dict[str, Any]:
         """The engine's task-metric gates and speed-up sanity check, from ``[tool.aitune]``."""
