@@ -497,9 +497,16 @@ class FixtureCheck:
         return replace(stored, name=self.name, result_reused=True)
 
     def _store_result(self, keys: BuildKeys) -> None:
-        """Keep this tune's result for the next run of the same work (``store.result_cache``)."""
+        """Keep this tune's result for the next relative check of the same work (``store.result_cache``).
+
+        Only the runs a relative check reuses store one: the nightly's update, and relative checks
+        (a re-run of the PR). A plain stored-mode check does not: its key costs a digest of every
+        weight, CPU that another xdist worker's measurement would share.
+        """
         cache, result = self._result_cache(), self.result
         if cache is None or result is None or self.spec.task_metrics:
+            return
+        if not (self.options.writes_baselines or self.base is not None):
             return
         try:
             cache.store(work_key(self.spec, self.backends, keys), result)
