@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -102,6 +103,9 @@ def main() -> int:
     stem = "compiled_pair_probe" + ("-base-from-cache" if args.base_from_cache else "")
     builds: dict[str, Any] = {}
     if args.base_from_cache:
+        # Empty compile caches of this run's own, so that the head's graph cannot come from an earlier run.
+        fresh = tempfile.mkdtemp(prefix="pair-probe-caches-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"], os.environ["TRITON_CACHE_DIR"] = f"{fresh}/inductor", f"{fresh}/triton"
         # As in the example's slowdown PR check: the nightly compiled the base's graph (here a
         # throwaway tune fills inductor's caches), then the head compiles a new graph from scratch
         # and the base rebuilds "like with like", which hits the FX graph cache.
