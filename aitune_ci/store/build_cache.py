@@ -13,7 +13,7 @@ Layout (not committed; the GitHub Action keeps it in ``actions/cache`` keyed on 
     <cache dir>/v1/<key[:2]>/<key>/entry.json     schema_version, key, backend, options, meta, files + sha256
     <cache dir>/v1/<key[:2]>/<key>/payload/...    what the backend's ``save`` wrote
     <cache dir>/tmp/                              entries being written
-    <cache dir>/results/...                       each tune's result by work key (``store.result_cache``)
+    <cache dir>/results/...                       update and relative-check results by work key (``store.result_cache``)
 
 - Location: ``--aitune-cache-dir``, else ``$AITUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/aitune-ci/builds``
   (``~/.cache/aitune-ci/builds``); ``off`` turns the cache off.
