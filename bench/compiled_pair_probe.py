@@ -78,6 +78,30 @@ def _alone_ms(fn: Any, device: str, blocks: int = 7, calls: int = 40) -> float:
     return statistics.median(per_call)
 
 
+def _sides(base: Any, head: Any, backend: str) -> tuple[Any, Any]:
+    """The base's and the head's build of ``backend``, each bound to its own first sample."""
+    (a_args, a_kwargs), (b_args, b_kwargs) = base.runtime.samples[0], head.runtime.samples[0]
+    old, new = base.runtime.built[backend], head.runtime.built[backend]
+    return (lambda: old(*a_args, **a_kwargs)), (lambda: new(*b_args, **b_kwargs))
+
+
+def _three_pairs(fa: Any, fb: Any, device: str) -> list[dict[str, Any]]:
+    """Three paired readings (``measure_paired``, 2 s each, as the check's pairs)."""
+    pairs = []
+    for _ in range(3):
+        est = measure_paired(fa, fb, device, MeasureConfig(max_total_s=2.0))
+        pairs.append(
+            {"ratio": est.ratio, "ci": [est.ci_low, est.ci_high], "n": est.n, "a_ms": est.a_ms, "b_ms": est.b_ms}
+        )
+    return pairs
+
+
+def _cells(pairs: list[dict[str, Any]]) -> tuple[str, str]:
+    """The markdown cells of three paired readings: their ratios with CIs, and their sides in ms."""
+    ratios = ", ".join(f"{p['ratio']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]" for p in pairs)
+    return ratios, ", ".join(f"{p['a_ms']:.3f} → {p['b_ms']:.3f}" for p in pairs)
+
+
 def _flat_counters() -> dict[str, int]:
     return {f"{k}.{n}": v for k, c in counters.items() for n, v in c.items()}
 
@@ -141,22 +165,10 @@ def main() -> int:
         ref_a = base.runtime.built["eager"](*a_args, **a_kwargs).float().clone()
         ref_b = head.runtime.built["eager"](*b_args, **b_kwargs).float().clone()
     for backend in ("eager", "inductor"):
-        old, new = base.runtime.built[backend], head.runtime.built[backend]
-
-        def fa(old: Any = old) -> Any:
-            return old(*a_args, **a_kwargs)
-
-        def fb(new: Any = new) -> Any:
-            return new(*b_args, **b_kwargs)
-
+        fa, fb = _sides(base, head, backend)
         row: dict[str, Any] = {"alone_before": {"a_ms": _alone_ms(fa, device), "b_ms": _alone_ms(fb, device)}}
         before = _flat_counters()
-        pairs = []
-        for _ in range(3):
-            est = measure_paired(fa, fb, device, MeasureConfig(max_total_s=2.0))
-            pairs.append(
-                {"ratio": est.ratio, "ci": [est.ci_low, est.ci_high], "n": est.n, "a_ms": est.a_ms, "b_ms": est.b_ms}
-            )
+        pairs = _three_pairs(fa, fb, device)
         after = _flat_counters()
         with torch.inference_mode():
             row["max_abs_vs_own_eager"] = {
@@ -187,20 +199,8 @@ def main() -> int:
     }
     print("load timing", json.dumps(report["load_timing"]), report["dynamo_counters_during_loads"], flush=True)
     for backend in ("eager", "inductor"):
-        old, new = base.runtime.built[backend], head.runtime.built[backend]
-
-        def fa2(old: Any = old) -> Any:
-            return old(*a_args, **a_kwargs)
-
-        def fb2(new: Any = new) -> Any:
-            return new(*b_args, **b_kwargs)
-
-        after_loads = []
-        for _ in range(3):
-            est = measure_paired(fa2, fb2, device, MeasureConfig(max_total_s=2.0))
-            after_loads.append(
-                {"ratio": est.ratio, "ci": [est.ci_low, est.ci_high], "n": est.n, "a_ms": est.a_ms, "b_ms": est.b_ms}
-            )
+        fa2, fb2 = _sides(base, head, backend)
+        after_loads = _three_pairs(fa2, fb2, device)
         report["backends"][backend]["paired_after_loads"] = after_loads
         report["backends"][backend]["alone_after_loads"] = {
             "a_ms": _alone_ms(fa2, device),
@@ -227,8 +227,7 @@ def main() -> int:
         "|---|--:|---|---|--:|",
     ]
     for backend, row in report["backends"].items():
-        ratios = ", ".join(f"{p['ratio']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]" for p in row["paired"])
-        sides = ", ".join(f"{p['a_ms']:.3f} → {p['b_ms']:.3f}" for p in row["paired"])
+        ratios, sides = _cells(row["paired"])
         lines.append(
             f"| {backend} | {row['alone_before']['ratio']:.3f} | {ratios} | {sides} | {row['alone_after']['ratio']:.3f} |"
         )
@@ -242,8 +241,7 @@ def main() -> int:
         "|---|---|---|---|",
     ]
     for backend, row in report["backends"].items():
-        ratios = ", ".join(f"{p['ratio']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]" for p in row["paired_after_loads"])
-        sides = ", ".join(f"{p['a_ms']:.3f} → {p['b_ms']:.3f}" for p in row["paired_after_loads"])
+        ratios, sides = _cells(row["paired_after_loads"])
         alone = row["alone_after_loads"]
         lines.append(f"| {backend} | {ratios} | {sides} | {alone['a_ms']:.3f}, {alone['b_ms']:.3f} |")
     atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
