@@ -34,6 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
+from aitune_ci.frame_stack import on_fresh_chunk  # noqa: E402
+
+#: where the sweeps run: as the caller left the main thread, a fresh thread, and a fresh chunk
+#: (``aitune_ci.frame_stack``, how ``measure``'s timer runs its loops since 2026-12-03)
+WHERE = ("main_thread", "fresh_thread", "fresh_chunk")
 
 
 def _models(device: str, small: bool) -> dict[str, Callable[[], Any]]:
@@ -75,14 +80,23 @@ def _per_call_us(fn: Callable[[], Any], device: str, calls: int, repeats: int) -
 
 
 def _at_depth(depth: int, fn: Callable[[], Any], device: str, calls: int, repeats: int) -> float:
+    """``fn`` timed under ``depth`` extra frames (``calls`` 0: ``fn`` is the timing itself)."""
     if depth:
         return _at_depth(depth - 1, fn, device, calls, repeats)
-    return _per_call_us(fn, device, calls, repeats)
+    return fn() if calls == 0 else _per_call_us(fn, device, calls, repeats)
 
 
-def _sweep(fn: Callable[[], Any], device: str, depths: int, calls: int, repeats: int) -> list[float]:
+def _sweep(
+    fn: Callable[[], Any], device: str, depths: int, calls: int, repeats: int, fresh_chunk: bool = False
+) -> list[float]:
+    """Per-call µs at each caller depth; ``fresh_chunk``: each loop entered as aitune's timer enters it."""
     with torch.inference_mode():
         fn()
+        if fresh_chunk:
+            return [
+                _at_depth(d, lambda: on_fresh_chunk(lambda: _per_call_us(fn, device, calls, repeats)), device, 0, 0)
+                for d in range(depths + 1)
+            ]
         return [_at_depth(d, fn, device, calls, repeats) for d in range(depths + 1)]
 
 
@@ -140,26 +154,30 @@ def main() -> int:
         calls = args.calls if name.startswith("linear") else max(args.calls // 30, 3)
         main_times = _sweep(fn, device, args.depths, calls, args.repeats)
         thread_times = _on_fresh_thread(lambda fn=fn, calls=calls: _sweep(fn, device, args.depths, calls, args.repeats))
+        chunk_times = _sweep(fn, device, args.depths, calls, args.repeats, fresh_chunk=True)
         report["models"][name] = {
             "main_thread_us": main_times,
             "fresh_thread_us": thread_times,
+            "fresh_chunk_us": chunk_times,
             "main_thread": _summary(main_times),
             "fresh_thread": _summary(thread_times),
+            "fresh_chunk": _summary(chunk_times),
         }
-        print(name, json.dumps({k: report["models"][name][k] for k in ("main_thread", "fresh_thread")}), flush=True)
+        print(name, json.dumps({k: report["models"][name][k] for k in WHERE}), flush=True)
     atomic_write_text(out / "stack_depth_probe.json", json.dumps(report, indent=1) + "\n")
     lines = [
         "# One call's cost against the caller's stack depth (`bench/stack_depth_probe.py`)",
         "",
         f"{gpu}, Python {report['python']}, torch {report['torch']}. Each model timed at {args.depths + 1} caller "
-        "depths (extra Python frames above the timing loop), on the main thread and on a fresh thread, "
+        "depths (extra Python frames above the timing loop): on the main thread, on a fresh thread, and on the "
+        "main thread entered through `aitune_ci.frame_stack.on_fresh_chunk` (as `measure` times now); "
         f"one torch thread. Per call: the median of {args.repeats} loops' means.",
         "",
         "| model | where | fastest µs | slowest µs | slowest / fastest | depths > 1.3x fastest |",
         "|---|---|--:|--:|--:|---|",
     ]
     for name, row in report["models"].items():
-        for where in ("main_thread", "fresh_thread"):
+        for where in WHERE:
             s = row[where]
             lines.append(
                 f"| {name} | {where.replace('_', ' ')} | {s['fastest_us']:.1f} | {s['slowest_us']:.1f} | "

@@ -57,6 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "fixture",
         "atomic",
         "formatting",
+        "frame_stack",
         "store.baseline",
         "store.history",
         "store",

@@ -148,3 +148,39 @@ def test_invalid_config_says_what_is_wrong():
         MeasureConfig(min_rounds=5, max_rounds=2)
     with pytest.raises(ValueError, match="at least one callable"):
         measure({}, "cpu", FAST)
+
+
+def _under(frames: int, work):
+    return work() if frames == 0 else _under(frames - 1, work)
+
+
+def test_a_call_costs_the_same_whatever_the_callers_stack_depth():
+    # CPython frees a frame-stack chunk as soon as the frame at its start returns, so a call that
+    # crosses a chunk boundary maps and unmaps one each time: from some caller depths a 4 µs Linear
+    # read 11-21 µs (reports/stack_depth_probe.md). The timer runs its loop from a fresh chunk.
+    # 220 depths span two chunks' worth of these small frames.
+    from aitune_ci.measure import _Timer
+
+    torch.manual_seed(0)
+    lin, x = torch.nn.Linear(16, 16).eval(), torch.randn(4, 16)
+    timer = _Timer(torch.device("cpu"))
+    with torch.inference_mode():
+        per_depth = [
+            sorted(_median(_under(depth, lambda: timer.block(lambda: lin(x), 200))) for _ in range(5))[2]
+            for depth in range(220)
+        ]
+    typical = sorted(per_depth)[len(per_depth) // 2]
+    slow = [(depth, round(t * 1e3, 1)) for depth, t in enumerate(per_depth) if t > 2 * typical]
+    assert not slow, f"typical {typical * 1e3:.1f} µs a call; (depth, µs) twice that or more: {slow}"
+
+
+def _median(times):
+    return sorted(times)[len(times) // 2]
+
+
+def test_work_on_a_fresh_chunk_returns_its_value_and_raises_its_errors():
+    from aitune_ci.frame_stack import on_fresh_chunk
+
+    assert on_fresh_chunk(lambda: 42) == 42
+    with pytest.raises(ZeroDivisionError):
+        on_fresh_chunk(lambda: 1 / 0)
