@@ -248,16 +248,18 @@ def _markdown(report: dict[str, Any]) -> str:
     for segment, note in report["segments"].items():
         for backend in ("inductor", "eager"):
             rows = {
-                s: [r for r in report["blocks"] if r["segment"] == segment and r["backend"] == backend and r["side"] == s]
+                s: [
+                    r
+                    for r in report["blocks"]
+                    if r["segment"] == segment and r["backend"] == backend and r["side"] == s
+                ]
                 for s in ("base", "head")
             }
             if not rows["base"]:
                 continue
             both = rows["base"] + rows["head"]
             base_wall, head_wall = med(rows["base"], "wall_ms"), med(rows["head"], "wall_ms")
-            cells = [
-                "/".join(fmt(med(rows[s], k)) for k in ("wall_ms", "host_ms", "gpu_ms")) for s in ("base", "head")
-            ]
+            cells = ["/".join(fmt(med(rows[s], k)) for k in ("wall_ms", "host_ms", "gpu_ms")) for s in ("base", "head")]
             lines.append(
                 f"| {segment} | {backend} | {cells[0]} | {cells[1]} | {fmt(head_wall / base_wall)} | "
                 f"{fmt(med(both, 'sm_mhz'), '.0f')} | {fmt(med(both, 'children'), '.0f')} | "
