@@ -38,6 +38,7 @@ from acme_models import text  # noqa: E402
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
 from aitune_ci.check import _time_load  # noqa: E402
 from aitune_ci.engine import tune  # noqa: E402
+from aitune_ci.frame_stack import on_fresh_chunk  # noqa: E402
 from aitune_ci.measure import MeasureConfig, measure_paired  # noqa: E402
 from aitune_ci.spec import TuneSpec  # noqa: E402
 from aitune_ci.store.artifact import save  # noqa: E402
@@ -62,7 +63,12 @@ def _sync(device: str) -> None:
 
 
 def _alone_ms(fn: Any, device: str, blocks: int = 7, calls: int = 40) -> float:
-    """Median over blocks of the mean time per call, each block synchronized at both ends."""
+    """Median over blocks of the mean time per call, each block synchronized at both ends; run from
+    a fresh frame-stack chunk as ``measure`` runs its loops (``aitune_ci.frame_stack``)."""
+    return on_fresh_chunk(lambda: _alone_ms_here(fn, device, blocks, calls))
+
+
+def _alone_ms_here(fn: Any, device: str, blocks: int, calls: int) -> float:
     with torch.inference_mode():
         for _ in range(10):
             fn()

@@ -43,6 +43,7 @@ from compiled_pair_probe import _spec  # noqa: E402
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
 from aitune_ci.engine import tune  # noqa: E402
+from aitune_ci.frame_stack import on_fresh_chunk  # noqa: E402
 from aitune_ci.measure import MeasureConfig, measure_paired  # noqa: E402
 
 SEGMENTS = ("as-is", "gc-off", "workers-off", "as-is-again")
@@ -188,7 +189,9 @@ def main() -> int:
                     gc_before = sum(s["collections"] for s in gc.get_stats())
                     cpu_before = time.process_time()
                     kids_before = _children_cpu_s()
-                    timing = _block(fn, device, args.calls if backend == "inductor" else max(args.calls // 2, 1))
+                    calls = args.calls if backend == "inductor" else max(args.calls // 2, 1)
+                    # from a fresh frame-stack chunk, as measure times (aitune_ci.frame_stack)
+                    timing = on_fresh_chunk(lambda fn=fn, calls=calls: _block(fn, device, calls))
                     kids_after = _children_cpu_s()
                     row = {
                         "t_s": round(time.perf_counter() - t_start, 3),
@@ -196,7 +199,7 @@ def main() -> int:
                         "backend": backend,
                         "side": side,
                         **timing,
-                        "process_cpu_ms_per_call": (time.process_time() - cpu_before) * 1e3 / args.calls,
+                        "process_cpu_ms_per_call": (time.process_time() - cpu_before) * 1e3 / calls,
                         "gc_collections": sum(s["collections"] for s in gc.get_stats()) - gc_before,
                         "threads": threading.active_count(),
                         "os_threads": len(os.listdir("/proc/self/task")),
