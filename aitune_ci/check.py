@@ -252,7 +252,7 @@ class FixtureCheck:
             self.baseline_error = exc
         backends = [b for b in self.backends if b in self.selected or b == "eager"]
         base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
-        same_key = self._same_work_as(base) if base is not None else None
+        head_key, same_key = self._work_keys(base) if base is not None else (None, None)
         stored = self._stored_result(same_key, backends) if same_key is not None else None
         if base is not None and stored is not None:
             self.result = stored
@@ -284,7 +284,7 @@ class FixtureCheck:
             self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(result)}")
             if builds is not None:
                 builds.store_new(result.runtime)
-                self._store_result(builds.keys)
+                self._store_result(head_key, builds.keys)
             identical = base is not None and same_key is not None and self._ran_as_it_should(base)
             if not self.options.writes_baselines and not identical:  # an update times the artifact it writes instead
                 self.result = self._with_load_timing(self.result, self.spec)
@@ -430,28 +430,29 @@ class FixtureCheck:
             self.verdicts[verdict.backend] = verdict
         return True
 
-    def _same_work_as(self, base: BaseSide) -> str | None:
-        """The work key when base and head do the same work (equal ``work_key``), so that timing one
-        against the other could only measure noise: most fixtures of most PRs. Else None.
+    def _work_keys(self, base: BaseSide) -> tuple[str | None, str | None]:
+        """The head's work key, and that key again when the base's equals it: base and head do the
+        same work, so that timing one against the other could only measure noise (most fixtures of
+        most PRs). ``(None, None)`` when the keys are not compared.
 
         Both keys are taken before either side's forward has run. Not under ``--aitune-rebuild`` (it
         distrusts the keys), and not with task metrics (their functions are not in the key).
         """
         if self.options.rebuild or self.spec.task_metrics or base.spec.task_metrics:
-            return None
+            return None, None
         t0 = time.perf_counter()
         try:
             head, other = work_key(self.spec, self.backends), work_key(base.spec, self.backends)
         except Exception as exc:  # no key means no shortcut: time both
             self.progress(f"{self.name}: base and head not compared by key ({type(exc).__name__}: {exc}); timing both")
-            return None
+            return None, None
         if head != other:
-            return None
+            return head, None
         self.progress(
             f"{self.name}: the base does the same work (code, weights, samples, options and environment "
             f"are equal; {time.perf_counter() - t0:.1f} s to tell)"
         )
-        return head
+        return head, head
 
     def _ran_as_it_should(self, base: BaseSide) -> bool:
         """Whether every head backend ran accurately or is unavailable, so the base need not be tuned;
@@ -496,8 +497,10 @@ class FixtureCheck:
         )
         return replace(stored, name=self.name, result_reused=True)
 
-    def _store_result(self, keys: BuildKeys) -> None:
-        """Keep this tune's result for the next relative check of the same work (``store.result_cache``).
+    def _store_result(self, key: str | None, keys: BuildKeys) -> None:
+        """Keep this tune's result for the next relative check of the same work (``store.result_cache``),
+        under ``key`` when relative mode already took the head's work key, else under one made from
+        the tune's build ``keys``.
 
         Only the runs a relative check reuses store one: the nightly's update, and relative checks
         (a re-run of the PR). A plain stored-mode check does not: its key costs a digest of every
@@ -509,7 +512,7 @@ class FixtureCheck:
         if not (self.options.writes_baselines or self.base is not None):
             return
         try:
-            cache.store(work_key(self.spec, self.backends, keys), result)
+            cache.store(key or work_key(self.spec, self.backends, keys), result)
         except Exception as exc:  # a full disk or an unhashable spec: the tune stands
             self.progress(f"{self.name}: result not stored in the result cache ({type(exc).__name__}: {exc})")
 

@@ -620,9 +620,9 @@ class Bench:
         for timing in sorted(self.results.glob("*/timing.json")):
             record = json.loads(timing.read_text())
             run_json = timing.parent / "run.json"
-            data = json.loads(run_json.read_text()) if run_json.is_file() else {}
-            record["verdicts"] = data.get("verdicts") if run_json.is_file() else None
-            record["reused_results"] = sum(1 for r in data.get("results", ()) if r.get("result_reused"))
+            data = json.loads(run_json.read_text()) if run_json.is_file() else None
+            record["verdicts"] = data.get("verdicts") if data is not None else None
+            record["reused_results"] = sum(1 for r in (data or {}).get("results", ()) if r.get("result_reused"))
             runs.append(record)
         flops_file = self.results / "flops.json"
         flops = json.loads(flops_file.read_text()).get("ratio") if flops_file.is_file() else None

@@ -135,7 +135,7 @@ def _work(package: object, backends: tuple[str, ...] = ("eager", "onnxruntime"),
 def test_base_and_head_do_the_same_work_only_when_code_weights_samples_options_and_backends_agree(
     tmp_path: Path,
 ) -> None:
-    # Relative mode skips timing the base where this key equals the head's (check._same_work_as).
+    # Relative mode skips timing the base where this key equals the head's (check._work_keys).
     package = _package(tmp_path / "main")
     key = _work(package)
     assert _work(_package(tmp_path / "worktree")) == key  # the base, imported under another name

@@ -152,6 +152,13 @@ def test_the_nightlys_result_of_the_same_work_answers_for_the_head_so_nothing_is
     assert verdicts["tune_spin[eager]"]["identical_to_base"]
     result.stdout.fnmatch_lines(["*stored result of this work is unusable*not JSON*discarded, tuning*", "*tuned in*"])
 
+    # That relative run stored its own result, under the key it compared: the next run reuses it.
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1", "-s")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert "which this runner tuned at" in verdicts["tune_spin[eager]"]["notes"][0]
+    assert "tune_spin: tuned in" not in result.stdout.str()
+
 
 def test_an_unavailable_backend_of_an_unchanged_fixture_is_skipped_with_its_reason(repo: pytest.Pytester) -> None:
     # TensorRT cannot be installed here (the brief): the head's row is unavailable, and the base,
