@@ -25,6 +25,7 @@ from aitune_ci.accuracy import compare_outputs
 from aitune_ci.backends import registry
 from aitune_ci.backends.base import Backend, BuildContext
 from aitune_ci.backends.inductor import compile_counters
+from aitune_ci.compile_warmup import warm_compiler
 from aitune_ci.digests import inputs_fingerprint
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
 from aitune_ci.gpu_health import GpuMonitor
@@ -401,6 +402,10 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
         dynamic_axes=target.dynamic_axes,
         options=backend.options,
     )
+    if backend.uses_inductor:  # a load from a build cache compiles too (from inductor's cache)
+        setup_s = warm_compiler(tuning.device)
+        if setup_s is not None:
+            say(f"compiler set up in {setup_s:.1f} s (imports, workers; once per process, in no build's time)")
     counters_before = _compile_counters()
     t0 = time.perf_counter()
     reused, source = _reuse(runtime, name, target, ctx)

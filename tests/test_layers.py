@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("spec", "examples"),
     ("backends",),
-    ("measure", "accuracy", "strategies", "modules", "sanity", "task_metrics", "peak_memory"),
+    ("measure", "accuracy", "strategies", "modules", "sanity", "task_metrics", "peak_memory", "compile_warmup"),
     (
         "samples",
         "digests",

@@ -244,6 +244,10 @@ class AOTIBackend(Backend):
             options["cxx"] = cxx
         super().__init__(**options)
 
+    @property
+    def uses_inductor(self) -> bool:
+        return True
+
     def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
         ok, reason = super().available(device)
         if not ok:

@@ -138,6 +138,12 @@ class Backend(ABC):
         return self.payload.ahead_of_time
 
     @property
+    def uses_inductor(self) -> bool:
+        """``build`` runs inductor (torch.compile or AOTInductor): the engine pays the process's
+        one-time compile setup before timing it (``aitune_ci.compile_warmup``)."""
+        return False
+
+    @property
     def payload_is_device_specific(self) -> bool:
         """The saved payload is tied to the exact GPU / library versions it was built with."""
         return self.payload.device_specific

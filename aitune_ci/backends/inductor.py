@@ -336,6 +336,10 @@ class InductorBackend(Backend):
     def mode(self) -> str:
         return str(self.options["mode"])
 
+    @property
+    def uses_inductor(self) -> bool:
+        return True
+
     def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
         device_type = torch.device(device).type
         if self.mode in _CUDA_GRAPH_MODES:

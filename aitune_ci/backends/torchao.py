@@ -194,6 +194,10 @@ class TorchAOBackend(Backend):
         return True, ""
 
     @property
+    def uses_inductor(self) -> bool:
+        return bool(self.options["compile"])
+
+    @property
     def payload(self) -> Payload:  # type: ignore[override]
         """A compiled variant saves inductor's compile cache; a plain one only a recipe (data)."""
         return Payload.COMPILE_CACHE if self.options["compile"] else Payload.WEIGHTS

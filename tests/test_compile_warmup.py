@@ -1,0 +1,57 @@
+"""The process's one-time compile setup is paid once, before the first build that uses inductor, and
+counted in no build's time (``aitune_ci.compile_warmup``; bench/first_build_probe.py measures it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aitune_ci as ait
+from aitune_ci import compile_warmup, engine
+from aitune_ci.backends import registry
+from aitune_ci.backends.eager import EagerBackend
+from aitune_ci.backends.inductor import inductor_toolchain
+from aitune_ci.measure import MeasureConfig
+
+FAST = MeasureConfig(max_total_s=0.1, min_rounds=2, warmup_min_iters=2, warmup_max_s=0.1)
+
+
+class _CompilingEager(EagerBackend):
+    """Eager, declared as an inductor backend: the engine's warm-up order without a real compile."""
+
+    @property
+    def uses_inductor(self) -> bool:
+        return True
+
+
+def test_the_builtin_backends_that_run_inductor_say_so():
+    uses = {name for name in registry.backend_names() if registry.get_backend(name).uses_inductor}
+    assert {"inductor", "inductor-max-autotune", "aoti", "torchao-int8dq-compiled"} <= uses
+    assert not uses & {"eager", "eager-fp16", "cudagraphs", "torchao-int8wo", "onnxruntime", "tensorrt"}
+
+
+@pytest.mark.skipif(not inductor_toolchain("cpu")[0], reason="inductor cannot compile for the CPU here")
+def test_warm_compiler_compiles_once_per_device_type(monkeypatch):
+    monkeypatch.setattr(compile_warmup, "_warmed", set())
+    first = compile_warmup.warm_compiler(torch.device("cpu"))
+    assert first is not None and first > 0
+    assert compile_warmup.warm_compiler(torch.device("cpu")) is None
+
+
+def test_the_engine_warms_the_compiler_once_before_the_first_inductor_build(monkeypatch, tiny_mlp, tiny_input):
+    monkeypatch.setattr(registry, "_registry", {**registry._registry, "compiling-eager": (_CompilingEager, {})})
+    events: list[str] = []
+    monkeypatch.setattr(engine, "warm_compiler", lambda device: events.append(f"warm {device.type}") or 1.5)
+    lines: list[str] = []
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if "building" in line:
+            events.append(line.split("] ", 1)[1])
+
+    spec = ait.TuneSpec(
+        model=tiny_mlp, samples=[tiny_input], backends=["eager", "compiling-eager"], device="cpu", name="tiny"
+    )
+    ait.tune(spec, measure_config=FAST, progress=progress)
+    assert events == ["tiny · eager: building…", "warm cpu", "tiny · compiling-eager: building…"]
+    assert "compiler set up in 1.5 s (imports, workers; once per process, in no build's time)" in lines
