@@ -338,11 +338,13 @@ class FixtureCheck:
         *,
         baseline: Baseline | None = None,
         paired: tuple[Any, Callable[[], Any]] | None = None,
+        relative: bool = False,
     ) -> Verdict:
         """One backend's verdict, re-measured while suspected (``judge_with_confirmations``).
 
         Against ``baseline`` (default: the committed one), with the ``(estimate, measure again)``
-        of a paired A/B when there is one (default: the committed artifact's, if timed).
+        of a paired A/B when there is one (default: the committed artifact's, if timed);
+        ``relative`` when ``baseline`` is the PR's base, tuned in this process after the head.
         """
         result, backend = self.result, row.backend
         baseline = baseline or self.baseline
@@ -372,6 +374,7 @@ class FixtureCheck:
             paired=paired[0] if paired else None,
             remeasure_paired=paired[1] if paired else None,
             inputs_changed=changed,
+            base_in_process=relative,
         )
 
     def _judge_against_base(self, base: BaseSide) -> bool:
@@ -424,7 +427,9 @@ class FixtureCheck:
                     pair = None
                 else:
                     self.progress(f"{self.name} · {row.backend}: paired base/head {_estimate_text(estimate)}")
-            verdict = self._judge_row(row, {}, baseline=reference, paired=(estimate, pair) if estimate else None)
+            verdict = self._judge_row(
+                row, {}, baseline=reference, paired=(estimate, pair) if estimate else None, relative=True
+            )
             verdicts.append(with_message(replace(verdict, mode=VerdictMode.RELATIVE, base_ref=base.ref)))
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict

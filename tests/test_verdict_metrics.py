@@ -62,6 +62,19 @@ def test_build_time_is_compared_only_between_builds_that_met_the_cache_alike():
     assert "loaded an earlier build" in build_time_check(2.0, "cold", 0.1, "reused", gate).note
 
 
+def test_in_a_relative_check_two_cold_builds_are_not_compared_and_two_warm_ones_are():
+    """The base builds second in the head's process, on caches its own code and the head's build
+    filled: a cold base can only look faster (H200: resnet50 aoti 22.6 s base, 77.4 s head, a
+    comment-only PR). Two warm builds only load from caches, so they stay comparable."""
+    gate = METRICS["build_time"].default
+    cold = build_time_check(22.6, "cold", 77.4, "cold", gate, base_in_process=True)
+    assert not cold.regressed and "the base second" in cold.note and "nightly judges" in cold.note
+    assert build_time_check(22.6, "cold", 77.4, "cold", gate).regressed  # stored mode: nightly against nightly
+    warm = build_time_check(2.8, "warm", 9.3, "warm", gate, base_in_process=True)
+    assert warm.regressed and not warm.note  # +232%, +6.5 s: still judged
+    assert not build_time_check(2.8, "warm", 3.0, "warm", gate, base_in_process=True).regressed
+
+
 def test_load_and_first_call_have_their_own_floors():
     assert judge_metric("load_time", 2.0, 3.5, METRICS["load_time"].default).regressed  # +75%, +1.5 s
     assert not judge_metric("load_time", 0.2, 0.9, METRICS["load_time"].default).regressed  # +0.7 s < 1 s

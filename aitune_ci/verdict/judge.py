@@ -52,6 +52,7 @@ def compare_backend(
     *,
     confirmations: int = 0,
     inputs_changed: Sequence[str] = (),
+    base_in_process: bool = False,
 ) -> Verdict:
     """Judge one (fixture, backend) check against its baseline entry.
 
@@ -65,6 +66,8 @@ def compare_backend(
         confirmations: how many re-measurements are pooled into ``current.latency``.
         inputs_changed: which of the model's weights and the samples differ from the baseline's
             (``Baseline.inputs_changed``): accuracy deltas then say so instead of regressing.
+        base_in_process: the baseline is the PR's base, built in this process after this run's
+            builds (relative mode): cold build times are then not compared (``build_time_check``).
 
     Returns:
         The verdict. ``needs_confirmation`` asks the caller to re-measure and call again with
@@ -92,7 +95,9 @@ def compare_backend(
     verdict = _when_a_side_did_not_work(baseline, current, facts)
     if verdict is None:
         assert baseline is not None
-        verdict = _compare_working(baseline, current, policy, paired, confirmations, facts, inputs_changed)
+        verdict = _compare_working(
+            baseline, current, policy, paired, confirmations, facts, inputs_changed, base_in_process
+        )
     if current.review and policy.acknowledged is None and verdict.kind is not VerdictKind.SKIPPED:
         verdict = _for_review(verdict, current.review)
     return with_message(verdict)
@@ -152,6 +157,7 @@ def _compare_working(
     confirmations: int,
     facts: dict[str, Any],
     inputs_changed: Sequence[str] = (),
+    base_in_process: bool = False,
 ) -> Verdict:
     """Both sides worked: accuracy against the baseline, then latency, then what the team acknowledged."""
     notes: list[str] = []
@@ -179,7 +185,7 @@ def _compare_working(
         notes.append(not_compared)
     elif test is not None and test.regressed:
         reasons.append(LATENCY)
-    metrics = gated_metrics(baseline, current, policy, test, not_compared)
+    metrics = gated_metrics(baseline, current, policy, test, not_compared, base_in_process=base_in_process)
     reasons.extend(m.reason for m in metrics if m.regressed)
     if policy.acknowledged is not None:
         notes.extend(_acknowledge(policy.acknowledged, test, reasons))
@@ -251,6 +257,8 @@ def gated_metrics(
     policy: Policy,
     latency: LatencyTest | None,
     latency_unjudged: str | None,
+    *,
+    base_in_process: bool = False,
 ) -> list[MetricCheck]:
     """Every metric beyond latency that this run measured, compared with the baseline entry.
 
@@ -259,7 +267,14 @@ def gated_metrics(
     """
     old, new = baseline.metrics, current
     checks = [
-        build_time_check(old.build_s, old.build_cache, new.build_s, new.build_cache, policy.gate("build_time")),
+        build_time_check(
+            old.build_s,
+            old.build_cache,
+            new.build_s,
+            new.build_cache,
+            policy.gate("build_time"),
+            base_in_process=base_in_process,
+        ),
         judge_metric("load_time", old.load_s, new.load_s, policy.gate("load_time")),
         judge_metric("first_call", old.first_call_ms, new.first_call_ms, policy.gate("first_call")),
         judge_metric(
@@ -414,6 +429,7 @@ def judge_with_confirmations(
     paired: RatioLike | None = None,
     remeasure_paired: Callable[[], RatioLike] | None = None,
     inputs_changed: Sequence[str] = (),
+    base_in_process: bool = False,
 ) -> Verdict:
     """``compare_backend``, then re-measure a suspected latency regression until it is settled.
 
@@ -434,7 +450,14 @@ def judge_with_confirmations(
     if paired is not None:
         estimates = [paired]
         verdict = compare_backend(
-            fixture, baseline, current, policy, paired=paired, env_diff=env_diff, inputs_changed=inputs_changed
+            fixture,
+            baseline,
+            current,
+            policy,
+            paired=paired,
+            env_diff=env_diff,
+            inputs_changed=inputs_changed,
+            base_in_process=base_in_process,
         )
         while verdict.needs_confirmation and remeasure_paired is not None:
             if on_suspect is not None:
@@ -448,10 +471,19 @@ def judge_with_confirmations(
                 paired=pool_paired(estimates),
                 env_diff=env_diff,
                 inputs_changed=inputs_changed,
+                base_in_process=base_in_process,
                 confirmations=len(estimates) - 1,
             )
         return verdict
-    verdict = compare_backend(fixture, baseline, current, policy, env_diff=env_diff, inputs_changed=inputs_changed)
+    verdict = compare_backend(
+        fixture,
+        baseline,
+        current,
+        policy,
+        env_diff=env_diff,
+        inputs_changed=inputs_changed,
+        base_in_process=base_in_process,
+    )
     runs = [current.latency] if current.latency is not None else []
     while verdict.needs_confirmation and runs and remeasure is not None:
         if on_suspect is not None:
@@ -465,6 +497,7 @@ def judge_with_confirmations(
             policy,
             env_diff=env_diff,
             inputs_changed=inputs_changed,
+            base_in_process=base_in_process,
             confirmations=len(runs) - 1,
         )
     return verdict
