@@ -86,6 +86,27 @@ def test_a_helper_in_another_user_module_is_part_of_the_key(tmp_path: Path) -> N
     assert _key(_package(tmp_path / "a")) != _key(_package(tmp_path / "b", helpers=slower))
 
 
+def test_comments_blank_lines_and_indentation_are_not_part_of_the_key_and_docstrings_are(tmp_path: Path) -> None:
+    # A comment-only PR does the same work as its base: its builds and results are reused.
+    commented = HELPERS.replace(
+        "def act(x):\n    return torch.relu(x)",
+        "# the activation\n\n\ndef act(x):  # pointwise\n        return torch.relu(x)  # no copy\n",
+    )
+    assert commented != HELPERS
+    assert _key(_package(tmp_path / "a")) == _key(_package(tmp_path / "b", helpers=commented))
+    documented = HELPERS.replace("def act(x):\n", 'def act(x):\n    """ReLU."""\n')
+    assert _key(_package(tmp_path / "c")) != _key(_package(tmp_path / "d", helpers=documented))
+
+
+def test_a_file_that_does_not_tokenize_is_taken_by_its_bytes() -> None:
+    from aitune_ci.store.build_inputs import _code_digest
+
+    broken = b"def act(x):\n    return (x\n"  # an unclosed bracket: tokenize raises at the end
+    assert _code_digest("m.py", broken) != _code_digest("m.py", broken + b"# a comment\n")
+    assert _code_digest("m.py", b"x = 1\n") == _code_digest("m.py", b"x = 1  # one\n")
+    assert _code_digest("m.so", b"x = 1\n") != _code_digest("m.so", b"x = 1  # one\n")
+
+
 def test_an_environment_variable_the_model_code_reads_is_part_of_the_key(tmp_path: Path, monkeypatch) -> None:
     reads = HELPERS.replace("torch.relu(x)", 'torch.relu(x) * float(os.environ.get("AITUNE_TEST_GAIN", "1"))')
     package = _package(tmp_path, helpers="import os\n" + reads)
