@@ -1,19 +1,20 @@
-"""The PR check of examples/gpu-repo on one GPU: a cold nightly, then four PR checks in relative mode, cold and warm.
+"""The PR check of examples/gpu-repo on one GPU: a cold nightly, then five PR checks in relative mode, cold and warm.
 
 Run through ``bench/gpu_pr_check.sh PHASE...`` (which installs aitune-ci and copies the results to
 ``$OUT/<gpu>/pr_check/``); phases fit the device's 10-minute calls:
 
     nightly                  copy examples/gpu-repo into a fresh git repo, run
                              `pytest --aitune --aitune-update` with empty compile caches, commit the baselines
-    unchanged | comment | slowdown | accuracy
+    unchanged | comment | refactor | slowdown | accuracy
                              one PR check against the nightly's commit (relative mode), cold then warm;
                              add -cold, -warm or -warm2 for one run only
-    checks                   all four, cold then warm
+    checks                   all five, cold then warm
     summary                  summary.json + summary.md from every phase done so far (always run last)
 
 The PR checks: ``unchanged`` (a README line: the base does the same work, so every check passes
-untimed), ``comment`` (a comment in the code every model reaches: both sides are built and timed,
-and every verdict must PASS), ``slowdown`` (more blocks or
+untimed), ``comment`` (a comment in the code every model reaches: not part of the work key, so the
+same), ``refactor`` (the same computation written another way in the code every model reaches: both
+sides are built and timed, and every verdict must PASS), ``slowdown`` (more blocks or
 layers in every model, sized so that every backend pays >= 10% more time), ``accuracy`` (the shared classifier head
 runs in bf16 only under ``torch.compiler.is_compiling()``: only compiled backends change numerics).
 Cold runs start from empty inductor/triton/aitune caches; a warm run uses the runner's cache, the one
@@ -46,9 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gpu-repo"
 SCHEMA_VERSION = 1
 
-CHECKS = ("unchanged", "comment", "slowdown", "accuracy")
+CHECKS = ("unchanged", "comment", "refactor", "slowdown", "accuracy")
 #: Checks whose code change cannot change speed or numerics: every verdict must PASS.
-NO_CHANGE_CHECKS = ("unchanged", "comment")
+NO_CHANGE_CHECKS = ("unchanged", "comment", "refactor")
 VARIANTS = ("cold", "warm", "warm2")
 
 #: Goals of issue 17 (seconds and ratios).
@@ -79,7 +80,8 @@ ACCURACY_PATCH = (
         "        return self.fc(self.norm(features))\n",
     ),
 )
-#: A comment in the code every model reaches: the work keys differ, so both sides are built and timed.
+#: A comment in the code every model reaches: comments are not in the work key, so the base does the
+#: same work and every check passes untimed.
 COMMENT_PATCH = (
     (
         "acme_models/heads.py",
@@ -87,15 +89,26 @@ COMMENT_PATCH = (
         "    def forward(self, features: torch.Tensor) -> torch.Tensor:\n        # pooled features in, logits out\n",
     ),
 )
+#: The same computation written another way in the code every model reaches: the work keys differ,
+#: so both sides are built and timed, and the compiled graphs are the same.
+REFACTOR_PATCH = (
+    (
+        "acme_models/heads.py",
+        "        return self.fc(self.norm(features))\n",
+        "        pooled = self.norm(features)\n        return self.fc(pooled)\n",
+    ),
+)
 PATCHES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "unchanged": (),
     "comment": COMMENT_PATCH,
+    "refactor": REFACTOR_PATCH,
     "slowdown": SLOWDOWN_PATCH,
     "accuracy": ACCURACY_PATCH,
 }
 COMMIT_MESSAGES = {
     "unchanged": "Docs: say what the models serve (no code change)",
     "comment": "Comment the classifier head (no behaviour change)",
+    "refactor": "Name the pooled features in the classifier head (no behaviour change)",
     "slowdown": "Deeper ResNet stage 3, one more encoder layer, deeper fusion backbone",
     "accuracy": "Faster head: bf16 logits when compiled",
 }
@@ -373,7 +386,7 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
         "pr_check_warm_le_3min": "PR check of the three models <= 3 min warm",
         "pr_check_cold_le_10min": "PR check of the three models <= 10 min cold",
         "warm_ge_5x_faster_than_cold": "warm >= 5x faster than cold",
-        "unchanged_all_pass": "unchanged code (none, or a comment): all PASS",
+        "unchanged_all_pass": "unchanged code (none, a comment, or a refactor): all PASS",
         "slowdown_caught_on_every_backend": ">= 10% slowdown caught on every backend",
         "accuracy_break_caught_on_every_compiled_backend": "accuracy break caught on every backend it affects",
     }
@@ -606,14 +619,17 @@ class Bench:
             json.dumps({"base": before, "head": head, "ratio": ratios}, indent=2, sort_keys=True) + "\n"
         )
 
-    def expected_s(self, variant: str) -> float:
-        """The longest earlier run of this variant (cold or warm), 0 when none: what a run may need."""
-        walls = [
-            json.loads(t.read_text())["wall_s"]
-            for t in self.results.glob(f"*-{variant}/timing.json")
-            if variant in ("cold", "warm") and not json.loads(t.read_text())["timed_out"]
-        ]
-        return max(walls, default=0.0)
+    def expected_s(self, check: str | None, variant: str) -> float:
+        """What a run may need: the longest earlier run of this check and variant kind (warm2 counts
+        as warm), else of any check of that kind; 0 when none. A check that changes no model takes
+        seconds warm where one that rebuilds every model takes minutes, so its own runs come first."""
+        kind = "warm" if variant.startswith("warm") else variant
+        if kind not in ("cold", "warm"):
+            return 0.0
+        timings = [json.loads(t.read_text()) for t in self.results.glob("*/timing.json")]
+        done = [t for t in timings if not t["timed_out"] and str(t.get("variant", "")).startswith(kind)]
+        own = [t["wall_s"] for t in done if t.get("check") == check]
+        return max(own or [t["wall_s"] for t in done], default=0.0)
 
     def summary(self) -> dict[str, Any]:
         runs = []
@@ -718,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for phase, check, variant in expand_phases(args.phases):
         if phase == "summary":
             continue
-        expected = bench.expected_s(variant)
+        expected = bench.expected_s(check, variant)
         if bench.remaining() < args.reserve_s + max(30.0, 0.9 * expected):
             print(
                 f"=== {phase}: skipped, {bench.remaining():.0f} s left in this call's budget "

@@ -2,8 +2,8 @@
 # The PR check of examples/gpu-repo on a lent GPU: `bash bench/gpu_pr_check.sh PHASE...`, one device call each
 # (at most 10 minutes; state is kept in .pr_check_work/ between calls on a machine that stays warm):
 #   nightly          a fresh git repo of the example, `pytest --aitune --aitune-update` with empty caches, commit
-#   checks           the four PR checks (unchanged, comment, slowdown, accuracy) in relative mode, cold then warm
-#   unchanged | comment | slowdown | accuracy [-cold|-warm|-warm2]   one check (bare: cold then warm)
+#   checks           the five PR checks (unchanged, comment, refactor, slowdown, accuracy) in relative mode, cold then warm
+#   unchanged | comment | refactor | slowdown | accuracy [-cold|-warm|-warm2]   one check (bare: cold then warm)
 # e.g. call 1: `bash bench/gpu_pr_check.sh nightly unchanged`, call 2: `... slowdown accuracy`.
 # Every call ends with summary.json + summary.md of all phases done so far, under $OUT/<gpu>/pr_check/
 # (copy it to reports/<gpu>/pr_check/). Runs are cut off before the call's budget (PR_CHECK_BUDGET_S,

@@ -44,7 +44,7 @@ def _copy_example(tmp_path: Path, patch=()) -> Path:
 # -- the patches -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("check", ["slowdown", "accuracy"])
+@pytest.mark.parametrize("check", ["comment", "refactor", "slowdown", "accuracy"])
 def test_each_patch_applies_once_to_the_example_and_leaves_valid_python(check):
     patch = bench.PATCHES[check]
     before = _example_files(patch)
@@ -53,6 +53,18 @@ def test_each_patch_applies_once_to_the_example_and_leaves_valid_python(check):
         assert after[name] != before[name]
         assert after[name].count(new) == 1
         compile(after[name], name, "exec")
+
+
+def test_the_comment_is_the_same_work_as_the_base_and_the_refactor_is_not():
+    """The comment PR passes untimed (comments are not in the work key); the refactor PR times both sides."""
+    from aitune_ci.store.build_inputs import _code_digest
+
+    def digest(patch) -> str:
+        text = bench.apply_patch(_example_files(bench.REFACTOR_PATCH), patch)["acme_models/heads.py"]
+        return _code_digest("heads.py", text.encode())
+
+    assert digest(bench.COMMENT_PATCH) == digest(())
+    assert digest(bench.REFACTOR_PATCH) != digest(())
 
 
 def test_a_patch_that_no_longer_matches_names_the_file_and_the_fix():
@@ -240,7 +252,7 @@ def test_phases_expand_in_run_order_and_unknown_ones_are_refused():
         ("unchanged-warm", "unchanged", "warm"),
         ("accuracy-warm2", "accuracy", "warm2"),
     ]
-    assert len(bench.expand_phases(["checks"])) == 8
+    assert len(bench.expand_phases(["checks"])) == 10  # five checks, cold and warm
     with pytest.raises(SystemExit, match="unknown phase 'fast'"):
         bench.expand_phases(["fast"])
 
