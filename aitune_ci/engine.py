@@ -402,14 +402,12 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
         dynamic_axes=target.dynamic_axes,
         options=backend.options,
     )
-    if backend.uses_inductor:  # a load from a build cache compiles too (from inductor's cache)
-        setup_s = warm_compiler(tuning.device)
-        if setup_s is not None:
-            say(f"compiler set up in {setup_s:.1f} s (imports, workers; once per process, in no build's time)")
     counters_before = _compile_counters()
     t0 = time.perf_counter()
     reused, source = _reuse(runtime, name, target, ctx)
     if reused is None:
+        if backend.uses_inductor and _warmed_compiler(tuning):
+            counters_before, t0 = _compile_counters(), time.perf_counter()
         say(f"{label}: building…")
     try:
         built = reused if reused is not None else backend.build(target.module, target.samples, ctx)
@@ -460,6 +458,16 @@ def _reuse(runtime: TuneRuntime, name: str, target: _Target, ctx: BuildContext) 
     if runtime.cached is not None:
         reused = runtime.cached(name, target.path, target.module, ctx)
     return reused, "cache"
+
+
+def _warmed_compiler(tuning: _Tuning) -> bool:
+    """Pay the process's one-time compile setup before a build is timed (``compile_warmup``); True
+    when it ran now. Only builds need it: a loaded build's time is never compared."""
+    setup_s = warm_compiler(tuning.device)
+    if setup_s is None:
+        return False
+    tuning.say(f"compiler set up in {setup_s:.1f} s (imports, workers; once per process, in no build's time)")
+    return True
 
 
 def _compile_counters() -> dict[str, int] | None:

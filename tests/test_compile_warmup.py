@@ -55,3 +55,8 @@ def test_the_engine_warms_the_compiler_once_before_the_first_inductor_build(monk
     ait.tune(spec, measure_config=FAST, progress=progress)
     assert events == ["tiny · eager: building…", "warm cpu", "tiny · compiling-eager: building…"]
     assert "compiler set up in 1.5 s (imports, workers; once per process, in no build's time)" in lines
+
+    # A loaded build's time is never compared, so loading one pays no warm-up.
+    events.clear()
+    ait.tune(spec, measure_config=FAST, progress=progress, prebuilt={"compiling-eager": tiny_mlp})
+    assert events == ["tiny · eager: building…"]

@@ -177,7 +177,7 @@ def test_an_unavailable_backend_of_an_unchanged_fixture_is_skipped_with_its_reas
 
 
 def test_a_change_that_reaches_the_model_is_timed_even_when_it_costs_nothing(repo: pytest.Pytester) -> None:
-    repo.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=0.001) + "\n# a comment: new content, same speed\n"})
+    repo.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=0.001) + '\nNOTE = "new code, same speed"\n'})
     _git(repo.path, "commit", "-qam", "head")
 
     result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
@@ -185,6 +185,19 @@ def test_a_change_that_reaches_the_model_is_timed_even_when_it_costs_nothing(rep
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     verdict = verdicts["tune_spin[eager]"]
     assert verdict["kind"] == "PASS" and verdict["paired"] and not verdict["identical_to_base"]
+
+
+def test_a_comment_only_change_is_the_same_work_and_passes_untimed(repo: pytest.Pytester) -> None:
+    commented = MODELS.format(spin=0.001).replace("    def forward(self, x):\n", "    def forward(self, x):  # spin\n\n")
+    repo.makepyfile(**{"mymodels/__init__.py": "# the models\n" + commented})
+    _git(repo.path, "commit", "-qam", "head")
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    verdict = verdicts["tune_spin[eager]"]
+    assert verdict["kind"] == "PASS" and verdict["identical_to_base"] and not verdict["paired"]
+    result.stdout.fnmatch_lines(["*tune_spin: the base does the same work*"])
 
 
 def test_unchanged_code_passes_on_the_paired_ratio_of_base_and_head(repo: pytest.Pytester) -> None:
