@@ -236,6 +236,8 @@ class FixtureCheck:
         self.paired: dict[str, Any] = {}
         #: the backend whose committed artifact was loaded instead of built (unchanged spec hash)
         self.reused: str | None = None
+        #: the base checkout's committed artifact its winner was loaded from (relative mode), with its sha256
+        self._base_loaded_from: tuple[Path, str] | None = None
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -287,7 +289,10 @@ class FixtureCheck:
                 self._store_result(head_key, builds.keys)
             identical = base is not None and same_key is not None and self._ran_as_it_should(base)
             if not self.options.writes_baselines and not identical:  # an update times the artifact it writes instead
-                self.result = self._with_load_timing(self.result, self.spec)
+                loaded_from = None
+                if self.reused is not None and self.baseline is not None and self.baseline.artifact_sha256:
+                    loaded_from = (self.artifact_path(), self.baseline.artifact_sha256)
+                self.result = self._with_load_timing(self.result, self.spec, loaded_from=loaded_from)
             if base is not None and identical:
                 self._judge_identical(base, SAME_WORK_NOTE)
             elif base is not None and self._judge_against_base(base):
@@ -411,7 +416,9 @@ class FixtureCheck:
         self.progress(f"base · {self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(base_result)}")
         if builds is not None:
             builds.store_new(base_result.runtime)
-        base_result = self._with_load_timing(base_result, base.spec)
+        base_result = self._with_load_timing(
+            base_result, base.spec, loaded_from=self._base_loaded_from, label="base · "
+        )
         reference = Baseline.from_result(replace(base_result, name=self.name))
         verdicts = []
         for row in result.backends:
@@ -635,6 +642,7 @@ class FixtureCheck:
         if loaded is None:
             return {}
         self.progress(f"base · {self.name} · {baseline.winner}: loading the nightly's committed artifact of the base")
+        self._base_loaded_from = (path, str(baseline.artifact_sha256))  # _committed_winner needs a pin
         return {baseline.winner: loaded}
 
     def _committed_winner(self, path: Path, baseline: Baseline, spec: TuneSpec) -> Any | None:
@@ -700,12 +708,21 @@ class FixtureCheck:
         return {backend: (estimate, pair)}
 
     def _with_load_timing(
-        self, result: TuneResult, spec: TuneSpec, path: Path | None = None, sha256: str | None = None
+        self,
+        result: TuneResult,
+        spec: TuneSpec,
+        path: Path | None = None,
+        sha256: str | None = None,
+        *,
+        loaded_from: tuple[Path, str] | None = None,
+        label: str = "",
     ) -> TuneResult:
         """``result`` with its winner's ``load_s`` and ``first_call_ms``: ``ait.load`` of its artifact, then one call.
 
-        ``path`` is the artifact an update just wrote; otherwise the winner is saved to a temporary
-        file first. Timed in this process, after the build: compile caches are warm, so it is what
+        ``path`` is the artifact an update just wrote; ``loaded_from`` the committed artifact (and its
+        sha256) a winner was loaded from instead of built, timed as it is: such a build cannot be saved
+        again, its payload lived in the load's temporary folder. Otherwise the winner is saved to a
+        temporary file first. Timed in this process, after the build: compile caches are warm, so it is what
         a serving process with a warm cache pays, not a cold start. Failing to save or load is
         reported and leaves the row unmeasured (the artifact tests and ``--aitune-update`` judge that).
         """
@@ -713,6 +730,9 @@ class FixtureCheck:
         row = result.backend(winner) if winner is not None else None
         if row is None or result.runtime is None:
             return result
+        from_committed = loaded_from is not None and row.reused == "artifact"
+        if loaded_from is not None and from_committed:
+            path, sha256 = loaded_from
         try:
             with tempfile.TemporaryDirectory(prefix="aitune-load-") as tmp:
                 target, pin = path, sha256
@@ -721,9 +741,12 @@ class FixtureCheck:
                     pin = save(result, target, spec_hash=spec_hash(spec, self.backends, result.environment)).sha256
                 load_s, first_call_ms = _time_load(target, spec, result, pin)
         except Exception as exc:  # timing must not turn a working tune into an error
-            self.progress(f"{self.name} · {winner}: artifact load not timed ({type(exc).__name__}: {exc})")
+            self.progress(f"{label}{self.name} · {winner}: artifact load not timed ({type(exc).__name__}: {exc})")
             return result
-        self.progress(f"{self.name} · {winner}: artifact loads in {load_s:.2f} s, first call {first_call_ms:.1f} ms")
+        source = " (the committed artifact it was loaded from)" if from_committed else ""
+        self.progress(
+            f"{label}{self.name} · {winner}: artifact loads in {load_s:.2f} s, first call {first_call_ms:.1f} ms{source}"
+        )
         timed = replace(row, load_s=load_s, first_call_ms=first_call_ms)
         return replace(result, backends=tuple(timed if b is row else b for b in result.backends))
 

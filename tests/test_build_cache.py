@@ -367,3 +367,11 @@ def test_the_base_loads_the_nightlys_committed_artifact_pinned_by_its_baseline(t
         for line in lines
     ), lines
     assert pr.verdicts["onnxruntime"].mode == "relative"
+    # The loaded build's payload lived in the load's temporary folder, so its load is timed on the
+    # committed artifact it came from, not saved again (that failed: the folder was gone).
+    assert not any("artifact load not timed" in line for line in lines), lines
+    assert any(
+        line.startswith("base · tune_x · onnxruntime: artifact loads in")
+        and line.endswith("(the committed artifact it was loaded from)")
+        for line in lines
+    ), lines
