@@ -18,6 +18,8 @@ from aitune_ci.measure import (
     round_order,
 )
 
+pytestmark = pytest.mark.quiet  # asserts on latency measured here: `make test` never runs it beside another worker
+
 # Small enough that the whole file runs in a few seconds on a shared 2-core machine.
 FAST = MeasureConfig(
     min_rounds=4,

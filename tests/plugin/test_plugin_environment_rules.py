@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.quiet  # asserts on latency measured here: `make test` never runs it beside another worker
+
 
 @pytest.fixture
 def tuned(project):

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.quiet  # asserts on latency measured here: `make test` never runs it beside another worker
+
 
 def test_aitune_dir_from_ini_places_the_baselines(project):
     project.add_fixture("tune_lin")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.quiet  # asserts on latency measured here: `make test` never runs it beside another worker
+
 
 @pytest.fixture
 def tuned(project):

@@ -88,6 +88,7 @@ def test_update_commits_the_winner_as_an_artifact_pinned_in_the_baseline(repo):
     assert baseline["artifact_sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
 
 
+@pytest.mark.quiet  # asserts on latency measured here
 def test_unchanged_code_passes_on_the_paired_ratio(updated):
     # Two identical ONNX sessions once came out 0.900x here (intra-op pools on both cores, a bias:
     # reports/ort_aa_bias.md); on one thread each they are centred, so the default 5% holds.
@@ -99,6 +100,7 @@ def test_unchanged_code_passes_on_the_paired_ratio(updated):
     assert verdict["paired"] is True and verdict["kind"] == "PASS"
 
 
+@pytest.mark.quiet  # asserts on latency measured here
 def test_a_slower_build_is_caught_by_the_paired_ratio(updated, monkeypatch):
     repo = updated
     monkeypatch.setenv("EXTRA_MATMULS", "6")

@@ -176,6 +176,7 @@ def test_an_unavailable_backend_of_an_unchanged_fixture_is_skipped_with_its_reas
     assert "tensorrt" in " ".join(skipped["notes"]).lower()
 
 
+@pytest.mark.quiet  # asserts on latency measured here
 def test_a_change_that_reaches_the_model_is_timed_even_when_it_costs_nothing(repo: pytest.Pytester) -> None:
     repo.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=0.001) + '\nNOTE = "new code, same speed"\n'})
     _git(repo.path, "commit", "-qam", "head")
@@ -200,6 +201,7 @@ def test_a_comment_only_change_is_the_same_work_and_passes_untimed(repo: pytest.
     result.stdout.fnmatch_lines(["*tune_spin: the base does the same work*"])
 
 
+@pytest.mark.quiet  # asserts on latency measured here
 def test_unchanged_code_passes_on_the_paired_ratio_of_base_and_head(repo: pytest.Pytester) -> None:
     _commit_head(repo, spin=0.001)
 
@@ -220,6 +222,7 @@ def test_unchanged_code_passes_on_the_paired_ratio_of_base_and_head(repo: pytest
     assert low < 0.001 and high > -0.001, (verdict["delta"], low, high)
 
 
+@pytest.mark.quiet  # asserts on latency measured here
 def test_a_slower_head_regresses_against_its_base(repo: pytest.Pytester) -> None:
     _commit_head(repo, spin=0.0015)  # +50%
 

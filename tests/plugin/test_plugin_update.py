@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.quiet  # asserts on latency measured here: `make test` never runs it beside another worker
+
 
 def test_first_run_reports_new_and_writes_nothing(project):
     project.add_fixture("tune_lin")

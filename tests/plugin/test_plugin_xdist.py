@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.quiet  # asserts on latency measured here: `make test` never runs it beside another worker
+
 pytest.importorskip("xdist")
 
 # "[gw1] [ 50%] PASSED conftest.py::tune_a[eager]" (pytest -v under xdist)
