@@ -12,7 +12,13 @@ inductor backend in fresh processes sharing one private compile cache:
 ``plain`` and ``warmed`` alternate ``--repeats`` times. If the warm-up takes the setup out, the
 warmed first build costs what a second build costs.
 
-    PYTHONPATH=.:examples/gpu-repo python bench/first_build_probe.py [--device cpu] [--small] [--out DIR]
+``--backend aoti`` asks the same of AOTInductor, whose head build in a warm PR check took 50-64 s
+against the base's 13-18 s (the same graph in the refactor check), so only ``plain`` processes run.
+``--profile`` records, per build, torch's own compile phase times (``compilation_time_metrics``)
+and the functions cProfile saw take longest, to show where a first build's extra time goes.
+
+    PYTHONPATH=.:examples/gpu-repo python bench/first_build_probe.py [--backend aoti] [--profile]
+        [--device cpu] [--small] [--out DIR]
 
 Writes ``first_build_probe.{json,md}`` into ``--out`` (default ``reports/<gpu>/`` on CUDA, ``reports/``).
 """
@@ -35,8 +41,31 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
 
 
-def _child(mode: str, device_name: str, small: bool, builds: int) -> dict[str, Any]:
-    """One process: (warm-up,) then ``builds`` inductor builds timed as the engine times them."""
+def _phase_seconds() -> dict[str, float]:
+    """torch's own compile phase timings so far in this process, summed per phase."""
+    from torch._dynamo.utils import compilation_time_metrics
+
+    return {k: float(sum(v)) for k, v in compilation_time_metrics.items()}
+
+
+def _top_functions(profile: Any, limit: int = 20) -> list[dict[str, Any]]:
+    """The functions cProfile saw spend the most time in themselves (waits on a compiler or a worker
+    pool show as a lock's or a poll's own time); >= 0.2 s each."""
+    import pstats
+
+    stats = pstats.Stats(profile)
+    rows = []
+    for (filename, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if own >= 0.2:
+            short = "/".join(Path(filename).parts[-3:])
+            rows.append({"function": f"{short}:{line}({name})", "calls": calls, "own_s": round(own, 2),
+                         "cumulative_s": round(cumulative, 2)})  # fmt: skip
+    return sorted(rows, key=lambda r: -r["own_s"])[:limit]
+
+
+def _child(mode: str, device_name: str, small: bool, builds: int, backend: str = "inductor",
+           profile: bool = False) -> dict[str, Any]:
+    """One process: (warm-up,) then ``builds`` builds timed as the engine times them."""
     t_start = time.perf_counter()
     import torch
 
@@ -44,7 +73,8 @@ def _child(mode: str, device_name: str, small: bool, builds: int) -> dict[str, A
     from acme_models.vision import image_classifier
 
     from aitune_ci.backends.base import BuildContext
-    from aitune_ci.backends.inductor import InductorBackend, compile_counters
+    from aitune_ci.backends.inductor import compile_counters
+    from aitune_ci.backends.registry import get_backend
     from aitune_ci.compile_warmup import warm_compiler
 
     device = torch.device(device_name)
@@ -54,32 +84,51 @@ def _child(mode: str, device_name: str, small: bool, builds: int) -> dict[str, A
     out: dict[str, Any] = {"mode": mode, "import_s": time.perf_counter() - t_start}
     if mode == "warmed":
         out["warmup_s"] = warm_compiler(device)
-    times, states = [], []
+    times, states, phases, profiles = [], [], [], []
     with tempfile.TemporaryDirectory() as work:
         for i in range(builds):
             model = image_classifier(small=small).eval().to(device)
             ctx = BuildContext(device=device, dtype=torch.float32, workdir=Path(work) / str(i))
             ctx.workdir.mkdir()
-            before = compile_counters()
+            before, phases_before = compile_counters(), _phase_seconds()
+            profiler = None
+            if profile:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             t0 = time.perf_counter()
-            built = InductorBackend().build(model, [((x,), {})], ctx)
+            built = get_backend(backend).build(model, [((x,), {})], ctx)
             with torch.inference_mode():
                 built(x)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
-            after = compile_counters()
+            if profiler is not None:
+                profiler.disable()
+                profiles.append(_top_functions(profiler))
+            after, phases_after = compile_counters(), _phase_seconds()
             states.append({k: after[k] - before[k] for k in after if after[k] != before[k]})
+            phases.append({
+                k: round(v - phases_before.get(k, 0.0), 2) for k, v in phases_after.items()
+                if v - phases_before.get(k, 0.0) >= 0.05
+            })  # fmt: skip
     out["build_s"] = times
     out["counters"] = states
+    out["phases_s"] = phases
+    if profile:
+        out["top_functions"] = profiles
     return out
 
 
 def _run(mode: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     builds = 1 if mode == "fill" else 2
-    cmd = [sys.executable, __file__, "--child", mode, "--device", args.device, "--builds", str(builds)]
+    cmd = [sys.executable, __file__, "--child", mode, "--device", args.device, "--builds", str(builds),
+           "--backend", args.backend]  # fmt: skip
     if args.small:
         cmd.append("--small")
+    if args.profile:
+        cmd.append("--profile")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
@@ -92,7 +141,8 @@ def _markdown(data: dict[str, Any]) -> str:
     lines = [
         "# The first compile in a process (`bench/first_build_probe.py`)",
         "",
-        f"{data['machine']}, {data['model']}, the real inductor backend, one private compile cache filled "
+        f"{data['machine']}, {data['model']}, the real {data.get('backend', 'inductor')} backend, one private "
+        "compile cache filled "
         "by one cold build first. Each row is a fresh process; times are build + first call + sync, as the "
         "engine times a build.",
         "",
@@ -104,12 +154,31 @@ def _markdown(data: dict[str, Any]) -> str:
         warm = f"{run['warmup_s']:.2f}" if run.get("warmup_s") is not None else "-"
         lines.append(f"| {run['mode']} | {warm} | {first:.2f} | {second:.2f} | {first / second:.2f} |")
     s = data["summary"]
+    warmed = s.get("warmed_first_over_second")
     lines += [
         "",
-        f"Median first / second build: without a warm-up {s['plain_first_over_second']:.2f}x, "
-        f"after the warm-up {s['warmed_first_over_second']:.2f}x. Cold fill: {data['fill']['build_s'][0]:.1f} s.",
+        f"Median first / second build: without a warm-up {s['plain_first_over_second']:.2f}x"
+        + (f", after the warm-up {warmed:.2f}x" if warmed is not None else "")
+        + f". Cold fill: {data['fill']['build_s'][0]:.1f} s.",
         "",
     ]
+    for run in data["runs"]:
+        if not run.get("phases_s"):
+            continue
+        lines += [f"## {run['mode']} process: torch's compile phases (s), first build / second build", ""]
+        first, second = run["phases_s"]
+        lines += ["| phase | first | second |", "|---|--:|--:|"]
+        for key in sorted(set(first) | set(second), key=lambda k: -first.get(k, 0.0))[:20]:
+            lines.append(f"| {key} | {first.get(key, 0.0):.2f} | {second.get(key, 0.0):.2f} |")
+        for i, top in enumerate(run.get("top_functions", [])):
+            lines += ["", f"Most time spent in the function itself, build {i + 1}:", ""]
+            lines += [
+                f"- {row['own_s']:.1f} s own ({row['cumulative_s']:.1f} s with callees), {row['calls']} calls: "
+                f"`{row['function']}`"
+                for row in top[:15]
+            ]
+        lines.append("")
+        break  # one process's breakdown: the others are in the JSON
     return "\n".join(lines)
 
 
@@ -119,11 +188,13 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="CPU-sized model (a smoke run)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--backend", default="inductor", choices=("inductor", "aoti"))
+    parser.add_argument("--profile", action="store_true", help="compile phase times and cProfile's top functions")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--builds", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.device, args.small, args.builds)), flush=True)
+        print(json.dumps(_child(args.child, args.device, args.small, args.builds, args.backend, args.profile)), flush=True)
         return
 
     import torch
@@ -135,14 +206,17 @@ def main() -> None:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": f"{cache}/inductor", "TRITON_CACHE_DIR": f"{cache}/triton"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
         fill = _run("fill", args, env)
-        runs = [_run(mode, args, env) for _ in range(args.repeats) for mode in ("plain", "warmed")]
+        modes = ("plain", "warmed") if args.backend == "inductor" else ("plain",)
+        runs = [_run(mode, args, env) for _ in range(args.repeats) for mode in modes]
 
-    def ratio(mode: str) -> float:
-        return statistics.median(r["build_s"][0] / r["build_s"][1] for r in runs if r["mode"] == mode)
+    def ratio(mode: str) -> float | None:
+        found = [r["build_s"][0] / r["build_s"][1] for r in runs if r["mode"] == mode]
+        return statistics.median(found) if found else None
 
     data = {
         "schema_version": SCHEMA_VERSION,
         "machine": machine,
+        "backend": args.backend,
         "model": "the example's image classifier (ResNet-50" + (", CPU size)" if args.small else ", bs32 224x224)"),
         "fill": fill,
         "runs": runs,
@@ -153,8 +227,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     from aitune_ci.atomic import atomic_write_text
 
-    atomic_write_text(out / "first_build_probe.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(out / "first_build_probe.md", _markdown(data))
+    name = "first_build_probe" if args.backend == "inductor" else f"first_build_probe_{args.backend}"
+    atomic_write_text(out / f"{name}.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / f"{name}.md", _markdown(data))
     print(_markdown(data))
 
 
