@@ -28,6 +28,7 @@ from aitune_ci.backends.inductor import compile_counters
 from aitune_ci.compile_warmup import warm_compiler
 from aitune_ci.digests import inputs_fingerprint
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
+from aitune_ci.errors import BackendNotApplicable
 from aitune_ci.gpu_health import GpuMonitor
 from aitune_ci.measure import MeasureConfig, Progress, measure
 from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
@@ -415,6 +416,9 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
         if tuning.device.type == "cuda":
             torch.cuda.synchronize(tuning.device)
     except Exception as exc:
+        if isinstance(exc, BackendNotApplicable) and target.path:
+            say(f"{label}: not applicable to this part — {exc.reason}")
+            return replace(base, status=BackendStatus.UNAVAILABLE, error=f"not applicable to this part: {exc.reason}")
         say(f"{label}: FAILED after {time.perf_counter() - t0:.1f} s — {_error_text(exc)}")
         return replace(base, build_s=time.perf_counter() - t0, error=_error_text(exc))
     build_s = time.perf_counter() - t0

@@ -45,6 +45,19 @@ class BackendUnavailable(BackendError):
         self.reason = reason
 
 
+class BackendNotApplicable(BackendError):
+    """The backend has nothing to work on in this module (a quantizer that finds no layer it converts).
+
+    For the whole model that fails the backend: the user asked for it. For a part tuned with
+    ``modules=[...]`` it is expected (a conv backbone has no Linear layer), so the part leaves the
+    backend out as unavailable, with ``reason``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class DataFileError(AituneCIError):
     """A JSON file aitune-ci reads is corrupt, truncated, or of an unknown schema.
 

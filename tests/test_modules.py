@@ -91,6 +91,52 @@ def test_module_level_tune_chooses_per_module_and_validates_the_mix_end_to_end()
     assert out.shape == (4, 4)
 
 
+class ConvThenLinear(nn.Module):
+    """A conv backbone (no nn.Linear: nothing for a torchao recipe to quantize) and a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def test_a_quantizer_with_nothing_to_quantize_in_a_part_leaves_that_part_not_failed():
+    pytest.importorskip("torchao")
+    torch.manual_seed(0)
+    lines: list[str] = []
+    spec = TuneSpec(
+        model=ConvThenLinear().eval(),
+        samples=[torch.randn(2, 3, 8, 8)],
+        backends=["eager", "torchao-int8wo"],
+        modules=["backbone", "head"],
+    )
+    result = tune(spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=lines.append)
+    rows = {(r.module, r.backend): r for r in result.backends}
+    skipped = rows[("backbone", "torchao-int8wo")]
+    assert skipped.status == "unavailable", skipped
+    assert skipped.error == (
+        "not applicable to this part: Sequential has no nn.Linear layer, the only kind torchao-int8wo quantizes"
+    )
+    assert rows[("head", "torchao-int8wo")].status == "ok"
+    assert result.module_choice["backbone"] == "eager"
+    assert not [line for line in lines if "FAILED" in line], lines
+    assert any("backbone · torchao-int8wo: not applicable to this part" in line for line in lines), lines
+    assert result.backend(MIXED).status == "ok"
+
+    # The whole model, where the user asked for the quantizer outright: a failure that says why.
+    whole = tune(
+        TuneSpec(model=ConvThenLinear().backbone.eval(), samples=[torch.randn(2, 3, 8, 8)],
+                 backends=["eager", "torchao-int8wo"]),
+        measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3),
+        progress=None,
+    )  # fmt: skip
+    failed = whole.backend("torchao-int8wo")
+    assert failed.status == "failed" and "quantized no layer" in failed.error, failed
+
+
 def test_capture_keeps_whether_each_input_is_an_inference_tensor():
     captured = capture_module_inputs(Composite().eval(), [((torch.randn(2, 8),), {})], ["backbone", "head"])
     assert not captured["backbone"][0][0][0].is_inference()  # the caller's own tensor

@@ -22,7 +22,7 @@ from aitune_ci.backends.inductor import (
     payload_file,
 )
 from aitune_ci.backends.registry import register_backend
-from aitune_ci.errors import BackendError, BackendUnavailable
+from aitune_ci.errors import BackendError, BackendNotApplicable, BackendUnavailable
 from aitune_ci.samples import Sample
 from aitune_ci.sanity import conversion_problem
 
@@ -284,9 +284,13 @@ class TorchAOBackend(Backend):
         converted, total = converted_linear_layers(quantized)
         problem = conversion_problem(self.name, converted, total, model=type(module).__name__)
         if problem is not None:
-            raise BackendError(
+            model = type(module).__name__
+            raise BackendNotApplicable(
                 f"{problem} (torchao's {self.recipe.config} applies to nn.Linear layers only; "
-                "fp8 also needs both dims to be multiples of 16)"
+                "fp8 also needs both dims to be multiples of 16)",
+                reason=f"{model} has no nn.Linear layer, the only kind {self.name} quantizes"
+                if total == 0
+                else f"{self.name} quantized none of the {total} nn.Linear layers of {model}",
             )
         return quantized.eval()
 
