@@ -63,6 +63,49 @@ def _top_functions(profile: Any, limit: int = 20) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["own_s"])[:limit]
 
 
+class _ChildProcesses:
+    """Every program this process starts through ``subprocess.Popen`` during a build: its name, its
+    first arguments, and its wall time from start to exit (what a first build waits on)."""
+
+    def __init__(self) -> None:
+        import subprocess as sp
+
+        self.runs: list[dict[str, Any]] = []
+        self._sp = sp
+        self._init, self._wait = sp.Popen.__init__, sp.Popen.wait
+
+    def __enter__(self) -> _ChildProcesses:
+        tracer, init, wait = self, self._init, self._wait
+
+        def traced_init(popen: Any, args: Any, *a: Any, **k: Any) -> None:
+            popen._probe_t0 = time.perf_counter()
+            argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+            popen._probe_argv = [Path(str(argv[0])).name, *[str(x)[-60:] for x in argv[1:4]]]
+            init(popen, args, *a, **k)
+
+        def traced_wait(popen: Any, *a: Any, **k: Any) -> Any:
+            code = wait(popen, *a, **k)
+            if getattr(popen, "_probe_t0", None) is not None:
+                tracer.runs.append({"argv": popen._probe_argv, "s": round(time.perf_counter() - popen._probe_t0, 3)})
+                popen._probe_t0 = None
+            return code
+
+        self._sp.Popen.__init__, self._sp.Popen.wait = traced_init, traced_wait  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._sp.Popen.__init__, self._sp.Popen.wait = self._init, self._wait  # type: ignore[method-assign]
+
+    def summary(self) -> dict[str, Any]:
+        by_program: dict[str, list[float]] = {}
+        for run in self.runs:
+            by_program.setdefault(run["argv"][0], []).append(run["s"])
+        return {
+            "by_program": {k: {"count": len(v), "total_s": round(sum(v), 2)} for k, v in by_program.items()},
+            "longest": sorted(self.runs, key=lambda r: -r["s"])[:8],
+        }
+
+
 def _child(mode: str, device_name: str, small: bool, builds: int, backend: str = "inductor",
            profile: bool = False) -> dict[str, Any]:
     """One process: (warm-up,) then ``builds`` builds timed as the engine times them."""
@@ -84,7 +127,7 @@ def _child(mode: str, device_name: str, small: bool, builds: int, backend: str =
     out: dict[str, Any] = {"mode": mode, "import_s": time.perf_counter() - t_start}
     if mode == "warmed":
         out["warmup_s"] = warm_compiler(device)
-    times, states, phases, profiles = [], [], [], []
+    times, states, phases, profiles, children = [], [], [], [], []
     with tempfile.TemporaryDirectory() as work:
         for i in range(builds):
             model = image_classifier(small=small).eval().to(device)
@@ -98,12 +141,14 @@ def _child(mode: str, device_name: str, small: bool, builds: int, backend: str =
                 profiler = cProfile.Profile()
                 profiler.enable()
             t0 = time.perf_counter()
-            built = get_backend(backend).build(model, [((x,), {})], ctx)
-            with torch.inference_mode():
-                built(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            with _ChildProcesses() as started:
+                built = get_backend(backend).build(model, [((x,), {})], ctx)
+                with torch.inference_mode():
+                    built(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
+            children.append(started.summary())
             if profiler is not None:
                 profiler.disable()
                 profiles.append(_top_functions(profiler))
@@ -116,6 +161,7 @@ def _child(mode: str, device_name: str, small: bool, builds: int, backend: str =
     out["build_s"] = times
     out["counters"] = states
     out["phases_s"] = phases
+    out["child_processes"] = children
     if profile:
         out["top_functions"] = profiles
     return out
@@ -170,6 +216,12 @@ def _markdown(data: dict[str, Any]) -> str:
         lines += ["| phase | first | second |", "|---|--:|--:|"]
         for key in sorted(set(first) | set(second), key=lambda k: -first.get(k, 0.0))[:20]:
             lines.append(f"| {key} | {first.get(key, 0.0):.2f} | {second.get(key, 0.0):.2f} |")
+        for i, started in enumerate(run.get("child_processes", [])):
+            programs = ", ".join(
+                f"{name} x{v['count']} ({v['total_s']:.1f} s)" for name, v in started["by_program"].items()
+            )
+            lines += ["", f"Programs started by build {i + 1}: {programs or 'none'}"]
+            lines += [f"- {r['s']:.2f} s: `{' '.join(r['argv'])}`" for r in started["longest"][:5]]
         for i, top in enumerate(run.get("top_functions", [])):
             lines += ["", f"Most time spent in the function itself, build {i + 1}:", ""]
             lines += [
