@@ -1,0 +1,37 @@
+"""A path option's value that pytest took as its rootdir is a usage error that says how to write it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aitune_ci.plugin.rootdir import PATH_OPTIONS, hijacked_rootdir
+
+
+def _repo(tmp_path: Path) -> tuple[Path, Path, Path]:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    ini = repo / "pyproject.toml"
+    ini.write_text("[tool.pytest.ini_options]\naitune_measure_seconds = '0.5'\n")
+    report = tmp_path / "run.json"
+    report.write_text("{}")  # an earlier run's report, outside the repo
+    return repo, ini, report
+
+
+def test_the_path_options_are_the_ones_with_a_path_value():
+    assert set(PATH_OPTIONS) == {"--aitune-dir", "--aitune-report", "--aitune-cache-dir"}
+
+
+def test_an_existing_report_outside_the_repo_given_as_a_separate_word_is_named_with_its_fix(tmp_path):
+    repo, ini, report = _repo(tmp_path)
+    why = hijacked_rootdir(["--aitune", "--aitune-report", str(report)], repo, tmp_path, None)
+    assert why is not None
+    assert f"--aitune-report={report}" in why and f"{ini} was not read" in why
+
+
+def test_the_rootdir_pytest_finds_from_the_repo_is_left_alone(tmp_path):
+    repo, ini, report = _repo(tmp_path)
+    assert hijacked_rootdir(["--aitune", f"--aitune-report={report}"], repo, repo, ini) is None
+    assert hijacked_rootdir(["--aitune", "--aitune-dir", ".aitune"], repo, repo, ini) is None
+    assert hijacked_rootdir(["--aitune", "--aitune-report", str(tmp_path / "new.json")], repo, repo, ini) is None
+    # --rootdir / -c are the user's own choice
+    assert hijacked_rootdir(["--rootdir", str(tmp_path), "--aitune-report", str(report)], repo, tmp_path, None) is None
