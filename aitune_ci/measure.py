@@ -469,6 +469,7 @@ def measure_paired(
         warmed = _warm_all(fns, timer, config, say)
         start = time.perf_counter()
         # Each callable runs two blocks per round; together they fill target_round_s.
+        load_before = read_cpu_load()
         iters = _block_sizes(warmed, 2, config)
         say(f"iterations per block: a {iters['a']}, b {iters['b']}")
         a_medians: list[float] = []
@@ -500,4 +501,7 @@ def measure_paired(
                 say(f"stopped after {rounds} paired rounds: max_total_s={config.max_total_s:g} s budget")
             if stop is not None:
                 break
-    return est
+    contention = contended_cores(load_before, read_cpu_load())
+    if contention:
+        say(f"other processes took {contention:.2f} CPU cores while the pair was timed, with no core idle")
+    return replace(est, cpu_contention=contention)

@@ -234,6 +234,8 @@ class RatioEstimate:
         n: number of paired rounds it rests on.
         a_ms, b_ms: the median of A's and of B's round times over those same rounds, when known:
             what a report shows as before and now, so the two agree with the ratio's rounds.
+        cpu_contention: cores' worth of CPU other processes took while the rounds ran with no core
+            idle (``cpu_load.contended_cores``; 0.0 when a core was spare, None when unknown).
     """
 
     ratio: float
@@ -242,6 +244,7 @@ class RatioEstimate:
     n: int
     a_ms: float | None = None
     b_ms: float | None = None
+    cpu_contention: float | None = None
 
     @property
     def change(self) -> float:
@@ -257,6 +260,8 @@ class RatioEstimate:
         out: dict[str, Any] = {"ratio": self.ratio, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n}
         if self.a_ms is not None and self.b_ms is not None:
             out.update(a_ms=self.a_ms, b_ms=self.b_ms)
+        if self.cpu_contention is not None:
+            out["cpu_contention"] = self.cpu_contention
         return out
 
 

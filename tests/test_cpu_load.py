@@ -1,4 +1,4 @@
-"""CPU contention during a measurement: read from /proc/stat, recorded in the stats, and a stored verdict declines it."""
+"""CPU contention during a measurement: read from /proc/stat, recorded in the stats and the paired A/Bs, and a verdict declines it."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from synthetic_latency import stats
 
 from aitune_ci.config import Policy
 from aitune_ci.cpu_load import CpuLoad, contended_cores, read_cpu_load
-from aitune_ci.measure import MeasureConfig, measure
+from aitune_ci.measure import MeasureConfig, measure, measure_paired
 from aitune_ci.result import BackendResult
+from aitune_ci.stats import RatioEstimate
 from aitune_ci.store.baseline import BackendBaseline, LatencySummary
-from aitune_ci.verdict import VerdictKind, compare_backend
+from aitune_ci.verdict import VerdictKind, compare_backend, pool_paired
 
 
 def test_others_count_only_when_no_core_was_idle():
@@ -56,11 +57,13 @@ def test_a_measurement_while_other_processes_spin_records_their_cpu():
         x = torch.randn(64, 256)
         lin = torch.nn.Linear(256, 256)
         result = measure({"lin": lambda: lin(x)}, "cpu", MeasureConfig(max_total_s=1.0, min_rounds=3))
+        pair = measure_paired(lambda: lin(x), lambda: lin(x), "cpu", MeasureConfig(max_total_s=1.0, min_rounds=2))
     finally:
         for hog in hogs:
             hog.kill()
             hog.wait()
     assert result["lin"].cpu_contention is not None and result["lin"].cpu_contention > 0.3, result["lin"]
+    assert pair.cpu_contention is not None and pair.cpu_contention > 0.3, pair
 
 
 def _baseline(contention: float | None) -> BackendBaseline:
@@ -87,3 +90,18 @@ def test_a_quiet_run_is_judged_as_before():
     for baseline, current in ((0.0, 0.0), (None, None), (0.05, 0.02)):
         v = compare_backend("tune_x", _baseline(baseline), _current(current), Policy())
         assert v.kind is VerdictKind.REGRESSED, (baseline, current, v.message)
+
+
+def test_a_pair_timed_while_other_processes_took_the_cpu_is_not_judged_and_says_so():
+    slower = RatioEstimate(1.3, 1.25, 1.35, 10, 1.0, 1.3, cpu_contention=0.79)
+    v = compare_backend("tune_x", _baseline(0.0), _current(0.0), Policy(), paired=slower)
+    assert v.kind is VerdictKind.PASS and v.delta is None and not v.paired, v
+    assert "other processes took 0.79 CPU cores while the A/B pair was timed" in v.message
+    quiet = RatioEstimate(1.3, 1.25, 1.35, 10, 1.0, 1.3, cpu_contention=0.0)
+    assert compare_backend("tune_x", _baseline(0.0), _current(0.0), Policy(), paired=quiet).kind is VerdictKind.REGRESSED
+
+
+def test_pooled_pairs_keep_the_busiest_readings_contention():
+    readings = [RatioEstimate(1.1, 1.05, 1.15, 10, cpu_contention=c) for c in (0.0, 0.6, None)]
+    assert pool_paired(readings).cpu_contention == 0.6
+    assert pool_paired([RatioEstimate(1.1, 1.05, 1.15, 10)]).cpu_contention is None

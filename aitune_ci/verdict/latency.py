@@ -224,9 +224,11 @@ def pool_paired(estimates: Sequence[RatioLike]) -> PairedRatio:
     if not estimates:
         raise ValueError("pool_paired needs at least one estimate")
     sides = _pooled_sides(estimates)
+    busy = [c for c in (getattr(e, "cpu_contention", None) for e in estimates) if c is not None]
+    contention = max(busy) if busy else None  # the busiest reading: a contended one can bias the pool
     if len(estimates) == 1:
         e = estimates[0]
-        return PairedRatio(float(e.ratio), float(e.ci_low), float(e.ci_high), int(e.n), *sides)
+        return PairedRatio(float(e.ratio), float(e.ci_low), float(e.ci_high), int(e.n), *sides, contention)
     logs, weights = [], []
     for e in estimates:
         se = max(_ratio_se(float(e.ratio), float(e.ci_low), float(e.ci_high)), 1e-6)
@@ -241,6 +243,7 @@ def pool_paired(estimates: Sequence[RatioLike]) -> PairedRatio:
         math.exp(center + _CI_Z * se),
         sum(int(e.n) for e in estimates),
         *sides,
+        contention,
     )
 
 

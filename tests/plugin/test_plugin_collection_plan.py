@@ -323,6 +323,7 @@ def tune_b():
 """
 
 
+@pytest.mark.quiet  # asserts on latency measured here
 def test_relative_mode_calls_a_base_fixture_only_when_its_head_fixture_is_tuned(pytester, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     log = pytester.path.parent / f"{pytester.path.name}-built.log"

@@ -239,6 +239,7 @@ def test_a_slower_head_regresses_against_its_base(repo: pytest.Pytester) -> None
     )
 
 
+@pytest.mark.quiet  # asserts on latency measured here
 def test_the_base_keeps_its_own_code_although_both_import_the_same_module_name(repo: pytest.Pytester) -> None:
     _commit_head(repo, spin=0.0005)  # the head is twice as fast: only the base's own code can show that
 
