@@ -418,7 +418,12 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
     except Exception as exc:
         if isinstance(exc, BackendNotApplicable) and target.path:
             say(f"{label}: not applicable to this part — {exc.reason}")
-            return replace(base, status=BackendStatus.UNAVAILABLE, error=f"not applicable to this part: {exc.reason}")
+            return replace(
+                base,
+                status=BackendStatus.UNAVAILABLE,
+                build_s=time.perf_counter() - t0,
+                error=f"not applicable to this part: {exc.reason}",
+            )
         say(f"{label}: FAILED after {time.perf_counter() - t0:.1f} s — {_error_text(exc)}")
         return replace(base, build_s=time.perf_counter() - t0, error=_error_text(exc))
     build_s = time.perf_counter() - t0

@@ -46,7 +46,7 @@ class BackendUnavailable(BackendError):
 
 
 class BackendNotApplicable(BackendError):
-    """The backend has nothing to work on in this module (a quantizer that finds no layer it converts).
+    """The backend has nothing to work on in this module (a quantizer finds no layer of the kind it converts).
 
     For the whole model that fails the backend: the user asked for it. For a part tuned with
     ``modules=[...]`` it is expected (a conv backbone has no Linear layer), so the part leaves the

@@ -15,7 +15,8 @@ warmed first build costs what a second build costs.
 ``--backend aoti`` asks the same of AOTInductor, whose head build in a warm PR check took 50-64 s
 against the base's 13-18 s (the same graph in the refactor check), so only ``plain`` processes run.
 ``--profile`` records, per build, torch's own compile phase times (``compilation_time_metrics``)
-and the functions cProfile saw take longest, to show where a first build's extra time goes.
+and the functions cProfile saw take longest, to show where a first build's extra time goes; the
+profiler's overhead is then inside both builds' times.
 
     PYTHONPATH=.:examples/gpu-repo python bench/first_build_probe.py [--backend aoti] [--profile]
         [--device cpu] [--small] [--out DIR]
@@ -64,8 +65,10 @@ def _top_functions(profile: Any, limit: int = 20) -> list[dict[str, Any]]:
 
 
 class _ChildProcesses:
-    """Every program this process starts through ``subprocess.Popen`` during a build: its name, its
-    first arguments, and its wall time from start to exit (what a first build waits on)."""
+    """The programs this process starts through ``subprocess.Popen`` during a build and waits for
+    (``run``, ``check_output``, ``communicate``): name, first arguments, wall time from start to exit.
+    Programs that inductor's compile workers start, or that are polled rather than waited for, are
+    not seen."""
 
     def __init__(self) -> None:
         import subprocess as sp
@@ -79,8 +82,8 @@ class _ChildProcesses:
 
         def traced_init(popen: Any, args: Any, *a: Any, **k: Any) -> None:
             popen._probe_t0 = time.perf_counter()
-            argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
-            popen._probe_argv = [Path(str(argv[0])).name, *[str(x)[-60:] for x in argv[1:4]]]
+            argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args) or ["?"]
+            popen._probe_argv = [Path(str(argv[0]).split()[0] if argv[0] else "?").name, *[str(x)[-60:] for x in argv[1:4]]]
             init(popen, args, *a, **k)
 
         def traced_wait(popen: Any, *a: Any, **k: Any) -> Any:

@@ -284,14 +284,16 @@ class TorchAOBackend(Backend):
         converted, total = converted_linear_layers(quantized)
         problem = conversion_problem(self.name, converted, total, model=type(module).__name__)
         if problem is not None:
-            model = type(module).__name__
-            raise BackendNotApplicable(
+            message = (
                 f"{problem} (torchao's {self.recipe.config} applies to nn.Linear layers only; "
-                "fp8 also needs both dims to be multiples of 16)",
-                reason=f"{model} has no nn.Linear layer, the only kind {self.name} quantizes"
-                if total == 0
-                else f"{self.name} quantized none of the {total} nn.Linear layers of {model}",
+                "fp8 also needs both dims to be multiples of 16)"
             )
+            if total == 0:  # nothing of its kind to work on; layers it skipped are a failure to see
+                model = type(module).__name__
+                raise BackendNotApplicable(
+                    message, reason=f"{model} has no nn.Linear layer, the only kind {self.name} quantizes"
+                )
+            raise BackendError(message)
         return quantized.eval()
 
 
