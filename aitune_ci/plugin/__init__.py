@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -226,7 +225,7 @@ def _load_base(state: AituneSession, ref: str) -> None:
     from aitune_ci.plugin.against import BaseCheckoutError  # lazy: imports the fixture discovery (torch)
 
     try:
-        state.load_base(ref, Path(tempfile.mkdtemp(prefix="aitune-base-")))
+        state.load_base(ref)
     except BaseCheckoutError as exc:
         raise pytest.UsageError(f"aitune: {exc}") from None
 

@@ -7,6 +7,8 @@ class does the bookkeeping around it (selection, teardown, xdist merging, report
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +88,8 @@ class AituneSession:
         self.warnings = WarningTally()
         self.started = time.time()
         self._base_checkout: BaseCheckout | None = None
+        #: the temporary folder holding the base's worktree, deleted by ``close``
+        self._base_workdir: Path | None = None
         self._base_plans: list[FixturePlan] = []
         #: relative mode: the base's fixture functions, called only when their head fixture is tuned
         self._base_fixtures: dict[str, tuple[Callable[..., Any], Path]] = {}
@@ -103,14 +107,15 @@ class AituneSession:
         """Record that the item ``fixture[check]`` survived deselection (so only it gets tuned)."""
         self.fixtures[fixture].selected.add(check)
 
-    def load_base(self, ref: str, workdir: Path) -> None:
-        """Relative mode: check ``ref`` out under ``workdir`` and find its version of every fixture.
+    def load_base(self, ref: str) -> None:
+        """Relative mode: check ``ref`` out in a temporary folder and find its version of every fixture.
 
         Base fixtures are called later, only for head fixtures that are tuned (``_base_side``). A
         fixture the base lacks, or whose base fixture fails, is judged against the stored baseline
-        instead (its verdict says so).
+        instead (its verdict says so). One worktree per process; ``close`` deletes it and its folder.
         """
-        checkout = BaseCheckout.create(self.options.root, ref, workdir)
+        self._base_workdir = Path(tempfile.mkdtemp(prefix="aitune-base-"))
+        checkout = BaseCheckout.create(self.options.root, ref, self._base_workdir)
         self._base_checkout = checkout
         files = sorted({self.options.root / state.plan.source for state in self.fixtures.values()})
         self._base_fixtures = checkout.fixtures(files, lambda name, func, file: (func, file))
@@ -206,6 +211,9 @@ class AituneSession:
         if self._base_checkout is not None:
             self._base_checkout.remove()
             self._base_checkout = None
+        if self._base_workdir is not None:  # also when the checkout failed: no empty folders left in /tmp
+            shutil.rmtree(self._base_workdir, ignore_errors=True)
+            self._base_workdir = None
         return problems
 
     # -- reporting ------------------------------------------------------------------------------

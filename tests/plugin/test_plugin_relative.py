@@ -261,11 +261,16 @@ def test_a_fixture_new_in_the_head_falls_back_to_the_stored_baseline(repo: pytes
     result.stdout.fnmatch_lines(["*no base version at HEAD~1 (*) of tune_new*"])
 
 
-def test_an_unknown_ref_is_a_usage_error_that_says_how_to_fetch_it(repo: pytest.Pytester) -> None:
+def test_an_unknown_ref_is_a_usage_error_that_says_how_to_fetch_it(
+    repo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the run's temporary folders go
+
     result = repo.runpytest_subprocess("--aitune", "--aitune-against", "origin/nope")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--aitune-against 'origin/nope': no such commit*fetch-depth: 0*"])
+    assert not list(tmp_path.glob("aitune-base-*"))  # the folder made for the worktree is gone too
 
 
 def test_relative_mode_refuses_to_write_baselines(repo: pytest.Pytester) -> None:
@@ -275,9 +280,13 @@ def test_relative_mode_refuses_to_write_baselines(repo: pytest.Pytester) -> None
     result.stderr.fnmatch_lines(["*--aitune-against*cannot also write baselines*"])
 
 
-def test_the_worktree_is_removed_after_the_run(repo: pytest.Pytester) -> None:
+def test_the_worktree_and_its_folder_are_removed_after_the_run(
+    repo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _commit_head(repo, spin=0.001)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the run's temporary folders go
 
     _run(repo, "--aitune-against", "HEAD~1")
 
     assert _git(repo.path, "worktree", "list").count("\n") == 0  # only the main checkout is left
+    assert not list(tmp_path.glob("aitune-base-*"))  # a PR check leaves no empty folder in /tmp per run
