@@ -407,7 +407,7 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
     t0 = time.perf_counter()
     reused, source = _reuse(runtime, name, target, ctx)
     if reused is None:
-        if backend.uses_inductor and _warmed_compiler(tuning):
+        if backend.uses_inductor and _warmed_compiler(tuning, cxx=backend.compiles_cxx or tuning.device.type == "cpu"):
             counters_before, t0 = _compile_counters(), time.perf_counter()
         say(f"{label}: building…")
     try:
@@ -469,13 +469,13 @@ def _reuse(runtime: TuneRuntime, name: str, target: _Target, ctx: BuildContext) 
     return reused, "cache"
 
 
-def _warmed_compiler(tuning: _Tuning) -> bool:
+def _warmed_compiler(tuning: _Tuning, cxx: bool) -> bool:
     """Pay the process's one-time compile setup before a build is timed (``compile_warmup``); True
     when it ran now. Only builds need it: a loaded build's time is never compared."""
-    setup_s = warm_compiler(tuning.device)
-    if setup_s is None:
+    setup = warm_compiler(tuning.device, cxx=cxx)
+    if setup is None:
         return False
-    tuning.say(f"compiler set up in {setup_s:.1f} s (imports, workers; once per process, in no build's time)")
+    tuning.say(setup.describe())
     return True
 
 

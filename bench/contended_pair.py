@@ -120,7 +120,7 @@ def tune_net():
                         backends=["eager", "torchao-int8wo", "onnxruntime"], modules=["backbone", "head"], device="cpu")
 """
 _FIRST = re.compile(r"onnxruntime: paired A/B vs baseline artifact: ([\d.]+)x \[([\d.]+), ([\d.]+)\]")
-_PAIR_BUSY = re.compile(r"other processes took ([\d.]+) CPU cores while the pair was timed")
+_PAIR_BUSY = re.compile(r"other processes took ([\d.]+) CPU cores while the A/B pair was timed")
 
 
 def _pytest(repo: Path, *args: str) -> tuple[int, str]:
@@ -149,15 +149,19 @@ def _plugin_runs(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
                 if condition != "quiet":
                     spinner = subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=120)])
                     time.sleep(0.3)
+                report = Path(work) / "run.json"
+                report.unlink(missing_ok=True)  # a run that writes none must not be read as the last one's
                 try:
-                    code, out = _pytest(repo, "--aitune-report", str(Path(work) / "run.json"))
+                    code, out = _pytest(repo, f"--aitune-report={report}")  # '=': a path word can move pytest's rootdir
                 finally:
                     if spinner is not None:
                         spinner.kill()
                         spinner.wait()
+                if code not in (0, 1):  # 1: a check failed, which is what this counts; anything else is broken
+                    raise SystemExit(f"pytest --aitune exited {code}:\n{out[-3000:]}")
                 verdicts = json.loads((Path(work) / "run.json").read_text())["verdicts"]
                 (v,) = [v for v in verdicts if v["fixture"] == "tune_net" and v["backend"] == "onnxruntime"]
-                first, busy = _FIRST.search(out), _PAIR_BUSY.search(out)
+                first, busy = _FIRST.search(out), _PAIR_BUSY.search(v["message"])
                 row = {
                     "exit_code": code,
                     "first_reading": [float(g) for g in first.groups()] if first else None,

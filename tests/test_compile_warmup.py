@@ -28,20 +28,26 @@ def test_the_builtin_backends_that_run_inductor_say_so():
     uses = {name for name in registry.backend_names() if registry.get_backend(name).uses_inductor}
     assert {"inductor", "inductor-max-autotune", "aoti", "torchao-int8dq-compiled"} <= uses
     assert not uses & {"eager", "eager-fp16", "cudagraphs", "torchao-int8wo", "onnxruntime", "tensorrt"}
+    # AOTInductor's wrapper is C++ on every device: its first build would run the CPU ISA probe.
+    assert {name for name in uses if registry.get_backend(name).compiles_cxx} == {"aoti"}
 
 
 @pytest.mark.skipif(not inductor_toolchain("cpu")[0], reason="inductor cannot compile for the CPU here")
 def test_warm_compiler_compiles_once_per_device_type(monkeypatch):
     monkeypatch.setattr(compile_warmup, "_warmed", set())
     first = compile_warmup.warm_compiler(torch.device("cpu"))
-    assert first is not None and first > 0
+    assert first is not None and first.seconds > 0 and first.isa is None  # no C++ build asked for
     assert compile_warmup.warm_compiler(torch.device("cpu")) is None
 
 
 def test_the_engine_warms_the_compiler_once_before_the_first_inductor_build(monkeypatch, tiny_mlp, tiny_input):
     monkeypatch.setattr(registry, "_registry", {**registry._registry, "compiling-eager": (_CompilingEager, {})})
     events: list[str] = []
-    monkeypatch.setattr(engine, "warm_compiler", lambda device: events.append(f"warm {device.type}") or 1.5)
+    monkeypatch.setattr(
+        engine,
+        "warm_compiler",
+        lambda device, cxx: events.append(f"warm {device.type} cxx={cxx}") or compile_warmup.CompilerSetup(1.5),
+    )
     lines: list[str] = []
 
     def progress(line: str) -> None:
@@ -53,7 +59,8 @@ def test_the_engine_warms_the_compiler_once_before_the_first_inductor_build(monk
         model=tiny_mlp, samples=[tiny_input], backends=["eager", "compiling-eager"], device="cpu", name="tiny"
     )
     ait.tune(spec, measure_config=FAST, progress=progress)
-    assert events == ["tiny · eager: building…", "warm cpu", "tiny · compiling-eager: building…"]
+    # On the CPU every inductor build compiles C++, so the setup has inductor's ISA probe answered too.
+    assert events == ["tiny · eager: building…", "warm cpu cxx=True", "tiny · compiling-eager: building…"]
     assert "compiler set up in 1.5 s (imports, workers; once per process, in no build's time)" in lines
 
     # A loaded build's time is never compared, so loading one pays no warm-up.

@@ -38,7 +38,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("spec", "examples"),
     ("backends",),
-    ("measure", "accuracy", "strategies", "modules", "sanity", "task_metrics", "peak_memory", "compile_warmup"),
+    (
+        "measure",
+        "accuracy",
+        "strategies",
+        "modules",
+        "sanity",
+        "task_metrics",
+        "peak_memory",
+        "compile_warmup",
+        "isa_probe",
+    ),
     (
         "samples",
         "digests",

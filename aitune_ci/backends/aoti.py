@@ -248,6 +248,10 @@ class AOTIBackend(Backend):
     def uses_inductor(self) -> bool:
         return True
 
+    @property
+    def compiles_cxx(self) -> bool:
+        return True
+
     def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
         ok, reason = super().available(device)
         if not ok:

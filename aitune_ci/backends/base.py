@@ -144,6 +144,12 @@ class Backend(ABC):
         return False
 
     @property
+    def compiles_cxx(self) -> bool:
+        """``build`` compiles C++ on any device (AOTInductor's wrapper), so inductor probes the CPU's
+        vector ISAs first; the engine has that done in the one-time setup (``aitune_ci.isa_probe``)."""
+        return False
+
+    @property
     def payload_is_device_specific(self) -> bool:
         """The saved payload is tied to the exact GPU / library versions it was built with."""
         return self.payload.device_specific
