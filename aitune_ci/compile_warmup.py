@@ -43,16 +43,17 @@ class CompilerSetup:
         return f"compiler set up in {self.seconds:.1f} s ({done}; once per process, in no build's time)"
 
 
-def warm_compiler(device: torch.device, cxx: bool = False) -> CompilerSetup | None:
+def warm_compiler(device: torch.device, cxx: bool = False, compiler: str | None = None) -> CompilerSetup | None:
     """Compile and run a two-op function on ``device`` once per process and device type; with
-    ``cxx`` (the build compiles C++), have inductor's CPU ISA probe answered too, once per process.
+    ``cxx`` (the build compiles C++, with ``compiler`` or torch's own), have inductor's CPU ISA
+    probe answered first, once per process: the tiny compile on the CPU would run it otherwise.
 
     Returns what it did, None when nothing was left to do or the compile could not run (the first
     build then pays the setup, as it did before; the build itself reports any real error).
     """
     t0 = time.perf_counter()
+    isa = answer_isa_probe(compiler=compiler) if cxx else None
     compiled = device.type not in _warmed and _compile_tiny(device)
-    isa = answer_isa_probe() if cxx else None
     if not compiled and isa is None:
         return None
     return CompilerSetup(time.perf_counter() - t0, isa)

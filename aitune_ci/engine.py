@@ -407,7 +407,7 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
     t0 = time.perf_counter()
     reused, source = _reuse(runtime, name, target, ctx)
     if reused is None:
-        if backend.uses_inductor and _warmed_compiler(tuning, cxx=backend.compiles_cxx or tuning.device.type == "cpu"):
+        if backend.uses_inductor and _warmed_compiler(tuning, backend):
             counters_before, t0 = _compile_counters(), time.perf_counter()
         say(f"{label}: building…")
     try:
@@ -469,14 +469,26 @@ def _reuse(runtime: TuneRuntime, name: str, target: _Target, ctx: BuildContext) 
     return reused, "cache"
 
 
-def _warmed_compiler(tuning: _Tuning, cxx: bool) -> bool:
+def _warmed_compiler(tuning: _Tuning, backend: Backend) -> bool:
     """Pay the process's one-time compile setup before a build is timed (``compile_warmup``); True
     when it ran now. Only builds need it: a loaded build's time is never compared."""
-    setup = warm_compiler(tuning.device, cxx=cxx)
+    cxx, compiler = _cxx_toolchain(backend, tuning.device)
+    setup = warm_compiler(tuning.device, cxx=cxx, compiler=compiler)
     if setup is None:
         return False
     tuning.say(setup.describe())
     return True
+
+
+def _cxx_toolchain(backend: Backend, device: torch.device) -> tuple[bool, str | None]:
+    """Whether ``backend``'s build compiles C++ (AOTInductor anywhere, inductor on the CPU), and with
+    which compiler (None: torch's own). A compiler that cannot be chosen is the build's to report."""
+    if not (backend.compiles_cxx or device.type == "cpu"):
+        return False, None
+    try:
+        return True, backend.cxx_compiler()
+    except Exception:
+        return False, None
 
 
 def _compile_counters() -> dict[str, int] | None:

@@ -62,11 +62,14 @@ class IsaProbe:
 _done = False
 
 
-def answer_isa_probe(folder: Path | None = None) -> IsaProbe | None:
+def answer_isa_probe(folder: Path | None = None, compiler: str | None = None) -> IsaProbe | None:
     """Have inductor pick its CPU vector ISA now, its known successes answered from ``folder``.
 
-    Once per process; ``folder`` defaults to inductor's cache folder. Returns None afterwards, or
-    when this torch's probe is not the one this module knows (inductor then probes as it always did).
+    Once per process, and before anything else compiles C++ (inductor keeps the first answer for
+    the process's life). ``folder`` defaults to inductor's cache folder; ``compiler`` is the C++
+    compiler the build will use (the probe then checks with it, as it would inside that build),
+    None for torch's own. Returns None afterwards, or when this torch's probe is not the one this
+    module knows (inductor then probes as it always did).
     """
     global _done
     if _done:
@@ -96,17 +99,28 @@ def answer_isa_probe(folder: Path | None = None) -> IsaProbe | None:
             found[key] = True
         return works
 
+    from torch._inductor import config as inductor_config
+
     t0 = time.perf_counter()
     cpu_vec_isa.VecISA.check_build = check_build  # type: ignore[method-assign]
     try:
-        picked = str(cpu_vec_isa.pick_vec_isa())
-    except Exception:  # the first build then probes, or fails with torch's own message
+        with inductor_config.patch({"cpp.cxx": (compiler,)} if compiler else {}):
+            picked = str(cpu_vec_isa.pick_vec_isa())
+    except Exception:  # the first build then probes again, or fails with torch's own message
+        _undo_flag_changes(cpu_vec_isa)
         return None
     finally:
         cpu_vec_isa.VecISA.check_build = original  # type: ignore[method-assign]
     if found:
         _remember(path, found)
     return IsaProbe(time.perf_counter() - t0, counts["answered"], counts["probed"], picked or "INVALID_VEC_ISA")
+
+
+def _undo_flag_changes(cpu_vec_isa: Any) -> None:
+    """torch widens an ISA's ``_arch_flags`` around its bf16 / fp16 checks and narrows them after;
+    a check that raised left them wide. Back to the class's own, as before any probe."""
+    for isa in getattr(cpu_vec_isa, "supported_vec_isa_list", ()):
+        vars(isa).pop("_arch_flags", None)
 
 
 def _inductor_cache_dir() -> str:

@@ -9,6 +9,7 @@ import torch
 import aitune_ci as ait
 from aitune_ci import compile_warmup, engine
 from aitune_ci.backends import registry
+from aitune_ci.backends.aoti import AOTIBackend
 from aitune_ci.backends.eager import EagerBackend
 from aitune_ci.backends.inductor import inductor_toolchain
 from aitune_ci.measure import MeasureConfig
@@ -46,7 +47,9 @@ def test_the_engine_warms_the_compiler_once_before_the_first_inductor_build(monk
     monkeypatch.setattr(
         engine,
         "warm_compiler",
-        lambda device, cxx: events.append(f"warm {device.type} cxx={cxx}") or compile_warmup.CompilerSetup(1.5),
+        lambda device, cxx, compiler: (
+            events.append(f"warm {device.type} cxx={cxx}") or compile_warmup.CompilerSetup(1.5)
+        ),
     )
     lines: list[str] = []
 
@@ -67,3 +70,18 @@ def test_the_engine_warms_the_compiler_once_before_the_first_inductor_build(monk
     events.clear()
     ait.tune(spec, measure_config=FAST, progress=progress, prebuilt={"compiling-eager": tiny_mlp})
     assert events == ["tiny · eager: building…"]
+
+
+def test_the_isa_probe_is_asked_for_with_the_compiler_the_build_uses(monkeypatch):
+    aoti, inductor = AOTIBackend(cxx="/usr/bin/g++"), registry.get_backend("inductor")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object only: nothing runs on it
+
+    assert engine._cxx_toolchain(aoti, cuda) == (True, "/usr/bin/g++")  # the wrapper is C++ on any device
+    assert engine._cxx_toolchain(inductor, cpu) == (True, None)  # torch's own compiler
+    assert engine._cxx_toolchain(inductor, cuda) == (False, None)  # Triton kernels, Python wrapper
+
+    def no_compiler():
+        raise RuntimeError("no sound C++ compiler here")
+
+    monkeypatch.setattr(aoti, "cxx_compiler", no_compiler)
+    assert engine._cxx_toolchain(aoti, cuda) == (False, None)  # the build reports it, not the warm-up

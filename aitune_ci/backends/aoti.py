@@ -252,6 +252,9 @@ class AOTIBackend(Backend):
     def compiles_cxx(self) -> bool:
         return True
 
+    def cxx_compiler(self) -> str | None:
+        return package_compiler(self.options.get("cxx"))
+
     def available(self, device: torch.device | str = "cpu") -> tuple[bool, str]:
         ok, reason = super().available(device)
         if not ok:

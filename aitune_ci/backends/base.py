@@ -149,6 +149,10 @@ class Backend(ABC):
         vector ISAs first; the engine has that done in the one-time setup (``aitune_ci.isa_probe``)."""
         return False
 
+    def cxx_compiler(self) -> str | None:
+        """The C++ compiler ``build`` compiles with, None for torch's own; the ISA probe uses the same."""
+        return None
+
     @property
     def payload_is_device_specific(self) -> bool:
         """The saved payload is tied to the exact GPU / library versions it was built with."""

@@ -208,12 +208,14 @@ class AituneSession:
         """
         plans = [state.plan for state in self.fixtures.values()] + self._base_plans
         problems = [problem for plan in plans if (problem := plan.finish())]
-        if self._base_checkout is not None:
-            self._base_checkout.remove()
-            self._base_checkout = None
-        if self._base_workdir is not None:  # also when the checkout failed: no empty folders left in /tmp
-            shutil.rmtree(self._base_workdir, ignore_errors=True)
-            self._base_workdir = None
+        try:
+            if self._base_checkout is not None:
+                self._base_checkout.remove()
+                self._base_checkout = None
+        finally:
+            if self._base_workdir is not None:  # also when the checkout failed: no empty folders left in /tmp
+                shutil.rmtree(self._base_workdir, ignore_errors=True)
+                self._base_workdir = None
         return problems
 
     # -- reporting ------------------------------------------------------------------------------
