@@ -407,7 +407,7 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
     t0 = time.perf_counter()
     reused, source = _reuse(runtime, name, target, ctx)
     if reused is None:
-        if backend.uses_inductor and _warmed_compiler(tuning, backend):
+        if _set_up(tuning, backend):
             counters_before, t0 = _compile_counters(), time.perf_counter()
         say(f"{label}: building…")
     try:
@@ -469,15 +469,22 @@ def _reuse(runtime: TuneRuntime, name: str, target: _Target, ctx: BuildContext) 
     return reused, "cache"
 
 
-def _warmed_compiler(tuning: _Tuning, backend: Backend) -> bool:
-    """Pay the process's one-time compile setup before a build is timed (``compile_warmup``); True
-    when it ran now. Only builds need it: a loaded build's time is never compared."""
-    cxx, compiler = _cxx_toolchain(backend, tuning.device)
-    setup = warm_compiler(tuning.device, cxx=cxx, compiler=compiler)
-    if setup is None:
-        return False
-    tuning.say(setup.describe())
-    return True
+def _set_up(tuning: _Tuning, backend: Backend) -> bool:
+    """Pay the process's one-time set-up for ``backend`` before its build is timed: inductor's
+    (``compile_warmup``) and the backend's own (``Backend.prepare_process``); True when any ran now.
+    Only builds need it: a loaded build's time is never compared."""
+    ran = False
+    if backend.uses_inductor:
+        cxx, compiler = _cxx_toolchain(backend, tuning.device)
+        setup = warm_compiler(tuning.device, cxx=cxx, compiler=compiler)
+        if setup is not None:
+            tuning.say(setup.describe())
+            ran = True
+    seconds = backend.prepare_process(tuning.device)
+    if seconds is not None:
+        tuning.say(f"{backend.name} set up in {seconds:.1f} s (imports, exporter; once per process, in no build's time)")
+        ran = True
+    return ran
 
 
 def _cxx_toolchain(backend: Backend, device: torch.device) -> tuple[bool, str | None]:

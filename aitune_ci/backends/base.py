@@ -149,6 +149,12 @@ class Backend(ABC):
         vector ISAs first; the engine has that done in the one-time setup (``aitune_ci.isa_probe``)."""
         return False
 
+    def prepare_process(self, device: torch.device) -> float | None:
+        """Pay this backend's one-time, per-process set-up (imports, registries) now, untimed, and
+        return its seconds; None when there is none or it was paid. The engine calls it before the
+        first build it times: a relative check builds the head first, which would pay it alone."""
+        return None
+
     def cxx_compiler(self) -> str | None:
         """The C++ compiler ``build`` compiles with, None for torch's own; the ISA probe uses the same."""
         return None

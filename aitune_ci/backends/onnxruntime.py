@@ -6,6 +6,8 @@ import importlib.util
 import inspect
 import re
 import shutil
+import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ CPU_ONLY_REASON = (
     "a CUDA run would copy every tensor to the host"
 )
 _MODEL_FILE = "model.onnx"
+#: device types whose exporter and runtime this process has set up (``prepare_process``)
+_PREPARED: set[str] = set()
 _JSON_SCALARS = (bool, int, float, str)
 
 # torch dtypes IOBinding.bind_input takes as numpy types (every onnxruntime version accepts those);
@@ -73,6 +77,26 @@ class OnnxRuntimeBackend(Backend):
             if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
                 return False, CPU_ONLY_REASON
         return True, ""
+
+    def prepare_process(self, device: torch.device) -> float | None:
+        """Export a one-layer model and run it in a session, once per process and device type: the
+        first export imports onnx and onnxscript and builds torch's op registry. On this repo's 2-core
+        CPU a CPU-sized ResNet-50's first build took 5.6-6.5 s against 3.0-4.5 s for the second, and
+        3.6 s after this set-up (reports/first_build_probe_onnxruntime.md). A relative check's head
+        builds first and was judged on it: build time 1.2 s -> 6.5 s beside another pytest worker."""
+        if device.type in _PREPARED or not self.available(device)[0]:
+            return None
+        _PREPARED.add(device.type)
+        t0 = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory(prefix="aitune-onnx-setup-") as tmp, torch.no_grad():
+                tiny, x = torch.nn.Linear(2, 2).eval().to(device), torch.ones(1, 2, device=device)
+                path = Path(tmp) / _MODEL_FILE
+                torch.onnx.export(tiny, (x,), str(path), dynamo=True, external_data=False, verbose=False)
+                OrtModule(path, _Signature.capture((x,), {}, tiny(x)), device)(x)
+        except Exception:  # never fail a tune over its set-up; the build reports any real error
+            return None
+        return time.perf_counter() - t0
 
     def build(self, module: torch.nn.Module, samples: Sequence[Sample], ctx: BuildContext) -> OrtModule:
         ok, reason = self.available(ctx.device)
