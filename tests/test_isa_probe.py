@@ -22,9 +22,10 @@ pytestmark = pytest.mark.skipif(
     platform.machine() not in ("x86_64", "AMD64"), reason="the probe this saves checks x86 vector ISAs"
 )
 
-#: argv: the answer folder ("-": no aitune, torch probes as always), then a compiler or "-".
-#: Through the engine's own call: the one-time setup for a CPU build that compiles C++, which also
-#: compiles a tiny function on the CPU (that compile must not have run the probe first).
+#: argv: the answer folder ("-": no aitune, torch probes as always), a compiler or "-", and how:
+#: "setup" is the engine's own call, the one-time set-up for a CPU build that compiles C++, which
+#: also compiles a tiny function on the CPU (that compile must not run the probe first); "probe"
+#: calls the probe alone (no compile: cheaper).
 PROBE = """
 import json, sys
 from pathlib import Path
@@ -32,24 +33,32 @@ import torch
 from aitune_ci import compile_warmup, isa_probe
 from torch._inductor import cpu_vec_isa
 
-folder, compiler = sys.argv[1], (None if sys.argv[2] == "-" else sys.argv[2])
+folder, compiler, how = sys.argv[1], (None if sys.argv[2] == "-" else sys.argv[2]), sys.argv[3]
 isa_probe._inductor_cache_dir = lambda: folder
-setup = compile_warmup.warm_compiler(torch.device("cpu"), cxx=True, compiler=compiler) if folder != "-" else None
+
+def ask():
+    if folder == "-":
+        return None
+    if how == "probe":
+        return isa_probe.answer_isa_probe(compiler=compiler)
+    setup = compile_warmup.warm_compiler(torch.device("cpu"), cxx=True, compiler=compiler)
+    return setup and setup.isa
+
+probe = ask()
 picked = cpu_vec_isa.pick_vec_isa()
-probe = setup and setup.isa
 print(json.dumps({
     "probe": probe and {"answered": probe.answered, "probed": probe.probed, "picked": probe.picked},
     "valid": [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()],
     "picked": str(picked),
     "flags": picked.build_arch_flags() if picked else "",
-    "again": folder != "-" and compile_warmup.warm_compiler(torch.device("cpu"), cxx=True) is not None,
+    "again": folder != "-" and ask() is not None,
 }))
 """
 
 
-def _probe(folder: Path | str, compiler: str = "-", **env: str) -> dict:
+def _probe(folder: Path | str, compiler: str = "-", how: str = "probe", **env: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(folder), compiler],
+        [sys.executable, "-c", PROBE, str(folder), compiler, how],
         capture_output=True,
         text=True,
         timeout=300,
@@ -64,8 +73,8 @@ def test_a_second_process_takes_the_answers_from_the_cache_and_picks_what_torch_
     foreign = "0" * 64
     (tmp_path / CACHE_FILE).write_text(json.dumps({"schema_version": SCHEMA_VERSION, "works": {foreign: True}}))
 
-    first = _probe(tmp_path)
-    second = _probe(tmp_path)
+    first = _probe(tmp_path, how="setup")
+    second = _probe(tmp_path, how="setup")
     torch_own = _probe("-")  # no aitune: torch probes as it always does
 
     assert first["probe"]["probed"] > 0 and first["probe"]["answered"] == 0
