@@ -128,3 +128,20 @@ def test_the_environment_records_and_compares_every_backends_libraries():
     assert declared <= set(compared_fields(env))
     assert declared | set(BASE_LIBRARIES) <= set(software_fields(env))
     assert not set(BASE_LIBRARIES) & set(compared_fields(env))
+
+
+def test_only_backends_shown_to_time_alike_built_or_loaded_let_a_relative_base_load_where_the_head_built():
+    # aoti: a loaded package over the fresh one read 1.0002 on the H200 (reports/h200/aoti_fresh_vs_loaded.md).
+    # inductor stays like with like: a cache-loaded build once timed ~7% slower than a fresh one.
+    from aitune_ci.check import _loads_as_built
+    from aitune_ci.result import BackendResult
+    from aitune_ci.status import BackendStatus
+
+    declaring = {name for name in registry.backend_names() if registry.get_backend(name).loads_as_built}
+    assert declaring == {"aoti"}
+
+    rows = [
+        BackendResult(backend=name, status=BackendStatus.OK, module=module)
+        for name, module in [("aoti", ""), ("inductor", ""), ("aoti", "head"), ("onnxruntime", ""), ("no-such", "")]
+    ]
+    assert _loads_as_built(rows) == {("", "aoti"), ("head", "aoti")}

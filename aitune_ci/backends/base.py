@@ -155,6 +155,12 @@ class Backend(ABC):
         first build it times: a relative check builds the head first, which would pay it alone."""
         return None
 
+    @property
+    def loads_as_built(self) -> bool:
+        """A load of the saved payload times like the fresh build, shown by an A/A: so a relative
+        check's base may load it where the head rebuilt (``check.FixtureCheck._judge_against_base``)."""
+        return False
+
     def cxx_compiler(self) -> str | None:
         """The C++ compiler ``build`` compiles with, None for torch's own; the ISA probe uses the same."""
         return None
