@@ -43,7 +43,7 @@ from aitune_ci.strategies import SWEEP_MIN_GAIN, Selection, select, sweep_batch_
 from aitune_ci.task_metric_gates import TaskMetricGate
 from aitune_ci.task_metrics import TaskMetric, TaskMetricError, score
 
-__all__ = ["tune", "remeasure", "Progress", "TuneRuntime", "default_backend_names", "MIXED"]
+__all__ = ["tune", "remeasure", "one_time_setup", "Progress", "TuneRuntime", "default_backend_names", "MIXED"]
 
 log = logging.getLogger(__name__)
 
@@ -470,21 +470,30 @@ def _reuse(runtime: TuneRuntime, name: str, target: _Target, ctx: BuildContext) 
 
 
 def _set_up(tuning: _Tuning, backend: Backend) -> bool:
-    """Pay the process's one-time set-up for ``backend`` before its build is timed: inductor's
-    (``compile_warmup``) and the backend's own (``Backend.prepare_process``); True when any ran now.
-    Only builds need it: a loaded build's time is never compared."""
-    ran = False
+    """Pay the process's one-time set-up for ``backend`` before its build is timed; True when any
+    ran now. Only builds need it: a loaded build's time is never compared."""
+    lines = one_time_setup(backend, tuning.device)
+    for line in lines:
+        tuning.say(line)
+    return bool(lines)
+
+
+def one_time_setup(backend: Backend, device: torch.device) -> list[str]:
+    """Pay what the first build of ``backend`` in this process on ``device`` would pay beyond its
+    model, now: inductor's set-up (``compile_warmup``, with the CPU ISA probe where the build
+    compiles C++) and the backend's own (``Backend.prepare_process``). A line for each that ran."""
+    lines = []
     if backend.uses_inductor:
-        cxx, compiler = _cxx_toolchain(backend, tuning.device)
-        setup = warm_compiler(tuning.device, cxx=cxx, compiler=compiler)
+        cxx, compiler = _cxx_toolchain(backend, device)
+        setup = warm_compiler(device, cxx=cxx, compiler=compiler)
         if setup is not None:
-            tuning.say(setup.describe())
-            ran = True
-    seconds = backend.prepare_process(tuning.device)
+            lines.append(setup.describe())
+    seconds = backend.prepare_process(device)
     if seconds is not None:
-        tuning.say(f"{backend.name} set up in {seconds:.1f} s (imports, exporter; once per process, in no build's time)")
-        ran = True
-    return ran
+        lines.append(
+            f"{backend.name} set up in {seconds:.1f} s (imports, exporter; once per process, in no build's time)"
+        )
+    return lines
 
 
 def _cxx_toolchain(backend: Backend, device: torch.device) -> tuple[bool, str | None]:

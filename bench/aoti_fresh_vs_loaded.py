@@ -75,7 +75,7 @@ def main() -> None:
 
     from aitune_ci.backends.aoti import AOTIBackend
     from aitune_ci.backends.base import BuildContext
-    from aitune_ci.compile_warmup import warm_compiler
+    from aitune_ci.engine import one_time_setup
     from aitune_ci.measure import MeasureConfig, measure_paired
 
     device = torch.device(args.device)
@@ -86,7 +86,7 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device)
     backend = AOTIBackend()
-    warm_compiler(device, cxx=True, compiler=backend.cxx_compiler())
+    one_time_setup(backend, device)  # as the engine does before a build: its time is the model's alone
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "machine": f"{gpu or 'cpu ' + platform.machine()}, torch {torch.__version__}",

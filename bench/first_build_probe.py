@@ -7,7 +7,7 @@ inductor backend in fresh processes sharing one private compile cache:
 
 1. ``fill``: one build, cold (fills the cache);
 2. ``plain``: two builds of fresh model instances, the first paying the process's setup;
-3. ``warmed``: ``aitune_ci.compile_warmup.warm_compiler`` first, then two builds.
+3. ``warmed``: the engine's one-time set-up (``aitune_ci.engine.one_time_setup``) first, then two builds.
 
 ``plain`` and ``warmed`` alternate ``--repeats`` times. If the warm-up takes the setup out, the
 warmed first build costs what a second build costs.
@@ -123,19 +123,16 @@ def _child(mode: str, device_name: str, small: bool, builds: int, backend: str =
     from aitune_ci.backends.base import BuildContext
     from aitune_ci.backends.inductor import compile_counters
     from aitune_ci.backends.registry import get_backend
-    from aitune_ci.compile_warmup import warm_compiler
+    from aitune_ci.engine import one_time_setup
 
     device = torch.device(device_name)
     size, batch = (64, 4) if small else (224, 32)
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device)
     out: dict[str, Any] = {"mode": mode, "import_s": time.perf_counter() - t_start}
-    if mode == "warmed":  # what the engine pays before a build is timed (engine._set_up)
-        setup, t0 = get_backend(backend), time.perf_counter()
-        if setup.uses_inductor:
-            cxx = setup.compiles_cxx or device.type == "cpu"
-            warm_compiler(device, cxx=cxx, compiler=setup.cxx_compiler() if setup.compiles_cxx else None)
-        setup.prepare_process(device)
+    if mode == "warmed":  # what the engine pays before a build is timed
+        t0 = time.perf_counter()
+        one_time_setup(get_backend(backend), device)
         out["warmup_s"] = time.perf_counter() - t0
     times, states, phases, profiles, children = [], [], [], [], []
     with tempfile.TemporaryDirectory() as work:
