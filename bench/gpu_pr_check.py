@@ -330,7 +330,7 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
         )
         lines.append("")
     lines += [
-        "| PR check | cold s | warm s | warm2 s | cold/warm | verdicts (cold) | verdicts (warm) | goal |",
+        "| PR check | cold s | warm s | warm2 s | cold/warm | verdicts (cold) | verdicts (warm) | verdicts as expected |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in summary.get("checks", {}).items():
@@ -345,11 +345,11 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
             return str(run[key]) if run[key] is not None else "none"
 
         oks = [run["judgement"]["ok"] for run in runs.values() if run["judgement"]]
-        goal = "met" if oks and all(oks) else ("NOT met" if oks else "-")
+        expected = "yes" if oks and all(oks) else ("NO" if oks else "-")
         lines.append(
             f"| {name} | {cell('cold', 'wall_s')} | {cell('warm', 'wall_s')} | {cell('warm2', 'wall_s')} | "
             f"{entry['cold_over_warm'] or '-'} | "
-            f"{cell('cold', 'counts')} | {cell('warm', 'counts')} | {goal} |"
+            f"{cell('cold', 'counts')} | {cell('warm', 'counts')} | {expected} |"
         )
     lines.append("")
     for name, entry in summary.get("checks", {}).items():

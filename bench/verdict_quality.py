@@ -109,6 +109,11 @@ def summarize_condition(
     """Counts, rate with its Wilson interval, and the typical delta/MDE of one (mode, condition)."""
     n = len(runs)
     flagged = sum(r["kind"] == "REGRESSED" for r in runs)
+
+    def typical(key: str) -> float | None:  # a run with no latency test (not judged: contention) has none
+        values = [r[key] for r in runs if r[key] is not None]
+        return median(values) if values else None
+
     low, high = wilson_interval(flagged, n)
     return {
         "mode": mode,
@@ -127,11 +132,12 @@ def summarize_condition(
         # were flagged (that is why it was re-measured), and the last was flagged when it regressed.
         "judgements": sum(1 + r["confirmations"] for r in runs),
         "judgements_flagged": sum(r["confirmations"] + (r["kind"] == "REGRESSED") for r in runs),
-        "median_delta": median(r["delta"] for r in runs) if n else None,
-        "first_delta_quantiles": _quantiles([r["first_delta"] for r in runs]),
-        "median_mde": median(r["mde"] for r in runs) if n else None,
-        "median_threshold": median(r["threshold"] for r in runs) if n else None,
-        "median_noise": median(r["noise"] for r in runs) if n else None,
+        "median_delta": typical("delta"),
+        "first_delta_quantiles": _quantiles([r["first_delta"] for r in runs if r["first_delta"] is not None]),
+        "not_judged": sum(r["delta"] is None for r in runs),
+        "median_mde": typical("mde"),
+        "median_threshold": typical("threshold"),
+        "median_noise": typical("noise"),
     }
 
 
@@ -347,8 +353,8 @@ def _signed(x: float | None) -> str:
 def table(report: dict[str, Any]) -> str:
     lines = [
         "| mode | condition | realised slowdown | REGRESSED / comparisons | rate (95% Wilson CI) | median measured delta"
-        " | median MDE | suspected first | confirmations | judgements flagged | median threshold |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        " | median MDE | suspected first | confirmations | judgements flagged | median threshold | not judged |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report["conditions"]:
         realised = "—" if c["injected"] == 0 else _signed(c["realised_slowdown_median"])
@@ -356,7 +362,7 @@ def table(report: dict[str, Any]) -> str:
             f"| {c['mode']} | {c['name']} | {realised} | {c['regressed']} / {c['comparisons']} | {_pct(c['rate'])} "
             f"({_pct(c['rate_ci95'][0])}–{_pct(c['rate_ci95'][1])}) | {_signed(c['median_delta'])} | "
             f"{_pct(c['median_mde'])} | {c['suspected_first']} | {c['confirmations_total']} | "
-            f"{c['judgements_flagged']} / {c['judgements']} | {_pct(c['median_threshold'])} |"
+            f"{c['judgements_flagged']} / {c['judgements']} | {_pct(c['median_threshold'])} | {c.get('not_judged', 0)} |"
         )
     return "\n".join(lines)
 
@@ -458,7 +464,8 @@ def markdown(report: dict[str, Any]) -> str:
         "model. Suspected first = first measurement flagged, sent to confirmation; REGRESSED counts final verdicts "
         "only; judgements flagged counts every judged measurement (first and confirmations) that flagged a regression. Measured delta and MDE are the final verdict's: for medians pooled over confirmations, for paired the "
         "paired ratio pooled over confirmations − 1 and the MDE of its CI. All runs share one process: between-process and "
-        "between-machine noise of real CI is not sampled, so the A/A rates are lower bounds.",
+        "between-machine noise of real CI is not sampled, so the A/A rates are lower bounds. Not judged = comparisons "
+        "measured while other processes took the CPU (no latency test, so not REGRESSED either).",
         "",
         f"Written by `bench/verdict_quality.py` in {report['duration_s']:.0f} s (time in CI runs: {seconds}).",
         "",

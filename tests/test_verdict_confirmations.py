@@ -122,3 +122,46 @@ def test_a_small_inconclusive_change_under_the_threshold_is_not_remeasured():
         remeasure_paired=lambda: pytest.fail("must not re-measure"),
     )
     assert verdict.kind == "PASS" and verdict.confirmations == 0
+
+
+def _count_calls(estimate):
+    calls = []
+
+    def again():
+        calls.append(1)
+        return estimate
+
+    return calls, again
+
+
+def test_a_paired_regression_that_a_fresh_window_replicates_on_its_own_fails_without_a_second_confirmation():
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
+    calls, again = _count_calls(PairedRatio(1.15, 1.14, 1.16, 10))
+    verdict = judge_with_confirmations(
+        "tune_x", BASELINE, row, Policy(), None, paired=PairedRatio(1.15, 1.14, 1.16, 10), remeasure_paired=again
+    )
+    assert verdict.kind == "REGRESSED" and len(calls) == 1 and verdict.confirmations == 1
+    assert "confirmed by 1 re-measurement" in verdict.message.lower()
+
+
+def test_a_confirmation_that_does_not_regress_on_its_own_is_followed_by_the_next():
+    # Pooled with the first it still regresses, but alone it does not: one more window decides.
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
+    calls, again = _count_calls(PairedRatio(1.06, 0.98, 1.15, 10))
+    verdict = judge_with_confirmations(
+        "tune_x", BASELINE, row, Policy(), None, paired=PairedRatio(1.15, 1.14, 1.16, 10), remeasure_paired=again
+    )
+    assert len(calls) == 2 and verdict.confirmations == 2
+
+
+def test_a_replicated_regression_weak_enough_for_the_run_correction_to_clear_is_measured_again():
+    # Each window regresses alone (+8%, CI above 1), pooled p ~5e-4: with one check that stands, but
+    # Benjamini-Hochberg over 1000 checks could clear it, so the last window is still taken.
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
+    window = PairedRatio(1.08, 1.01, 1.15, 10)
+    for checks, expected_calls in ((1, 1), (1000, 2)):
+        calls, again = _count_calls(window)
+        judge_with_confirmations(
+            "tune_x", BASELINE, row, Policy(), None, paired=window, remeasure_paired=again, checks_in_run=checks
+        )
+        assert len(calls) == expected_calls, checks

@@ -433,6 +433,20 @@ def _sqnr_drop(baseline: BackendBaseline, current: BackendResult, policy: Policy
     )
 
 
+def _replicated(verdict: Verdict, latest: RatioLike, policy: Policy, checks_in_run: int) -> bool:
+    """Whether a pooled paired regression needs no further window.
+
+    So when the latest confirmation, a fresh window, regressed on its own and the pooled p-value
+    times ``checks_in_run`` is within ``policy.alpha``: Benjamini-Hochberg's q is at most p times the
+    number of checks, so the run's correction cannot clear it either.
+    """
+    if verdict.reasons != (LATENCY,) or verdict.p_value is None:
+        return False
+    if _paired_contention(getattr(latest, "cpu_contention", None)):
+        return False
+    return paired_test(latest, policy).regressed and verdict.p_value * max(1, checks_in_run) <= policy.alpha
+
+
 def judge_with_confirmations(
     fixture: str,
     baseline: BackendBaseline | None,
@@ -446,6 +460,7 @@ def judge_with_confirmations(
     remeasure_paired: Callable[[], RatioLike] | None = None,
     inputs_changed: Sequence[str] = (),
     base_in_process: bool = False,
+    checks_in_run: int = 1,
 ) -> Verdict:
     """``compare_backend``, then re-measure a suspected latency regression until it is settled.
 
@@ -453,6 +468,11 @@ def judge_with_confirmations(
     while the verdict ``needs_confirmation``, take one more measurement, pool every measurement so
     far with ``pool_latency`` and judge again with ``confirmations = len(runs) - 1``. Run
     ``apply_run_correction`` over all of a run's verdicts afterwards.
+
+    A paired regression stops early once it is replicated (``_replicated``): a fresh window
+    regressed on its own, and the pooled p-value is small enough that the correction over
+    ``checks_in_run`` checks cannot clear it. A further window could then only pool into a
+    regression again (``reports/verdict_quality.md``).
 
     Args:
         remeasure: takes one fresh measurement of ``current``'s backend; None when it can no longer
@@ -490,6 +510,8 @@ def judge_with_confirmations(
                 base_in_process=base_in_process,
                 confirmations=len(estimates) - 1,
             )
+            if verdict.needs_confirmation and _replicated(verdict, estimates[-1], policy, checks_in_run):
+                verdict = with_message(replace(verdict, needs_confirmation=False))
         return verdict
     verdict = compare_backend(
         fixture,

@@ -189,7 +189,9 @@ def test_a_change_that_reaches_the_model_is_timed_even_when_it_costs_nothing(rep
 
 
 def test_a_comment_only_change_is_the_same_work_and_passes_untimed(repo: pytest.Pytester) -> None:
-    commented = MODELS.format(spin=0.001).replace("    def forward(self, x):\n", "    def forward(self, x):  # spin\n\n")
+    commented = MODELS.format(spin=0.001).replace(
+        "    def forward(self, x):\n", "    def forward(self, x):  # spin\n\n"
+    )
     repo.makepyfile(**{"mymodels/__init__.py": "# the models\n" + commented})
     _git(repo.path, "commit", "-qam", "head")
 
@@ -290,3 +292,46 @@ def test_the_worktree_and_its_folder_are_removed_after_the_run(
 
     assert _git(repo.path, "worktree", "list").count("\n") == 0  # only the main checkout is left
     assert not list(tmp_path.glob("aitune-base-*"))  # a PR check leaves no empty folder in /tmp per run
+
+
+FIRST_CALL_MODELS = (
+    MODELS
+    + """
+
+_SEEN = set()
+
+
+class SlowStart(Spin):
+    \"\"\"Spin, plus {first!r} s on each instance's first call: what loading its artifact then costs.\"\"\"
+
+    def forward(self, x):
+        if id(self) not in _SEEN:
+            _SEEN.add(id(self))
+            end = time.perf_counter() + {first!r}
+            while time.perf_counter() < end:
+                pass
+        return super().forward(x)
+"""
+)
+
+
+def test_a_slower_first_call_is_timed_again_on_both_sides_and_fails_on_the_medians(
+    repo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The head's code makes the first call of every loaded copy 0.4 s slower, its steady calls not.
+    repo.makepyfile(**{"mymodels/__init__.py": FIRST_CALL_MODELS.format(spin=0.001, first=0.4)})
+    repo.makeconftest(CONFTEST.replace("Spin", "SlowStart"))
+    _git(repo.path, "commit", "-qam", "head")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1")
+
+    verdict = verdicts["tune_spin[eager]"]
+    assert verdict["kind"] == "REGRESSED" and "first-call" in verdict["reasons"], verdict["message"]
+    result.stdout.fnmatch_lines(
+        [
+            "*tune_spin · eager: first call *, one load each; timing each side's load twice more (base, head, head, base)",
+            "*tune_spin · eager: median of 3 loads: base loads in *",
+        ]
+    )
+    assert not list(tmp_path.glob("aitune-load-*"))  # the artifacts kept for timing again are gone
