@@ -216,6 +216,16 @@ def _time_load(path: Path, spec: TuneSpec, result: TuneResult, sha256: str) -> t
     return load_s, (time.perf_counter() - t1) * 1e3
 
 
+def _median_load(readings: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The median load time and first call of several timed loads of one artifact."""
+    return statistics.median(r[0] for r in readings), statistics.median(r[1] for r in readings)
+
+
+def _with_load(result: TuneResult, row: BackendResult, load_s: float, first_call_ms: float) -> TuneResult:
+    new = replace(row, load_s=load_s, first_call_ms=first_call_ms)
+    return replace(result, backends=tuple(new if b is row else b for b in result.backends))
+
+
 class FixtureCheck:
     """Tunes one fixture (on :meth:`run`) and answers each of its checks against the baseline.
 
@@ -325,6 +335,7 @@ class FixtureCheck:
                 pass
             elif self.baseline_error is None or self.options.update:
                 self.paired = self._paired_with_baseline_artifact()
+                self.result = self._confirm_stored_load_timing(self.result)
                 self._judge()
             self._maybe_update()
         if self.options.strict and self.baseline is None and not self.updated:
@@ -787,6 +798,17 @@ class FixtureCheck:
         timed = replace(row, load_s=load_s, first_call_ms=first_call_ms)
         return replace(result, backends=tuple(timed if b is row else b for b in result.backends))
 
+    def _load_suspects(
+        self, winner: str, load_s: float | None, first_call_ms: float | None, row: BackendResult
+    ) -> list[Any]:
+        """The load-time and first-call checks of ``row`` against the other side's values that regressed."""
+        policy = self.repo_config.policy_for(self.name, winner)
+        checks = (
+            judge_metric("load_time", load_s, row.load_s, policy.gate("load_time")),
+            judge_metric("first_call", first_call_ms, row.first_call_ms, policy.gate("first_call")),
+        )
+        return [check for check in checks if check is not None and check.regressed]
+
     def _confirm_load_timing(self, head: TuneResult, base: TuneResult) -> tuple[TuneResult, TuneResult]:
         """Relative mode: a load-time or first-call regression of the shared winner, timed once per side,
         is timed twice more on each side (base, head, head, base) and judged on each side's median.
@@ -801,15 +823,7 @@ class FixtureCheck:
         if rows[0] is None or rows[1] is None or timers[0] is None or timers[1] is None:
             return head, base
         h_row, b_row = rows
-        policy = self.repo_config.policy_for(self.name, winner)
-        suspects = [
-            check
-            for check in (
-                judge_metric("load_time", b_row.load_s, h_row.load_s, policy.gate("load_time")),
-                judge_metric("first_call", b_row.first_call_ms, h_row.first_call_ms, policy.gate("first_call")),
-            )
-            if check is not None and check.regressed
-        ]
+        suspects = self._load_suspects(winner, b_row.load_s, b_row.first_call_ms, h_row)
         if not suspects:
             return head, base
         self.progress(
@@ -823,21 +837,47 @@ class FixtureCheck:
         except Exception as exc:  # the single readings stand
             self.progress(f"{self.name} · {winner}: load not timed again ({type(exc).__name__}: {exc})")
             return head, base
-        medians = {
-            side: (statistics.median(r[0] for r in values), statistics.median(r[1] for r in values))
-            for side, values in readings.items()
-        }
+        medians = {side: _median_load(values) for side, values in readings.items()}
         self.progress(
             f"{self.name} · {winner}: median of 3 loads: base loads in {medians['base'][0]:.2f} s, first call "
             f"{medians['base'][1]:.1f} ms; head {medians['head'][0]:.2f} s, {medians['head'][1]:.1f} ms"
         )
+        return _with_load(head, h_row, *medians["head"]), _with_load(base, b_row, *medians["base"])
 
-        def timed(result: TuneResult, row: BackendResult, side: str) -> TuneResult:
-            load_s, first_call_ms = medians[side]
-            new = replace(row, load_s=load_s, first_call_ms=first_call_ms)
-            return replace(result, backends=tuple(new if b is row else b for b in result.backends))
+    def _confirm_stored_load_timing(self, result: TuneResult) -> TuneResult:
+        """Stored mode: a load time or first call past its gate against the baseline is timed twice more
+        and judged on the median of three, which is what ``--aitune-update`` stores (``_median_of_three_loads``)."""
+        winner, baseline = result.winner, self.baseline
+        entry = baseline.backends.get(winner) if baseline is not None and winner is not None else None
+        row = result.backend(winner) if winner is not None else None
+        if entry is None or row is None:
+            return result
+        suspects = self._load_suspects(winner, entry.metrics.load_s, entry.metrics.first_call_ms, row)
+        if not suspects:
+            return result
+        self.progress(
+            f"{self.name} · {winner}: {' and '.join(c.text() for c in suspects)} in one load; timing it twice more"
+        )
+        return self._median_of_three_loads(result)
 
-        return timed(head, h_row, "head"), timed(base, b_row, "base")
+    def _median_of_three_loads(self, result: TuneResult) -> TuneResult:
+        """``result`` with its winner's load time and first call the medians of its load timed twice more."""
+        winner = result.winner
+        row = result.backend(winner) if winner is not None else None
+        timer = self._load_timers.get("head")
+        if row is None or timer is None or row.load_s is None or row.first_call_ms is None:
+            return result
+        readings = [(row.load_s, row.first_call_ms)]
+        try:
+            readings += [timer(), timer()]
+        except Exception as exc:  # the single reading stands
+            self.progress(f"{self.name} · {winner}: load not timed again ({type(exc).__name__}: {exc})")
+            return result
+        load_s, first_call_ms = _median_load(readings)
+        self.progress(
+            f"{self.name} · {winner}: median of 3 loads: loads in {load_s:.2f} s, first call {first_call_ms:.1f} ms"
+        )
+        return _with_load(result, row, load_s, first_call_ms)
 
     def _drop_load_artifacts(self) -> None:
         self._load_timers.clear()
@@ -856,6 +896,7 @@ class FixtureCheck:
         sha = self._save_artifact()
         if sha is not None:
             self.result = self._with_load_timing(self.result, self.spec, self.artifact_path(), sha)
+            self.result = self._median_of_three_loads(self.result)  # what stored checks compare with
         # Entries of backends the spec no longer lists go (their items would be planned and skipped for
         # ever); self.backends is not used for that, as --aitune-backends may have filtered it.
         declared = list(self.spec.backends) if self.spec.backends is not None else None

@@ -1,7 +1,8 @@
 """Relative mode: a load-time or first-call regression seen in one load per side is timed again before it counts.
 
 The timers are scripted here (``FixtureCheck._load_timers``): what is tested is when the check times
-again, in which order, and what it judges on. ``tests/plugin/test_plugin_relative.py`` runs the
+again, in which order, and what it judges on; also stored mode's check against the baseline, and the
+update's median of three that it compares with. ``tests/plugin/test_plugin_relative.py`` runs the
 real loads.
 """
 
@@ -14,6 +15,7 @@ from aitune_ci.check import CheckOptions, FixtureCheck
 from aitune_ci.config import RepoConfig
 from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.status import BackendStatus
+from aitune_ci.store.baseline import BackendBaseline, BackendMetrics, Baseline
 
 
 def _result(first_call_ms: float, load_s: float = 0.5, winner: str = "inductor") -> TuneResult:
@@ -99,3 +101,37 @@ def test_a_load_that_fails_when_timed_again_leaves_the_single_readings(tmp_path)
 
     assert (head.backend("inductor").first_call_ms, base.backend("inductor").first_call_ms) == (2814.0, 1299.0)
     assert any("load not timed again (IndexError" in line for line in lines)
+
+
+def _stored(first_call_ms: float, load_s: float = 0.5) -> Baseline:
+    entry = BackendBaseline(status="ok", metrics=BackendMetrics(load_s=load_s, first_call_ms=first_call_ms))
+    return Baseline("tune_x", "cpu-test", {}, "2026-12-04T00:00:00+00:00", "inductor", {"inductor": entry})
+
+
+def test_stored_mode_times_a_suspect_head_load_twice_more_and_judges_its_median(tmp_path) -> None:
+    check, order, lines = _check(tmp_path, {"head": [(0.5, 1320.0), (0.5, 1290.0)]})
+    check.baseline = _stored(1300.0)
+
+    head = check._confirm_stored_load_timing(_result(2814.0))
+
+    assert order == ["head", "head"]
+    assert head.backend("inductor").first_call_ms == 1320.0  # median of 2814, 1320, 1290
+    assert any("in one load; timing it twice more" in line for line in lines)
+
+
+def test_stored_mode_leaves_a_load_within_its_gates_alone(tmp_path) -> None:
+    check, order, _ = _check(tmp_path, {"head": []})
+    check.baseline = _stored(1300.0)
+
+    check._confirm_stored_load_timing(_result(1500.0))
+
+    assert order == []
+
+
+def test_an_update_stores_the_median_of_three_loads(tmp_path) -> None:
+    check, order, lines = _check(tmp_path, {"head": [(0.4, 1200.0), (0.6, 1250.0)]})
+
+    head = check._median_of_three_loads(_result(2900.0, load_s=0.5))
+
+    assert order == ["head", "head"]
+    assert (head.backend("inductor").load_s, head.backend("inductor").first_call_ms) == (0.5, 1250.0)
