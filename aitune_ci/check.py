@@ -336,6 +336,7 @@ class FixtureCheck:
             elif self.baseline_error is None or self.options.update:
                 self.paired = self._paired_with_baseline_artifact()
                 self.result = self._confirm_stored_load_timing(self.result)
+                self._drop_load_artifacts()
                 self._judge()
             self._maybe_update()
         if self.options.strict and self.baseline is None and not self.updated:
@@ -462,6 +463,7 @@ class FixtureCheck:
             base_result, base.spec, loaded_from=self._base_loaded_from, label="base · ", side="base"
         )
         self.result, base_result = self._confirm_load_timing(result, base_result)
+        self._drop_load_artifacts()  # timed for good: a large AOT artifact need not wait for the A/Bs
         result = self.result
         reference = Baseline.from_result(replace(base_result, name=self.name))
         verdicts = []

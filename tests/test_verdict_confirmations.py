@@ -165,3 +165,24 @@ def test_a_replicated_regression_weak_enough_for_the_run_correction_to_clear_is_
             "tune_x", BASELINE, row, Policy(), None, paired=window, remeasure_paired=again, checks_in_run=checks
         )
         assert len(calls) == expected_calls, checks
+
+
+def test_a_first_window_that_was_only_inconclusive_is_not_replicated_by_one_regressed_window():
+    # +9%, CI touching 1: suspected but not significant alone. One significant window after it is a
+    # single regressed window, not a replication, so the last confirmation is still taken.
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
+    calls, again = _count_calls(PairedRatio(1.15, 1.14, 1.16, 10))
+    verdict = judge_with_confirmations(
+        "tune_x", BASELINE, row, Policy(), None, paired=PairedRatio(1.09, 0.995, 1.19, 5), remeasure_paired=again
+    )
+    assert len(calls) == 2 and verdict.kind == "REGRESSED"
+    assert "replicated" not in verdict.message.lower()
+
+
+def test_a_replicated_regression_says_why_it_stopped():
+    row = BackendResult(backend="eager", status="ok", latency=stats(factor=1.0))
+    _, again = _count_calls(PairedRatio(1.15, 1.14, 1.16, 10))
+    verdict = judge_with_confirmations(
+        "tune_x", BASELINE, row, Policy(), None, paired=PairedRatio(1.15, 1.14, 1.16, 10), remeasure_paired=again
+    )
+    assert "replicated: the first window and a fresh one each regressed on their own" in verdict.message.lower()

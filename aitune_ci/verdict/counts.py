@@ -41,6 +41,9 @@ def apply_run_correction(verdicts: Iterable[Verdict], alpha: float | None = None
 
     Args:
         alpha: the run's false-discovery rate; defaults to each verdict's ``policy.alpha``.
+
+    The plugin corrects each fixture's verdicts together; ``judge_with_confirmations``' early stop
+    (``checks_in_run``) relies on knowing how many verdicts one correction covers.
     """
     verdicts = list(verdicts)
     tested = [i for i, v in enumerate(verdicts) if v.p_value is not None]
@@ -100,7 +103,10 @@ def count_line(verdicts: Iterable[Verdict]) -> str:
     shown = []
     for label, n in counts.items():
         if n:
-            shown.append(f"{n} {label}" + (f" ({warned} warn-only: would fail, not failing)" if label == regressed and warned else ""))
+            shown.append(
+                f"{n} {label}"
+                + (f" ({warned} warn-only: would fail, not failing)" if label == regressed and warned else "")
+            )
         if label == failed and required:
             shown.append(f"{len(required)} {STRICT_NO_BASELINE}")
     return "aitune: " + (", ".join(shown) if shown else "no checks")
