@@ -222,6 +222,7 @@ def _median_load(readings: Sequence[tuple[float, float]]) -> tuple[float, float]
 
 
 def _with_load(result: TuneResult, row: BackendResult, load_s: float, first_call_ms: float) -> TuneResult:
+    """``result`` with ``row``'s load time and first call set."""
     new = replace(row, load_s=load_s, first_call_ms=first_call_ms)
     return replace(result, backends=tuple(new if b is row else b for b in result.backends))
 
@@ -797,8 +798,7 @@ class FixtureCheck:
         self.progress(
             f"{label}{self.name} · {winner}: artifact loads in {load_s:.2f} s, first call {first_call_ms:.1f} ms{source}"
         )
-        timed = replace(row, load_s=load_s, first_call_ms=first_call_ms)
-        return replace(result, backends=tuple(timed if b is row else b for b in result.backends))
+        return _with_load(result, row, load_s, first_call_ms)
 
     def _load_suspects(
         self, winner: str, load_s: float | None, first_call_ms: float | None, row: BackendResult
