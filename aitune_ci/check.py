@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from aitune_ci.backends.registry import fingerprint, get_backend
 from aitune_ci.config import RepoConfig
-from aitune_ci.engine import MIXED, remeasure, tune
+from aitune_ci.engine import MIXED, PartChoice, remeasure, tune
 from aitune_ci.environment import environment_differences, hardware_key
 from aitune_ci.errors import AituneCIError, DataFileError
 from aitune_ci.measure import MeasureConfig, measure_paired
@@ -291,7 +291,8 @@ class FixtureCheck:
             self.baseline_error = exc
         backends = [b for b in self.backends if b in self.selected or b == "eager"]
         base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
-        head_key, same_key = self._work_keys(base) if base is not None else (None, None)
+        head_key, base_key = self._work_keys(base) if base is not None else (None, None)
+        same_key = head_key if head_key is not None and head_key == base_key else None
         stored = self._stored_result(same_key, backends) if same_key is not None else None
         if base is not None and stored is not None:
             self.result = stored
@@ -332,7 +333,7 @@ class FixtureCheck:
                 self.result = self._with_load_timing(self.result, self.spec, loaded_from=loaded_from)
             if base is not None and identical:
                 self._judge_identical(base, SAME_WORK_NOTE)
-            elif base is not None and self._judge_against_base(base):
+            elif base is not None and self._judge_against_base(base, base_key):
                 pass
             elif self.baseline_error is None or self.options.update:
                 self.paired = self._paired_with_baseline_artifact()
@@ -423,13 +424,15 @@ class FixtureCheck:
             checks_in_run=sum(1 for r in result.backends if not r.module),
         )
 
-    def _judge_against_base(self, base: BaseSide) -> bool:
+    def _judge_against_base(self, base: BaseSide, base_key: str | None = None) -> bool:
         """Relative mode: tune the base in this process and judge each backend on the paired ratio.
 
         Base and head of each backend are timed interleaved (ABBA / BAAB pairs) in this process, so whatever
         makes one process or one moment faster than another hits both. Accuracy and "now failing"
         are judged against the base's own run. Returns False (stored mode takes over) when the
-        base cannot be tuned.
+        base cannot be tuned. Where this runner stored a tune of the base's work (``base_key``: the
+        nightly's), the base's parts take that tune's choice instead of being measured again
+        (``engine.PartChoice``).
         """
         result = self.result
         assert result is not None and result.runtime is not None
@@ -452,6 +455,7 @@ class FixtureCheck:
                 progress=lambda message: self.progress(f"base · {message}"),
                 prebuilt=self._base_artifact(base, names, head_loaded),
                 cached=builds,
+                parts=self._stored_part_choice(base_key) if base.spec.modules and base_key else None,
                 **self._tune_checks(names),
             )
         except Exception as exc:  # a base that cannot even be tuned leaves the stored baseline to judge
@@ -490,9 +494,9 @@ class FixtureCheck:
         return True
 
     def _work_keys(self, base: BaseSide) -> tuple[str | None, str | None]:
-        """The head's work key, and that key again when the base's equals it: base and head do the
-        same work, so that timing one against the other could only measure noise (most fixtures of
-        most PRs). ``(None, None)`` when the keys are not compared.
+        """The head's work key and the base's. Where they are equal base and head do the same work, so
+        that timing one against the other could only measure noise (most fixtures of most PRs).
+        ``(None, None)`` when the keys are not compared.
 
         Both keys are taken before either side's forward has run. Not under ``--aitune-rebuild`` (it
         distrusts the keys), and not with task metrics (their functions are not in the key).
@@ -506,7 +510,7 @@ class FixtureCheck:
             self.progress(f"{self.name}: base and head not compared by key ({type(exc).__name__}: {exc}); timing both")
             return None, None
         if head != other:
-            return head, None
+            return head, other
         self.progress(
             f"{self.name}: the base does the same work (code, weights, samples, options and environment "
             f"are equal; {time.perf_counter() - t0:.1f} s to tell)"
@@ -529,21 +533,26 @@ class FixtureCheck:
         root = resolve_cache_dir(self.options.cache_dir)
         return None if root is None else ResultCache(root)
 
+    def _read_stored(self, key: str, doing: str) -> TuneResult | None:
+        """This runner's stored result of the work ``key`` names, if any; an unusable one is discarded,
+        saying so and what happens instead (``doing``). None under ``--aitune-rebuild`` or with the cache off."""
+        cache = self._result_cache()
+        if cache is None or self.options.rebuild:
+            return None
+        try:
+            return cache.read(key)
+        except CacheEntryError as exc:
+            cache.discard(key)
+            self.progress(f"{self.name}: the stored result of this work is unusable ({exc}); discarded, {doing}")
+            return None
+
     def _stored_result(self, key: str, backends: list[str]) -> TuneResult | None:
         """This runner's earlier result of the work ``key`` names, when it may answer for this run's tune.
 
         It may when every backend this run tunes, and no other, ran accurately or was unavailable
         there. Not under ``--aitune-rebuild``; never when the cache is off.
         """
-        cache = self._result_cache()
-        if cache is None or self.options.rebuild:
-            return None
-        try:
-            stored = cache.read(key)
-        except CacheEntryError as exc:
-            cache.discard(key)
-            self.progress(f"{self.name}: the stored result of this work is unusable ({exc}); discarded, tuning")
-            return None
+        stored = self._read_stored(key, "tuning")
         if stored is None:
             return None
         why = _why_not_reusable(stored, backends)
@@ -555,6 +564,15 @@ class FixtureCheck:
             "for this run, nothing is built or timed (--aitune-rebuild tunes)"
         )
         return replace(stored, name=self.name, result_reused=True)
+
+    def _stored_part_choice(self, key: str) -> PartChoice | None:
+        """The parts' backends that this runner's stored tune of the base's work chose, if it chose any."""
+        stored = self._read_stored(key, "the base's parts are measured")
+        if stored is None or not stored.module_choice:
+            return None
+        return PartChoice(
+            dict(stored.module_choice), f"this runner's tune of the same work at {_when(stored.created_at)}"
+        )
 
     def _store_result(self, key: str | None, keys: BuildKeys) -> None:
         """Keep this tune's result for the next relative check of the same work (``store.result_cache``),

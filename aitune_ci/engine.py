@@ -43,7 +43,16 @@ from aitune_ci.strategies import SWEEP_MIN_GAIN, Selection, select, sweep_batch_
 from aitune_ci.task_metric_gates import TaskMetricGate
 from aitune_ci.task_metrics import TaskMetric, TaskMetricError, score
 
-__all__ = ["tune", "remeasure", "one_time_setup", "Progress", "TuneRuntime", "default_backend_names", "MIXED"]
+__all__ = [
+    "tune",
+    "remeasure",
+    "one_time_setup",
+    "PartChoice",
+    "Progress",
+    "TuneRuntime",
+    "default_backend_names",
+    "MIXED",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,21 @@ class _Tuning:
     #: ``(backend, metric name, declared gate) -> gate`` with ``[tool.aitune.task_metrics]`` applied
     metric_gate: Callable[[str, str, TaskMetricGate], TaskMetricGate] | None = None
     sanity: SanityConfig = field(default_factory=SanityConfig)
+
+
+@dataclass(frozen=True)
+class PartChoice:
+    """A backend for each of ``spec.modules``, decided before this tune, and who decided it.
+
+    Relative mode's base does the same work as a tune this runner stored (the nightly's), so the
+    parts that tune chose stand: each is built with its chosen backend only and not measured. The
+    choice is not a latency figure, so taking it from another process compares nothing across
+    processes; the mixed model built from it is still validated and timed here.
+    """
+
+    choice: Mapping[str, str]
+    #: says where the choice came from in the progress line (``"this runner's tune of the same work at 17:40 UTC"``)
+    source: str
 
 
 @dataclass(frozen=True)
@@ -216,6 +240,7 @@ def tune(
     cached: Callable[[str, str, torch.nn.Module, BuildContext], Callable[..., Any] | None] | None = None,
     metric_gate: Callable[[str, str, TaskMetricGate], TaskMetricGate] | None = None,
     sanity: SanityConfig | None = None,
+    parts: PartChoice | None = None,
 ) -> TuneResult:
     """Build, validate and measure every backend of ``spec``, then choose the winner.
 
@@ -232,6 +257,9 @@ def tune(
         metric_gate: resolves the gate of each task metric per backend (the plugin applies
             ``[tool.aitune.task_metrics]``); default: each metric's declared gate.
         sanity: the implausible-speed-up check (``aitune_ci.sanity``); default 3x, nothing acknowledged.
+        parts: a backend decided before for some of ``spec.modules``: such a part builds only that
+            backend and is not measured. A part it does not name, or whose backend is not among
+            this tune's or does not work here, is tuned as usual.
 
     Returns:
         A TuneResult with one row per backend; backends that raise are recorded as FAILED with the
@@ -277,7 +305,8 @@ def tune(
 
     module_rows: list[BackendResult] = []
     if spec.modules:
-        module_rows = _tune_modules(tuning, names, sweeps=spec.strategy == "max-throughput" and batch_axis is not None)
+        sweeps = spec.strategy == "max-throughput" and batch_axis is not None
+        module_rows = _tune_modules(tuning, names, sweeps=sweeps, parts=parts)
         if runtime.module_choice:
             rows[MIXED] = _build_mixed(tuning, whole, module_rows)
 
@@ -446,8 +475,7 @@ def _build_and_validate(tuning: _Tuning, target: _Target, name: str, label: str)
         base = replace(base, description=f"{base.description} ({_DESCRIBED[source]})", reused=source)
     say(
         f"{label}: {f'loaded from {_REUSED[source]}' if reused is not None else 'built'} in {build_s:.1f} s, "
-        f"{_accuracy_text(report)}"
-        + _scores_text(scores)
+        f"{_accuracy_text(report)}" + _scores_text(scores)
     )
     base = replace(base, peak_memory_bytes=_peak_memory(built, target.samples[0], tuning.device))
     return _validated(base, report, build_s, scores)
@@ -602,8 +630,11 @@ def _measure_whole_model(tuning: _Tuning, rows: dict[str, BackendResult]) -> Non
     say(f"{title}: measured in {time.perf_counter() - t0:.1f} s")
 
 
-def _tune_modules(tuning: _Tuning, names: Sequence[str], *, sweeps: bool) -> list[BackendResult]:
-    """Tune each submodule on the inputs it really receives; choose the fastest accurate backend each.
+def _tune_modules(
+    tuning: _Tuning, names: Sequence[str], *, sweeps: bool, parts: PartChoice | None = None
+) -> list[BackendResult]:
+    """Tune each submodule on the inputs it really receives; choose the fastest accurate backend each
+    (or take the one ``parts`` decided before).
 
     Submodules always use min-latency: a batch sweep per submodule would not say anything about
     the whole model's throughput, which the mixed model's own end-to-end row measures. ``sweeps``
@@ -615,8 +646,29 @@ def _tune_modules(tuning: _Tuning, names: Sequence[str], *, sweeps: bool) -> lis
     out: list[BackendResult] = []
     for path, calls in captured.items():
         target = _submodule_target(tuning, path, named[path], calls, sweeps=sweeps)
-        out.extend(_choose_for_submodule(tuning, target, names))
+        decided = _take_decided(tuning, target, names, parts) if parts is not None else None
+        out.extend(decided if decided is not None else _choose_for_submodule(tuning, target, names))
     return out
+
+
+def _take_decided(
+    tuning: _Tuning, target: _Target, names: Sequence[str], parts: PartChoice
+) -> list[BackendResult] | None:
+    """Build only the backend ``parts`` decided for ``target`` and record it as the choice, unmeasured;
+    None (choose as usual) when it decided none of this tune's backends or its build does not work here."""
+    chosen = parts.choice.get(target.path)
+    if chosen is None or chosen not in names:
+        return None
+    row = _build_and_validate(tuning, target, chosen, label=f"[1/1] {target.title} · {chosen}")
+    if row.status is not BackendStatus.OK:  # built and accurate; ``usable`` also asks for a latency
+        tuning.say(
+            f"{target.title}: {chosen}, chosen by {parts.source}, does not work here ({row.status}); choosing again"
+        )
+        return None
+    tuning.runtime.module_choice[target.path] = chosen
+    reason = f"chosen by {parts.source}, not measured again"
+    tuning.say(f"{target.title}: {chosen} — {reason}")
+    return [replace(row, selected=True, selection_note=f"selected: {reason}")]
 
 
 def _submodule_target(

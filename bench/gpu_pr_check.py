@@ -320,6 +320,7 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
         f"Machine: {context.get('machine', '?')} · {context.get('date', '')} · models: "
         f"{'small (CPU-sized)' if context.get('small') else 'full size'} · backends: {context.get('backends') or 'each fixture own list'}"
         f" · measurement budget {context.get('measure_seconds')} s per fixture"
+        + (f" · host CPU {context['host_cpu']}" if context.get("host_cpu") else "")
     )
     lines.append("")
     nightly = summary.get("nightly")
@@ -674,12 +675,25 @@ class Bench:
                 break
         return {
             "machine": machine,
+            # lent machines of one GPU kind differ in their host: its CPU sets compile and start-up times
+            "host_cpu": _host_cpu(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "small": self.args.small,
             "backends": self.args.backends,
             "measure_seconds": self.args.measure_seconds,
             "phases": [r["phase"] for r in runs],
         }
+
+
+def _host_cpu() -> str | None:
+    """``AMD EPYC 9654 96-Core Processor, 16 cores``: the first model name in /proc/cpuinfo and the cores this process may use."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model or 'unknown CPU'}, {cores} cores"
 
 
 def _stamp_lines(stream: Any, log: Any, t0: float) -> None:

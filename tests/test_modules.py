@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from aitune_ci.engine import MIXED, tune
+from aitune_ci.engine import MIXED, PartChoice, tune
 from aitune_ci.errors import SpecError
 from aitune_ci.measure import MeasureConfig
 from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
@@ -89,6 +89,62 @@ def test_module_level_tune_chooses_per_module_and_validates_the_mix_end_to_end()
     assert mixed.description == ", ".join(f"{p}={b}" for p, b in result.module_choice.items())
     out = result.runtime.built[MIXED](spec.normalized_samples[0][0][0])
     assert out.shape == (4, 4)
+
+
+def test_a_part_decided_before_builds_only_its_backend_and_is_not_measured():
+    pytest.importorskip("torchao")
+    torch.manual_seed(0)
+    lines: list[str] = []
+    spec = TuneSpec(
+        model=Composite().eval(),
+        samples=[torch.randn(4, 8)],
+        backends=["eager", "torchao-int8wo"],
+        modules=["backbone", "head"],
+    )
+    decided = PartChoice({"backbone": "torchao-int8wo"}, "the nightly")  # nothing decided for the head
+    result = tune(
+        spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=lines.append, parts=decided
+    )
+
+    assert result.module_choice["backbone"] == "torchao-int8wo"
+    backbone = [r for r in result.backends if r.module == "backbone"]
+    assert [r.backend for r in backbone] == ["torchao-int8wo"]  # eager was not built for it
+    assert backbone[0].selected and backbone[0].latency is None
+    assert backbone[0].selection_note == "selected: chosen by the nightly, not measured again"
+    assert any(line.endswith(".backbone: torchao-int8wo — chosen by the nightly, not measured again") for line in lines)
+    assert not [line for line in lines if ".backbone: measuring" in line], lines
+    # The head was not decided: it is tuned as usual.
+    assert {r.backend for r in result.backends if r.module == "head"} == {"eager", "torchao-int8wo"}
+    assert [line for line in lines if ".head: measuring" in line], lines
+    # The mixed model built from the decision is validated and timed end to end as always.
+    mixed = result.backend(MIXED)
+    assert mixed is not None and mixed.status == "ok" and mixed.latency is not None
+    assert "backbone=torchao-int8wo" in mixed.description
+
+
+def test_a_decided_part_backend_that_does_not_work_here_is_chosen_again():
+    # TensorRT cannot be installed here: its build is unavailable, so the part is tuned as usual.
+    torch.manual_seed(0)
+    lines: list[str] = []
+    spec = TuneSpec(
+        model=Composite().eval(),
+        samples=[torch.randn(4, 8)],
+        backends=["eager", "tensorrt"],
+        modules=["backbone", "head"],
+    )
+    decided = PartChoice({"backbone": "tensorrt", "head": "onnxruntime"}, "the nightly")  # head: not a backend here
+    result = tune(
+        spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=lines.append, parts=decided
+    )
+
+    assert result.module_choice == {"backbone": "eager", "head": "eager"}
+    assert any(
+        line.endswith(".backbone: tensorrt, chosen by the nightly, does not work here (unavailable); choosing again")
+        for line in lines
+    ), lines
+    assert [line for line in lines if ".backbone: measuring" in line], lines
+    assert [line for line in lines if ".head: measuring" in line], lines
+    assert result.backend(MIXED).status == "ok"
 
 
 class ConvThenLinear(nn.Module):

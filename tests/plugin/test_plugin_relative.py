@@ -252,6 +252,61 @@ def test_the_base_keeps_its_own_code_although_both_import_the_same_module_name(r
     assert -0.65 < verdicts["tune_spin[eager]"]["delta"] < -0.35
 
 
+PARTS_FIXTURE = """
+
+class Pair(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.spin, self.head = Spin(), torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.head(self.spin(x))
+
+
+@ait.tune_fixture
+def tune_pair():
+    return ait.TuneSpec(
+        model=Pair().eval(), samples=[torch.randn(4, 16)], backends=["eager"], modules=["spin", "head"]
+    )
+"""
+
+
+def test_the_base_takes_its_parts_from_the_nightlys_tune_of_the_same_work(repo: pytest.Pytester) -> None:
+    repo.makeconftest(CONFTEST + PARTS_FIXTURE)
+    _git(repo.path, "commit", "-qam", "base with a fixture tuned per part")
+    nightly = repo.runpytest_subprocess("--aitune", "--aitune-update", "-k", "tune_pair")
+    assert nightly.ret == pytest.ExitCode.OK, nightly.stdout.str()
+    _git(repo.path, "add", "-A", ".aitune")
+    _git(repo.path, "commit", "-qm", "nightly baselines")
+    # A PR whose change reaches the model (new code, the same speed): the head tunes its parts.
+    repo.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=0.001) + '\nNOTE = "new code, same speed"\n'})
+    _git(repo.path, "commit", "-qam", "head")
+
+    result, verdicts = _run(repo, "--aitune-against", "HEAD~1", "-k", "tune_pair", "-s")
+
+    output = result.stdout.str()
+    assert "tune_pair.spin: measuring" in output  # the head chose its own parts
+    result.stdout.fnmatch_lines(
+        [
+            "*base · tune_pair.spin: eager — chosen by this runner's tune of the same work at *, not measured again",
+            "*base · tune_pair.head: eager — chosen by this runner's tune of the same work at *, not measured again",
+            "*base · tune_pair · mixed (spin=eager, head=eager): accuracy ok*",
+        ]
+    )
+    assert "base · tune_pair.spin: measuring" not in output and "base · tune_pair.head: measuring" not in output
+    # The mixed model built from those parts is still timed against the head's, in one process.
+    assert verdicts["tune_pair[mixed]"]["mode"] == "relative"
+    result.stdout.fnmatch_lines(["*tune_pair · mixed: paired base/head *"])
+
+    # Without the stored tune (another runner, or the cache cleared), the base measures its parts again.
+    for stored in (repo.path / ".runner-cache" / "results").rglob("*.json"):
+        stored.unlink()
+    result, _ = _run(repo, "--aitune-against", "HEAD~1", "-k", "tune_pair", "-s")
+
+    assert "base · tune_pair.spin: measuring" in result.stdout.str()
+    assert "chosen by this runner's tune" not in result.stdout.str()
+
+
 def test_a_fixture_new_in_the_head_falls_back_to_the_stored_baseline(repo: pytest.Pytester) -> None:
     _commit_head(repo, spin=0.001, conftest_extra=NEW_FIXTURE)
 
