@@ -432,7 +432,7 @@ class FixtureCheck:
         are judged against the base's own run. Returns False (stored mode takes over) when the
         base cannot be tuned. Where this runner stored a tune of the base's work (``base_key``: the
         nightly's), the base's parts take that tune's choice instead of being measured again
-        (``engine.PartChoice``).
+        (``_stored_part_choice``).
         """
         result = self.result
         assert result is not None and result.runtime is not None
@@ -455,7 +455,7 @@ class FixtureCheck:
                 progress=lambda message: self.progress(f"base · {message}"),
                 prebuilt=self._base_artifact(base, names, head_loaded),
                 cached=builds,
-                parts=self._stored_part_choice(base_key) if base.spec.modules and base_key else None,
+                decided_parts=self._stored_part_choice(base_key, names) if base.spec.modules and base_key else None,
                 **self._tune_checks(names),
             )
         except Exception as exc:  # a base that cannot even be tuned leaves the stored baseline to judge
@@ -533,9 +533,10 @@ class FixtureCheck:
         root = resolve_cache_dir(self.options.cache_dir)
         return None if root is None else ResultCache(root)
 
-    def _read_stored(self, key: str, doing: str) -> TuneResult | None:
-        """This runner's stored result of the work ``key`` names, if any; an unusable one is discarded,
-        saying so and what happens instead (``doing``). None under ``--aitune-rebuild`` or with the cache off."""
+    def _read_stored(self, key: str, whose: str, doing: str) -> TuneResult | None:
+        """This runner's stored result of the work ``key`` names (``whose``: "this work"), if any; an
+        unusable one is discarded, saying so and what happens instead (``doing``). None under
+        ``--aitune-rebuild`` or with the cache off."""
         cache = self._result_cache()
         if cache is None or self.options.rebuild:
             return None
@@ -543,7 +544,7 @@ class FixtureCheck:
             return cache.read(key)
         except CacheEntryError as exc:
             cache.discard(key)
-            self.progress(f"{self.name}: the stored result of this work is unusable ({exc}); discarded, {doing}")
+            self.progress(f"{self.name}: the stored result of {whose} is unusable ({exc}); discarded, {doing}")
             return None
 
     def _stored_result(self, key: str, backends: list[str]) -> TuneResult | None:
@@ -552,7 +553,7 @@ class FixtureCheck:
         It may when every backend this run tunes, and no other, ran accurately or was unavailable
         there. Not under ``--aitune-rebuild``; never when the cache is off.
         """
-        stored = self._read_stored(key, "tuning")
+        stored = self._read_stored(key, "this work", "tuning")
         if stored is None:
             return None
         why = _why_not_reusable(stored, backends)
@@ -565,14 +566,34 @@ class FixtureCheck:
         )
         return replace(stored, name=self.name, result_reused=True)
 
-    def _stored_part_choice(self, key: str) -> PartChoice | None:
-        """The parts' backends that this runner's stored tune of the base's work chose, if it chose any."""
-        stored = self._read_stored(key, "the base's parts are measured")
+    def _stored_part_choice(self, key: str, backends: list[str]) -> PartChoice | None:
+        """The backends that this runner's stored tune of the base's work (the nightly's) chose for its
+        parts, so that the base does not measure each part again (``engine.PartChoice``).
+
+        Only a part whose stored tune tried every backend of this run counts: a nightly run with
+        fewer (``--aitune-backends``, ``-k``) chose from fewer, under the same work key, and a head
+        choosing from more would then look faster for it. A choice is no latency figure, so taking
+        it from another process compares nothing across processes; the mixed model built from it is
+        measured and paired with the head's here.
+        """
+        stored = self._read_stored(key, "the base's work", "the base's parts are measured")
         if stored is None or not stored.module_choice:
             return None
-        return PartChoice(
-            dict(stored.module_choice), f"this runner's tune of the same work at {_when(stored.created_at)}"
-        )
+        tried: dict[str, set[str]] = {}
+        for row in stored.backends:
+            if row.module:
+                tried.setdefault(row.module, set()).add(row.backend)
+        wanted = set(backends) - {MIXED}  # a result row, not a backend a part can take
+        choice = {part: b for part, b in stored.module_choice.items() if tried.get(part, set()) >= wanted}
+        if choice != dict(stored.module_choice):
+            left = ", ".join(sorted(set(stored.module_choice) - set(choice)))
+            self.progress(
+                f"base · {self.name}: this runner's stored tune of the same work did not try every backend of this "
+                f"run on {left}, so the base measures them"
+            )
+        if not choice:
+            return None
+        return PartChoice(choice, f"this runner's tune of the same work at {_when(stored.created_at)}")
 
     def _store_result(self, key: str | None, keys: BuildKeys) -> None:
         """Keep this tune's result for the next relative check of the same work (``store.result_cache``),

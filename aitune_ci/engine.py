@@ -102,16 +102,15 @@ class _Tuning:
 
 @dataclass(frozen=True)
 class PartChoice:
-    """A backend for each of ``spec.modules``, decided before this tune, and who decided it.
+    """A backend for some of ``spec.modules``, decided before this tune, and who decided it.
 
-    Relative mode's base does the same work as a tune this runner stored (the nightly's), so the
-    parts that tune chose stand: each is built with its chosen backend only and not measured. The
-    choice is not a latency figure, so taking it from another process compares nothing across
-    processes; the mixed model built from it is still validated and timed here.
+    Choosing a part's backend costs a measurement per part; a caller that already knows the answer
+    for the same work (``check.FixtureCheck``: a stored tune of it) spares it. The mixed model built
+    from the choice is still validated and measured end to end.
     """
 
     choice: Mapping[str, str]
-    #: says where the choice came from in the progress line (``"this runner's tune of the same work at 17:40 UTC"``)
+    #: where the choice came from, for the progress line (``"this runner's tune of the same work at 17:40 UTC"``)
     source: str
 
 
@@ -240,7 +239,7 @@ def tune(
     cached: Callable[[str, str, torch.nn.Module, BuildContext], Callable[..., Any] | None] | None = None,
     metric_gate: Callable[[str, str, TaskMetricGate], TaskMetricGate] | None = None,
     sanity: SanityConfig | None = None,
-    parts: PartChoice | None = None,
+    decided_parts: PartChoice | None = None,
 ) -> TuneResult:
     """Build, validate and measure every backend of ``spec``, then choose the winner.
 
@@ -257,9 +256,9 @@ def tune(
         metric_gate: resolves the gate of each task metric per backend (the plugin applies
             ``[tool.aitune.task_metrics]``); default: each metric's declared gate.
         sanity: the implausible-speed-up check (``aitune_ci.sanity``); default 3x, nothing acknowledged.
-        parts: a backend decided before for some of ``spec.modules``: such a part builds only that
-            backend and is not measured. A part it does not name, or whose backend is not among
-            this tune's or does not work here, is tuned as usual.
+        decided_parts: a backend decided before for some of ``spec.modules``: such a part builds
+            only that backend and is not measured. A part it does not name, or whose backend is not
+            among this tune's or does not work here, is tuned as usual.
 
     Returns:
         A TuneResult with one row per backend; backends that raise are recorded as FAILED with the
@@ -306,7 +305,7 @@ def tune(
     module_rows: list[BackendResult] = []
     if spec.modules:
         sweeps = spec.strategy == "max-throughput" and batch_axis is not None
-        module_rows = _tune_modules(tuning, names, sweeps=sweeps, parts=parts)
+        module_rows = _tune_modules(tuning, names, sweeps=sweeps, decided=decided_parts)
         if runtime.module_choice:
             rows[MIXED] = _build_mixed(tuning, whole, module_rows)
 
@@ -631,10 +630,10 @@ def _measure_whole_model(tuning: _Tuning, rows: dict[str, BackendResult]) -> Non
 
 
 def _tune_modules(
-    tuning: _Tuning, names: Sequence[str], *, sweeps: bool, parts: PartChoice | None = None
+    tuning: _Tuning, names: Sequence[str], *, sweeps: bool, decided: PartChoice | None = None
 ) -> list[BackendResult]:
     """Tune each submodule on the inputs it really receives; choose the fastest accurate backend each
-    (or take the one ``parts`` decided before).
+    (or take the one ``decided`` names).
 
     Submodules always use min-latency: a batch sweep per submodule would not say anything about
     the whole model's throughput, which the mixed model's own end-to-end row measures. ``sweeps``
@@ -646,29 +645,28 @@ def _tune_modules(
     out: list[BackendResult] = []
     for path, calls in captured.items():
         target = _submodule_target(tuning, path, named[path], calls, sweeps=sweeps)
-        decided = _take_decided(tuning, target, names, parts) if parts is not None else None
-        out.extend(decided if decided is not None else _choose_for_submodule(tuning, target, names))
+        chosen = decided.choice.get(path) if decided is not None else None
+        if chosen is None or chosen not in names:
+            out.extend(_choose_for_submodule(tuning, target, names))
+            continue
+        assert decided is not None
+        row = _build_and_validate(tuning, target, chosen, label=f"[1/1] {target.title} · {chosen}")
+        if row.status is BackendStatus.OK:  # built and accurate (``usable`` also asks for a latency)
+            out.append(_as_decided(tuning, target, row, decided.source))
+            continue
+        tuning.say(
+            f"{target.title}: {chosen}, chosen by {decided.source}, does not work here ({row.status}); choosing again"
+        )
+        out.extend(_choose_for_submodule(tuning, target, names, built={chosen: row}))
     return out
 
 
-def _take_decided(
-    tuning: _Tuning, target: _Target, names: Sequence[str], parts: PartChoice
-) -> list[BackendResult] | None:
-    """Build only the backend ``parts`` decided for ``target`` and record it as the choice, unmeasured;
-    None (choose as usual) when it decided none of this tune's backends or its build does not work here."""
-    chosen = parts.choice.get(target.path)
-    if chosen is None or chosen not in names:
-        return None
-    row = _build_and_validate(tuning, target, chosen, label=f"[1/1] {target.title} · {chosen}")
-    if row.status is not BackendStatus.OK:  # built and accurate; ``usable`` also asks for a latency
-        tuning.say(
-            f"{target.title}: {chosen}, chosen by {parts.source}, does not work here ({row.status}); choosing again"
-        )
-        return None
-    tuning.runtime.module_choice[target.path] = chosen
-    reason = f"chosen by {parts.source}, not measured again"
-    tuning.say(f"{target.title}: {chosen} — {reason}")
-    return [replace(row, selected=True, selection_note=f"selected: {reason}")]
+def _as_decided(tuning: _Tuning, target: _Target, row: BackendResult, source: str) -> BackendResult:
+    """Record ``row``'s backend as ``target``'s choice, unmeasured, saying who chose it."""
+    tuning.runtime.module_choice[target.path] = row.backend
+    reason = f"chosen by {source}, not measured again"
+    tuning.say(f"{target.title}: {row.backend} — {reason}")
+    return replace(row, selected=True, selection_note=f"selected: {reason}")
 
 
 def _submodule_target(
@@ -685,10 +683,15 @@ def _submodule_target(
     return _Target(f"{tuning.spec.display_name}.{path}", submodule, path, calls, reference, fp64, axes)
 
 
-def _choose_for_submodule(tuning: _Tuning, target: _Target, names: Sequence[str]) -> list[BackendResult]:
-    """Build, validate and measure every backend on one submodule; record the fastest accurate one."""
+def _choose_for_submodule(
+    tuning: _Tuning, target: _Target, names: Sequence[str], built: Mapping[str, BackendResult] | None = None
+) -> list[BackendResult]:
+    """Build, validate and measure every backend on one submodule; record the fastest accurate one.
+    ``built``: rows of backends already built on it, not built again."""
     runtime = tuning.runtime
-    rows = _build_all(tuning, target, names)
+    built = built or {}
+    fresh = _build_all(tuning, target, [n for n in names if n not in built])
+    rows = {n: built[n] if n in built else fresh[n] for n in names}
     fns = {
         n: _bind(runtime.built[backend_key(n, target.path)], target.samples[0]) for n, r in rows.items() if r.status.ran
     }

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from aitune_ci.backends import registry
+from aitune_ci.backends.base import Backend
 from aitune_ci.engine import MIXED, PartChoice, tune
 from aitune_ci.errors import SpecError
 from aitune_ci.measure import MeasureConfig
@@ -103,7 +105,7 @@ def test_a_part_decided_before_builds_only_its_backend_and_is_not_measured():
     )
     decided = PartChoice({"backbone": "torchao-int8wo"}, "the nightly")  # nothing decided for the head
     result = tune(
-        spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=lines.append, parts=decided
+        spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=lines.append, decided_parts=decided
     )
 
     assert result.module_choice["backbone"] == "torchao-int8wo"
@@ -122,27 +124,46 @@ def test_a_part_decided_before_builds_only_its_backend_and_is_not_measured():
     assert "backbone=torchao-int8wo" in mixed.description
 
 
-def test_a_decided_part_backend_that_does_not_work_here_is_chosen_again():
-    # TensorRT cannot be installed here: its build is unavailable, so the part is tuned as usual.
+class _BrokenOnParts(Backend):
+    """Eager on the whole model; raises on a part. Counts its builds."""
+
+    precision = "fp32"
+    builds = 0
+
+    def build(self, module, samples, ctx):
+        type(self).builds += 1
+        if isinstance(module, nn.Sequential):
+            raise RuntimeError("cannot build this part")
+        return module
+
+
+def test_a_decided_part_backend_that_does_not_work_here_is_chosen_again(monkeypatch):
+    monkeypatch.setattr(registry, "_registry", {**registry._registry, "broken-on-parts": (_BrokenOnParts, {})})
+    monkeypatch.setattr(_BrokenOnParts, "builds", 0)
     torch.manual_seed(0)
     lines: list[str] = []
     spec = TuneSpec(
         model=Composite().eval(),
         samples=[torch.randn(4, 8)],
-        backends=["eager", "tensorrt"],
+        backends=["eager", "broken-on-parts"],
         modules=["backbone", "head"],
     )
-    decided = PartChoice({"backbone": "tensorrt", "head": "onnxruntime"}, "the nightly")  # head: not a backend here
+    # backbone: a backend that fails there; head: one that is not among this tune's backends.
+    decided = PartChoice({"backbone": "broken-on-parts", "head": "onnxruntime"}, "the nightly")
     result = tune(
-        spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=lines.append, parts=decided
+        spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=lines.append, decided_parts=decided
     )
 
     assert result.module_choice == {"backbone": "eager", "head": "eager"}
     assert any(
-        line.endswith(".backbone: tensorrt, chosen by the nightly, does not work here (unavailable); choosing again")
+        line.endswith(".backbone: broken-on-parts, chosen by the nightly, does not work here (failed); choosing again")
         for line in lines
     ), lines
-    assert [line for line in lines if ".backbone: measuring" in line], lines
+    backbone = {r.backend: r for r in result.backends if r.module == "backbone"}
+    assert set(backbone) == {"eager", "broken-on-parts"} and backbone["broken-on-parts"].status == "failed"
+    # Built once on the whole model, on the backbone once (not again when choosing), once on the head.
+    assert _BrokenOnParts.builds == 3
+    assert [line for line in lines if ".backbone: measuring 1 backends" in line], lines
     assert [line for line in lines if ".head: measuring" in line], lines
     assert result.backend(MIXED).status == "ok"
 

@@ -266,9 +266,13 @@ class Pair(torch.nn.Module):
 @ait.tune_fixture
 def tune_pair():
     return ait.TuneSpec(
-        model=Pair().eval(), samples=[torch.randn(4, 16)], backends=["eager"], modules=["spin", "head"]
+        model=Pair().eval(), samples=[torch.randn(4, 16)], backends=["eager", "eager-bf16"], modules=["spin", "head"]
     )
 """
+
+
+def _stored_results(repo: pytest.Pytester) -> list[Path]:
+    return sorted((repo.path / ".runner-cache" / "results").rglob("*.json"))
 
 
 def test_the_base_takes_its_parts_from_the_nightlys_tune_of_the_same_work(repo: pytest.Pytester) -> None:
@@ -278,32 +282,49 @@ def test_the_base_takes_its_parts_from_the_nightlys_tune_of_the_same_work(repo: 
     assert nightly.ret == pytest.ExitCode.OK, nightly.stdout.str()
     _git(repo.path, "add", "-A", ".aitune")
     _git(repo.path, "commit", "-qm", "nightly baselines")
+    # Which backend wins a part here is noise (a busy-wait and a small Linear), so the stored choice
+    # is set to one: as if the nightly had chosen bf16 for both parts. The base must take exactly that.
+    [entry] = _stored_results(repo)
+    stored = json.loads(entry.read_text())
+    stored["result"]["module_choice"] = {"spin": "eager-bf16", "head": "eager-bf16"}
+    entry.write_text(json.dumps(stored))
     # A PR whose change reaches the model (new code, the same speed): the head tunes its parts.
     repo.makepyfile(**{"mymodels/__init__.py": MODELS.format(spin=0.001) + '\nNOTE = "new code, same speed"\n'})
     _git(repo.path, "commit", "-qam", "head")
 
     result, verdicts = _run(repo, "--aitune-against", "HEAD~1", "-k", "tune_pair", "-s")
 
-    output = result.stdout.str()
-    assert "tune_pair.spin: measuring" in output  # the head chose its own parts
     result.stdout.fnmatch_lines(
         [
-            "*base · tune_pair.spin: eager — chosen by this runner's tune of the same work at *, not measured again",
-            "*base · tune_pair.head: eager — chosen by this runner's tune of the same work at *, not measured again",
-            "*base · tune_pair · mixed (spin=eager, head=eager): accuracy ok*",
+            "*] tune_pair.spin: measuring 2 backends*",  # the head chose its own parts
+            "*base · [[]1/1[]] tune_pair.spin · eager-bf16: building*",
+            "*base · tune_pair.spin: eager-bf16 — chosen by this runner's tune of the same work at *, not measured again",
+            "*base · tune_pair.head: eager-bf16 — chosen by this runner's tune of the same work at *, not measured again",
+            "*base · tune_pair · mixed (spin=eager-bf16, head=eager-bf16): accuracy ok*",
+            "*tune_pair · mixed: paired base/head *",  # the mixed models are still timed against each other
         ]
     )
+    output = result.stdout.str()
     assert "base · tune_pair.spin: measuring" not in output and "base · tune_pair.head: measuring" not in output
-    # The mixed model built from those parts is still timed against the head's, in one process.
+    assert "base · [1/2] tune_pair.spin · eager:" not in output  # the part's other backend is not built
     assert verdicts["tune_pair[mixed]"]["mode"] == "relative"
-    result.stdout.fnmatch_lines(["*tune_pair · mixed: paired base/head *"])
 
-    # Without the stored tune (another runner, or the cache cleared), the base measures its parts again.
-    for stored in (repo.path / ".runner-cache" / "results").rglob("*.json"):
-        stored.unlink()
+    # A nightly of the base that deselected a backend's check (-k): the same work key, but its parts
+    # chose from eager alone. It is not taken: the base measures its parts as the head does.
+    # (--aitune-backends is another work key: the key covers the backends' names.)
+    _git(repo.path, "checkout", "-q", "HEAD~1")
+    nightly = repo.runpytest_subprocess("--aitune", "--aitune-update", "-k", "tune_pair and not bf16")
+    assert nightly.ret == pytest.ExitCode.OK, nightly.stdout.str()
+    _git(repo.path, "checkout", "-q", "-f", "-")  # back to the head, dropping the update's baselines
     result, _ = _run(repo, "--aitune-against", "HEAD~1", "-k", "tune_pair", "-s")
 
-    assert "base · tune_pair.spin: measuring" in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*base · tune_pair: this runner's stored tune of the same work did not try every backend of this run "
+            "on head, spin, so the base measures them*",
+            "*base · tune_pair.spin: measuring 2 backends*",
+        ]
+    )
     assert "chosen by this runner's tune" not in result.stdout.str()
 
 
