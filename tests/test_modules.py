@@ -154,7 +154,8 @@ def test_a_decided_part_backend_that_does_not_work_here_is_chosen_again(monkeypa
         spec, measure_config=MeasureConfig(max_total_s=0.3, min_rounds=3), progress=lines.append, decided_parts=decided
     )
 
-    assert result.module_choice == {"backbone": "eager", "head": "eager"}
+    # The head is chosen by measuring eager against the same model under another name: either may win.
+    assert result.module_choice["backbone"] == "eager" and set(result.module_choice) == {"backbone", "head"}
     assert any(
         line.endswith(".backbone: broken-on-parts, chosen by the nightly, does not work here (failed); choosing again")
         for line in lines
