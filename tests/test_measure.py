@@ -163,17 +163,26 @@ def test_a_call_costs_the_same_whatever_the_callers_stack_depth():
     # 220 depths span two chunks' worth of these small frames.
     from aitune_ci.measure import _Timer
 
+    # A depth that reads slow is timed twice more: a chunk boundary is slow at its depth every time,
+    # while a burst of another tenant's work on this VM passes (a make test run read 11 µs at depths
+    # 128, 130 and 132 only, against 5.4 µs typical, and passed 5 times of 5 when run alone right after).
     torch.manual_seed(0)
     lin, x = torch.nn.Linear(16, 16).eval(), torch.randn(4, 16)
     timer = _Timer(torch.device("cpu"))
+
+    def cost(depth: int) -> float:
+        return sorted(_median(_under(depth, lambda: timer.block(lambda: lin(x), 200))) for _ in range(5))[2]
+
     with torch.inference_mode():
-        per_depth = [
-            sorted(_median(_under(depth, lambda: timer.block(lambda: lin(x), 200))) for _ in range(5))[2]
-            for depth in range(220)
+        per_depth = [cost(depth) for depth in range(220)]
+        typical = sorted(per_depth)[len(per_depth) // 2]
+        slow = [
+            (depth, round(t * 1e3, 1), [round(cost(depth) * 1e3, 1) for _ in range(2)])
+            for depth, t in enumerate(per_depth)
+            if t > 2 * typical
         ]
-    typical = sorted(per_depth)[len(per_depth) // 2]
-    slow = [(depth, round(t * 1e3, 1)) for depth, t in enumerate(per_depth) if t > 2 * typical]
-    assert not slow, f"typical {typical * 1e3:.1f} µs a call; (depth, µs) twice that or more: {slow}"
+    slow = [s for s in slow if min(s[2]) > 2 * typical * 1e3]
+    assert not slow, f"typical {typical * 1e3:.1f} µs a call; (depth, µs, µs again) twice that or more: {slow}"
 
 
 def _median(times):
