@@ -40,6 +40,7 @@ from aitune_ci.verdict import (
     Verdict,
     apply_run_correction,
     judge_with_confirmations,
+    parts_change,
     require_baseline,
     winner_change,
 )
@@ -191,6 +192,12 @@ def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool
         return bool(names) and all(get_backend(n).ahead_of_time for n in names)
     except AituneCIError:
         return False
+
+
+def _with_parts_note(verdict: Verdict, before: Mapping[str, str], after: Mapping[str, str]) -> Verdict:
+    """The mixed model's verdict says so when its parts were chosen differently from the other side's."""
+    note = parts_change(before, after) if verdict.backend == MIXED and verdict.kind is not VerdictKind.SKIPPED else None
+    return with_message(replace(verdict, notes=(*verdict.notes, note)) if note else verdict)
 
 
 def _time_load(path: Path, spec: TuneSpec, result: TuneResult, sha256: str) -> tuple[float, float]:
@@ -372,7 +379,12 @@ class FixtureCheck:
             if self.baseline is not None
             else {}
         )
-        verdicts = [self._judge_row(row, env_diff) for row in self.result.backends if not row.module]
+        before = self.baseline.module_choice if self.baseline is not None else {}
+        verdicts = [
+            _with_parts_note(self._judge_row(row, env_diff), before, self.result.module_choice)
+            for row in self.result.backends
+            if not row.module
+        ]
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict
 
@@ -488,7 +500,8 @@ class FixtureCheck:
             verdict = self._judge_row(
                 row, {}, baseline=reference, paired=(estimate, pair) if estimate else None, relative=True
             )
-            verdicts.append(with_message(replace(verdict, mode=VerdictMode.RELATIVE, base_ref=base.ref)))
+            verdict = replace(verdict, mode=VerdictMode.RELATIVE, base_ref=base.ref)
+            verdicts.append(_with_parts_note(verdict, base_result.module_choice, result.module_choice))
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict
         return True

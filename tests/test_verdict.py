@@ -21,6 +21,7 @@ from aitune_ci.verdict import (
     apply_run_correction,
     compare_backend,
     count_line,
+    parts_change,
     pool_latency,
     require_baseline,
     summary_counts,
@@ -383,3 +384,14 @@ def test_winner_change_is_reported():
     assert "winner changed: inductor -> aoti (fastest correct)" in text
     assert "module head: eager -> inductor" in text
     assert winner_change(None, _result("aoti")) is None
+
+
+def test_a_mix_whose_parts_were_chosen_differently_says_which():
+    assert parts_change({"backbone": "eager", "head": "eager"}, {"backbone": "eager", "head": "eager"}) is None
+    assert parts_change({}, {}) is None
+    assert parts_change({"backbone": "eager", "head": "eager"}, {"head": "eager", "backbone": "onnxruntime"}) == (
+        "parts chosen differently: backbone: eager -> onnxruntime"
+    )
+    assert parts_change({"neck": "inductor"}, {"backbone": "eager"}) == (
+        "parts chosen differently: backbone: none -> eager, neck: inductor -> none"
+    )

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from aitune_ci.status import VerdictKind
 from aitune_ci.verdict.counts import STRICT_NO_BASELINE, apply_run_correction, count_line, summary_counts
-from aitune_ci.verdict.judge import compare_backend, judge_with_confirmations, require_baseline, winner_change
+from aitune_ci.verdict.judge import (
+    compare_backend,
+    judge_with_confirmations,
+    parts_change,
+    require_baseline,
+    winner_change,
+)
 from aitune_ci.verdict.latency import pool_latency, pool_paired
 from aitune_ci.verdict.model import (
     ACCURACY,
@@ -43,5 +49,6 @@ __all__ = [
     "pool_paired",
     "require_baseline",
     "summary_counts",
+    "parts_change",
     "winner_change",
 ]

@@ -39,7 +39,7 @@ from aitune_ci.verdict.model import (
 )
 from aitune_ci.verdict.text import with_message
 
-__all__ = ["compare_backend", "judge_with_confirmations", "require_baseline", "winner_change"]
+__all__ = ["compare_backend", "judge_with_confirmations", "parts_change", "require_baseline", "winner_change"]
 
 
 def compare_backend(
@@ -570,8 +570,24 @@ def winner_change(baseline: Baseline | None, result: TuneResult) -> str | None:
         if result.winner_reason:
             text += f" ({result.winner_reason})"
         parts.append(text)
-    old, new = dict(baseline.module_choice), dict(result.module_choice)
-    for module in sorted(set(old) | set(new)):
-        if old.get(module) != new.get(module):
-            parts.append(f"module {module}: {old.get(module) or 'none'} -> {new.get(module) or 'none'}")
+    parts.extend(f"module {change}" for change in _part_changes(baseline.module_choice, result.module_choice))
     return "; ".join(parts) or None
+
+
+def parts_change(before: Mapping[str, str], after: Mapping[str, str]) -> str | None:
+    """The mixed model's note when its parts' backends differ from the side it is judged against.
+
+    A mixed row compares two mixes then, not one model's two versions: part of its change may be
+    the choice (an onnxruntime part between eager ones adds copies that no part measured alone).
+    """
+    changes = _part_changes(before, after)
+    return f"parts chosen differently: {', '.join(changes)}" if changes else None
+
+
+def _part_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """``backbone: eager -> onnxruntime`` for each part whose backend differs, in sorted order."""
+    return [
+        f"{part}: {before.get(part) or 'none'} -> {after.get(part) or 'none'}"
+        for part in sorted(set(before) | set(after))
+        if before.get(part) != after.get(part)
+    ]

@@ -307,7 +307,18 @@ def test_the_base_takes_its_parts_from_the_nightlys_tune_of_the_same_work(repo: 
     output = result.stdout.str()
     assert "base · tune_pair.spin: measuring" not in output and "base · tune_pair.head: measuring" not in output
     assert "base · [1/2] tune_pair.spin · eager:" not in output  # the part's other backend is not built
-    assert verdicts["tune_pair[mixed]"]["mode"] == "relative"
+    mixed = verdicts["tune_pair[mixed]"]
+    assert mixed["mode"] == "relative"
+    # The head measured its parts (eager or bf16 may win either): where its mix differs from the
+    # base's bf16 one, the mixed verdict says so, and only then.
+    run = json.loads((repo.path / "run.json").read_text())
+    [head_choice] = [r["module_choice"] for r in run["results"] if r["name"] == "tune_pair"]
+    differently = [f"{p}: eager-bf16 -> {b}" for p, b in sorted(head_choice.items()) if b != "eager-bf16"]
+    notes = [n for n in mixed["notes"] if n.startswith("parts chosen differently")]
+    assert notes == ([f"parts chosen differently: {', '.join(differently)}"] if differently else []), (
+        head_choice,
+        mixed,
+    )
 
     # A nightly of the base that deselected a backend's check (-k): the same work key, but its parts
     # chose from eager alone. It is not taken: the base measures its parts as the head does.
