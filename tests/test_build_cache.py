@@ -131,11 +131,26 @@ def test_plain_attributes_backend_and_process_state_are_part_of_the_key(tmp_path
         assert _key(package) != key
     assert _key(package) == key
     precision = torch.get_float32_matmul_precision()
+    matmul, mkldnn = torch.backends.cuda.matmul, torch.backends.mkldnn.matmul
+    saved = (matmul.fp32_precision, mkldnn.fp32_precision)
     torch.set_float32_matmul_precision("medium")
     try:
         assert _key(package) != key
     finally:
+        # Setting the precision back leaves the fp32_precision settings "ieee" where they were "none"
+        # (torch 2.13), so they are restored too: inductor's cache key hashes the CUDA one, and an
+        # inductor build later in this process had then missed its own cache in a fresh process
+        # (tests/test_artifact_roundtrip.py, run after this file in one process).
         torch.set_float32_matmul_precision(precision)
+        matmul.fp32_precision, mkldnn.fp32_precision = saved
+    assert _key(package) == key
+    # That setting alone, the same precision either way, is another key, as it is another inductor cache key.
+    matmul.fp32_precision = "ieee" if saved[0] != "ieee" else "none"
+    try:
+        assert _key(package) != key
+    finally:
+        matmul.fp32_precision = saved[0]
+    assert _key(package) == key
 
 
 def test_dynamic_axes_and_the_submodule_path_are_part_of_the_key(tmp_path: Path) -> None:

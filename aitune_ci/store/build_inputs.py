@@ -24,7 +24,8 @@ what the build computes or how fast it runs:
 4. **The backend**: name, class and options.
 5. **The process state a compiler reads**: ``torch._inductor``, ``torch._dynamo`` and
    ``torch._functorch`` config values that differ from their defaults (custom passes by type and
-   ``uuid()``), the default dtype, matmul precision, TF32/cuDNN/determinism flags, the CPU thread
+   ``uuid()``), the default dtype, matmul precision (both the old and the new ``fp32_precision``
+   setting, which inductor's cache key hashes), TF32/cuDNN/determinism flags, the CPU thread
    count on a CPU run, and the environment variables in :func:`relevant_env` (``TORCH*``,
    ``PYTORCH_*``, ``CUDA_*``, ``CUBLAS*``, ``CUDNN_*``, ``TRITON_*``, ``NVIDIA_TF32_OVERRIDE``,
    ``CC``/``CXX``, ``AITUNE_*``), less locations, logging and device selection.
@@ -171,7 +172,13 @@ def torch_state(device: torch.device) -> dict[str, Any]:
         "matmul_precision": torch.get_float32_matmul_precision(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "cuda_matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        # Inductor's FX cache key hashes this setting, and it does not follow the precision back:
+        # set_float32_matmul_precision("medium") and then "highest" leave it "ieee" where a fresh
+        # process has "none", so a build made after that misses its own cache when another process
+        # loads it (torch >= 2.9; absent before).
+        "cuda_matmul_fp32_precision": getattr(torch.backends.cuda.matmul, "fp32_precision", None),
         "cuda_fp16_reduced": bool(torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction),
+        "cuda_bf16_reduced": bool(torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction),
         "cudnn": [
             bool(torch.backends.cudnn.enabled),
             bool(torch.backends.cudnn.allow_tf32),
@@ -408,7 +415,6 @@ def _plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (torch.dtype, torch.device, torch.Size)):
         return str(value)
     if isinstance(value, torch.Tensor):
-
         return {"tensor": samples_sha256([((value,), {})])}
     if isinstance(value, (list, tuple)) and depth < 3:
         return [_plain(v, depth + 1) for v in list(value)[:256]]
