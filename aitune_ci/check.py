@@ -195,8 +195,10 @@ def _payload_is_compiled(backend: str, module_choice: Mapping[str, str]) -> bool
 
 
 def _with_parts_note(verdict: Verdict, before: Mapping[str, str], after: Mapping[str, str]) -> Verdict:
-    """The mixed model's verdict says so when its parts were chosen differently from the other side's."""
-    note = parts_change(before, after) if verdict.backend == MIXED and verdict.kind is not VerdictKind.SKIPPED else None
+    """The mixed model's verdict says so when its parts were chosen differently from the other side's
+    (not where that side chose none: no baseline, or one written before the spec tuned parts)."""
+    compared = verdict.backend == MIXED and bool(before) and verdict.kind not in (VerdictKind.SKIPPED, VerdictKind.NEW)
+    note = parts_change(before, after) if compared else None
     return with_message(replace(verdict, notes=(*verdict.notes, note)) if note else verdict)
 
 

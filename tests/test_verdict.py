@@ -386,6 +386,22 @@ def test_winner_change_is_reported():
     assert winner_change(None, _result("aoti")) is None
 
 
+def test_only_a_compared_mixed_verdict_gets_the_parts_note():
+    from aitune_ci.check import _with_parts_note
+
+    before, after = {"backbone": "eager"}, {"backbone": "onnxruntime"}
+    note = "parts chosen differently: backbone: eager -> onnxruntime"
+    passed = Verdict(fixture="tune_x", backend="mixed", kind=VerdictKind.PASS)
+    assert note in _with_parts_note(passed, before, after).notes
+    assert (
+        "Parts chosen differently: backbone: eager -> onnxruntime." in _with_parts_note(passed, before, after).message
+    )
+    assert _with_parts_note(replace(passed, backend="eager"), before, after).notes == ()
+    # Nothing to compare: no baseline's parts (none, or one written before the spec tuned parts), or a NEW mix.
+    assert _with_parts_note(passed, {}, after).notes == ()
+    assert _with_parts_note(replace(passed, kind=VerdictKind.NEW), before, after).notes == ()
+
+
 def test_a_mix_whose_parts_were_chosen_differently_says_which():
     assert parts_change({"backbone": "eager", "head": "eager"}, {"backbone": "eager", "head": "eager"}) is None
     assert parts_change({}, {}) is None

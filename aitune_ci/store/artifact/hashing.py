@@ -173,7 +173,7 @@ def spec_hash(
 
 
 #: Bumped whenever what a build key covers changes, so older cache entries are never matched.
-BUILD_KEY_SCHEMA = 1
+BUILD_KEY_SCHEMA = 2  # 2: the fp32_precision and bf16 reduced-precision matmul settings
 
 
 def _explain(digest: str, parts: Mapping[str, Any]) -> None:
