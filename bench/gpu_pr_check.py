@@ -657,43 +657,32 @@ class Bench:
         return summary
 
     def context(self, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        machine = "?"
+        env: Mapping[str, Any] = {}  # the environment the first recorded result ran in
         for run_json in sorted(self.results.glob("*/run.json")):
-            for result in json.loads(run_json.read_text()).get("results", ()):
-                env = result.get("environment", {})
-                machine = " · ".join(
-                    str(x)
-                    for x in (
-                        env.get("hardware_key"),
-                        f"torch {env.get('torch')}",
-                        env.get("cuda") and f"CUDA {env.get('cuda')}",
-                    )
-                    if x
-                )
+            results = json.loads(run_json.read_text()).get("results", ())
+            if results:
+                env = results[0].get("environment", {})
                 break
-            if machine != "?":
-                break
+        machine = " · ".join(
+            str(x)
+            for x in (
+                env.get("hardware_key"),
+                f"torch {env.get('torch')}" if env else None,
+                env.get("cuda") and f"CUDA {env.get('cuda')}",
+            )
+            if x
+        )
+        cores = env.get("cpus_usable") or env.get("cpu_count")
         return {
-            "machine": machine,
+            "machine": machine or "?",
             # lent machines of one GPU kind differ in their host: its CPU sets compile and start-up times
-            "host_cpu": _host_cpu(),
+            "host_cpu": f"{env['cpu']}, {cores} cores" if env.get("cpu") else None,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "small": self.args.small,
             "backends": self.args.backends,
             "measure_seconds": self.args.measure_seconds,
             "phases": [r["phase"] for r in runs],
         }
-
-
-def _host_cpu() -> str | None:
-    """``AMD EPYC 9654 96-Core Processor, 16 cores``: the first model name in /proc/cpuinfo and the cores this process may use."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model or 'unknown CPU'}, {cores} cores"
 
 
 def _stamp_lines(stream: Any, log: Any, t0: float) -> None:
