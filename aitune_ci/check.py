@@ -594,12 +594,9 @@ class FixtureCheck:
         stored = self._read_stored(key, "the base's work", "the base's parts are measured")
         if stored is None or not stored.module_choice:
             return None
-        tried: dict[str, set[str]] = {}
-        for row in stored.backends:
-            if row.module:
-                tried.setdefault(row.module, set()).add(row.backend)
+        tried = {(row.module, row.backend) for row in stored.backends if row.module}
         wanted = set(backends) - {MIXED}  # a result row, not a backend a part can take
-        choice = {part: b for part, b in stored.module_choice.items() if tried.get(part, set()) >= wanted}
+        choice = {part: b for part, b in stored.module_choice.items() if all((part, w) in tried for w in wanted)}
         if choice != dict(stored.module_choice):
             left = ", ".join(sorted(set(stored.module_choice) - set(choice)))
             self.progress(
