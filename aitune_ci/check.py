@@ -884,13 +884,9 @@ class FixtureCheck:
             "timing each side's load twice more (base, head, head, base)"
         )
         readings = {"head": [(h_row.load_s, h_row.first_call_ms)], "base": [(b_row.load_s, b_row.first_call_ms)]}
-        try:
-            for side in ("base", "head", "head", "base"):
-                readings[side].append(self._load_timers[side]())
-        except Exception as exc:  # the single readings stand
-            self.progress(f"{self.name} · {winner}: load not timed again ({type(exc).__name__}: {exc})")
+        medians = self._time_loads_again(winner, readings, ("base", "head", "head", "base"))
+        if medians is None:
             return head, base
-        medians = {side: _median_load(values) for side, values in readings.items()}
         self.progress(
             f"{self.name} · {winner}: median of 3 loads: base loads in {medians['base'][0]:.2f} s, first call "
             f"{medians['base'][1]:.1f} ms; head {medians['head'][0]:.2f} s, {medians['head'][1]:.1f} ms"
@@ -917,20 +913,31 @@ class FixtureCheck:
         """``result`` with its winner's load time and first call the medians of its load timed twice more."""
         winner = result.winner
         row = result.backend(winner) if winner is not None else None
-        timer = self._load_timers.get("head")
-        if row is None or timer is None or row.load_s is None or row.first_call_ms is None:
+        if winner is None or row is None or "head" not in self._load_timers:
             return result
-        readings = [(row.load_s, row.first_call_ms)]
-        try:
-            readings += [timer(), timer()]
-        except Exception as exc:  # the single reading stands
-            self.progress(f"{self.name} · {winner}: load not timed again ({type(exc).__name__}: {exc})")
+        if row.load_s is None or row.first_call_ms is None:
             return result
-        load_s, first_call_ms = _median_load(readings)
+        medians = self._time_loads_again(winner, {"head": [(row.load_s, row.first_call_ms)]}, ("head", "head"))
+        if medians is None:
+            return result
+        load_s, first_call_ms = medians["head"]
         self.progress(
             f"{self.name} · {winner}: median of 3 loads: loads in {load_s:.2f} s, first call {first_call_ms:.1f} ms"
         )
         return _with_load(result, row, load_s, first_call_ms)
+
+    def _time_loads_again(
+        self, winner: str, readings: dict[str, list[tuple[float, float]]], order: Sequence[str]
+    ) -> dict[str, tuple[float, float]] | None:
+        """Each side's winner load timed again in ``order``, added to its ``readings``; each side's
+        medians, or None when a load fails (the single readings stand, and a line says why)."""
+        try:
+            for side in order:
+                readings[side].append(self._load_timers[side]())
+        except Exception as exc:
+            self.progress(f"{self.name} · {winner}: load not timed again ({type(exc).__name__}: {exc})")
+            return None
+        return {side: _median_load(values) for side, values in readings.items()}
 
     def _drop_load_artifacts(self) -> None:
         self._load_timers.clear()
