@@ -19,8 +19,11 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_CACHE / "inductor"))
 os.environ.setdefault("TRITON_CACHE_DIR", str(_CACHE / "triton"))
 # aitune's own build cache is on by default (~/.cache/aitune-ci/builds): the suite gets a fresh one
 # per session, so no test loads a build another run left behind, and the user's cache stays untouched.
-os.environ.setdefault("AITUNE_CACHE_DIR", tempfile.mkdtemp(prefix="aitune-test-builds-"))
-atexit.register(shutil.rmtree, os.environ["AITUNE_CACHE_DIR"], ignore_errors=True)
+# Made only where no parent process made it: xdist workers and subprocess runs inherit the variable, and
+# a folder made for each of them (setdefault's argument is evaluated anyway) was left behind empty.
+if "AITUNE_CACHE_DIR" not in os.environ:
+    os.environ["AITUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="aitune-test-builds-")
+    atexit.register(shutil.rmtree, os.environ["AITUNE_CACHE_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
 
