@@ -8,13 +8,20 @@ real loads.
 
 from __future__ import annotations
 
+import copy
+import gc
+from unittest import mock
+
 import torch
 
 import aitune_ci as ait
-from aitune_ci.check import CheckOptions, FixtureCheck
+from aitune_ci.check import CheckOptions, FixtureCheck, _time_load
 from aitune_ci.config import RepoConfig
+from aitune_ci.engine import tune
+from aitune_ci.measure import MeasureConfig
 from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.status import BackendStatus
+from aitune_ci.store.artifact import save
 from aitune_ci.store.baseline import BackendBaseline, BackendMetrics, Baseline
 
 
@@ -135,3 +142,43 @@ def test_an_update_stores_the_median_of_three_loads(tmp_path) -> None:
 
     assert order == ["head", "head"]
     assert (head.backend("inductor").load_s, head.backend("inductor").first_call_ms) == (0.5, 1250.0)
+
+
+class _RecordsFreezeCount(torch.nn.Module):
+    """An eager model that notes how many objects the collector had frozen when it was called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+        self.frozen_at_call: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.frozen_at_call.append(gc.get_freeze_count())
+        return self.linear(x)
+
+
+def test_a_load_and_its_first_call_are_timed_with_the_tuning_processs_heap_frozen(tmp_path) -> None:
+    # A full collection of all a check tuned fell into some first calls and not others (aitune_ci/heap.py).
+    model = _RecordsFreezeCount().eval()
+    spec = ait.TuneSpec(model=model, samples=[torch.randn(2, 4)], backends=["eager"], device="cpu")
+    result = tune(spec, backends=["eager"], measure_config=MeasureConfig(max_total_s=0.2))
+    path = tmp_path / "tune_x.ait"
+    sha = save(result, path).sha256
+    gc.unfreeze()
+    loaded_models: list[_RecordsFreezeCount] = []
+    original_deepcopy = copy.deepcopy
+
+    def keep(obj, *args):
+        copied = original_deepcopy(obj, *args)
+        if isinstance(copied, _RecordsFreezeCount):
+            copied.frozen_at_call = []  # not the tune's calls
+            loaded_models.append(copied)
+        return copied
+
+    with mock.patch("aitune_ci.check.copy.deepcopy", keep):
+        load_s, first_call_ms = _time_load(path, spec, result, sha)
+
+    assert load_s > 0 and first_call_ms > 0
+    (loaded,) = loaded_models
+    assert len(loaded.frozen_at_call) == 1 and loaded.frozen_at_call[0] > 0  # the first call ran frozen
+    assert gc.get_freeze_count() == 0  # and the heap was thawed after
