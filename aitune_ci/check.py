@@ -24,7 +24,7 @@ from aitune_ci.config import RepoConfig
 from aitune_ci.engine import MIXED, PartChoice, remeasure, tune
 from aitune_ci.environment import environment_differences, hardware_key
 from aitune_ci.errors import AituneCIError, DataFileError
-from aitune_ci.heap import frozen_heap
+from aitune_ci.gc_pause import gc_paused
 from aitune_ci.measure import MeasureConfig, measure_paired
 from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.sanity import SanityConfig
@@ -208,15 +208,15 @@ def _time_load(path: Path, spec: TuneSpec, result: TuneResult, sha256: str) -> t
 
     Pinned by ``sha256`` (this process just wrote the file), as a baseline pins it: unpinned, a
     compile-cache payload is skipped with a warning and the first call compiles, which is not what
-    loading a committed artifact costs. Timed with this process's heap frozen (``frozen_heap``): a
-    full garbage collection of all it tuned would land in some loads and not in others.
+    loading a committed artifact costs. Timed with the garbage collector off (``gc_paused``): a full
+    collection of all this process tuned would land in some loads and not in others.
     """
     import torch
 
     model = copy.deepcopy(spec.model)
     args, kwargs = result.runtime.samples[0]
     device = torch.device(result.device)
-    with frozen_heap():
+    with gc_paused():
         t0 = time.perf_counter()
         runner = load(path, model, expected_sha256=sha256).runner
         load_s = time.perf_counter() - t0

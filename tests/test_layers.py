@@ -68,6 +68,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "atomic",
         "formatting",
         "frame_stack",
+        "gc_pause",
         "store.baseline",
         "store.history",
         "store",

@@ -8,13 +8,13 @@ real loads.
 
 from __future__ import annotations
 
-import copy
 import gc
 from unittest import mock
 
 import torch
 
 import aitune_ci as ait
+import aitune_ci.check as check_module
 from aitune_ci.check import CheckOptions, FixtureCheck, _time_load
 from aitune_ci.config import RepoConfig
 from aitune_ci.engine import tune
@@ -144,41 +144,38 @@ def test_an_update_stores_the_median_of_three_loads(tmp_path) -> None:
     assert (head.backend("inductor").load_s, head.backend("inductor").first_call_ms) == (0.5, 1250.0)
 
 
-class _RecordsFreezeCount(torch.nn.Module):
-    """An eager model that notes how many objects the collector had frozen when it was called."""
+class _RecordsCollector(torch.nn.Module):
+    """An eager model that notes, in a list its copies share, whether the collector was on when called."""
+
+    calls: list[bool] = []
 
     def __init__(self) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 4)
-        self.frozen_at_call: list[int] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.frozen_at_call.append(gc.get_freeze_count())
+        _RecordsCollector.calls.append(gc.isenabled())
         return self.linear(x)
 
 
-def test_a_load_and_its_first_call_are_timed_with_the_tuning_processs_heap_frozen(tmp_path) -> None:
-    # A full collection of all a check tuned fell into some first calls and not others (aitune_ci/heap.py).
-    model = _RecordsFreezeCount().eval()
-    spec = ait.TuneSpec(model=model, samples=[torch.randn(2, 4)], backends=["eager"], device="cpu")
+def test_a_load_and_its_first_call_are_timed_with_the_garbage_collector_off(tmp_path) -> None:
+    # A full collection of all a check tuned fell into some first calls and not others (aitune_ci/gc_pause.py).
+    spec = ait.TuneSpec(model=_RecordsCollector().eval(), samples=[torch.randn(2, 4)], backends=["eager"], device="cpu")
     result = tune(spec, backends=["eager"], measure_config=MeasureConfig(max_total_s=0.2))
     path = tmp_path / "tune_x.ait"
     sha = save(result, path).sha256
-    gc.unfreeze()
-    loaded_models: list[_RecordsFreezeCount] = []
-    original_deepcopy = copy.deepcopy
+    loads: list[bool] = []
 
-    def keep(obj, *args):
-        copied = original_deepcopy(obj, *args)
-        if isinstance(copied, _RecordsFreezeCount):
-            copied.frozen_at_call = []  # not the tune's calls
-            loaded_models.append(copied)
-        return copied
+    def load_noting_the_collector(*args, **kwargs):
+        loads.append(gc.isenabled())
+        return real_load(*args, **kwargs)
 
-    with mock.patch("aitune_ci.check.copy.deepcopy", keep):
+    real_load = check_module.load
+    _RecordsCollector.calls = []
+    with mock.patch.object(check_module, "load", load_noting_the_collector):
         load_s, first_call_ms = _time_load(path, spec, result, sha)
 
     assert load_s > 0 and first_call_ms > 0
-    (loaded,) = loaded_models
-    assert len(loaded.frozen_at_call) == 1 and loaded.frozen_at_call[0] > 0  # the first call ran frozen
-    assert gc.get_freeze_count() == 0  # and the heap was thawed after
+    assert loads == [False]  # the load ran with the collector off
+    assert _RecordsCollector.calls == [False]  # and so did the first call, the only call
+    assert gc.isenabled()  # on again after
