@@ -10,6 +10,7 @@
 # default 560 s counted from the script's start) so the results always come back.
 # Knobs: PR_CHECK_SMALL=1 (CPU-sized models; on a CPU add PR_CHECK_BACKENDS=eager,onnxruntime),
 #        PR_CHECK_BACKENDS=a,b (--aitune-backends), PR_CHECK_MEASURE_S (default 2), PR_CHECK_WORK (state folder).
+# Where the garbage collector ran: PYTEST_ADDOPTS="-p bench.gc_timeline" puts a [gc] line in the pytest logs per slow collection.
 # Like bench/run_gpu_suite.sh: torchao comes as a wheel in .whl/ (`make gpu-wheels`), nothing is downloaded.
 set -u
 START=$(date +%s)
