@@ -40,8 +40,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+from compiled_pair_probe import _spec  # noqa: E402  (the example's encoder at a given depth, eager and inductor)
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
 from aitune_ci.gc_pause import gc_paused  # noqa: E402
@@ -84,21 +86,6 @@ def _frozen() -> Any:
 
 
 PAUSES = {"as-is": contextlib.nullcontext, "gc-off": gc_paused, "frozen": _frozen}
-
-
-def _encoder_spec(layers: int, device: str, small: bool) -> TuneSpec:
-    from acme_models import text
-
-    text.ENCODER["num_hidden_layers"] = layers  # read when the model is built
-    torch.manual_seed(0)
-    model = text.text_classifier(small=small).eval()
-    batch, seq = (2, 32) if small else (8, 128)
-    ids = torch.randint(1000, 30000, (batch, seq))
-    mask = torch.ones(batch, seq, dtype=torch.long)
-    mask[:, seq - seq // 4 :] = 0
-    return TuneSpec(
-        model=model, samples=[{"input_ids": ids, "attention_mask": mask}], backends=["eager", "inductor"], device=device
-    )
 
 
 def _image_spec(device: str, small: bool) -> TuneSpec:
@@ -152,8 +139,8 @@ def _run_mode(args: argparse.Namespace) -> int:
     config = MeasureConfig(max_total_s=2.0)  # as the PR check (--aitune-measure-seconds 2)
     t_start = time.perf_counter()
     kept = [tune(_image_spec(device, args.small), measure_config=config)]
-    kept.append(tune(_encoder_spec(12, device, args.small), measure_config=config))  # a deeper head
-    spec = _encoder_spec(10, device, args.small)
+    kept.append(tune(_spec(12, device, args.small), measure_config=config))  # a deeper head
+    spec = _spec(10, device, args.small)
     base = tune(spec, measure_config=config)
     kept.append(base)
     tuned_s = time.perf_counter() - t_start
