@@ -1,4 +1,4 @@
-"""``gc_paused``: no collection inside the block, the collector as it was after it."""
+"""``gc_paused``: no automatic collection inside the block, the collector as it was after it."""
 
 from __future__ import annotations
 
