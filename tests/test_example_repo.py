@@ -230,7 +230,7 @@ def test_summary_goals_from_times_ratios_and_verdicts():
         "accuracy_break_caught_on_every_compiled_backend": None,  # not run
     }
     md = bench.render_markdown(s, {"machine": "test", "small": True})
-    assert "| unchanged | 400.0 | 60.0 | - | 6.67 |" in md
+    assert "| unchanged | 400.0 | 60.0 | - | - | 6.67 |" in md
     assert "- accuracy break caught on every backend it affects: **not measured**" in md
 
 
@@ -245,6 +245,23 @@ def test_a_timed_out_run_fails_its_time_goal_and_has_no_ratio():
     assert s["goals"]["unchanged_all_pass"] is False  # the cold run said nothing
 
 
+def test_a_stored_mode_run_is_shown_beside_the_relative_ones_and_not_counted_in_the_goals():
+    caught = [_v(b, "REGRESSED", ["latency"]) for b in ("eager", "inductor")]
+    stored = [_v("eager", "PASS"), _v("inductor", "REGRESSED", ["latency"])]
+    runs = [
+        _run("slowdown-warm", "slowdown", "warm", 150.0, caught),
+        _run("slowdown-stored", "slowdown", "stored", 400.0, stored),
+    ]
+    s = bench.summarize(runs)
+
+    assert s["goals"]["pr_check_warm_le_3min"] is True  # 400 s in stored mode is not a warm relative check
+    assert s["goals"]["slowdown_caught_on_every_backend"] is True  # nor is its missed eager
+    row = next(
+        line for line in bench.render_markdown(s, {"machine": "test"}).splitlines() if line.startswith("| slowdown")
+    )
+    assert "| 400.0 |" in row and "'PASS': 1" in row and row.endswith("| yes |")
+
+
 def test_phases_expand_in_run_order_and_unknown_ones_are_refused():
     assert bench.expand_phases(["nightly", "unchanged", "accuracy-warm2"]) == [
         ("nightly", "nightly", ""),
@@ -252,6 +269,7 @@ def test_phases_expand_in_run_order_and_unknown_ones_are_refused():
         ("unchanged-warm", "unchanged", "warm"),
         ("accuracy-warm2", "accuracy", "warm2"),
     ]
+    assert bench.expand_phases(["slowdown-stored"]) == [("slowdown-stored", "slowdown", "stored")]
     assert len(bench.expand_phases(["checks"])) == 10  # five checks, cold and warm
     with pytest.raises(SystemExit, match="unknown phase 'fast'"):
         bench.expand_phases(["fast"])
