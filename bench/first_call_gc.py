@@ -15,7 +15,7 @@ One process per mode, because a mode changes the collector's counters for whatev
 collection inside a frozen block resets the old generation's count to the unfrozen objects alone).
 The collector's time and its collections inside each call are read from ``gc.callbacks``.
 
-    PYTHONPATH=.:examples/gpu-repo python bench/first_call_gc.py [--out DIR] [--loads N]
+    PYTHONPATH=.:examples/gpu-repo python bench/first_call_gc.py [--out DIR] [--loads N] [--modes as-is,gc-off]
 
 ``--device cpu --small`` runs it here (CPU-sized models). Writes ``first_call_gc.{json,md}`` into
 ``--out`` (default ``reports/<gpu>/``, or ``reports/cpu-small/`` for the CPU run).
@@ -163,6 +163,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run. Default: cuda")
     parser.add_argument("--small", action="store_true", help="CPU-sized models")
     parser.add_argument("--loads", type=int, default=6, help="loads timed in each mode's process")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"which, comma-separated. Default: {','.join(MODES)}")
     parser.add_argument("--mode", choices=MODES, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
@@ -173,8 +174,12 @@ def main() -> int:
     out = Path(args.out) if args.out else default_out
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples" / "gpu-repo")])}
+    wanted = [m for m in args.modes.split(",") if m]
+    unknown = sorted(set(wanted) - set(MODES))
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}: choose from {', '.join(MODES)}")
     modes = []
-    for mode in MODES:
+    for mode in wanted:
         cmd = [sys.executable, __file__, "--mode", mode, "--device", device, "--loads", str(args.loads)]
         t0 = time.perf_counter()
         done = subprocess.run(cmd + (["--small"] if args.small else []), capture_output=True, text=True, env=env)
