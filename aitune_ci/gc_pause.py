@@ -5,7 +5,7 @@ compile cache it tuned, hundreds of thousands of Python objects. A full collecti
 the timed block walks all of them, and whether one falls inside is down to the collector's counters,
 not to the artifact (``bench/first_call_gc.py``). On the lent H200 the example's text encoder's first
 call held one of 540 ms in 1981 ms (``reports/h200/first_call_gc_in_turns.md``); on a 2-core CPU with
-CPU-sized models, 3 of 6 first calls held one of 278-341 ms and read 1295-1667 ms, against 1295-1321 ms
+CPU-sized models, 3 of 6 first calls held one of 278-341 ms and read 1295-1667 ms, against 1295-1320 ms
 with the collector off (``reports/cpu-small/first_call_gc.md``).
 
 The collector is switched off for the block rather than the heap frozen: a full collection inside a
