@@ -57,6 +57,11 @@ SAME_WORK_NOTE = (
     f"{NOT_COMPARED}: the base does the same work (same code, weights, samples, options and environment); "
     "--aitune-rebuild times both sides"
 )
+#: Why a stored-mode check that does the work its baseline's latest update tuned was not timed.
+SAME_AS_BASELINE_NOTE = (
+    f"{NOT_COMPARED}: the baseline's latest update did the same work (same code, weights, samples, options and "
+    "environment); --aitune-rebuild times it"
+)
 
 
 class Outcome(str, Enum):
@@ -167,8 +172,13 @@ def _when(created_at: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _reused_note(stored: TuneResult) -> str:
+def _reused_note(stored: TuneResult, relative: bool) -> str:
     """The verdict note of a fixture answered by a stored result (short enough for a report cell)."""
+    if not relative:
+        return (
+            f"{NOT_COMPARED}: the baseline's latest update did the same work, which this runner tuned at "
+            f"{_when(stored.created_at)}; --aitune-rebuild tunes and times it"
+        )
     return (
         f"{NOT_COMPARED}: the base does the same work, which this runner tuned at {_when(stored.created_at)}; "
         "--aitune-rebuild tunes and times both"
@@ -282,6 +292,8 @@ class FixtureCheck:
         self._load_timers: dict[str, Callable[[], tuple[float, float]]] = {}
         #: temporary folders holding those artifacts until the fixture is judged
         self._load_dirs: list[str] = []
+        #: the work key of this run's tune, where it was taken: stored in the result cache, and in the baseline
+        self._work_key: str | None = None
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -290,7 +302,8 @@ class FixtureCheck:
         In relative mode a fixture whose base does the same work (``same_key``) is answered by this
         runner's stored result of that work when there is one; else the head is tuned and judged
         untimed when every backend ran as it should, else against the base, else against the
-        stored baseline.
+        stored baseline. In stored mode the same holds for a fixture that does the work its
+        baseline's latest update tuned (``_work_key_against_baseline``).
         """
         try:
             self._run()
@@ -304,12 +317,16 @@ class FixtureCheck:
             self.baseline_error = exc
         backends = [b for b in self.backends if b in self.selected or b == "eager"]
         base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
-        head_key, base_key = self._work_keys(base) if base is not None else (None, None)
-        same_key = head_key if head_key is not None and head_key == base_key else None
+        if base is not None:
+            head_key, base_key = self._work_keys(base)
+            same_key = head_key if head_key is not None and head_key == base_key else None
+        else:
+            head_key, same_as_baseline = self._work_key_against_baseline(backends)
+            base_key, same_key = None, head_key if same_as_baseline else None
         stored = self._stored_result(same_key, backends) if same_key is not None else None
-        if base is not None and stored is not None:
+        if stored is not None:
             self.result = stored
-            self._judge_identical(base, _reused_note(stored))
+            self._judge_identical(base, _reused_note(stored, relative=base is not None))
         else:
             seconds = self.options.measure_seconds
             config = MeasureConfig(max_total_s=seconds) if seconds else None
@@ -337,15 +354,16 @@ class FixtureCheck:
             self.progress(f"{self.name}: tuned in {time.perf_counter() - t0:.1f} s{_reuse_text(result)}")
             if builds is not None:
                 builds.store_new(result.runtime)
-                self._store_result(head_key, builds.keys)
-            identical = base is not None and same_key is not None and self._ran_as_it_should(base)
+            self._work_key = self._key_of_tune(head_key, builds.keys if builds is not None else None)
+            self._store_result()
+            identical = same_key is not None and (base is None or self._ran_as_it_should(base))
             if not self.options.writes_baselines and not identical:  # an update times the artifact it writes instead
                 loaded_from = None
                 if self.reused is not None and self.baseline is not None and self.baseline.artifact_sha256:
                     loaded_from = (self.artifact_path(), self.baseline.artifact_sha256)
                 self.result = self._with_load_timing(self.result, self.spec, loaded_from=loaded_from)
-            if base is not None and identical:
-                self._judge_identical(base, SAME_WORK_NOTE)
+            if identical:
+                self._judge_identical(base, SAME_WORK_NOTE if base is not None else SAME_AS_BASELINE_NOTE)
             elif base is not None and self._judge_against_base(base, base_key):
                 pass
             elif self.baseline_error is None or self.options.update:
@@ -536,6 +554,65 @@ class FixtureCheck:
         )
         return head, head
 
+    def _work_key_against_baseline(self, backends: list[str]) -> tuple[str | None, bool]:
+        """Stored mode: the head's work key, and whether the baseline's latest update tuned that very
+        work for every backend this run checks (``BaselineWork.covers``). Timing it against the
+        baseline's figures would then time the same work twice, in two processes: noise only.
+
+        ``(None, False)``, and no key taken (a digest of every weight), where the baseline records
+        no work (written before it did, or by an update that could not take the key), under
+        ``--aitune-rebuild``, and with task metrics (their functions are not in the key). Taken
+        before the head's forward has run, as relative mode takes both sides'.
+        """
+        baseline = self.baseline
+        work = baseline.work if baseline is not None else None
+        if work is None or self.options.rebuild or self.options.writes_baselines or self.spec.task_metrics:
+            return None, False
+        t0 = time.perf_counter()
+        try:
+            key = work_key(self.spec, self.backends)
+        except Exception as exc:  # no key means no shortcut: check against the baseline as before
+            self.progress(
+                f"{self.name}: work key not taken ({type(exc).__name__}: {exc}); checked against the baseline"
+            )
+            return None, False
+        if key != work.key:
+            return key, False
+        if not work.covers(key, backends):
+            left = ", ".join(sorted(set(backends) - set(work.backends)))
+            self.progress(
+                f"{self.name}: the baseline's latest update did the same work but did not tune {left}; "
+                "checked against the baseline"
+            )
+            return key, False
+        assert baseline is not None
+        self.progress(
+            f"{self.name}: the baseline's latest update ({_when(baseline.updated_at)}) did the same work (code, "
+            f"weights, samples, options and environment are equal; {time.perf_counter() - t0:.1f} s to tell)"
+        )
+        return key, True
+
+    def _key_of_tune(self, head_key: str | None, keys: BuildKeys | None) -> str | None:
+        """The work key of this run's tune, for the result cache and the baseline: ``head_key`` where
+        it was taken before the tune, else made from the tune's build ``keys`` in the runs whose
+        result is kept (an update; a relative check under ``--aitune-rebuild``).
+
+        A plain stored-mode check takes none: its key costs a digest of every weight, CPU that
+        another xdist worker's measurement would share. None with task metrics (their functions are
+        not in the key) or where the spec cannot be hashed (the tune stands, said in a line).
+        """
+        if head_key is not None:
+            return head_key
+        if self.spec.task_metrics or not (self.options.writes_baselines or self.base is not None):
+            return None
+        if not self.options.writes_baselines and self._result_cache() is None:
+            return None  # nothing would keep it
+        try:
+            return work_key(self.spec, self.backends, keys)
+        except Exception as exc:
+            self.progress(f"{self.name}: work key not taken ({type(exc).__name__}: {exc}); the result is not kept")
+            return None
+
     def _ran_as_it_should(self, base: BaseSide) -> bool:
         """Whether every head backend ran accurately or is unavailable, so the base need not be tuned;
         a failing backend is judged against a real run of the base."""
@@ -611,48 +688,55 @@ class FixtureCheck:
             return None
         return PartChoice(choice, f"this runner's tune of the same work at {_when(stored.created_at)}")
 
-    def _store_result(self, key: str | None, keys: BuildKeys) -> None:
-        """Keep this tune's result for the next relative check of the same work (``store.result_cache``),
-        under ``key`` when relative mode already took the head's work key, else under one made from
-        the tune's build ``keys``.
-
-        Only the runs a relative check reuses store one: the nightly's update, and relative checks
-        (a re-run of the PR). A plain stored-mode check does not: its key costs a digest of every
-        weight, CPU that another xdist worker's measurement would share.
-        """
-        cache, result = self._result_cache(), self.result
-        if cache is None or result is None or self.spec.task_metrics:
-            return
-        if not (self.options.writes_baselines or self.base is not None):
+    def _store_result(self) -> None:
+        """Keep this tune's result for the next check of the same work (``store.result_cache``), under
+        its work key where this run took one (``_key_of_tune``)."""
+        cache, result, key = self._result_cache(), self.result, self._work_key
+        if cache is None or result is None or key is None:
             return
         try:
-            cache.store(key or work_key(self.spec, self.backends, keys), result)
-        except Exception as exc:  # a full disk or an unhashable spec: the tune stands
+            cache.store(key, result)
+        except Exception as exc:  # a full disk: the tune stands
             self.progress(f"{self.name}: result not stored in the result cache ({type(exc).__name__}: {exc})")
 
-    def _judge_identical(self, base: BaseSide, note: str) -> None:
-        """Relative mode, base identical to head: each working backend passes untimed, saying why
-        (``note``); an unavailable one is judged as the base's run would judge it (it is this run)."""
+    def _judge_identical(self, base: BaseSide | None, note: str) -> None:
+        """The same work on both sides, so each working backend passes untimed, saying why (``note``).
+
+        Relative mode (``base``): the base does the head's work; a backend that did not work is judged
+        as the base's run would judge it (it is this run). Stored mode: the baseline's latest update
+        did this work; a backend that did not work, or a row that update did not write (a mixed
+        model it did not build), is judged against the baseline as usual.
+        """
         result = self.result
         assert result is not None
-        reference = Baseline.from_result(result)
+        reference = Baseline.from_result(result) if base is not None else self.baseline
+        written = set(reference.work.backends) if base is None and reference and reference.work else set()
+        env_diff = (
+            environment_differences(dict(reference.environment), dict(result.environment))
+            if base is None and reference is not None
+            else {}
+        )
         verdicts = []
         for row in result.backends:
             if row.module:
                 continue
-            if row.status is BackendStatus.OK:
+            if row.status is BackendStatus.OK and (base is not None or row.backend in written):
                 median = row.latency.median_ms if row.latency is not None else None
+                entry = reference.backends.get(row.backend) if base is None and reference is not None else None
                 verdict = Verdict(
                     self.name,
                     row.backend,
                     VerdictKind.PASS,
+                    baseline_median_ms=entry.latency.median_ms if entry and entry.latency else None,
                     current_median_ms=median,
                     notes=(note,),
                     identical_to_base=True,
                 )
             else:
-                verdict = self._judge_row(row, {}, baseline=reference)
-            verdicts.append(with_message(replace(verdict, mode=VerdictMode.RELATIVE, base_ref=base.ref)))
+                verdict = self._judge_row(row, env_diff, baseline=reference)
+            if base is not None:
+                verdict = replace(verdict, mode=VerdictMode.RELATIVE, base_ref=base.ref)
+            verdicts.append(with_message(verdict))
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict
 
@@ -964,7 +1048,9 @@ class FixtureCheck:
         # Entries of backends the spec no longer lists go (their items would be planned and skipped for
         # ever); self.backends is not used for that, as --aitune-backends may have filtered it.
         declared = list(self.spec.backends) if self.spec.backends is not None else None
-        baseline = Baseline.from_result(self.result, previous, artifact_sha256=sha, declared=declared)
+        baseline = Baseline.from_result(
+            self.result, previous, artifact_sha256=sha, declared=declared, work_key=self._work_key
+        )
         path = self.store.write(baseline)
         self.updated = True
         self.progress(f"{self.name}: baseline written to {path}")

@@ -378,6 +378,16 @@ def render_markdown(summary: Mapping[str, Any], context: Mapping[str, Any]) -> s
                     f"- {name} (stored mode, not counted in the goals): {run['counts']}; judged "
                     "against the committed baselines, whose latency counts once they hold runs from 5 processes"
                     + (f"; {j.get('paired', 0)} paired with the baseline's artifact" if j.get("paired") else "")
+                    + (
+                        f"; {j['identical']} untimed (the baseline's latest update did the same work)"
+                        if j.get("identical")
+                        else ""
+                    )
+                    + (
+                        f"; {run['reused_results']} fixture(s) not tuned: the runner's stored result of the same work"
+                        if run.get("reused_results")
+                        else ""
+                    )
                 )
             elif name in NO_CHANGE_CHECKS:
                 lines.append(

@@ -15,7 +15,13 @@ from aitune_ci.atomic import atomic_write_bytes, atomic_write_text, locked
 from aitune_ci.errors import DataFileError
 from aitune_ci.result import AccuracyReport, BackendResult, LatencyStats, LeafMetrics, TuneResult
 from aitune_ci.stats import log_spread
-from aitune_ci.store.baseline import BASELINE_SCHEMA_VERSION, NOISE_HISTORY_MAX, Baseline, BaselineStore
+from aitune_ci.store.baseline import (
+    BASELINE_SCHEMA_VERSION,
+    NOISE_HISTORY_MAX,
+    Baseline,
+    BaselineStore,
+    BaselineWork,
+)
 
 HW = "cpu-x86_64-Test-CPU"
 
@@ -157,6 +163,49 @@ def _write_and_read(tmp_path: Path, text: str) -> DataFileError:
     assert "pytest --aitune --aitune-update --aitune-fixtures tune_resnet" in message
     assert "no need to delete it" in message
     return info.value
+
+
+KEY = "ab" * 32
+
+
+def test_an_update_records_its_work_key_and_the_rows_it_wrote_and_never_carries_an_older_record():
+    b = Baseline.from_result(make_result(), None, work_key=KEY)
+    assert b.work == BaselineWork(KEY, ("eager", "inductor", "onnxruntime", "tensorrt"))
+    again = Baseline.from_json(b.to_json(), "x.json")
+    assert again.work == b.work and again.to_json() == b.to_json()
+    assert json.loads(b.to_json())["work"] == {"key": KEY, "backends": ["eager", "inductor", "onnxruntime", "tensorrt"]}
+
+    # An update deselected to two rows keeps the others' older figures: it records only its own rows.
+    filtered = replace(make_result(), backends=make_result().backends[1:3])
+    partial = Baseline.from_result(filtered, b, work_key=KEY)
+    assert partial.work == BaselineWork(KEY, ("inductor", "tensorrt"))
+    assert partial.work.covers(KEY, ["inductor"]) and not partial.work.covers(KEY, ["eager", "inductor"])
+    assert not partial.work.covers("cd" * 32, ["inductor"])
+    # An update that could not take its key drops the record: its rows were rewritten all the same.
+    assert Baseline.from_result(make_result(), b).work is None
+
+
+def test_a_baseline_written_before_the_work_record_still_loads_without_one():
+    data = json.loads(make_baseline().to_json())
+    assert "work" not in data
+    assert Baseline.from_json(json.dumps(data), "x.json").work is None
+
+
+@pytest.mark.parametrize(
+    ("work", "field"),
+    [
+        ({"key": "not-a-digest", "backends": ["eager"]}, "work.key"),
+        ({"key": KEY, "backends": "eager"}, "work.backends"),
+        ({"key": KEY, "backends": [""]}, "work.backends"),
+        ({"backends": ["eager"]}, "work.key"),
+        ("ab", "work"),
+    ],
+)
+def test_a_malformed_work_record_names_its_field(tmp_path, work, field):
+    data = json.loads(make_baseline().to_json())
+    data["work"] = work
+    err = _write_and_read(tmp_path, json.dumps(data))
+    assert err.problem.startswith(f"{field}:") and "--aitune-update" in err.fix
 
 
 def test_corrupt_json_names_file_and_fix(tmp_path):

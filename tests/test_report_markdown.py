@@ -116,7 +116,7 @@ def test_a_check_whose_base_does_the_same_work_shows_why_in_full(run: dict, reus
     from aitune_ci.result import TuneResult
 
     stored = TuneResult.from_json({**run["results"][0], "created_at": "2026-12-03T10:00:01+00:00"})
-    note = _reused_note(stored) if reused else SAME_WORK_NOTE
+    note = _reused_note(stored, relative=True) if reused else SAME_WORK_NOTE
     same = copy.deepcopy(run)
     for v in same["verdicts"]:
         if v["kind"] == "PASS":

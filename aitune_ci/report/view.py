@@ -55,7 +55,7 @@ def judged_against(v: Verdict) -> str:
     if v.mode is VerdictMode.RELATIVE:
         how = ", paired" if v.paired else ", identical" if v.identical_to_base else ""
         return f"base {v.base_ref}{how}"
-    return "baseline, paired A/B" if v.paired else "baseline"
+    return "baseline, paired A/B" if v.paired else "baseline, identical" if v.identical_to_base else "baseline"
 
 
 def overall_verdict(verdicts: Sequence[Verdict]) -> VerdictKind | str:

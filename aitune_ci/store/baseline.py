@@ -33,6 +33,7 @@ __all__ = [
     "BackendMetrics",
     "Baseline",
     "BaselineStore",
+    "BaselineWork",
     "LatencySummary",
     "backend_key",
     "update_command",
@@ -221,6 +222,25 @@ class BackendBaseline:
 
 
 @dataclass(frozen=True)
+class BaselineWork:
+    """The work the latest update of a baseline tuned: its work key and the result rows it wrote.
+
+    A later check whose own work key (``store.artifact.hashing.work_key``: code, weights, samples,
+    options, environment) equals ``key`` and that checks only ``backends`` does the very work whose
+    figures the baseline holds, so timing it against them could only measure noise (``check``).
+    The rows' names matter because an update deselected with ``-k`` keeps the same key yet rewrites
+    only the rows it tuned; the others still hold an older update's figures.
+    """
+
+    key: str
+    backends: tuple[str, ...]
+
+    def covers(self, key: str, backends: Collection[str]) -> bool:
+        """Whether ``backends`` tuned as the work ``key`` names are all rows this update wrote."""
+        return key == self.key and set(backends) <= set(self.backends)
+
+
+@dataclass(frozen=True)
 class Baseline:
     """The committed baseline of one fixture on one hardware key."""
 
@@ -234,6 +254,9 @@ class Baseline:
     artifact_sha256: str | None = None
     #: digests of the weights' and the samples' values the baseline was measured on
     inputs: Mapping[str, str] = field(default_factory=dict)
+    #: what the latest update tuned; None in baselines written before it was recorded, or when the
+    #: update could not take its work key (task metrics, an unhashable spec)
+    work: BaselineWork | None = None
     schema_version: int = BASELINE_SCHEMA_VERSION
 
     @classmethod
@@ -246,6 +269,7 @@ class Baseline:
         updated_at: str | None = None,
         keep_unavailable: bool = True,
         declared: Collection[str] | None = None,
+        work_key: str | None = None,
     ) -> Baseline:
         """The baseline to write after ``result``, merged into ``previous``.
 
@@ -280,6 +304,9 @@ class Baseline:
             module_choice=dict(result.module_choice),
             artifact_sha256=artifact_sha256,
             inputs=dict(result.inputs),
+            work=BaselineWork(work_key, tuple(sorted({r.backend for r in result.backends if not r.module})))
+            if work_key
+            else None,
         )
 
     def inputs_changed(self, result: TuneResult) -> list[str]:
@@ -318,6 +345,7 @@ class Baseline:
                 "module_choice": dict(self.module_choice),
                 "artifact_sha256": self.artifact_sha256,
                 **({"inputs": dict(self.inputs)} if self.inputs else {}),
+                **({"work": {"key": self.work.key, "backends": list(self.work.backends)}} if self.work else {}),
                 "backends": backends,
             }
         )
@@ -364,6 +392,7 @@ class Baseline:
             module_choice=reader.str_map(reader.get(data, "module_choice", dict, default={}), "module_choice"),
             artifact_sha256=reader.get(data, "artifact_sha256", str, optional=True),
             inputs=reader.str_map(reader.get(data, "inputs", dict, default={}), "inputs"),
+            work=reader.work(reader.get(data, "work", dict, optional=True)),
         )
 
 
@@ -422,6 +451,17 @@ class _Reader:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self.error(name, f"expected a number, found {value!r}")
         return float(value)
+
+    def work(self, value: Mapping[str, Any] | None) -> BaselineWork | None:
+        if value is None:
+            return None
+        key = self.get(value, "key", str, where="work")
+        if not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise self.error("work.key", f"expected a sha256 hex digest, found {key!r}"[:300])
+        names = self.get(value, "backends", list, where="work")
+        if not all(isinstance(n, str) and n for n in names):
+            raise self.error("work.backends", f"expected backend names, found {names!r}"[:300])
+        return BaselineWork(key, tuple(names))
 
     def str_map(self, value: Mapping[str, Any], where: str) -> dict[str, str]:
         for k, v in value.items():

@@ -7,6 +7,7 @@ this runner has already tuned that very work (the nightly, or an earlier run of 
 result answers for the head: the work key covers what a build key covers (the rule in
 :mod:`aitune_ci.store.build_inputs`, environment included) plus the spec's options and every
 backend, so the earlier run built, validated and timed the same code on the same inputs here.
+A stored-mode check whose baseline's latest update did its work is answered the same way.
 ``--aitune-rebuild`` tunes anyway.
 
 Layout, beside the build cache (same directory, same ``--aitune-cache-dir`` / ``off``)::

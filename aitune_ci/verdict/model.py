@@ -93,7 +93,8 @@ class Verdict:
         warn_only: ``--aitune-warn-only`` or ``[tool.aitune] warn_only``: a regression is reported
             and ``would_fail`` says so, but it does not fail; a backend that now fails still does.
         identical_to_base: relative mode found base and head doing the same work (equal
-            ``work_key``: code, weights, samples, options, environment), so it did not time them.
+            ``work_key``: code, weights, samples, options, environment), so it did not time them;
+            in stored mode, the baseline's latest update did this run's work.
     """
 
     fixture: str

@@ -77,6 +77,7 @@ def test_five_updates_arm_the_stored_latency_verdict(project):
     for updates in (1, 2, 3, 4, 5):
         project.tune("--aitune-update")
         assert len(project.load_baseline("tune_lin")["backends"]["eager"]["run_medians_ms"]) == updates
+        project.forget_work("tune_lin")  # the check's code changed since: timed against the baseline
         result = project.tune("--aitune-report", "run.json")
         verdict = json.loads((project.path / "run.json").read_text())["verdicts"][0]
         if updates < 5:
