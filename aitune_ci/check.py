@@ -32,6 +32,8 @@ from aitune_ci.spec import TuneSpec
 from aitune_ci.status import BackendStatus, VerdictKind, VerdictMode
 from aitune_ci.store.artifact import inspect_artifact, load, module_backends, save, spec_hash
 from aitune_ci.store.artifact.hashing import BuildKeys, work_key
+from aitune_ci.store.artifact.safety import sha256_json
+from aitune_ci.store.artifact.saving import save_for_load_timing
 from aitune_ci.store.baseline import Baseline, BaselineStore, update_command
 from aitune_ci.store.build_cache import BuildCache, CacheEntryError, FixtureBuilds, resolve_cache_dir
 from aitune_ci.store.result_cache import ResultCache
@@ -542,7 +544,7 @@ class FixtureCheck:
             return None, None
         t0 = time.perf_counter()
         try:
-            head, other = work_key(self.spec, self.backends), work_key(base.spec, self.backends)
+            head, other = self._work_key_of(self.spec), self._work_key_of(base.spec)
         except Exception as exc:  # no key means no shortcut: time both
             self.progress(f"{self.name}: base and head not compared by key ({type(exc).__name__}: {exc}); timing both")
             return None, None
@@ -569,14 +571,23 @@ class FixtureCheck:
         if work is None or self.options.rebuild or self.options.writes_baselines or self.spec.task_metrics:
             return None, False
         t0 = time.perf_counter()
+        if not work.intact:
+            self.progress(
+                f"{self.name}: the baseline was edited since its latest update recorded its work; checked against it"
+            )
+            return None, False
         try:
-            key = work_key(self.spec, self.backends)
+            key = self._work_key_of(self.spec)
         except Exception as exc:  # no key means no shortcut: check against the baseline as before
             self.progress(
                 f"{self.name}: work key not taken ({type(exc).__name__}: {exc}); checked against the baseline"
             )
             return None, False
         if key != work.key:
+            self.progress(
+                f"{self.name}: not the work the baseline's latest update tuned (code, weights, samples, options "
+                "or environment differ); checked against it"
+            )
             return key, False
         if not work.covers(key, backends):
             left = ", ".join(sorted(set(backends) - set(work.backends)))
@@ -603,15 +614,25 @@ class FixtureCheck:
         """
         if head_key is not None:
             return head_key
-        if self.spec.task_metrics or not (self.options.writes_baselines or self.base is not None):
+        options = self.options
+        writes = options.update or (options.update_new_only and self.baseline is None and self.baseline_error is None)
+        if self.spec.task_metrics or not (writes or self.base is not None):
             return None
-        if not self.options.writes_baselines and self._result_cache() is None:
+        if not writes and self._result_cache() is None:
             return None  # nothing would keep it
         try:
-            return work_key(self.spec, self.backends, keys)
+            return self._work_key_of(self.spec, keys)
         except Exception as exc:
             self.progress(f"{self.name}: work key not taken ({type(exc).__name__}: {exc}); the result is not kept")
             return None
+
+    def _work_key_of(self, spec: TuneSpec, keys: BuildKeys | None = None) -> str:
+        """``work_key`` of ``spec`` with this run's backends, and the sanity check that judges its tune
+        (``[tool.aitune]`` max_plausible_speedup, sqnr_ceiling_db, acknowledgements): a result flagged
+        for review under one configuration must not answer for a run under another."""
+        sanity = self._tune_checks(self.backends)["sanity"]
+        judged_by = [repr(sanity.max_speedup), sorted(sanity.accepted), repr(sanity.sqnr_ceiling_db)]
+        return sha256_json({"work": work_key(spec, self.backends, keys), "sanity": judged_by})
 
     def _ran_as_it_should(self, base: BaseSide) -> bool:
         """Whether every head backend ran accurately or is unavailable, so the base need not be tuned;
@@ -710,7 +731,6 @@ class FixtureCheck:
         result = self.result
         assert result is not None
         reference = Baseline.from_result(result) if base is not None else self.baseline
-        written = set(reference.work.backends) if base is None and reference and reference.work else set()
         env_diff = (
             environment_differences(dict(reference.environment), dict(result.environment))
             if base is None and reference is not None
@@ -720,7 +740,7 @@ class FixtureCheck:
         for row in result.backends:
             if row.module:
                 continue
-            if row.status is BackendStatus.OK and (base is not None or row.backend in written):
+            if row.status is BackendStatus.OK and not row.review and (base is not None or self._holds(row.backend)):
                 median = row.latency.median_ms if row.latency is not None else None
                 entry = reference.backends.get(row.backend) if base is None and reference is not None else None
                 verdict = Verdict(
@@ -739,6 +759,14 @@ class FixtureCheck:
             verdicts.append(with_message(verdict))
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict
+
+    def _holds(self, backend: str) -> bool:
+        """Stored mode: whether the baseline's row of ``backend`` holds figures of the work its latest
+        update tuned (that update wrote it, and it worked there)."""
+        baseline = self.baseline
+        entry = baseline.backends.get(backend) if baseline is not None else None
+        work = baseline.work if baseline is not None else None
+        return entry is not None and entry.worked and work is not None and backend in work.backends
 
     def _pair(self, base_result: TuneResult, backend: str) -> Callable[[], Any] | None:
         """Measures base (A) against head (B) of ``backend`` once more; None when either was not built."""
@@ -927,7 +955,7 @@ class FixtureCheck:
                 tmp = tempfile.mkdtemp(prefix="aitune-load-")
                 self._load_dirs.append(tmp)
                 target = Path(tmp) / f"{self.name}.ait"
-                pin = save(result, target, spec_hash=spec_hash(spec, self.backends, result.environment)).sha256
+                pin = save_for_load_timing(result, target).sha256
             load_s, first_call_ms = _time_load(target, spec, result, pin)
             self._load_timers[side] = lambda: _time_load(target, spec, result, pin)
         except Exception as exc:  # timing must not turn a working tune into an error

@@ -172,17 +172,40 @@ def test_an_update_records_its_work_key_and_the_rows_it_wrote_and_never_carries_
     b = Baseline.from_result(make_result(), None, work_key=KEY)
     assert b.work == BaselineWork(KEY, ("eager", "inductor", "onnxruntime", "tensorrt"))
     again = Baseline.from_json(b.to_json(), "x.json")
-    assert again.work == b.work and again.to_json() == b.to_json()
-    assert json.loads(b.to_json())["work"] == {"key": KEY, "backends": ["eager", "inductor", "onnxruntime", "tensorrt"]}
+    assert again.work == b.work and again.work.intact and again.to_json() == b.to_json()
+    work = json.loads(b.to_json())["work"]
+    assert work["key"] == KEY and work["backends"] == ["eager", "inductor", "onnxruntime", "tensorrt"]
+    assert len(work["sha256"]) == 64
 
     # An update deselected to two rows keeps the others' older figures: it records only its own rows.
+    # Its unavailable tensorrt keeps the previous entry, which holds no figures: as good as written.
     filtered = replace(make_result(), backends=make_result().backends[1:3])
     partial = Baseline.from_result(filtered, b, work_key=KEY)
     assert partial.work == BaselineWork(KEY, ("inductor", "tensorrt"))
     assert partial.work.covers(KEY, ["inductor"]) and not partial.work.covers(KEY, ["eager", "inductor"])
     assert not partial.work.covers("cd" * 32, ["inductor"])
+    # An unavailable backend whose kept entry holds another machine's figures is not this update's row.
+    measured_elsewhere = replace(b, backends={**b.backends, "tensorrt": b.backends["eager"]})
+    assert Baseline.from_result(filtered, measured_elsewhere, work_key=KEY).work.backends == ("inductor",)
     # An update that could not take its key drops the record: its rows were rewritten all the same.
     assert Baseline.from_result(make_result(), b).work is None
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["backends"]["eager"]["latency"].update(median_ms=1.0),  # a number edited by hand
+        lambda d: d["environment"].update(torch="2.99.0"),
+        lambda d: d.update(winner="eager"),
+        lambda d: d["backends"].pop("onnxruntime"),
+    ],
+)
+def test_a_baseline_edited_since_its_update_keeps_a_record_that_answers_for_nothing(tmp_path, edit):
+    data = json.loads(Baseline.from_result(make_result(), None, work_key=KEY).to_json())
+    edit(data)
+    edited = Baseline.from_json(json.dumps(data), "x.json")
+    assert edited.work is not None and not edited.work.intact and not edited.work.covers(KEY, ["eager"])
+    assert "work" not in json.loads(edited.to_json())  # not written again as if it still held
 
 
 def test_a_baseline_written_before_the_work_record_still_loads_without_one():
@@ -194,10 +217,11 @@ def test_a_baseline_written_before_the_work_record_still_loads_without_one():
 @pytest.mark.parametrize(
     ("work", "field"),
     [
-        ({"key": "not-a-digest", "backends": ["eager"]}, "work.key"),
-        ({"key": KEY, "backends": "eager"}, "work.backends"),
-        ({"key": KEY, "backends": [""]}, "work.backends"),
-        ({"backends": ["eager"]}, "work.key"),
+        ({"key": "not-a-digest", "backends": ["eager"], "sha256": KEY}, "work.key"),
+        ({"key": KEY, "backends": "eager", "sha256": KEY}, "work.backends"),
+        ({"key": KEY, "backends": [""], "sha256": KEY}, "work.backends"),
+        ({"backends": ["eager"], "sha256": KEY}, "work.key"),
+        ({"key": KEY, "backends": ["eager"]}, "work.sha256"),
         ("ab", "work"),
     ],
 )

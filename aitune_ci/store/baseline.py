@@ -9,6 +9,7 @@ spread seen in earlier runs, from which the verdict estimates between-run noise.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -229,15 +230,21 @@ class BaselineWork:
     options, environment) equals ``key`` and that checks only ``backends`` does the very work whose
     figures the baseline holds, so timing it against them could only measure noise (``check``).
     The rows' names matter because an update deselected with ``-k`` keeps the same key yet rewrites
-    only the rows it tuned; the others still hold an older update's figures.
+    only the rows it tuned, and one on a machine where a backend is unavailable keeps that row's
+    figures from elsewhere; the others hold another update's figures.
+
+    The file records a digest of everything else in it as written (``sha256``): a file edited by hand
+    or merged since no longer holds what that work measured, so its record is read as not ``intact``
+    and answers for nothing, and it is not written again.
     """
 
     key: str
     backends: tuple[str, ...]
+    intact: bool = True
 
     def covers(self, key: str, backends: Collection[str]) -> bool:
-        """Whether ``backends`` tuned as the work ``key`` names are all rows this update wrote."""
-        return key == self.key and set(backends) <= set(self.backends)
+        """Whether ``backends`` tuned as the work ``key`` names are all rows this update wrote, as written."""
+        return self.intact and key == self.key and set(backends) <= set(self.backends)
 
 
 @dataclass(frozen=True)
@@ -288,12 +295,17 @@ class Baseline:
             kept = {*declared, "eager", "mixed"}
             backends = {key: b for key, b in backends.items() if key.rsplit("/", 1)[-1] in kept}
         same_inputs = previous is None or not previous.inputs_changed(result)
+        written = []  # whole-model rows that hold this run's figures, or (kept, unavailable) none at all
         for row in result.backends:
             key = backend_key(row.backend, row.module)
             old = backends.get(key)
             if keep_unavailable and row.status == BackendStatus.UNAVAILABLE and old is not None:
+                if not row.module and not old.worked:
+                    written.append(row.backend)
                 continue
             backends[key] = BackendBaseline.from_result(row, old, same_inputs=same_inputs)
+            if not row.module:
+                written.append(row.backend)
         return cls(
             fixture=result.name,
             hardware_key=hardware_key,
@@ -304,9 +316,7 @@ class Baseline:
             module_choice=dict(result.module_choice),
             artifact_sha256=artifact_sha256,
             inputs=dict(result.inputs),
-            work=BaselineWork(work_key, tuple(sorted({r.backend for r in result.backends if not r.module})))
-            if work_key
-            else None,
+            work=BaselineWork(work_key, tuple(sorted(set(written)))) if work_key else None,
         )
 
     def inputs_changed(self, result: TuneResult) -> list[str]:
@@ -334,7 +344,7 @@ class Baseline:
                 **({"metrics": metrics} if (metrics := b.metrics.to_dict()) else {}),
                 **({"task_metrics": dict(sorted(b.task_metrics.items()))} if b.task_metrics else {}),
             }
-        return _jsonable(
+        out = _jsonable(
             {
                 "schema_version": self.schema_version,
                 "fixture": self.fixture,
@@ -345,10 +355,14 @@ class Baseline:
                 "module_choice": dict(self.module_choice),
                 "artifact_sha256": self.artifact_sha256,
                 **({"inputs": dict(self.inputs)} if self.inputs else {}),
-                **({"work": {"key": self.work.key, "backends": list(self.work.backends)}} if self.work else {}),
                 "backends": backends,
             }
         )
+        work = self.work
+        if work is not None and work.intact:
+            digest = _written_sha256(out)
+            out["work"] = {"key": work.key, "backends": list(work.backends), "sha256": digest}
+        return out
 
     def to_json(self) -> str:
         """The file's text: sorted keys, 2-space indent, trailing newline (byte-stable)."""
@@ -392,7 +406,7 @@ class Baseline:
             module_choice=reader.str_map(reader.get(data, "module_choice", dict, default={}), "module_choice"),
             artifact_sha256=reader.get(data, "artifact_sha256", str, optional=True),
             inputs=reader.str_map(reader.get(data, "inputs", dict, default={}), "inputs"),
-            work=reader.work(reader.get(data, "work", dict, optional=True)),
+            work=reader.work(reader.get(data, "work", dict, optional=True), data),
         )
 
 
@@ -452,16 +466,20 @@ class _Reader:
             raise self.error(name, f"expected a number, found {value!r}")
         return float(value)
 
-    def work(self, value: Mapping[str, Any] | None) -> BaselineWork | None:
+    def work(self, value: Mapping[str, Any] | None, data: Mapping[str, Any]) -> BaselineWork | None:
         if value is None:
             return None
-        key = self.get(value, "key", str, where="work")
-        if not re.fullmatch(r"[0-9a-f]{64}", key):
-            raise self.error("work.key", f"expected a sha256 hex digest, found {key!r}"[:300])
+        digests = {}
+        for field_name in ("key", "sha256"):
+            digest = self.get(value, field_name, str, where="work")
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise self.error(f"work.{field_name}", f"expected a sha256 hex digest, found {digest!r}"[:300])
+            digests[field_name] = digest
         names = self.get(value, "backends", list, where="work")
         if not all(isinstance(n, str) and n for n in names):
             raise self.error("work.backends", f"expected backend names, found {names!r}"[:300])
-        return BaselineWork(key, tuple(names))
+        intact = _written_sha256(data) == digests["sha256"] and all(n in data["backends"] for n in names)
+        return BaselineWork(digests["key"], tuple(names), intact=intact)
 
     def str_map(self, value: Mapping[str, Any], where: str) -> dict[str, str]:
         for k, v in value.items():
@@ -543,6 +561,14 @@ class _Reader:
 
 _JSON_NAMES = {"str": "a string", "dict": "an object", "list": "an array", "bool": "true or false"}
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _written_sha256(data: Mapping[str, Any]) -> str:
+    """The digest of a baseline file's JSON but its ``work`` record: what the update that recorded it
+    wrote (``BaselineWork``)."""
+    written = {k: v for k, v in data.items() if k != "work"}
+    text = json.dumps(written, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The runner's result cache: tune results by work key, so a relative check does not tune the same work twice.
+"""The runner's result cache: tune results by work key, so that a check does not tune the same work twice.
 
 In relative mode a fixture whose base does the same work as its head passes untimed (``check``),
 yet its head was still tuned: on an H200, 24 s of a 50 s PR check that changed no model went to

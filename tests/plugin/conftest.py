@@ -68,9 +68,9 @@ _ROW = re.compile(
 
 
 def other_work(data: dict[str, Any]) -> dict[str, Any]:
-    """A baseline's data as if its latest update had tuned other work (another work key): what an
-    edited number stands for, a baseline measured on other code. With its own key, a stored check of
-    unchanged code would pass untimed without reading the edit (``BaselineWork``)."""
+    """A baseline's data as if its latest update had tuned other work (another work key), which the
+    record's digest does not cover: what a nightly of other code, since changed back, leaves. With
+    its own key, a stored check of unchanged code passes untimed (``BaselineWork``)."""
     if "work" in data:
         data["work"]["key"] = "0" * 64
     return data
@@ -160,8 +160,9 @@ class AituneProject:
         against the new build (paired A/B) and would rightly see through an edited number. The
         edited baseline stands for one that five nightly updates in separate processes measured at
         that speed (``run_medians_ms``, five of them), so that the stored latency verdict is armed: running those
-        updates for real is tested once, in test_plugin_update.py. Those updates measured other work
-        (``other_work``): the same work would pass untimed, the edited number unread.
+        updates for real is tested once, in test_plugin_update.py. The edit leaves the record of the
+        work the baseline's update tuned not intact (``BaselineWork``), as any edit does, so the
+        check is judged against the edited numbers.
         """
         for artifact in (self.path / ".aitune" / "artifacts").glob(f"*/{fixture}.ait"):
             artifact.unlink()
@@ -171,14 +172,14 @@ class AituneProject:
             latency[key] *= factor
         latency["round_medians_ms"] = [x * factor for x in latency["round_medians_ms"]]
         data["backends"][backend]["run_medians_ms"] = [latency["median_ms"]] * 5
-        self.save_baseline(fixture, other_work(data))
+        self.save_baseline(fixture, data)
 
     def set_accuracy(self, fixture: str, backend: str, **fields: Any) -> None:
-        """Overwrite fields of the baseline's accuracy summary of ``fixture[backend]``, as measured on
-        other work (``other_work``)."""
+        """Overwrite fields of the baseline's accuracy summary of ``fixture[backend]`` (an edit: see
+        ``scale_latency``)."""
         data = self.load_baseline(fixture)
         data["backends"][backend]["accuracy"].update(fields)
-        self.save_baseline(fixture, other_work(data))
+        self.save_baseline(fixture, data)
 
     # -- reading the terminal summary -----------------------------------------------------------
     @staticmethod

@@ -33,7 +33,7 @@ from aitune_ci.store.artifact.safety import (
 from aitune_ci.store.baseline import backend_key
 from aitune_ci.version import __version__
 
-__all__ = ["ArtifactInfo", "save"]
+__all__ = ["ArtifactInfo", "save", "save_for_load_timing"]
 
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # byte-stable archives: equal content, equal file
 
@@ -83,6 +83,25 @@ def save(
     Raises:
         ArtifactError: nothing to save, the backend was not built, or a backend cannot save.
     """
+    return _save(result, Path(path), backend, spec_hash, hash_spec=True, durable=True)
+
+
+def save_for_load_timing(result: Any, path: str | os.PathLike[str]) -> ArtifactInfo:
+    """``result``'s winner as a ``.ait`` that a check writes only to time its load, then deletes.
+
+    It loads as a committed artifact does (``load`` reads no spec hash), and costs less to write: no
+    spec hash, a digest of every weight and of the user's code that only artifact reuse matches on,
+    and no fsync, which buys nothing for a file deleted within the check.
+
+    Raises:
+        ArtifactError: as :func:`save`.
+    """
+    return _save(result, Path(path), None, None, hash_spec=False, durable=False)
+
+
+def _save(
+    result: Any, path: Path, backend: str | None, spec_hash: str | None, *, hash_spec: bool, durable: bool
+) -> ArtifactInfo:
     runtime = getattr(result, "runtime", None)
     if runtime is None:
         raise ArtifactError(
@@ -93,11 +112,10 @@ def save(
     dtype = getattr(torch, str(result.spec.get("dtype", "float32")), torch.float32)
     if not isinstance(dtype, torch.dtype):
         dtype = torch.float32
-    if spec_hash is None and getattr(runtime, "spec", None) is not None:
+    if spec_hash is None and hash_spec and getattr(runtime, "spec", None) is not None:
         names = [row.backend for row in result.backends if not row.module]
         spec_hash = tune_hash(runtime.model, dtype, spec_fields(runtime.spec), names, result.environment)
 
-    path = Path(path)
     with tempfile.TemporaryDirectory(prefix="aitune-save-") as tmp:
         stage = Path(tmp)
         aliases = _stage_weights(runtime.model, stage)
@@ -109,7 +127,7 @@ def save(
         manifest["members"] = {name: _member_sha(stage / name) for name in files}
         # Never write what load refuses.
         validate_manifest(json.loads(json.dumps(manifest)), "the manifest being written")
-        atomic_write_stream(path, lambda fh: _write_zip(fh, stage, manifest, files))
+        atomic_write_stream(path, lambda fh: _write_zip(fh, stage, manifest, files), durable=durable)
     return ArtifactInfo(
         path=path,
         sha256=artifact_sha256(path),
