@@ -40,16 +40,12 @@ class LockTimeout(AituneCIError, TimeoutError):
     """Another process held a file lock for longer than the timeout."""
 
 
-def atomic_write_stream(
-    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, durable: bool = True
-) -> None:
+def atomic_write_stream(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
     """Replace ``path`` with what ``write`` streams into a file object; readers never see a mix.
 
     The parent directory is created when missing. A new file gets mode 0644; an existing file keeps
     its mode. On any error the temporary file is removed and the old file is left as it was.
     ``write`` gets a binary file opened for writing and reading (a zip writer may seek back).
-    ``durable=False`` skips the fsyncs, for a scratch file that is deleted before a crash could
-    matter: the replace stays atomic, only surviving a power cut is given up.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,16 +58,14 @@ def atomic_write_stream(
         with os.fdopen(fd, "w+b") as f:
             write(f)
             f.flush()
-            if durable:
-                os.fsync(f.fileno())
+            os.fsync(f.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    if durable:
-        _fsync_dir(path.parent)
+    _fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -4,8 +4,8 @@ A relative check times each side's winner load and first call (``check._time_loa
 writes to a temporary folder and deletes once the fixture is judged. On the H200 (2026-12-04 night,
 ``reports/h200/pr_check/dec04-night/slowdown-warm.pytest.log``) ~0.7-1.9 s per side per fixture went
 to that save, the load and the first call aside. It used to be ``ait.save`` with the spec hash (a
-digest of every weight and of the user's code, which only artifact reuse reads) and two fsyncs; now it
-is ``save_for_load_timing``, without either. This bench tunes the example's fixtures (eager only: the
+digest of every weight and of the user's code, which only artifact reuse reads); now it is
+``save_for_load_timing``, without it (still fsynced, so no write-back runs during the timed load). This bench tunes the example's fixtures (eager only: the
 difference is in the weights and the hash, not the payload), then alternates the two ways of writing
 the same result ``--rounds`` times and loads each file once, to show the loads are alike.
 

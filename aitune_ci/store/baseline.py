@@ -233,9 +233,9 @@ class BaselineWork:
     only the rows it tuned, and one on a machine where a backend is unavailable keeps that row's
     figures from elsewhere; the others hold another update's figures.
 
-    The file records a digest of everything else in it as written (``sha256``): a file edited by hand
-    or merged since no longer holds what that work measured, so its record is read as not ``intact``
-    and answers for nothing, and it is not written again.
+    The file records a digest of all of it as written, the record's key and rows included (``sha256``):
+    a file edited by hand or merged since no longer holds what that work measured, so its record is
+    read as not ``intact`` and answers for nothing, and it is not written again.
     """
 
     key: str
@@ -360,7 +360,7 @@ class Baseline:
         )
         work = self.work
         if work is not None and work.intact:
-            digest = _written_sha256(out)
+            digest = _written_sha256(out, work.key, work.backends)
             out["work"] = {"key": work.key, "backends": list(work.backends), "sha256": digest}
         return out
 
@@ -469,17 +469,18 @@ class _Reader:
     def work(self, value: Mapping[str, Any] | None, data: Mapping[str, Any]) -> BaselineWork | None:
         if value is None:
             return None
-        digests = {}
-        for field_name in ("key", "sha256"):
-            digest = self.get(value, field_name, str, where="work")
-            if not re.fullmatch(r"[0-9a-f]{64}", digest):
-                raise self.error(f"work.{field_name}", f"expected a sha256 hex digest, found {digest!r}"[:300])
-            digests[field_name] = digest
+        key = self.get(value, "key", str, where="work")
+        if not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise self.error("work.key", f"expected a sha256 hex digest, found {key!r}"[:300])
         names = self.get(value, "backends", list, where="work")
         if not all(isinstance(n, str) and n for n in names):
             raise self.error("work.backends", f"expected backend names, found {names!r}"[:300])
-        intact = _written_sha256(data) == digests["sha256"] and all(n in data["backends"] for n in names)
-        return BaselineWork(digests["key"], tuple(names), intact=intact)
+        # A digest that is missing (written by the first version of the record) or does not match
+        # leaves the record, not the file, untrusted: the check then runs as without one.
+        digest = value.get("sha256")
+        written = _written_sha256(data, key, names)
+        intact = written is not None and digest == written and all(n in data["backends"] for n in names)
+        return BaselineWork(key, tuple(names), intact=intact)
 
     def str_map(self, value: Mapping[str, Any], where: str) -> dict[str, str]:
         for k, v in value.items():
@@ -563,12 +564,15 @@ _JSON_NAMES = {"str": "a string", "dict": "an object", "list": "an array", "bool
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
-def _written_sha256(data: Mapping[str, Any]) -> str:
-    """The digest of a baseline file's JSON but its ``work`` record: what the update that recorded it
-    wrote (``BaselineWork``)."""
-    written = {k: v for k, v in data.items() if k != "work"}
-    text = json.dumps(written, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+def _written_sha256(data: Mapping[str, Any], key: str, names: Collection[str]) -> str | None:
+    """The digest of a baseline file's JSON as written, with its work record's ``key`` and row ``names``
+    (``BaselineWork``); None for JSON that cannot be hashed so (``NaN`` or a lone surrogate typed in)."""
+    written = {**{k: v for k, v in data.items() if k != "work"}, "work": {"key": key, "backends": list(names)}}
+    try:
+        text = json.dumps(written, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+    except (TypeError, ValueError, UnicodeError):
+        return None
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,6 +23,7 @@ import torch
 
 import aitune_ci as ait
 from aitune_ci.backends.registry import backend_names
+from aitune_ci.store.baseline import Baseline
 
 # pytester's inline runs remove from sys.modules every module first imported during a run, but
 # ``aitune_ci`` caches its lazy attributes (``ait.TuneSpec``) on the package: a later run would then
@@ -68,12 +70,12 @@ _ROW = re.compile(
 
 
 def other_work(data: dict[str, Any]) -> dict[str, Any]:
-    """A baseline's data as if its latest update had tuned other work (another work key), which the
-    record's digest does not cover: what a nightly of other code, since changed back, leaves. With
-    its own key, a stored check of unchanged code passes untimed (``BaselineWork``)."""
-    if "work" in data:
-        data["work"]["key"] = "0" * 64
-    return data
+    """A baseline's data as a nightly of other code (another work key) writes it, its record intact:
+    with its own key, a stored check of unchanged code would pass untimed (``BaselineWork``)."""
+    baseline = Baseline.from_json(data)
+    if baseline.work is None:
+        return data
+    return json.loads(replace(baseline, work=replace(baseline.work, key="0" * 64)).to_json())
 
 
 class AituneProject:

@@ -83,25 +83,24 @@ def save(
     Raises:
         ArtifactError: nothing to save, the backend was not built, or a backend cannot save.
     """
-    return _save(result, Path(path), backend, spec_hash, hash_spec=True, durable=True)
+    return _save(result, Path(path), backend, spec_hash, hash_spec=True)
 
 
 def save_for_load_timing(result: Any, path: str | os.PathLike[str]) -> ArtifactInfo:
     """``result``'s winner as a ``.ait`` that a check writes only to time its load, then deletes.
 
     It loads as a committed artifact does (``load`` reads no spec hash), and costs less to write: no
-    spec hash, a digest of every weight and of the user's code that only artifact reuse matches on,
-    and no fsync, which buys nothing for a file deleted within the check.
+    spec hash, a digest of every weight and of the user's code that only artifact reuse matches on.
+    It is still fsynced: unsynced, its write-back would run during the timed load, or during the
+    latency windows after it.
 
     Raises:
         ArtifactError: as :func:`save`.
     """
-    return _save(result, Path(path), None, None, hash_spec=False, durable=False)
+    return _save(result, Path(path), None, None, hash_spec=False)
 
 
-def _save(
-    result: Any, path: Path, backend: str | None, spec_hash: str | None, *, hash_spec: bool, durable: bool
-) -> ArtifactInfo:
+def _save(result: Any, path: Path, backend: str | None, spec_hash: str | None, *, hash_spec: bool) -> ArtifactInfo:
     runtime = getattr(result, "runtime", None)
     if runtime is None:
         raise ArtifactError(
@@ -127,7 +126,7 @@ def _save(
         manifest["members"] = {name: _member_sha(stage / name) for name in files}
         # Never write what load refuses.
         validate_manifest(json.loads(json.dumps(manifest)), "the manifest being written")
-        atomic_write_stream(path, lambda fh: _write_zip(fh, stage, manifest, files), durable=durable)
+        atomic_write_stream(path, lambda fh: _write_zip(fh, stage, manifest, files))
     return ArtifactInfo(
         path=path,
         sha256=artifact_sha256(path),
