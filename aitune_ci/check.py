@@ -623,7 +623,8 @@ class FixtureCheck:
         try:
             return self._work_key_of(self.spec, keys)
         except Exception as exc:
-            self.progress(f"{self.name}: work key not taken ({type(exc).__name__}: {exc}); the result is not kept")
+            kept = "the result is not kept" + (", and the baseline records no work" if writes else "")
+            self.progress(f"{self.name}: work key not taken ({type(exc).__name__}: {exc}); {kept}")
             return None
 
     def _work_key_of(self, spec: TuneSpec, keys: BuildKeys | None = None) -> str:
