@@ -9,7 +9,9 @@
 # (copy it to reports/<gpu>/pr_check/). Runs are cut off before the call's budget (PR_CHECK_BUDGET_S,
 # default 560 s counted from the script's start) so the results always come back.
 # Knobs: PR_CHECK_SMALL=1 (CPU-sized models; on a CPU add PR_CHECK_BACKENDS=eager,onnxruntime),
-#        PR_CHECK_BACKENDS=a,b (--aitune-backends), PR_CHECK_MEASURE_S (default 2), PR_CHECK_WORK (state folder).
+#        PR_CHECK_BACKENDS=a,b (--aitune-backends), PR_CHECK_MEASURE_S (default 2), PR_CHECK_WORK (state folder),
+#        PR_CHECK_TAR=1 (results as one $OUT/<gpu>-pr_check.tgz instead of a folder of files: the device
+#        tool brings back only a few files per call).
 # Where the garbage collector ran: PYTEST_ADDOPTS="-p bench.gc_timeline" puts a [gc] line in the pytest logs per slow collection.
 # Like bench/run_gpu_suite.sh: torchao comes as a wheel in .whl/ (`make gpu-wheels`), nothing is downloaded.
 set -u
@@ -56,6 +58,13 @@ args=(--work "$WORK" --results "$WORK/pr_check" --budget-s "$(( ${PR_CHECK_BUDGE
 "$PY" bench/gpu_pr_check.py "${args[@]}" "${@:-summary}"
 code=$?
 # Everything but the bulky logs of passing runs' compile output: pytest logs stay (they are text).
-cp -r "$WORK/pr_check/." "$FINAL/"
+if [ "${PR_CHECK_TAR:-0}" = 1 ]; then
+  mv "$FINAL/versions.log" "$WORK/pr_check/" 2> /dev/null
+  rmdir "$FINAL" "$(dirname "$FINAL")" 2> /dev/null  # only if empty
+  FINAL=${OUT:-reports}/$GPU-pr_check.tgz
+  tar czf "$FINAL" -C "$WORK/pr_check" .
+else
+  cp -r "$WORK/pr_check/." "$FINAL/"
+fi
 echo "wall $(( $(date +%s) - START )) s; results in $FINAL"
 exit $code
