@@ -147,6 +147,10 @@ def _reusable_status(row: BackendResult) -> bool:
     return row.status in (BackendStatus.OK, BackendStatus.UNAVAILABLE)
 
 
+def _whole_model_rows(result: TuneResult) -> set[str]:
+    return {row.backend for row in result.backends if not row.module}
+
+
 def _why_not_reusable(stored: TuneResult, backends: list[str]) -> str | None:
     """Why a stored result of the same work cannot answer for a tune of ``backends``; None when it can."""
     rows = {row.backend: row for row in stored.backends if not row.module}
@@ -712,9 +716,19 @@ class FixtureCheck:
 
     def _store_result(self) -> None:
         """Keep this tune's result for the next check of the same work (``store.result_cache``), under
-        its work key where this run took one (``_key_of_tune``)."""
+        its work key where this run took one (``_key_of_tune``).
+
+        Not over a stored tune of the same work that tuned more rows: a run deselected with ``-k``
+        keeps the key, and its result would evict the nightly's, which answers full runs.
+        """
         cache, result, key = self._result_cache(), self.result, self._work_key
         if cache is None or result is None or key is None:
+            return
+        try:
+            kept = cache.read(key)
+        except CacheEntryError:
+            kept = None  # replaced below
+        if kept is not None and _whole_model_rows(kept) > _whole_model_rows(result):
             return
         try:
             cache.store(key, result)

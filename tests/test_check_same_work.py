@@ -19,6 +19,7 @@ from aitune_ci.config import RepoConfig
 from aitune_ci.result import AccuracyReport, BackendResult, LeafMetrics, TuneResult
 from aitune_ci.status import VerdictKind
 from aitune_ci.store.baseline import Baseline
+from aitune_ci.store.result_cache import ResultCache
 
 KEY = "ab" * 32
 REVIEW = "5.0x faster than the best other backend (eager); acknowledge it in [tool.aitune.acknowledged]"
@@ -126,3 +127,23 @@ def test_stored_mode_takes_no_key_from_an_edited_baseline_and_says_so(tmp_path):
     check.baseline = replace(nightly, work=replace(nightly.work, key="0" * 64))
     assert check._work_key_against_baseline(["eager"])[1] is False
     assert "not the work the baseline's latest update tuned" in lines[-1]
+
+
+def test_a_deselected_run_does_not_evict_the_stored_tune_of_more_rows(tmp_path):
+    # A -k run of the same work keeps the key: its result must not replace the nightly's, which
+    # answers full runs. A tune of as many rows or more replaces it.
+    def store(*rows: BackendResult) -> None:
+        check = FixtureCheck(
+            "tune_x", spec, ["eager", "fast"], {"eager", "fast"}, CheckOptions(tmp_path, cache_dir=tmp_path / "c"),
+            RepoConfig(), print,
+        )  # fmt: skip
+        check.result, check._work_key = _result(*rows), KEY
+        check._store_result()
+
+    spec = _check(tmp_path).spec
+    cache = ResultCache(tmp_path / "c")
+    store(_row("eager"), _row("fast"))
+    store(_row("eager"))
+    assert [r.backend for r in cache.read(KEY).backends] == ["eager", "fast"]
+    store(_row("eager"), _row("fast", status="unavailable"))
+    assert cache.read(KEY).backend("fast").status == "unavailable"
