@@ -383,13 +383,17 @@ class FixtureCheck:
 
     def _tune_checks(self, backends: list[str]) -> dict[str, Any]:
         """The engine's task-metric gates and speed-up sanity check, from ``[tool.aitune]``."""
+        return {
+            "metric_gate": gate_resolver(self.repo_config.task_metrics, self.name),
+            "sanity": self._sanity(backends),
+        }
+
+    def _sanity(self, backends: Sequence[str]) -> SanityConfig:
+        """The speed-up sanity check of ``[tool.aitune]`` for a tune of ``backends``."""
         config, name = self.repo_config, self.name
         policy = config.policy_for(name)
         accepted = frozenset(b for b in backends if config.policy_for(name, b).acknowledged is not None)
-        return {
-            "metric_gate": gate_resolver(config.task_metrics, name),
-            "sanity": SanityConfig(policy.max_plausible_speedup, accepted, policy.sqnr_ceiling_db),
-        }
+        return SanityConfig(policy.max_plausible_speedup, accepted, policy.sqnr_ceiling_db)
 
     def release(self) -> None:
         """Drop compiled modules once every check is answered; keep the plain result data."""
@@ -618,8 +622,7 @@ class FixtureCheck:
         """
         if head_key is not None:
             return head_key
-        options = self.options
-        writes = options.update or (options.update_new_only and self.baseline is None and self.baseline_error is None)
+        writes = self._writes_baseline()
         if self.spec.task_metrics or not (writes or self.base is not None):
             return None
         if not writes and self._result_cache() is None:
@@ -635,7 +638,7 @@ class FixtureCheck:
         """``work_key`` of ``spec`` with this run's backends, and the sanity check that judges its tune
         (``[tool.aitune]`` max_plausible_speedup, sqnr_ceiling_db, acknowledgements): a result flagged
         for review under one configuration must not answer for a run under another."""
-        sanity = self._tune_checks(self.backends)["sanity"]
+        sanity = self._sanity(self.backends)
         judged_by = [repr(sanity.max_speedup), sorted(sanity.accepted), repr(sanity.sqnr_ceiling_db)]
         return sha256_json({"work": work_key(spec, self.backends, keys), "sanity": judged_by})
 
@@ -1077,10 +1080,14 @@ class FixtureCheck:
         self._load_dirs.clear()
 
     # -- baselines ------------------------------------------------------------------------------
-    def _maybe_update(self) -> None:
+    def _writes_baseline(self) -> bool:
+        """Whether this run writes the fixture's baseline: ``--aitune-update``, or ``--aitune-update-new-only``
+        where there is none yet (an unreadable one is not replaced by it)."""
         options = self.options
-        new_only = options.update_new_only and self.baseline is None and self.baseline_error is None
-        if not (options.update or new_only):
+        return options.update or (options.update_new_only and self.baseline is None and self.baseline_error is None)
+
+    def _maybe_update(self) -> None:
+        if not self._writes_baseline():
             return
         assert self.result is not None
         previous = self.baseline if self.baseline_error is None else None
