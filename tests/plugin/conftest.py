@@ -14,16 +14,15 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import torch
+from baseline_edits import other_work
 
 import aitune_ci as ait
 from aitune_ci.backends.registry import backend_names
-from aitune_ci.store.baseline import Baseline
 
 # pytester's inline runs remove from sys.modules every module first imported during a run, but
 # ``aitune_ci`` caches its lazy attributes (``ait.TuneSpec``) on the package: a later run would then
@@ -67,15 +66,6 @@ _LATENCY_FIELDS = ("median_ms", "ci_low_ms", "ci_high_ms", "p90_ms")
 _ROW = re.compile(
     r"^(?P<check>tune_\w+\[[^\]]+\])\s.*?\s(?P<verdict>(PASS|IMPROVED|REGRESSED|FAILED|NEW|SKIPPED)( \(.*\))?)$"
 )
-
-
-def other_work(data: dict[str, Any]) -> dict[str, Any]:
-    """A baseline's data as a nightly of other code (another work key) writes it, its record intact:
-    with its own key, a stored check of unchanged code would pass untimed (``BaselineWork``)."""
-    baseline = Baseline.from_json(data)
-    if baseline.work is None:
-        return data
-    return json.loads(replace(baseline, work=replace(baseline.work, key="0" * 64)).to_json())
 
 
 class AituneProject:
