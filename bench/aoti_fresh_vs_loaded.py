@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _gpu_folder import gpu_folder  # bench/, on sys.path as the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
@@ -80,8 +81,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
-    slug = (gpu or "").replace("NVIDIA ", "").lower().replace(" ", "-")
-    out = Path(args.out) if args.out else ROOT / "reports" / slug if gpu else ROOT / "reports"
+    out = Path(args.out) if args.out else ROOT / "reports" / gpu_folder(gpu) if gpu else ROOT / "reports"
     size, batch = (64, 4) if args.small else (224, 32)
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device)

@@ -33,6 +33,7 @@ from torch._dynamo.utils import counters
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
 
+from _gpu_folder import report_dir  # noqa: E402  (bench/, on sys.path as the script's folder)
 from acme_models import text  # noqa: E402
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
@@ -125,7 +126,7 @@ def main() -> int:
     args = parser.parse_args()
     device = args.device
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    out = Path(args.out or ROOT / "reports" / gpu.lower().replace("nvidia ", "").split("-")[0])
+    out = Path(args.out or report_dir(device, cpu="cpu"))
     out.mkdir(parents=True, exist_ok=True)
     config = MeasureConfig(max_total_s=1.0)
     t0 = time.perf_counter()

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _gpu_folder import report_dir  # noqa: E402  (bench/, on sys.path as the script's folder)
 from compiled_pair_probe import _spec  # noqa: E402
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
@@ -140,7 +141,7 @@ def main() -> int:
     args = parser.parse_args()
     device = args.device
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    out = Path(args.out or ROOT / "reports" / gpu.lower().replace("nvidia ", "").split("-")[0])
+    out = Path(args.out or report_dir(device, cpu="cpu"))
     out.mkdir(parents=True, exist_ok=True)
     nvml = _Nvml() if device == "cuda" else None
     config = MeasureConfig(max_total_s=2.0)  # as the PR check (--aitune-measure-seconds 2)

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _gpu_folder import gpu_folder  # bench/, on sys.path as the script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
 
@@ -85,7 +87,10 @@ class _ChildProcesses:
         def traced_init(popen: Any, args: Any, *a: Any, **k: Any) -> None:
             popen._probe_t0 = time.perf_counter()
             argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args) or ["?"]
-            popen._probe_argv = [Path(str(argv[0]).split()[0] if argv[0] else "?").name, *[str(x)[-60:] for x in argv[1:4]]]
+            popen._probe_argv = [
+                Path(str(argv[0]).split()[0] if argv[0] else "?").name,
+                *[str(x)[-60:] for x in argv[1:4]],
+            ]
             init(popen, args, *a, **k)
 
         def traced_wait(popen: Any, *a: Any, **k: Any) -> Any:
@@ -111,8 +116,9 @@ class _ChildProcesses:
         }
 
 
-def _child(mode: str, device_name: str, small: bool, builds: int, backend: str = "inductor",
-           profile: bool = False) -> dict[str, Any]:
+def _child(
+    mode: str, device_name: str, small: bool, builds: int, backend: str = "inductor", profile: bool = False
+) -> dict[str, Any]:
     """One process: (warm-up,) then ``builds`` builds timed as the engine times them."""
     t_start = time.perf_counter()
     import torch
@@ -253,7 +259,9 @@ def main() -> None:
     parser.add_argument("--builds", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.device, args.small, args.builds, args.backend, args.profile)), flush=True)
+        print(
+            json.dumps(_child(args.child, args.device, args.small, args.builds, args.backend, args.profile)), flush=True
+        )
         return
 
     import torch
@@ -281,8 +289,7 @@ def main() -> None:
         "runs": runs,
         "summary": {"plain_first_over_second": ratio("plain"), "warmed_first_over_second": ratio("warmed")},
     }
-    slug = (gpu or "").replace("NVIDIA ", "").lower().replace(" ", "-")
-    out = Path(args.out) if args.out else ROOT / "reports" / slug if gpu else ROOT / "reports"
+    out = Path(args.out) if args.out else ROOT / "reports" / gpu_folder(gpu) if gpu else ROOT / "reports"
     out.mkdir(parents=True, exist_ok=True)
     from aitune_ci.atomic import atomic_write_text
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+from _gpu_folder import report_dir  # noqa: E402  (bench/, on sys.path as the script's folder)
 from compiled_pair_probe import _spec  # noqa: E402  (the example's encoder at a given depth, eager and inductor)
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
@@ -170,8 +171,7 @@ def main() -> int:
         return _run_mode(args)
     device = args.device
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    default_out = ROOT / "reports" / ("cpu-small" if device == "cpu" else gpu.lower().replace("nvidia ", "").split()[0])
-    out = Path(args.out) if args.out else default_out
+    out = Path(args.out) if args.out else report_dir(device, cpu="cpu-small")
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples" / "gpu-repo")])}
     wanted = [m for m in args.modes.split(",") if m]

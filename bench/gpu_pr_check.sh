@@ -18,8 +18,7 @@ set -u
 START=$(date +%s)
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY=$(command -v "${PYTHON:-python3}")  # absolute: registered() runs from /
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | sed 's/^NVIDIA //' | tr 'A-Z' 'a-z' \
-  | tr -cs 'a-z0-9' '-' | sed 's/^-*//; s/-*$//')
+GPU=$("$PY" "$(dirname "$0")/_gpu_folder.py" "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)")
 GPU=${GPU:-cpu}
 [ "${PR_CHECK_SMALL:-0}" = 1 ] && GPU="$GPU-small"
 FINAL=${OUT:-reports}/$GPU/pr_check

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
 
 import torch  # noqa: E402
+from _gpu_folder import gpu_folder  # noqa: E402  (bench/, on sys.path as the script's folder)
 
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
 from aitune_ci.engine import tune  # noqa: E402
@@ -139,12 +140,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    gpu = (
-        torch.cuda.get_device_name(0).removeprefix("NVIDIA ").lower().replace(" ", "-")
-        if torch.cuda.is_available()
-        else "cpu"
-    )
-    out = args.out or ROOT / "reports" / (f"{gpu}-small" if args.small else gpu)
+    folder = gpu_folder(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu"
+    out = args.out or ROOT / "reports" / (f"{folder}-small" if args.small else folder)
     fixtures = {}
     config = MeasureConfig(max_total_s=0.5)
     with tempfile.TemporaryDirectory(prefix="aitune-bench-save-") as tmp:

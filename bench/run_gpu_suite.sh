@@ -16,8 +16,7 @@ set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 FINAL=${OUT:-reports/gpu-run}
 # "NVIDIA H200" -> h200, "NVIDIA H100 80GB HBM3" -> h100-80gb-hbm3: the whole name, so no two GPUs share one
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | sed 's/^NVIDIA //' | tr 'A-Z' 'a-z' \
-  | tr -cs 'a-z0-9' '-' | sed 's/^-*//; s/-*$//')
+GPU=$(python3 "$(dirname "$0")/_gpu_folder.py" "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)")
 GPU=${GPU:-gpu}
 OUT=$(mktemp -d)
 mkdir -p "$OUT/$GPU" "$FINAL"

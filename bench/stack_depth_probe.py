@@ -33,6 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "gpu-repo"))
 
+from _gpu_folder import report_dir  # noqa: E402  (bench/, on sys.path as the script's folder)
+
 from aitune_ci.atomic import atomic_write_text  # noqa: E402
 from aitune_ci.frame_stack import on_fresh_chunk  # noqa: E402
 
@@ -136,12 +138,7 @@ def main() -> int:
     torch.set_num_threads(1)  # one thread: no intra-op team to start or spin on a second thread
     small = device == "cpu"
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    out = Path(
-        args.out
-        or (
-            ROOT / "reports" if device == "cpu" else ROOT / "reports" / gpu.lower().replace("nvidia ", "").split("-")[0]
-        )
-    )
+    out = Path(args.out or report_dir(device))
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "schema_version": 1,
