@@ -1084,6 +1084,8 @@ class FixtureCheck:
         """Whether this run writes the fixture's baseline: ``--aitune-update``, or ``--aitune-update-new-only``
         where there is none yet (an unreadable one is not replaced by it)."""
         options = self.options
+        if self.baseline_error is not None and self.baseline_error.written_by_newer:
+            return False  # what a newer aitune-ci keeps in it would be lost (see outcome)
         return options.update or (options.update_new_only and self.baseline is None and self.baseline_error is None)
 
     def _maybe_update(self) -> None:
@@ -1103,6 +1105,11 @@ class FixtureCheck:
         )
         path = self.store.write(baseline)
         self.updated = True
+        if self.baseline_error is not None:
+            self.progress(
+                f"{self.name}: replaced an unreadable baseline ({self.baseline_error.problem}); "
+                "the run history it held is not carried over"
+            )
         self.progress(f"{self.name}: baseline written to {path}")
 
     def _save_artifact(self) -> str | None:
@@ -1125,6 +1132,13 @@ class FixtureCheck:
         """The outcome of item ``fixture[check]`` (``check`` is a backend name or ``selection``)."""
         if self.error:
             return CheckOutcome(Outcome.FAILED, self.error)
+        if self.baseline_error is not None and self.baseline_error.written_by_newer and self.options.writes_baselines:
+            return CheckOutcome(
+                Outcome.FAILED,
+                f"{self.baseline_error.path}: {self.baseline_error.problem}, so a newer aitune-ci wrote it; not "
+                "overwritten, as that would lose what it keeps (its run history among them). To fix: upgrade "
+                "aitune-ci on this runner, or delete the file to start its baseline over",
+            )
         if self.baseline_error is not None and not self.options.update:
             return CheckOutcome(Outcome.FAILED, f"{self.baseline_error}")
         if check == SELECTION:

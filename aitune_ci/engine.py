@@ -274,7 +274,7 @@ def tune(
     samples = [_to_device(s, device, spec.dtype) for s in spec.normalized_samples]
     dynamic_axes, batch_axis = _input_axes(spec, samples)
 
-    say(f"{spec.display_name}: {len(names)} backends on {device} ({', '.join(names)})")
+    say(f"{spec.display_name}: {_backends(len(names))} on {device} ({', '.join(names)})")
     reference = [_call(reference_model, _to_device(s, device, torch.float32)) for s in spec.normalized_samples]
     fp64 = _fp64_reference(reference_model, spec.normalized_samples, device)
 
@@ -619,7 +619,7 @@ def _measure_whole_model(tuning: _Tuning, rows: dict[str, BackendResult]) -> Non
     measured = {n: fn for n, fn in runtime.built.items() if n in rows and rows[n].status.ran}
     if not measured:
         return
-    say(f"{title}: measuring {len(measured)} backends in interleaved rounds")
+    say(f"{title}: measuring {_backends(len(measured))} in interleaved rounds")
     t0 = time.perf_counter()
     fns = {n: _bind(fn, runtime.samples[0]) for n, fn in measured.items()}
     with _health_watch(tuning, "main"):
@@ -696,7 +696,7 @@ def _choose_for_submodule(
         n: _bind(runtime.built[backend_key(n, target.path)], target.samples[0]) for n, r in rows.items() if r.status.ran
     }
     if fns:
-        tuning.say(f"{target.title}: measuring {len(fns)} backends in interleaved rounds")
+        tuning.say(f"{target.title}: measuring {_backends(len(fns))} in interleaved rounds")
         for n, s in measure(fns, tuning.device, runtime.measure_config).items():
             rows[n] = replace(rows[n], latency=s)
     selection = select(list(rows.values()), "min-latency")
@@ -823,3 +823,7 @@ def remeasure(result: TuneResult, backend: str) -> BackendResult:
     fns = {n: _bind(runtime.built[n], runtime.samples[0]) for n in names}
     stats = measure(fns, torch.device(result.device), runtime.measure_config, batch_size=runtime.batch_size)
     return replace(row, latency=stats[backend])
+
+
+def _backends(n: int) -> str:
+    return f"{n} backend" + ("" if n == 1 else "s")

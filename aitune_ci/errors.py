@@ -69,6 +69,8 @@ class DataFileError(AituneCIError):
         self.path = path
         self.problem = problem
         self.fix = fix
+        #: a newer aitune-ci wrote the file: an update must not overwrite it (it would lose what that one keeps)
+        self.written_by_newer = False
 
 
 class ArtifactError(AituneCIError):

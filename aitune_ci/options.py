@@ -7,12 +7,24 @@ command line wins over the ini file.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from aitune_ci.report import REPORT_FORMATS
+from aitune_ci.report import REPORT_FORMATS, report_suffix
 
-__all__ = ["OPTIONS", "Shard", "parse_shard", "parse_threshold", "parse_backends", "parse_fixtures", "add_options"]
+__all__ = [
+    "OPTIONS",
+    "Shard",
+    "parse_shard",
+    "parse_threshold",
+    "parse_seconds",
+    "parse_report",
+    "parse_backends",
+    "parse_fixtures",
+    "add_options",
+]
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,38 @@ def parse_threshold(text: str) -> float:
         ) from None
     if not 0 < value < 10:
         raise argparse.ArgumentTypeError(f"--aitune-threshold {text!r} is out of range (0, 10)")
+    if value >= 1 and not s.endswith("%"):
+        # "5" for five percent would read as 500%, and let a 2x slowdown pass
+        raise argparse.ArgumentTypeError(
+            f"--aitune-threshold {text!r} reads as a fraction, {value:.0%}: write {s}% for {s} percent, "
+            f"or {value:.0%} if you mean it"
+        )
     return value
+
+
+def parse_seconds(text: str) -> float:
+    """A measurement budget in seconds: a finite number above 0."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"--aitune-measure-seconds expects seconds above 0 such as 4, got {text!r}")
+    return value
+
+
+def parse_report(text: str) -> str:
+    """A report path whose suffix names a format aitune-ci writes; checked before anything is tuned,
+    so that a typo cannot end a finished run (and its history line) at the report."""
+    try:
+        report_suffix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--aitune-report: {exc}") from None
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(
+            f"--aitune-report {text!r} is a directory: give a file, such as {text}/run.json"
+        )
+    return str(text)
 
 
 def parse_backends(text: str) -> list[str]:
@@ -90,7 +133,7 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("--aitune-update-new-only", "aitune_update_new_only", "write baselines only where none exists yet. Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-threshold", "aitune_threshold", "latency tolerance before a slowdown can fail: fraction or percent. Default: 5%%", type=parse_threshold, metavar="FRACTION", default=None),
     _Option("--aitune-backends", "aitune_backends", "only these backends (comma-separated). Default: each spec's own list", type=parse_backends, metavar="A,B", default=None),
-    _Option("--aitune-report", "aitune_report", _report_help(), "append", metavar="PATH", default=None, ini_type="linelist"),
+    _Option("--aitune-report", "aitune_report", _report_help(), "append", type=parse_report, metavar="PATH", default=None, ini_type="linelist"),
     _Option("--aitune-fixtures", "aitune_fixtures", "only the checks of these tune fixtures, by exact name (comma-separated; tune_lin does not select tune_lin_big, as -k would); other tests are not affected. Default: all", type=parse_fixtures, metavar="NAME[,NAME]", default=None),
     _Option("--aitune-shard", "aitune_shard", "run only shard i of n (fixtures split evenly, 1-based). Default: all", type=parse_shard, metavar="I/N", default=None),
     _Option("--aitune-strict", "aitune_strict", "a missing baseline fails instead of reporting NEW. Default: off", "store_true", ini_type="bool", default=False),
@@ -99,7 +142,7 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("--aitune-rebuild", "aitune_rebuild", "build every backend: load nothing from the build cache or the committed artifact (the fresh builds replace the cached ones), and tune and time even where the base (--aitune-against) or the baseline's latest update did the same work (no stored result answers). Default: off", "store_true", ini_type="bool", default=False),
     _Option("--aitune-cache-dir", "aitune_cache_dir", "the runner's build cache: each backend's build, loaded instead of rebuilt when its build key (code, weights, samples, options, torch config, env vars, versions) matches, and tune results by work key: one answers for a relative check whose base and head do that same work, and for a stored check doing the work its baseline's latest update tuned; 'off' turns both off; size capped by $AITUNE_CACHE_MAX_GB (20). Default: $AITUNE_CACHE_DIR or ~/.cache/aitune-ci/builds", metavar="DIR", default=None),
     _Option("--aitune-oversubscribe", "aitune_oversubscribe", "allow more pytest-xdist workers than GPUs (their timings disturb each other). Default: off", "store_true", ini_type="bool", default=False),
-    _Option("--aitune-measure-seconds", "aitune_measure_seconds", "measurement budget per fixture (interleaved rounds). Default: 4", type=float, metavar="S", default=None),
+    _Option("--aitune-measure-seconds", "aitune_measure_seconds", "measurement budget per fixture (interleaved rounds). Default: 4", type=parse_seconds, metavar="S", default=None),
     _Option("--aitune-against", "aitune_against", "relative mode: build the fixtures of this git ref (the PR's base) from a worktree and time base and head interleaved in one process; each verdict rests on their paired ratio. Default: off (judge against the stored baselines)", metavar="REF", default=None),
 )
 # fmt: on
@@ -112,6 +155,6 @@ def add_options(addoption: Callable[..., Any], prefix: str = "") -> None:
         if opt.action == "store":
             kwargs.update(type=opt.type, metavar=opt.metavar)
         elif opt.action == "append":
-            kwargs.update(metavar=opt.metavar)
+            kwargs.update(type=opt.type, metavar=opt.metavar)
         kwargs["default"] = None
         addoption(prefix + opt.flag.removeprefix("--") if prefix else opt.flag, **kwargs)

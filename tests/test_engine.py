@@ -23,7 +23,7 @@ def test_without_a_progress_callable_tune_logs_its_steps_and_prints_nothing(spec
         result = tune(spec, measure_config=FAST)
     assert result.winner == "eager"
     steps = [r.getMessage() for r in caplog.records if r.name == "aitune_ci.engine" and r.levelno == logging.INFO]
-    assert "tiny: 1 backends on cpu (eager)" in steps
+    assert "tiny: 1 backend on cpu (eager)" in steps
     assert any(step.startswith("tiny: winner eager") for step in steps)
     assert capfd.readouterr() == ("", "")
 
@@ -32,7 +32,7 @@ def test_a_progress_callable_gets_every_step_instead_of_the_log(spec, caplog, ca
     lines: list[str] = []
     with caplog.at_level(logging.INFO, logger="aitune_ci"):
         tune(spec, measure_config=FAST, progress=lines.append)
-    assert lines[0] == "tiny: 1 backends on cpu (eager)"
+    assert lines[0] == "tiny: 1 backend on cpu (eager)"
     assert any(line.startswith("tiny: winner eager") for line in lines)
     assert not [r for r in caplog.records if r.name == "aitune_ci.engine"]
     assert capfd.readouterr() == ("", "")

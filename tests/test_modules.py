@@ -164,7 +164,7 @@ def test_a_decided_part_backend_that_does_not_work_here_is_chosen_again(monkeypa
     assert set(backbone) == {"eager", "broken-on-parts"} and backbone["broken-on-parts"].status == "failed"
     # Built once on the whole model, on the backbone once (not again when choosing), once on the head.
     assert _BrokenOnParts.builds == 3
-    assert [line for line in lines if ".backbone: measuring 1 backends" in line], lines
+    assert [line for line in lines if ".backbone: measuring 1 backend " in line], lines
     assert [line for line in lines if ".head: measuring" in line], lines
     assert result.backend(MIXED).status == "ok"
 

@@ -271,3 +271,29 @@ def test_html_in_a_note_cannot_open_markup(run: dict) -> None:
 def test_a_limit_too_small_for_any_comment_is_refused(run: dict) -> None:
     with pytest.raises(ValueError, match="at least 1,000"):
         render_markdown(run, max_chars=500)
+
+
+def test_a_regression_against_the_base_is_accepted_by_an_acknowledgement_not_an_update(run: dict) -> None:
+    """A new user ran the comment's update command on a relative check: the base still measured the
+    same, and the check still failed. What accepts it there is [tool.aitune.acknowledged]."""
+    relative = _regressed(run)
+    for v in relative["verdicts"]:
+        v.update(mode="relative", base_ref="main (1a2b3c4d5e6f)")
+    text = render_markdown(relative)
+    assert "--aitune-update" not in text
+    assert "acknowledge it in pyproject.toml" in text
+    assert '[tool.aitune.acknowledged]\n"tune_small_cnn[inductor]" = "why this change is expected"' in text
+    stored = render_markdown(_regressed(run))
+    assert "pytest --aitune --aitune-update --aitune-fixtures tune_small_cnn" in stored
+    assert '"tune_small_cnn[inductor]" = ' not in stored
+
+
+def test_checks_whose_latency_was_not_judged_are_not_counted_as_unchanged(run: dict) -> None:
+    """A 2.8x slowdown beside a busy neighbour passed, not judged, and the comment filed it under
+    "unchanged"; it is counted apart."""
+    busy = copy.deepcopy(run)
+    for v in busy["verdicts"]:
+        if v["fixture"] == "tune_small_cnn" and v["backend"] == "eager":
+            v.update(delta=None, delta_ci=None, notes=["latency not judged: other processes took 0.91 CPU cores"])
+    text = render_markdown(busy)
+    assert "<summary>12 unchanged (6 passed, 6 skipped), 1 with latency not judged (1 passed)</summary>" in text

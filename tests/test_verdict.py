@@ -274,6 +274,17 @@ def test_slowdown_beyond_acknowledged_max_still_regresses():
     v = check(baseline(), current(factor=1.25), policy)
     assert v.kind is VerdictKind.REGRESSED
     assert "exceeds the acknowledged +10.0%" in v.message
+    # it is already acknowledged: the fix is its max_slowdown, not another entry
+    assert 'raise the max_slowdown of "tune_resnet[inductor]" in [tool.aitune.acknowledged]' in v.message, v.message
+    assert 'add "tune_resnet[inductor]" to' not in v.message
+
+
+def test_an_acknowledged_pass_says_so_in_the_terminal_table():
+    from aitune_ci.report.terminal import format_verdict_table
+
+    policy = Policy(acknowledged=Acknowledgement("expected 8% slower", 0.10))
+    table = format_verdict_table([check(baseline(), current(factor=1.08), policy)])
+    assert "PASS (acknowledged)" in table
 
 
 def test_quarantined_check_is_reported_but_never_fails():

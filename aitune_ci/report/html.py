@@ -133,7 +133,9 @@ def _row_context(row: BackendRow, fixture: FixtureView) -> dict[str, Any]:
         "winner": row.backend == fixture.winner,
         "kind": row.kind,
         "css": row.look.css,
-        "reasons": (", ".join(v.reasons) + (" · warn-only: would fail" if v.would_fail else "")) if v is not None else "",
+        "reasons": (", ".join(v.reasons) + (" · warn-only: would fail" if v.would_fail else ""))
+        if v is not None
+        else "",
         "metrics": "; ".join(m.text() for m in v.metrics) if v is not None else "",
         "status": r.status if r is not None else "-",
         "error_css": "sub" if r is not None and r.status == BackendStatus.UNAVAILABLE else "err",

@@ -8,6 +8,7 @@ update-command lists are shortened, and a note counts what is missing and points
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -182,12 +183,30 @@ def _winner_items(view: RunView) -> list[str]:
     return items
 
 
-def _regressed_fixtures(view: RunView) -> list[str]:
-    """Fixtures with a regression that fails CI, most severe first: the ones an update command is shown for."""
-    ordered = sorted(
-        (v for v in view.verdicts if (v.fails or v.would_fail) and v.kind is VerdictKind.REGRESSED), key=severity_key
+def _failing_regressions(view: RunView, relative: bool) -> list[Verdict]:
+    """Regressions that fail CI (or would), most severe first, judged in relative mode or not."""
+    return sorted(
+        (
+            v
+            for v in view.verdicts
+            if (v.fails or v.would_fail)
+            and v.kind is VerdictKind.REGRESSED
+            and (v.mode is VerdictMode.RELATIVE) == relative
+        ),
+        key=severity_key,
     )
-    return list(dict.fromkeys(v.fixture for v in ordered))
+
+
+def _regressed_fixtures(view: RunView) -> list[str]:
+    """Fixtures with a regression against a stored baseline that fails CI, most severe first: the
+    ones an update command is shown for (an update accepts those)."""
+    return list(dict.fromkeys(v.fixture for v in _failing_regressions(view, relative=False)))
+
+
+def _regressed_against_the_base(view: RunView) -> list[str]:
+    """Checks with a regression against the PR's base that fails CI: an update of the baseline does
+    not move the base, so what accepts them is an entry in ``[tool.aitune.acknowledged]``."""
+    return list(dict.fromkeys(v.check_id for v in _failing_regressions(view, relative=True)))
 
 
 def _fence(text: str) -> str:
@@ -203,11 +222,22 @@ def _checked_rows(view: RunView) -> tuple[list[BackendRow], list[BackendRow]]:
 
 
 def _unchanged_summary(rows: Sequence[BackendRow]) -> str:
-    """``13 unchanged (7 passed, 6 skipped)``."""
-    counts: dict[VerdictKind | str, int] = {}
-    for r in rows:
-        counts[r.kind] = counts.get(r.kind, 0) + 1
-    return f"{len(rows)} unchanged (" + ", ".join(f"{n} {presentation(k).count_label}" for k, n in counts.items()) + ")"
+    """``13 unchanged (7 passed, 6 skipped)``; rows whose latency was not judged are counted apart
+    (``, 2 with latency not judged (2 passed)``): nothing found them unchanged."""
+    not_judged = [r.verdict is not None and latency_not_judged(r.verdict) is not None for r in rows]
+    unjudged = [r for r, no in zip(rows, not_judged, strict=True) if no]
+    judged = [r for r, no in zip(rows, not_judged, strict=True) if not no]
+
+    def counted(group: Sequence[BackendRow]) -> str:
+        counts: dict[VerdictKind | str, int] = {}
+        for r in group:
+            counts[r.kind] = counts.get(r.kind, 0) + 1
+        return "(" + ", ".join(f"{n} {presentation(k).count_label}" for k, n in counts.items()) + ")"
+
+    parts = [f"{len(judged)} unchanged {counted(judged)}"] if judged else []
+    if unjudged:
+        parts.append(f"{len(unjudged)} with latency not judged {counted(unjudged)}")
+    return ", ".join(parts)
 
 
 def _most(n: int, fits: Callable[[int], bool]) -> int:
@@ -228,6 +258,10 @@ _ACCEPT = (
     "If a regression is expected, accept it by updating the baseline (or acknowledge it in "
     "`[tool.aitune.acknowledged]` of pyproject.toml):"
 )
+_ACKNOWLEDGE = (
+    "If a regression against the base is expected, acknowledge it in pyproject.toml, saying why (a "
+    "baseline update does not change what the base measures):"
+)
 
 
 @dataclass(frozen=True)
@@ -245,6 +279,7 @@ class _Comment:
     unchanged_summary: str
     winners: Sequence[str]
     fixes: Sequence[str]
+    acknowledgements: Sequence[str]
     report_url: str | None
     max_chars: int
 
@@ -295,6 +330,28 @@ class _Comment:
         return "**Winners:** " + " · ".join(parts)
 
     def _fix_parts(self, keep: int) -> list[str]:
+        return self._update_parts(keep) + self._acknowledge_parts(keep)
+
+    def _acknowledge_parts(self, keep: int) -> list[str]:
+        """A ``[tool.aitune.acknowledged]`` table of the first ``keep`` checks regressed against the base."""
+        if not self.acknowledgements:
+            return []
+        shown, rest = self.acknowledgements[:keep], len(self.acknowledgements) - min(keep, len(self.acknowledgements))
+        if not shown:
+            return [
+                f"{_ACKNOWLEDGE} `[tool.aitune.acknowledged]` takes one entry per check, for the {rest:,} checks "
+                f"regressed against the base (listed in {self.where()})."
+            ]
+        table = "[tool.aitune.acknowledged]\n" + "\n".join(
+            f'{json.dumps(check)} = "why this change is expected"' for check in shown
+        )
+        fence = _fence(table)
+        parts = [f"{_ACKNOWLEDGE}\n\n{fence}toml\n{table}\n{fence}"]
+        if rest:
+            parts.append(f"_…and {rest:,} more check{'s' if rest != 1 else ''} (listed in {self.where()})._")
+        return parts
+
+    def _update_parts(self, keep: int) -> list[str]:
         if not self.fixes:
             return []
         shown, rest = self.fixes[:keep], len(self.fixes) - min(keep, len(self.fixes))
@@ -320,7 +377,8 @@ class _Comment:
         checks keep most of the room; when not even one check fits, they are dropped, then the
         environment lines. A body that still does not fit (a huge title or marker) raises.
         """
-        total, n_winners, n_fixes = len(self.changed) + len(self.unchanged), len(self.winners), len(self.fixes)
+        total, n_winners = len(self.changed) + len(self.unchanged), len(self.winners)
+        n_fixes = max(len(self.fixes), len(self.acknowledgements))
         text = self.text(total, n_winners, n_fixes)
         if len(text) <= self.max_chars:
             return text
@@ -377,6 +435,7 @@ def render_markdown(
         unchanged_summary=_unchanged_summary(unchanged),
         winners=_winner_items(view),
         fixes=_regressed_fixtures(view),
+        acknowledgements=_regressed_against_the_base(view),
         report_url=report_url,
         max_chars=max_chars,
     ).fitted()

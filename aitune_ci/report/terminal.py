@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from aitune_ci.formatting import fmt_ms, fmt_pct
 from aitune_ci.report.view import judged_against, latency_not_judged
 from aitune_ci.result import BackendResult, TuneResult
-from aitune_ci.status import BackendStatus, presentation
+from aitune_ci.status import BackendStatus, VerdictKind, presentation
 
 __all__ = ["format_table", "format_tune_table", "format_verdict_table"]
 
@@ -84,6 +84,8 @@ def format_verdict_table(verdicts: Sequence[Any]) -> str:
         kind = f"{v.kind}" + (f" ({', '.join(v.reasons)})" if v.reasons else "")
         if v.would_fail:
             kind += " warn-only: would fail"
+        if v.acknowledged and v.kind is not VerdictKind.REGRESSED:
+            kind += " (acknowledged)"
         moved.extend(f"{v.check_id}: {m.text()}" for m in v.metrics if m.moved)
         rows.append(
             [
@@ -101,12 +103,14 @@ def format_verdict_table(verdicts: Sequence[Any]) -> str:
     for line in moved[:_METRIC_LINES]:
         table += f"\n{line}"
     if len(moved) > _METRIC_LINES:
-        table += f"\n({len(moved) - _METRIC_LINES} more metric changes in the report)"
+        more = len(moved) - _METRIC_LINES
+        table += f"\n({more} more metric change{'s' if more != 1 else ''}: every one is in a report, --aitune-report run.html)"
     for why, checks in list(unjudged.items())[:_WHY_LINES]:
         shown = ", ".join(checks[:3]) + (f" and {len(checks) - 3} more" if len(checks) > 3 else "")
         table += f"\n{shown}: {why[0].upper()}{why[1:]}."
     if len(unjudged) > _WHY_LINES:
-        table += f"\n({len(unjudged) - _WHY_LINES} more reasons in the report)"
+        more = len(unjudged) - _WHY_LINES
+        table += f"\n({more} more reason{'s' if more != 1 else ''}: every one is in a report, --aitune-report run.html)"
     return table
 
 

@@ -381,7 +381,7 @@ class Baseline:
             try:
                 data = json.loads(data)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise _corrupt(path, fixture_hint, f"not valid JSON, the file may be truncated ({exc})") from None
+                raise _not_json(path, fixture_hint, data, exc) from None
         reader = _Reader(path, fixture_hint)
         if not isinstance(data, Mapping):
             raise reader.error("", f"expected a JSON object, found {type(data).__name__}")
@@ -415,7 +415,29 @@ def _corrupt(path: object, fixture: str | None, problem: str, *, newer: bool = F
     fix = f"regenerate it with `{command}` (this rewrites the file; there is no need to delete it first)"
     if newer:
         fix = f"a newer aitune-ci wrote it: upgrade aitune-ci to read it, or {fix}"
-    return DataFileError(path, problem, fix)
+    error = DataFileError(path, problem, fix)
+    error.written_by_newer = newer
+    return error
+
+
+_CONFLICT = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
+
+
+def _not_json(path: object, fixture: str | None, text: str | bytes, exc: Exception) -> DataFileError:
+    """Not JSON: a merge left its conflict markers in it (said so, with the fix that keeps a side's
+    history), or the file was cut short."""
+    decoded = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    found = _CONFLICT.search(decoded)
+    if found is None:
+        return _corrupt(path, fixture, f"not valid JSON, the file may be truncated ({exc})")
+    line = decoded.count("\n", 0, found.start()) + 1
+    return DataFileError(
+        path,
+        f"git merge-conflict markers at line {line}, so it is not valid JSON",
+        f"keep one side's file whole (`git checkout --ours {path}` or `--theirs`) rather than mixing the two; "
+        f"or regenerate it with `{update_command(fixture) if fixture else 'pytest --aitune --aitune-update'}`, "
+        "which starts its run history over",
+    )
 
 
 class _Reader:

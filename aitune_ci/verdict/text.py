@@ -45,7 +45,7 @@ def _standing(v: Verdict) -> list[str]:
         diffs = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in sorted(v.env_mismatch.items()))
         parts.append(f"environment differs from the baseline ({diffs}): the change may come from the environment")
     if v.acknowledged:
-        parts.append(f"acknowledged in [tool.aitune]: {v.acknowledged}")
+        parts.append(f"acknowledged in [tool.aitune.acknowledged]: {v.acknowledged}")
     if v.needs_confirmation:
         parts.append(
             f"suspected: re-measuring before failing (confirmation {v.confirmations + 1} of {v.max_confirmations})"
@@ -66,6 +66,11 @@ def _what_to_do(v: Verdict) -> str | None:
         return (
             "no baseline for this hardware and --aitune-strict requires one: this check fails; "
             f"create it with `{update_command(v.fixture, new_only=True)}`"
+        )
+    if v.kind is VerdictKind.REGRESSED and v.acknowledged and v.reasons == (LATENCY,):
+        return (
+            f'if this larger slowdown is expected too, raise the max_slowdown of "{v.check_id}" in '
+            "[tool.aitune.acknowledged] of pyproject.toml, or drop it to accept any slowdown"
         )
     if v.kind is VerdictKind.REGRESSED and v.mode is VerdictMode.RELATIVE:
         return (

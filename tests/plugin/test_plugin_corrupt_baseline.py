@@ -54,6 +54,9 @@ def test_update_new_only_does_not_overwrite_a_corrupt_baseline(corrupt):
 def test_update_rewrites_a_corrupt_baseline_and_the_next_run_passes(corrupt):
     updated = corrupt.tune("--aitune-update")
     updated.assert_outcomes(passed=4)
+    updated.stdout.fnmatch_lines(
+        ["*tune_bad: replaced an unreadable baseline (not valid JSON*); the run history it held is not carried over"]
+    )
     assert corrupt.load_baseline("tune_bad")["fixture"] == "tune_bad"
 
     rerun = corrupt.tune()
@@ -74,6 +77,42 @@ def test_baseline_of_an_unknown_schema_version_says_to_upgrade_or_regenerate(pro
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         ["*unknown baseline schema_version 99*a newer aitune-ci wrote it: upgrade aitune-ci to read it, or regenerate*"]
+    )
+
+
+def test_update_does_not_overwrite_a_baseline_a_newer_aitune_ci_wrote(project):
+    """A runner still on an older aitune-ci would otherwise wipe what the newer one keeps (its run
+    history: the stored latency verdict needs five runs of it)."""
+    project.add_fixture("tune_lin")
+    project.tune("--aitune-update")
+    data = project.load_baseline("tune_lin")
+    data["schema_version"] = 99
+    project.save_baseline("tune_lin", data)
+    before = project.baseline_path("tune_lin").read_text()
+
+    result = project.tune("--aitune-update")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*unknown baseline schema_version 99*so a newer aitune-ci wrote it; not overwritten*upgrade aitune-ci*"]
+    )
+    assert project.baseline_path("tune_lin").read_text() == before
+
+
+def test_baseline_with_merge_conflict_markers_says_to_keep_one_side(project):
+    project.add_fixture("tune_lin")
+    project.tune("--aitune-update")
+    path = project.baseline_path("tune_lin")
+    lines = path.read_text().splitlines()
+    path.write_text(
+        "\n".join([*lines[:3], "<<<<<<< HEAD", *lines[3:5], "=======", *lines[3:5], ">>>>>>> nightly", *lines[5:]])
+    )
+
+    result = project.tune()
+
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        ["*tune_lin.json: git merge-conflict markers at line 4, so it is not valid JSON*git checkout --ours*"]
     )
 
 

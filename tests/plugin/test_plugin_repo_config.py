@@ -61,10 +61,10 @@ def test_acknowledged_slowdown_passes_and_the_reason_is_reported(regressed):
     result = regressed.tune("--aitune-report", "run.json")
 
     assert result.ret == pytest.ExitCode.OK
-    assert regressed.verdicts(result) == {"tune_lin[eager]": "PASS"}
+    assert regressed.verdicts(result) == {"tune_lin[eager]": "PASS (acknowledged)"}
     message = _verdict_messages(regressed, "run.json")["tune_lin[eager]"]
     assert "accepted as acknowledged" in message
-    assert "Acknowledged in [tool.aitune]: new kernel (#123)" in message
+    assert "Acknowledged in [tool.aitune.acknowledged]: new kernel (#123)" in message
 
 
 def test_acknowledged_slowdown_beyond_its_max_still_fails(regressed):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from aitune_ci.plugin.rootdir import PATH_OPTIONS, hijacked_rootdir
 
@@ -35,3 +41,31 @@ def test_the_rootdir_pytest_finds_from_the_repo_is_left_alone(tmp_path):
     assert hijacked_rootdir(["--aitune", "--aitune-report", str(tmp_path / "new.json")], repo, repo, ini) is None
     # --rootdir / -c are the user's own choice
     assert hijacked_rootdir(["--rootdir", str(tmp_path), "--aitune-report", str(report)], repo, tmp_path, None) is None
+
+
+def test_the_rootdir_is_refused_before_the_conftests_fail_to_import(pytester):
+    """A repo whose conftest imports its own package through the ini's ``pythonpath``: read from the
+    wrong rootdir that ini is not read and the conftest fails on its import, which hid the cause.
+    Run in a subprocess: the plugin must be loaded the way an installed one is, before conftests."""
+    repo = pytester.path / "repo"
+    (repo / "acme").mkdir(parents=True)
+    (repo / "acme" / "__init__.py").write_text("")
+    (repo / "pyproject.toml").write_text('[tool.pytest.ini_options]\npythonpath = ["."]\ntestpaths = ["tests"]\n')
+    (repo / "tests").mkdir()
+    (repo / "tests" / "conftest.py").write_text("import acme  # found through the ini's pythonpath\n")
+    report = pytester.path / "run.json"
+    report.write_text("{}")  # an earlier run's report, outside the repo
+
+    # the pytest command as a user runs it: `python -m pytest`, or pytester's runs (which put the
+    # working directory on PYTHONPATH), would find the package without the ini
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    pytest_command = shutil.which("pytest", path=Path(sys.executable).parent)
+    assert pytest_command, f"no pytest command beside {sys.executable}"
+    done = subprocess.run(
+        [pytest_command, "--aitune", "--aitune-report", str(report)], cwd=repo, env=env, capture_output=True, text=True
+    )
+
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert f"ERROR: aitune: pytest took its rootdir {pytester.path}" in done.stderr
+    assert f"Write the option with '=': --aitune-report={report}" in done.stderr
+    assert "ModuleNotFoundError" not in done.stdout + done.stderr
