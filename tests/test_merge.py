@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from aitune_ci.cli.report_commands import add_subcommands
-from aitune_ci.errors import DataFileError
-from aitune_ci.store.runs import MergeConflict, load_run, merge_runs
+from aitune_ci.errors import AituneCIError, DataFileError
+from aitune_ci.store.runs import MergeConflict, MissingShards, load_run, merge_runs
 
 DATA = Path(__file__).parent / "data"
 SHARDS = [DATA / "report_shard1.json", DATA / "report_shard2.json"]
@@ -69,6 +69,34 @@ def test_a_fixture_split_over_backends_merges_its_rows(shards: list[dict]) -> No
     assert merged["results"][0]["backends"] == whole["backends"]
 
 
+def _as_shard(run: dict, index: int, count: int) -> dict:
+    """``run`` as ``--aitune-shard index/count`` writes it."""
+    return {**copy.deepcopy(run), "shard": {"index": index, "count": count}}
+
+
+def test_a_missing_shard_is_named_not_merged_into_a_passing_run(shards: list[dict]) -> None:
+    """A merge of shard 1 of 2 alone (or passed twice) used to read as a whole run with no regression."""
+    first = _as_shard(shards[0], 1, 2)
+    for runs in ([first], [first, first]):
+        with pytest.raises(MissingShards, match=r"shard 2/2 is missing: .*--allow-missing-shards"):
+            merge_runs(runs)
+    partial = merge_runs([first], allow_missing_shards=True)
+    assert partial["missing_shards"] == [2] and _checks(partial) == _checks(shards[0])
+    whole = merge_runs([first, _as_shard(shards[1], 2, 2)])
+    assert "missing_shards" not in whole and _checks(whole) == sorted(_checks(shards[0]) + _checks(shards[1]))
+
+
+def test_shards_of_different_splits_are_not_merged(shards: list[dict]) -> None:
+    with pytest.raises(MergeConflict, match=r"shards of different splits: 1/2 \(a.json\), 2/3 \(b.json\)"):
+        merge_runs([_as_shard(shards[0], 1, 2), _as_shard(shards[1], 2, 3)], sources=["a.json", "b.json"])
+
+
+def test_a_malformed_shard_record_names_the_file(shards: list[dict]) -> None:
+    bad = {**shards[0], "shard": {"index": 3, "count": 2}}
+    with pytest.raises(DataFileError, match=r"a.json: 'shard' must be"):
+        merge_runs([bad, shards[1]], sources=["a.json", "b.json"])
+
+
 def test_load_run_rejects_bad_files_naming_them(tmp_path: Path) -> None:
     cases = {
         "missing.json": None,
@@ -77,6 +105,7 @@ def test_load_run_rejects_bad_files_naming_them(tmp_path: Path) -> None:
         "list.json": "[]",
         "broken.json": json.dumps({"schema_version": 1, "results": [{"schema_version": 1, "name": "x"}]}),
         "bench.json": json.dumps({"machine_info": {}, "benchmarks": []}),
+        "other.json": json.dumps({"foo": 1}),
     }
     expected = {
         "missing.json": "cannot read it",
@@ -85,6 +114,7 @@ def test_load_run_rejects_bad_files_naming_them(tmp_path: Path) -> None:
         "list.json": "expected a JSON object, found list",
         "broken.json": "malformed result",
         "bench.json": "this is a pytest-benchmark export, not an aitune-ci run",
+        "other.json": r"not an aitune-ci run file: no 'schema_version' or 'results' \(keys: foo\)",
     }
     for name, text in cases.items():
         path = tmp_path / name
@@ -113,6 +143,25 @@ def test_merge_command_writes_the_merged_run(tmp_path: Path, capsys: pytest.Capt
     assert _cli("merge", *map(str, SHARDS), "-o", str(out)) == 0
     assert "merged 2 run file(s): 2 fixtures, 14 checks" in capsys.readouterr().out
     assert _checks(load_run(out)) == _checks(load_run(DATA / "report_run.json"))
+
+
+def test_merge_command_refuses_to_overwrite_an_input_or_write_another_format(tmp_path: Path) -> None:
+    shard = tmp_path / "s1.json"
+    shard.write_text(SHARDS[0].read_text())
+    with pytest.raises(AituneCIError, match="is one of the runs to merge"):
+        _cli("merge", str(shard), str(SHARDS[1]), "-o", str(shard))
+    with pytest.raises(AituneCIError, match=r"name the output \*\.json"):
+        _cli("merge", str(shard), str(SHARDS[1]), "-o", str(tmp_path / "merged.xyz"))
+    assert shard.read_text() == SHARDS[0].read_text()
+
+
+def test_merge_command_merges_what_there_is_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shard = tmp_path / "s1.json"
+    shard.write_text(json.dumps(_as_shard(load_run(SHARDS[0]), 1, 2)))
+    with pytest.raises(MissingShards):
+        _cli("merge", str(shard), "-o", str(tmp_path / "m.json"))
+    assert _cli("merge", str(shard), "-o", str(tmp_path / "m.json"), "--allow-missing-shards") == 0
+    assert "shards [2] are missing" in capsys.readouterr().err
 
 
 def test_report_command_appends_history_and_writes_every_format(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aitune_ci.atomic import atomic_write_text
+from aitune_ci.errors import AituneCIError
 from aitune_ci.github import echo_command, publish
 from aitune_ci.report import REPORT_FORMATS, render_report, report_suffix
 from aitune_ci.report.trends import mark_change_points
@@ -124,6 +125,12 @@ def _add_merge(sub: Any) -> None:
     p = sub.add_parser("merge", help="merge the run JSON of CI shards (--aitune-shard i/n) into one")
     p.add_argument("runs", nargs="+", metavar="SHARD.json", help="run JSON of each shard")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="merged run JSON to write (required)")
+    p.add_argument(
+        "--allow-missing-shards",
+        action="store_true",
+        help="merge the shards there are when some of their split are missing (listed in the merged run's "
+        "missing_shards); without it a missing shard is an error. Default: off",
+    )
     p.set_defaults(func=cmd_merge)
 
 
@@ -163,11 +170,22 @@ def cmd_comment(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Merge shard run files into one run file."""
-    run = _load_runs(args.runs)
+    output = Path(args.output)
+    if output.suffix.lower() != ".json":
+        raise AituneCIError(f"merge writes a run JSON: name the output *.json, got {args.output}")
+    if any(Path(p).resolve() == output.resolve() for p in args.runs):
+        raise AituneCIError(f"-o {args.output} is one of the runs to merge: write the merged run to a new file")
+    runs = [load_run(p) for p in args.runs]
+    run = merge_runs(runs, sources=args.runs, allow_missing_shards=args.allow_missing_shards)
     atomic_write_text(args.output, json.dumps(run, indent=2, sort_keys=True) + "\n")
     print(
         f"merged {len(args.runs)} run file(s): {len(run['results'])} fixtures, {len(run['verdicts'])} checks -> {args.output}"
     )
+    if run.get("missing_shards"):
+        print(
+            f"aitune-ci merge: shards {run['missing_shards']} are missing; their checks are not in {args.output}",
+            file=sys.stderr,
+        )
     return 0
 
 

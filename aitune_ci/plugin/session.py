@@ -221,13 +221,16 @@ class AituneSession:
     # -- reporting ------------------------------------------------------------------------------
     def run_json(self) -> dict[str, Any]:
         """Everything this run found, for ``--aitune-report x.json`` and for merging shards."""
-        return {
+        run: dict[str, Any] = {
             "schema_version": RUN_SCHEMA_VERSION,
             "started": self.started,
             "results": [r.to_json() for r in self.results],
             "verdicts": [v.to_json() for v in self.verdicts],
             "warnings": [w.to_json() for w in self.warnings.entries()],
         }
+        if self.options.shard is not None:  # so that a merge can tell a shard missing or passed twice
+            run["shard"] = {"index": self.options.shard.index, "count": self.options.shard.count}
+        return run
 
     def absorb(self, data: Mapping[str, Any]) -> None:
         """Merge what an xdist worker found (its ``run_json``) into this controller's session."""

@@ -18,7 +18,7 @@ from aitune_ci.errors import AituneCIError, DataFileError
 from aitune_ci.result import TuneResult
 from aitune_ci.verdict import Verdict
 
-__all__ = ["MergeConflict", "RUN_SCHEMA_VERSION", "load_run", "merge_runs"]
+__all__ = ["MergeConflict", "MissingShards", "RUN_SCHEMA_VERSION", "load_run", "merge_runs"]
 
 #: Version of the run JSON that the plugin writes and ``load_run`` reads (its one definition).
 RUN_SCHEMA_VERSION = 1
@@ -28,6 +28,49 @@ _FIX = "re-create it with `pytest --aitune --aitune-report run.json` (or `aitune
 
 class MergeConflict(AituneCIError, ValueError):
     """Two runs hold different results for the same (fixture, backend): they cannot be merged."""
+
+
+class MissingShards(MergeConflict):
+    """The runs are shards of one split (``--aitune-shard i/n``), and some of its shards are not among them."""
+
+
+def _shard_of(run: Mapping[str, Any], source: object) -> tuple[int, int] | None:
+    """``(i, n)`` of a run written by ``--aitune-shard i/n``; None for a whole run (or one written before runs said)."""
+    shard = run.get("shard")
+    if shard is None:
+        return None
+    index, count = (shard.get(k) if isinstance(shard, dict) else None for k in ("index", "count"))
+    if not (isinstance(index, int) and isinstance(count, int) and 1 <= index <= count):
+        raise DataFileError(
+            source, f"'shard' must be {{'index': i, 'count': n}} with 1 <= i <= n, found {shard!r}", _FIX
+        )
+    return index, count
+
+
+def _check_shards(runs: Sequence[Mapping[str, Any]], names: Sequence[object], allow_missing: bool) -> list[int]:
+    """The shard indexes of a split that no run covers (empty when none is missing or no run is a shard).
+
+    Raises:
+        MergeConflict: shards of different splits (1/2 and 1/3).
+        MissingShards: a shard of the split is missing, unless ``allow_missing``.
+    """
+    shards = {name: shard for run, name in zip(runs, names, strict=True) if (shard := _shard_of(run, name))}
+    if not shards:
+        return []
+    counts = {count for _, count in shards.values()}
+    if len(counts) > 1:
+        seen = ", ".join(f"{i}/{n} ({name})" for name, (i, n) in shards.items())
+        raise MergeConflict(f"the runs are shards of different splits: {seen}. Merge the shards of one CI run")
+    count = counts.pop()
+    missing = sorted(set(range(1, count + 1)) - {i for i, _ in shards.values()})
+    if missing and not allow_missing:
+        raise MissingShards(
+            f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{i}/{count}' for i in missing)} "
+            f"{'are' if len(missing) > 1 else 'is'} missing: merged, the run would pass the checks of "
+            "those shards unseen. Pass one run file per shard (each --aitune-shard i/n writes its own), "
+            "or --allow-missing-shards to merge what there is"
+        )
+    return missing
 
 
 def _check_run(data: Any, source: object) -> dict[str, Any]:
@@ -42,6 +85,9 @@ def _check_run(data: Any, source: object) -> dict[str, Any]:
         TuneResult.from_json(data, source)
         return {"schema_version": RUN_SCHEMA_VERSION, "started": None, "results": [data], "verdicts": []}
     version = data.get("schema_version")
+    if version is None and "results" not in data:
+        keys = ", ".join(sorted(map(str, data))[:8]) or "none"
+        raise DataFileError(source, f"not an aitune-ci run file: no 'schema_version' or 'results' (keys: {keys})", _FIX)
     if version != RUN_SCHEMA_VERSION:
         newer = isinstance(version, int) and version > RUN_SCHEMA_VERSION
         problem = f"unknown run schema_version {version!r} (this aitune-ci reads {RUN_SCHEMA_VERSION})"
@@ -87,7 +133,9 @@ def _backend_rows(result: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[st
     return {(b.get("module", ""), b["backend"]): b for b in result.get("backends", ())}
 
 
-def merge_runs(runs: Sequence[Mapping[str, Any]], sources: Sequence[object] | None = None) -> dict[str, Any]:
+def merge_runs(
+    runs: Sequence[Mapping[str, Any]], sources: Sequence[object] | None = None, *, allow_missing_shards: bool = False
+) -> dict[str, Any]:
     """Merge run JSONs (the shards of one CI run) into one run JSON.
 
     Results and verdicts are keyed by fixture and by (fixture, backend). An exact duplicate (the
@@ -99,16 +147,20 @@ def merge_runs(runs: Sequence[Mapping[str, Any]], sources: Sequence[object] | No
     Args:
         runs: run JSON objects (as ``load_run`` returns them).
         sources: names for the error messages (file paths), one per run.
+        allow_missing_shards: merge the shards of a split (``--aitune-shard i/n``) with some of them
+            missing; the merged run lists them under ``missing_shards``.
 
     Raises:
-        MergeConflict: the same (fixture, backend) holds different results or verdicts in two runs;
-            the message names the check and both sources.
+        MergeConflict: the same (fixture, backend) holds different results or verdicts in two runs
+            (the message names the check and both sources), or the runs are shards of different splits.
+        MissingShards: a shard of the runs' split is not among them (unless ``allow_missing_shards``).
         DataFileError: a run is malformed (see ``load_run``).
     """
     names = list(sources) if sources is not None else [f"run {i + 1}" for i in range(len(runs))]
     if len(names) != len(runs):
         raise ValueError(f"got {len(runs)} runs but {len(names)} sources")
     checked = [_check_run(dict(run), name) for run, name in zip(runs, names, strict=True)]
+    missing = _check_shards(checked, names, allow_missing_shards)
 
     results: dict[str, dict[str, Any]] = {}
     result_source: dict[str, object] = {}
@@ -151,7 +203,7 @@ def merge_runs(runs: Sequence[Mapping[str, Any]], sources: Sequence[object] | No
     starts = [r.get("started") for r in checked if isinstance(r.get("started"), (int, float))]
     distinct = {_canonical(run): run for run in checked}.values()  # one file passed twice counts once
     caught = merge_warnings([warnings_from_json(run.get("warnings")) for run in distinct])
-    return {
+    merged = {
         "schema_version": RUN_SCHEMA_VERSION,
         "started": min(starts) if starts else None,
         "results": list(results.values()),
@@ -159,3 +211,6 @@ def merge_runs(runs: Sequence[Mapping[str, Any]], sources: Sequence[object] | No
         "warnings": [w.to_json() for w in caught],
         "merged_from": len(checked),
     }
+    if missing:
+        merged["missing_shards"] = missing
+    return merged

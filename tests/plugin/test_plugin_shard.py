@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -57,11 +58,13 @@ def test_shard_counts_its_items_as_deselected(sharded):
 
 
 def test_shard_runs_and_tunes_only_its_own_fixtures(sharded):
-    result = sharded.tune("--aitune-shard", "2/3")
+    result = sharded.tune("--aitune-shard", "2/3", "--aitune-report", "run.json")
 
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=4, deselected=6)
     assert set(sharded.verdicts(result)) == {"tune_b[eager]", "tune_b[eager-bf16]"}
+    # its run file says which shard it is, so that a merge can tell one missing or passed twice
+    assert json.loads((sharded.path / "run.json").read_text())["shard"] == {"index": 2, "count": 3}
 
 
 def test_shard_applies_after_keyword_selection(sharded):
