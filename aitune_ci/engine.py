@@ -28,7 +28,7 @@ from aitune_ci.backends.inductor import compile_counters
 from aitune_ci.compile_warmup import warm_compiler
 from aitune_ci.digests import inputs_fingerprint
 from aitune_ci.dynamic import BatchAxis, DynamicAxes, detect_batch_axis, detect_dynamic_axes, explicit_dynamic_axes
-from aitune_ci.errors import BackendNotApplicable
+from aitune_ci.errors import BackendNotApplicable, SpecError
 from aitune_ci.gpu_health import GpuMonitor
 from aitune_ci.measure import MeasureConfig, Progress, measure
 from aitune_ci.modules import CallableModule, capture_module_inputs, with_submodules_replaced
@@ -185,6 +185,23 @@ def _effective_precision(backend_precision: str, dtype: torch.dtype) -> str:
     return _loosest([backend_precision, _DTYPE_PRECISION.get(dtype, "fp32")])
 
 
+def _reference_output(model: torch.nn.Module, sample: Sample, index: int, device: torch.device) -> Any:
+    """The eager fp32 output of ``sample``; a sample the model cannot run is the spec's error, said
+    as such (the first a new user met was a bare "mat1 and mat2 shapes cannot be multiplied")."""
+    try:
+        return _call(model, _to_device(sample, device, torch.float32))
+    except Exception as exc:
+        shapes = ", ".join(
+            f"{s['path']}: {s['dtype']}{s['shape']}" if "shape" in s else f"{s['path']}: {s['type']}"
+            for s in sample_signature(sample)
+        )
+        raise SpecError(
+            f"the eager model failed on samples[{index}] ({shapes or 'no arguments'}): {type(exc).__name__}: "
+            f"{exc}. Check that each sample is what the model's forward() takes: a tensor, a tuple of "
+            "positional arguments, a dict of keyword arguments, or (args, kwargs)"
+        ) from exc
+
+
 def _fp64_reference(model: torch.nn.Module, samples: Sequence[Sample], device: torch.device) -> list[Any] | None:
     """fp64 outputs for the RMSE-ratio gate; None when the model cannot run in fp64 (it is optional)."""
     try:
@@ -275,7 +292,7 @@ def tune(
     dynamic_axes, batch_axis = _input_axes(spec, samples)
 
     say(f"{spec.display_name}: {_backends(len(names))} on {device} ({', '.join(names)})")
-    reference = [_call(reference_model, _to_device(s, device, torch.float32)) for s in spec.normalized_samples]
+    reference = [_reference_output(reference_model, s, i, device) for i, s in enumerate(spec.normalized_samples)]
     fp64 = _fp64_reference(reference_model, spec.normalized_samples, device)
 
     tmp = tempfile.TemporaryDirectory(prefix="aitune-")

@@ -36,3 +36,19 @@ def test_a_progress_callable_gets_every_step_instead_of_the_log(spec, caplog, ca
     assert any(line.startswith("tiny: winner eager") for line in lines)
     assert not [r for r in caplog.records if r.name == "aitune_ci.engine"]
     assert capfd.readouterr() == ("", "")
+
+
+def test_a_sample_the_model_cannot_run_is_named_with_its_shapes():
+    import torch
+
+    from aitune_ci.errors import SpecError
+
+    model = torch.nn.Linear(16, 4)
+    samples = [torch.randn(4, 16), torch.randn(4, 7)]
+    spec = ait.TuneSpec(model=model, samples=samples, backends=["eager"], device="cpu", name="tiny")
+    with pytest.raises(
+        SpecError,
+        match=r"the eager model failed on samples\[1\] \(args\.0: float32\[4, 7\]\): "
+        r"RuntimeError: mat1 and mat2 shapes cannot be multiplied.*what the model's forward\(\) takes",
+    ):
+        tune(spec, measure_config=FAST)

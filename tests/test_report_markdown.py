@@ -297,3 +297,18 @@ def test_checks_whose_latency_was_not_judged_are_not_counted_as_unchanged(run: d
             v.update(delta=None, delta_ci=None, notes=["latency not judged: other processes took 0.91 CPU cores"])
     text = render_markdown(busy)
     assert "<summary>12 unchanged (6 passed, 6 skipped), 1 with latency not judged (1 passed)</summary>" in text
+
+
+@pytest.mark.parametrize("winner", ["eager", "mixed"])
+def test_the_parts_choices_are_shown_only_when_their_mixture_won(run: dict, winner: str) -> None:
+    """A tune with modules=[...] records each part's choice whether or not the mixture won; a new
+    user's whole-model onnxruntime winner was shown as "mixed: backbone=onnxruntime, head=eager"."""
+    from aitune_ci.report import render_report
+
+    tuned = copy.deepcopy(run)
+    result = tuned["results"][0]
+    result.update(winner=winner, module_choice={"features": "inductor", "classifier": "eager"})
+    text, html = render_markdown(tuned), render_report(tuned, ".html")
+    shown = "(mixed: features=inductor, classifier=eager)" in text
+    assert shown is (winner == "mixed"), text
+    assert ("features → inductor" in html) is (winner == "mixed")

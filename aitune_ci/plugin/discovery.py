@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import random
+import sysconfig
+import traceback
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -130,6 +133,30 @@ def parameter_error(name: str, func: Callable[..., Any]) -> str | None:
     )
 
 
+_LIBRARY_PATHS = tuple(
+    {
+        str(Path(p).resolve())
+        for k in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := sysconfig.get_paths().get(k))
+    }
+)
+
+
+def _user_frames(exc: BaseException, keep: int = 3) -> str:
+    """Where in the user's code ``exc`` came from: its innermost frames outside the standard library
+    and installed packages (the fixture's own frame at least), one line each; a full traceback of
+    pytest and aitune-ci's frames would bury them."""
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0] is call_fixture's own
+    mine = [f for f in frames if not str(Path(f.filename).resolve()).startswith(_LIBRARY_PATHS)] or frames[:1]
+    lines = []
+    for frame in mine[-keep:]:
+        path = Path(frame.filename)
+        with contextlib.suppress(ValueError):
+            path = path.resolve().relative_to(Path.cwd().resolve())
+        lines.append(f"\n  at {path}:{frame.lineno} in {frame.name}" + (f": {frame.line}" if frame.line else ""))
+    return "".join(lines)
+
+
 def call_fixture(plan: FixturePlan) -> None:
     """Call the fixture function (seeded) once: ``plan.spec`` or ``plan.error`` is set; never raises."""
     if plan.evaluated or plan.error:
@@ -146,7 +173,7 @@ def call_fixture(plan: FixturePlan) -> None:
                 plan.teardown = value
                 value = next(value)
     except Exception as exc:
-        plan.error = f"{name} raised {type(exc).__name__}: {exc}"
+        plan.error = f"{name} raised {type(exc).__name__}: {exc}" + _user_frames(exc)
         return
     if not isinstance(value, TuneSpec):
         shown = repr(value)

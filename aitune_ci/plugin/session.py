@@ -84,6 +84,9 @@ class AituneSession:
         self.fixtures: dict[str, _FixtureState] = {}
         self.verdicts: list[Verdict] = []
         self.results: list[TuneResult] = []
+        #: fixtures whose items failed before any verdict (the fixture raised, returned no spec, its
+        #: tune raised, its baseline is unreadable): fixture -> why; the count line names them
+        self.broken: dict[str, str] = {}
         #: warnings raised while evaluating and tuning fixtures (see ``aitune_ci.plugin.quiet``)
         self.warnings = WarningTally()
         self.started = time.time()
@@ -147,6 +150,7 @@ class AituneSession:
             self._evaluate(state)
         if state.plan.error:
             state.done.add(check)
+            self.broken.setdefault(fixture, state.plan.error)
             return CheckOutcome(Outcome.FAILED, state.plan.error)
         drift = state.drift
         if drift is not None and check in drift.removed:
@@ -156,6 +160,8 @@ class AituneSession:
         checker = state.check or self._run(state)
         try:
             outcome = checker.outcome(check)
+            if outcome.outcome is Outcome.FAILED and not checker.verdicts and outcome.message:
+                self.broken.setdefault(fixture, outcome.message)
             if drift is not None and check == SELECTION:
                 outcome = drift.selection_outcome(outcome, {b: checker.outcome(b) for b in drift.added})
             return outcome
@@ -228,6 +234,8 @@ class AituneSession:
             "verdicts": [v.to_json() for v in self.verdicts],
             "warnings": [w.to_json() for w in self.warnings.entries()],
         }
+        if self.broken:
+            run["broken"] = [{"fixture": name, "error": why} for name, why in self.broken.items()]
         if self.options.shard is not None:  # so that a merge can tell a shard missing or passed twice
             run["shard"] = {"index": self.options.shard.index, "count": self.options.shard.count}
         return run
@@ -237,12 +245,20 @@ class AituneSession:
         self.results.extend(TuneResult.from_json(r) for r in data.get("results", ()))
         self.verdicts.extend(Verdict.from_json(v) for v in data.get("verdicts", ()))
         self.warnings.absorb(warnings_from_json(data.get("warnings")))
+        for entry in data.get("broken", ()):
+            self.broken.setdefault(str(entry["fixture"]), str(entry["error"]))
 
     def summary_lines(self) -> list[str]:
-        if not self.verdicts and not self.results:
+        if not self.verdicts and not self.results and not self.broken:
             return []
         lines = [format_verdict_table(self.verdicts)] if self.verdicts else []
-        lines.append(count_line(self.verdicts))
+        line = count_line(self.verdicts) if self.verdicts or not self.broken else "aitune:"
+        if self.broken:
+            names = sorted(self.broken)
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            line += f"{',' if self.verdicts else ''} {len(names)} fixture{'s' if len(names) != 1 else ''} "
+            line += f"failed before any verdict ({shown}: see the failures above)"
+        lines.append(line)
         return lines
 
     def write_reports(self) -> list[Path]:

@@ -15,6 +15,7 @@ from aitune_ci.formatting import fmt_ms, fmt_pct
 from aitune_ci.report import charts
 from aitune_ci.report.trends import mark_change_points
 from aitune_ci.report.view import BackendRow, FixtureView, RunView, judged_against
+from aitune_ci.result import MIXED
 from aitune_ci.status import BackendStatus
 from aitune_ci.store.history import environment_changes
 
@@ -334,7 +335,8 @@ def render_html(
                 "reason": f.result.winner_reason if f.result is not None else "",
                 "speedup": row.speedup if row is not None else None,
                 "median": row.median_ms if row is not None else None,
-                "modules": dict(f.result.module_choice) if f.result is not None else {},
+                # the parts' choices only when their mixture won: a whole-model winner runs no mixture
+                "modules": dict(f.result.module_choice) if f.result is not None and f.winner == MIXED else {},
             }
         )
     baseline_env = []

@@ -17,6 +17,7 @@ from typing import Any
 
 from aitune_ci.formatting import fmt_ms, fmt_pct
 from aitune_ci.report.view import BackendRow, RunView, judged_against, latency_not_judged
+from aitune_ci.result import MIXED
 from aitune_ci.status import NO_CHECKS, VerdictKind, VerdictMode, presentation
 from aitune_ci.store.baseline import update_command
 from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, TASK_METRIC, Verdict, summary_counts
@@ -176,7 +177,8 @@ def _winner_items(view: RunView) -> list[str]:
         row = f.winner_row
         if row is not None and row.speedup is not None and f.winner != "eager":
             text += f" ({row.speedup:.2f}× eager)"
-        if f.result is not None and f.result.module_choice:
+        if f.result is not None and f.result.module_choice and f.winner == MIXED:
+            # the parts' choices are recorded whether or not their mixture won; shown only when it did
             mixed = ", ".join(f"{m}={b}" for m, b in f.result.module_choice.items())
             text += f" (mixed: {_cell(mixed, 300)})"
         items.append(text)

@@ -99,6 +99,11 @@ def _check_run(data: Any, source: object) -> dict[str, Any]:
         TuneResult.from_json(r, source)
     for v in verdicts:
         Verdict.from_json(v, source)
+    broken = data.get("broken", [])  # optional: fixtures that failed before any verdict
+    if not isinstance(broken, list) or not all(
+        isinstance(b, dict) and isinstance(b.get("fixture"), str) and isinstance(b.get("error"), str) for b in broken
+    ):
+        raise DataFileError(source, "'broken' must be a list of {'fixture': ..., 'error': ...}", _FIX)
     try:
         warnings_from_json(data.get("warnings"))  # optional: runs written before warnings were kept have none
     except ValueError as exc:
@@ -211,6 +216,9 @@ def merge_runs(
         "warnings": [w.to_json() for w in caught],
         "merged_from": len(checked),
     }
+    broken = {b["fixture"]: b for run in checked for b in run.get("broken", ())}
+    if broken:
+        merged["broken"] = list(broken.values())
     if missing:
         merged["missing_shards"] = missing
     return merged

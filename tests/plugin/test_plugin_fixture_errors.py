@@ -60,8 +60,13 @@ def test_fixture_that_requests_another_fixture_says_to_build_it_inside(broken):
     )
 
 
-def test_fixture_that_raises_names_the_exception(broken):
-    broken.stdout.fnmatch_lines(["tune_raises raised FileNotFoundError: weights.bin is missing"])
+def test_fixture_that_raises_names_the_exception_and_where_in_the_users_code(broken):
+    broken.stdout.fnmatch_lines(
+        [
+            "tune_raises raised FileNotFoundError: weights.bin is missing",
+            '  at test_broken.py:19 in tune_raises: raise FileNotFoundError("weights.bin is missing")',
+        ]
+    )
 
 
 def test_fixture_returning_the_model_says_to_return_a_tunespec(broken):
@@ -124,3 +129,13 @@ def test_fixture_imported_into_a_test_module_is_tuned_once(project):
 
     result.assert_outcomes(passed=2)
     assert project.verdicts(result) == {"tune_shared[eager]": "NEW"}
+
+
+def test_the_count_line_counts_the_fixtures_that_failed_before_any_verdict(broken):
+    """It read "aitune: 1 new" beside pytest's "3 failed": the summary a user reads left them out."""
+    broken.stdout.fnmatch_lines(
+        [
+            "aitune: 1 new, 3 fixtures failed before any verdict "
+            "(tune_needs_fixture, tune_raises, tune_returns_model: see the failures above)"
+        ]
+    )
