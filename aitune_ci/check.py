@@ -31,6 +31,7 @@ from aitune_ci.sanity import SanityConfig
 from aitune_ci.spec import TuneSpec
 from aitune_ci.status import BackendStatus, VerdictKind, VerdictMode
 from aitune_ci.store.artifact import inspect_artifact, load, module_backends, save, spec_hash
+from aitune_ci.store.artifact.archive import file_sha256
 from aitune_ci.store.artifact.hashing import BuildKeys, work_key
 from aitune_ci.store.artifact.safety import sha256_json
 from aitune_ci.store.artifact.saving import save_for_load_timing
@@ -108,6 +109,10 @@ class BaseSide:
     spec: TuneSpec
     ref: str
     directory: Path | None = None
+
+
+#: How a Git LFS pointer file starts (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md).
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
 
 @dataclass(frozen=True)
@@ -285,6 +290,8 @@ class FixtureCheck:
         self.result: TuneResult | None = None
         self.baseline: Baseline | None = None
         self.baseline_error: DataFileError | None = None
+        #: why the committed artifact is not the one the baseline pins (None: it is, or there is none)
+        self.artifact_problem: str | None = None
         self.error: str | None = None
         self.verdicts: dict[str, Verdict] = {}
         self.updated = False
@@ -321,6 +328,10 @@ class FixtureCheck:
             self.baseline = self.store.read(self.hardware, self.name)
         except DataFileError as exc:
             self.baseline_error = exc
+        if not self.options.writes_baselines:
+            self.artifact_problem = self._committed_artifact_problem()
+            if self.artifact_problem:
+                self.progress(f"{self.name}: {self.artifact_problem}")
         backends = [b for b in self.backends if b in self.selected or b == "eager"]
         base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
         if base is not None:
@@ -419,8 +430,24 @@ class FixtureCheck:
             for row in self.result.backends
             if not row.module
         ]
+        elsewhere = self._baselines_elsewhere() if self.baseline is None and self.baseline_error is None else []
+        if elsewhere:
+            note = (
+                f"this machine's hardware key is {self.hardware}; baselines of {self.name} exist for "
+                f"{', '.join(elsewhere)}: run the check on that hardware, or write this machine's"
+            )
+            self.progress(f"{self.name}: no baseline for {self.hardware}; there are for {', '.join(elsewhere)}")
+            verdicts = [
+                with_message(replace(v, notes=(*v.notes, note))) if v.kind is VerdictKind.NEW else v for v in verdicts
+            ]
         for verdict in apply_run_correction(verdicts):
             self.verdicts[verdict.backend] = verdict
+
+    def _baselines_elsewhere(self) -> list[str]:
+        """The other hardware keys with a baseline of this fixture: a check that finds none for its own
+        machine says so, where "NEW" alone read as if the repo had none at all."""
+        found = sorted(p.parent.name for p in self.store.root.glob(f"*/{self.name}.json"))
+        return [key for key in found if key != self.hardware]
 
     def _judge_row(
         self,
@@ -1161,9 +1188,42 @@ class FixtureCheck:
             return CheckOutcome(Outcome.PASSED, f"baseline updated (was {verdict.kind} against the old one)", verdict)
         return CheckOutcome(Outcome.FAILED if verdict.fails else Outcome.PASSED, verdict.message, verdict)
 
+    def _committed_artifact_problem(self) -> str | None:
+        """Why the committed ``.ait`` is not the file the baseline pins by sha256, or None.
+
+        Checked on every run, whether or not anything loads the artifact: a check answered without
+        tuning never opens it, and a tampered, truncated or LFS-pointer file used to pass unseen.
+        A missing file is no problem (a repo may commit manifests only).
+        """
+        path, baseline = self.artifact_path(), self.baseline
+        if baseline is None or not baseline.artifact_sha256 or not path.is_file():
+            return None
+        fix = f"restore it (`git checkout -- {path}`), or rebuild it with `{update_command(self.name)}`"
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(len(_LFS_POINTER))
+                fh.seek(0)
+                found = file_sha256(fh)
+        except OSError as exc:
+            return f"the committed artifact {path} cannot be read ({exc}): {fix}"
+        if head == _LFS_POINTER:
+            return (
+                f"the committed artifact {path} is a Git LFS pointer, not the artifact: fetch LFS objects on this "
+                "runner (`lfs: true` in actions/checkout, or `git lfs pull`)"
+            )
+        if found != baseline.artifact_sha256:
+            return (
+                f"the committed artifact {path} has sha256 {found[:12]}…, but its baseline records "
+                f"{baseline.artifact_sha256[:12]}…: it was changed or replaced after the baseline was written, and "
+                f"nothing may load it. To fix: {fix}"
+            )
+        return None
+
     def _selection_outcome(self) -> CheckOutcome:
         result = self.result
         assert result is not None
+        if self.artifact_problem:
+            return CheckOutcome(Outcome.FAILED, f"{self.name}: {self.artifact_problem}")
         if result.winner is None:
             return CheckOutcome(Outcome.FAILED, f"{self.name}: no backend could be selected — {result.winner_reason}")
         text = f"{self.name}: winner {result.winner} ({result.winner_reason})"

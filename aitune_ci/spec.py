@@ -102,10 +102,8 @@ class TuneSpec:
             names = dict(self.model.named_modules())
             for m in self.modules:
                 if m not in names:
-                    raise SpecError(
-                        f"TuneSpec.modules: {type(self.model).__name__} has no submodule {m!r}"
-                        f"{_did_you_mean(m, [n for n in names if n])}"
-                    )
+                    hint = _did_you_mean(m, [n for n in names if n]) or _children(self.model)
+                    raise SpecError(f"TuneSpec.modules: {type(self.model).__name__} has no submodule {m!r}{hint}")
         if not (self.tolerance is None or isinstance(self.tolerance, Tolerance)):
             if not isinstance(self.tolerance, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, Tolerance) for k, v in self.tolerance.items()
@@ -204,6 +202,15 @@ def _tolerance_json(tol: ToleranceSpec) -> Any:
     if isinstance(tol, Tolerance):
         return tol.to_json()
     return {k: v.to_json() for k, v in tol.items()}
+
+
+def _children(model: torch.nn.Module) -> str:
+    """``; its submodules are: backbone, head`` (its direct children, where a far miss offers no close name)."""
+    names = [n for n, _ in model.named_children()]
+    if not names:
+        return "; it has no submodules"
+    shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+    return f"; its submodules are: {shown} (deeper ones by dotted path, e.g. {names[0]}.<child>)"
 
 
 def _did_you_mean(word: str, choices: Sequence[str] | set[str]) -> str:

@@ -237,6 +237,18 @@ def test_a_missing_file_says_how_to_rebuild_it(tiny_mlp, tmp_path):
         load(tmp_path / "tune_gone.ait", _fresh(tiny_mlp))
 
 
+def test_a_file_not_named_as_an_artifact_names_no_fixture(tiny_mlp, tmp_path):
+    """``aitune-ci inspect pyproject.toml`` suggested ``--aitune-fixtures pyproject``."""
+    path = tmp_path / "pyproject.toml"
+    path.write_text("[tool.aitune]\n")
+    with pytest.raises(
+        ArtifactError, match=r"\.aitune/artifacts/<hardware>/<fixture>\.ait.*--aitune-fixtures <fixture>"
+    ):
+        inspect_artifact(path)
+    with pytest.raises(ArtifactError, match=r"no such artifact; artifacts are"):
+        load(tmp_path / "typo.ait", _fresh(tiny_mlp))
+
+
 def test_a_member_whose_bytes_differ_from_its_sha256_is_refused(artifact, tiny_mlp, tmp_path):
     manifest, members = _members(artifact.path)
     weights = bytearray(members[WEIGHTS_MEMBER])

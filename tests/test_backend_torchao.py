@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -124,3 +127,13 @@ def test_a_compiled_build_that_compiles_nothing_fails_instead_of_timing_eager(ti
     with torch._dynamo.config.patch(disable=True):
         with pytest.raises(BackendError, match="without capturing a single graph"):
             TorchAOBackend(recipe="int8dq", compile=True).build(tiny_mlp, samples_of(4), ctx(tmp_path))
+
+
+def test_torchaos_import_warnings_stay_out_of_the_output():
+    """On a CPU torch, torchao's first import warned "Failed to load .../_C_mxfp8...so" (and torch's
+    pytree a deprecation) on stderr, before `aitune-ci backends` printed its table."""
+    code = "from aitune_ci.backends.torchao import _torchao_import_error as e; print(e())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
+    assert "Failed to load" not in done.stderr and "register_constant" not in done.stderr, done.stderr

@@ -57,6 +57,15 @@ def test_init_writes_workflows_lfs_ignores_and_a_starter_conftest(repo, capsys):
     assert pr["jobs"]["tune"]["runs-on"] == ["self-hosted", "linux", "gpu"]
 
 
+def test_init_says_how_to_move_artifacts_committed_without_lfs_into_it(repo, capsys):
+    """A repo that committed .ait files before init: the new LFS attribute shows them modified."""
+    (repo / ".aitune" / "artifacts" / "cpu-x").mkdir(parents=True)
+    (repo / ".aitune" / "artifacts" / "cpu-x" / "tune_a.ait").write_bytes(b"PK")
+    assert _init(repo) == 0
+    out = capsys.readouterr().out
+    assert "1 .ait file(s) under .aitune were committed without LFS" in out and "git add --renormalize ." in out
+
+
 def test_init_again_changes_nothing(repo, capsys):
     assert _init(repo, "--runner-labels", "self-hosted,gpu-h100", "--path", "perf") == 0
     before = _files(repo)

@@ -107,3 +107,21 @@ def test_summary_is_json_serializable():
     import json
 
     json.dumps(_spec().summary())
+
+
+def test_a_far_miss_in_modules_lists_the_models_submodules():
+    """A near miss gets "did you mean"; a far one used to get no candidates at all."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = torch.nn.Linear(4, 4)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.backbone(x))
+
+    with pytest.raises(SpecError, match=r"has no submodule 'classifier'; its submodules are: backbone, head"):
+        TuneSpec(model=Net(), samples=[torch.randn(1, 4)], modules=["classifier"], device="cpu")
+    with pytest.raises(SpecError, match=r"no submodule 'backbon' \(did you mean 'backbone'\?\)"):
+        TuneSpec(model=Net(), samples=[torch.randn(1, 4)], modules=["backbon"], device="cpu")

@@ -296,16 +296,25 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"wrote {name}")
     for name in unchanged:
         print(f"unchanged {name}")
-    print(_next_steps(options))
+    committed = sorted((root / options.aitune_dir).rglob("*.ait")) if (root / options.aitune_dir).is_dir() else []
+    print(_next_steps(options, existing_artifacts=len(committed)))
     return 0
 
 
-def _next_steps(options: InitOptions) -> str:
+def _next_steps(options: InitOptions, existing_artifacts: int = 0) -> str:
     labels = ",".join(options.runner_labels)
     steps = [
         "Next steps:",
         "  1. Git LFS keeps the .ait artifacts (one can pass GitHub's 100 MB limit): run `git lfs install` once",
         "     per clone; GitHub-side, LFS storage counts against your quota.",
+    ]
+    if existing_artifacts:
+        steps += [
+            f"     {existing_artifacts} .ait file(s) under {options.aitune_dir} were committed without LFS: git now",
+            "     shows them modified. `git add --renormalize .` and a commit move them into LFS from now on",
+            "     (`git lfs migrate import --include='*.ait' --everything` would also rewrite the history).",
+        ]
+    steps += [
         f"  2. Register a self-hosted runner with the labels {labels} on a GPU machine with Python 3.10+",
         "     (and python3-venv).",
         f"  3. Write the first baselines on that machine and commit them: pytest --aitune --aitune-update {options.path}",

@@ -77,7 +77,13 @@ class BaseCheckout:
     @classmethod
     def create(cls, repo: Path, ref: str, parent: Path) -> BaseCheckout:
         """Check ``ref`` out into a fresh worktree under ``parent`` (reused when it already holds that sha)."""
-        top = Path(_git(repo, "rev-parse", "--show-toplevel"))
+        try:
+            top = Path(_git(repo, "rev-parse", "--show-toplevel"))
+        except BaseCheckoutError as exc:
+            raise BaseCheckoutError(
+                f"--aitune-against {ref!r} needs a git checkout of the repo ({exc}): run it in a clone, or drop "
+                "--aitune-against to check against the committed baselines"
+            ) from None
         try:
             sha = _git(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
         except BaseCheckoutError:

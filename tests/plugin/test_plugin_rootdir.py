@@ -69,3 +69,10 @@ def test_the_rootdir_is_refused_before_the_conftests_fail_to_import(pytester):
     assert f"ERROR: aitune: pytest took its rootdir {pytester.path}" in done.stderr
     assert f"Write the option with '=': --aitune-report={report}" in done.stderr
     assert "ModuleNotFoundError" not in done.stdout + done.stderr
+
+
+def test_against_outside_a_git_checkout_says_what_to_do(tmp_path):
+    from aitune_ci.plugin.against import BaseCheckout, BaseCheckoutError
+
+    with pytest.raises(BaseCheckoutError, match=r"--aitune-against 'main' needs a git checkout.*drop --aitune-against"):
+        BaseCheckout.create(tmp_path, "main", tmp_path / "work")

@@ -30,6 +30,12 @@ WEIGHTS_MEMBER = "weights/model.safetensors"
 CHUNK = 1 << 20
 
 
+def _fixture_of(path: Path) -> str | None:
+    """The fixture an artifact's file name names (``tune_x.ait``), for the command that rebuilds it;
+    None for any other name (``pyproject.toml`` named no fixture ``pyproject``)."""
+    return path.stem if path.suffix == ".ait" and path.stem.startswith("tune_") else None
+
+
 def file_sha256(fh: IO[bytes]) -> str:
     """The sha256 of the rest of an open binary file, read in chunks."""
     digest = hashlib.sha256()
@@ -48,7 +54,9 @@ def artifact_sha256(path: str | os.PathLike[str]) -> str:
         with open(path, "rb") as fh:
             return file_sha256(fh)
     except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read the artifact ({exc}); {rebuild_hint(Path(path).stem)}") from None
+        raise ArtifactError(
+            f"{path}: cannot read the artifact ({exc}); {rebuild_hint(_fixture_of(Path(path)))}"
+        ) from None
 
 
 class Archive:
@@ -61,7 +69,7 @@ class Archive:
         self.path = Path(path)
         self.source = str(path)
         self.limits = limits
-        self.hint = rebuild_hint(self.path.stem)
+        self.hint = rebuild_hint(_fixture_of(self.path))
         self._stack = contextlib.ExitStack()
         try:
             self._open(expected_sha256)

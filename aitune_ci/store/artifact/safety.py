@@ -85,8 +85,12 @@ class ArtifactLimits:
 
 def rebuild_hint(fixture: str | None) -> str:
     """The command that rewrites an artifact (and the baseline that records its sha256)."""
-    target = f" --aitune-fixtures {fixture}" if fixture else ""
-    return f"rebuild it with `pytest --aitune --aitune-update{target}`"
+    if not fixture:
+        return (
+            "artifacts are .aitune/artifacts/<hardware>/<fixture>.ait; rebuild one with "
+            "`pytest --aitune --aitune-update --aitune-fixtures <fixture>`"
+        )
+    return f"rebuild it with `pytest --aitune --aitune-update --aitune-fixtures {fixture}`"
 
 
 def canonical_json(value: Any) -> bytes:

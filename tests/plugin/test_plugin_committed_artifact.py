@@ -1,0 +1,76 @@
+"""The committed .ait must be the file its baseline pins by sha256, checked on every run: a check
+answered without tuning never opens it, and a tampered or LFS-pointer artifact used to pass unseen."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture
+def nightly(project):
+    project.add_fixture("tune_lin")
+    project.tune("--aitune-update").assert_outcomes(passed=2)
+    (artifact,) = (project.path / ".aitune" / "artifacts").glob("*/tune_lin.ait")
+    return project, artifact
+
+
+def test_an_untouched_or_uncommitted_artifact_passes(nightly):
+    project, artifact = nightly
+    assert project.tune().ret == pytest.ExitCode.OK
+    artifact.unlink()  # a repo may commit manifests only
+    assert project.tune().ret == pytest.ExitCode.OK
+
+
+def test_a_changed_artifact_fails_the_selection_naming_both_digests_and_the_fix(nightly):
+    project, artifact = nightly
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+
+    result = project.tune("-v")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines_random(["*tune_lin[[]selection[]] FAILED*", "*tune_lin[[]eager[]] PASSED*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*the committed artifact *tune_lin.ait has sha256 *…, but its baseline records *…: it was changed or "
+            "replaced after the baseline was written*git checkout -- *pytest --aitune --aitune-update --aitune-fixtures "
+            "tune_lin*"
+        ]
+    )
+
+
+def test_an_lfs_pointer_says_to_fetch_lfs_objects(nightly):
+    project, artifact = nightly
+    artifact.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n")
+
+    result = project.tune()
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*tune_lin.ait is a Git LFS pointer, not the artifact: fetch LFS objects*git lfs pull*"]
+    )
+
+
+def test_an_update_rewrites_it_and_is_not_failed_by_it(nightly):
+    project, artifact = nightly
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+
+    assert project.tune("--aitune-update").ret == pytest.ExitCode.OK
+    assert project.tune().ret == pytest.ExitCode.OK
+
+
+def test_a_fixture_with_baselines_only_for_other_hardware_says_which(nightly):
+    """Every check read NEW, as if the repo held no baseline at all."""
+    project, _ = nightly
+    baselines = project.path / ".aitune" / "baselines"
+    (mine,) = [p for p in baselines.iterdir() if p.is_dir()]
+    mine.rename(baselines / "NVIDIA-H100-80GB-HBM3")
+    (project.path / ".aitune" / "artifacts" / mine.name).rename(project.path / ".aitune" / "artifacts" / "x")
+
+    result = project.tune("--aitune-report", "run.json")
+
+    assert project.verdicts(result) == {"tune_lin[eager]": "NEW"}
+    result.stdout.fnmatch_lines([f"*tune_lin: no baseline for {mine.name}; there are for NVIDIA-H100-80GB-HBM3*"])
+    (verdict,) = json.loads((project.path / "run.json").read_text())["verdicts"]
+    assert "baselines of tune_lin exist for NVIDIA-H100-80GB-HBM3" in verdict["message"]
