@@ -499,11 +499,27 @@ def relative_change(
     return Change(old_r[0], new_r[0], _classify(d, se, settings.threshold), math.exp(d), _ci(d, se), note)
 
 
-def build_change(old_s: float | None, new_s: float | None, settings: CompareSettings) -> Change:
+def build_change(
+    old_s: float | None,
+    new_s: float | None,
+    settings: CompareSettings,
+    old_state: str | None = None,
+    new_state: str | None = None,
+) -> Change:
     """Compile-time drift: build seconds NEW / OLD. One build per side: no CI, so the threshold and
-    an absolute floor (``min_build_change_s``) decide alone."""
+    an absolute floor (``min_build_change_s``) decide alone.
+
+    Only builds that met the compile caches alike are compared (``BackendResult.build_cache``, as
+    the verdicts' build-time gate does): a build loaded from the build cache against a fresh one
+    read 0.686 -> 0.0528 s, counted as drift, in a new user's compare of two runs.
+    """
     if old_s is None or new_s is None:
         return Change(old_s, new_s, Drift.NOT_COMPARED, note="build time not recorded on both sides")
+    if "reused" in (old_state, new_state):
+        side = "NEW" if new_state == "reused" else "OLD"
+        return Change(old_s, new_s, Drift.NOT_COMPARED, note=f"{side} loaded an earlier build instead of building")
+    if old_state is not None and new_state is not None and old_state != new_state:
+        return Change(old_s, new_s, Drift.NOT_COMPARED, note=f"OLD built {old_state}, NEW {new_state} (compile cache)")
     ratio = new_s / old_s if old_s > 0 else None
     if abs(new_s - old_s) < settings.min_build_change_s:
         return Change(old_s, new_s, Drift.SMALL, ratio, note=f"changed by less than {settings.min_build_change_s:g} s")
@@ -614,7 +630,13 @@ def _fixture(old: TuneResult, new: TuneResult, settings: CompareSettings, labels
                 new_status=n.status.value if n is not None else None,
                 latency=latency,
                 relative=relative,
-                build=build_change(o.build_s if o else None, n.build_s if n else None, settings),
+                build=build_change(
+                    o.build_s if o else None,
+                    n.build_s if n else None,
+                    settings,
+                    o.build_cache if o else None,
+                    n.build_cache if n else None,
+                ),
                 old_sqnr_db=_sqnr(o),
                 new_sqnr_db=_sqnr(n),
                 old_cosine=_cosine(o),

@@ -470,3 +470,22 @@ def test_terminal_table_has_one_row_per_backend_and_the_summary():
 def test_an_output_path_of_another_format_is_refused_with_the_ones_that_work(path):
     with pytest.raises(ValueError, match=r"end it in \.md \(markdown\), \.html .* or \.json"):
         comparison_suffix(path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "drift", "note"),
+    [
+        ("cold", "cold", Drift.FASTER, "one build per side"),
+        ("warm", "warm", Drift.FASTER, "one build per side"),
+        (None, None, Drift.FASTER, "one build per side"),  # runs written before the state was kept
+        ("cold", "reused", Drift.NOT_COMPARED, "NEW loaded an earlier build instead of building"),
+        ("reused", "cold", Drift.NOT_COMPARED, "OLD loaded an earlier build instead of building"),
+        ("cold", "warm", Drift.NOT_COMPARED, "OLD built cold, NEW warm (compile cache)"),
+    ],
+)
+def test_build_times_are_compared_only_between_builds_that_met_the_caches_alike(old, new, drift, note):
+    """A new user's compare counted 0.686 -> 0.0528 s, a build loaded from the build cache, as compile-time drift."""
+    from aitune_ci.compare import build_change
+
+    change = build_change(30.0, 3.0, CompareSettings(), old, new)
+    assert change.drift is drift and note in change.note
