@@ -38,6 +38,8 @@ def test_append_then_read_round_trips_every_backend(results: list[TuneResult], t
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["schema_version"] for line in lines] == [HISTORY_SCHEMA_VERSION] * 2
     assert [line["commit"] for line in lines] == ["abc123", "def456"]
+    # the lock beside it is ignored by git, as the baselines' are (a new user's `git add .aitune` took it)
+    assert "*.lock" in (path.parent / ".gitignore").read_text().splitlines()
 
     frame = read_history(path)
     assert len(frame) == 2 * len(cnn.backends)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aitune_ci.atomic import locked
+from aitune_ci.atomic import ensure_gitignore, locked
 from aitune_ci.environment import CPU_RUN_FIELDS, compared_fields, environment_differences
 from aitune_ci.errors import DataFileError
 from aitune_ci.formatting import strict_number
@@ -157,6 +157,8 @@ def append_history(
     path = history_path(directory, hardware)
     record = history_line(result, commit if commit is not None else current_commit(), date)
     data = (json.dumps(record, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_gitignore(path.parent)  # its .jsonl.lock must not be committed (as the baselines' locks)
     with locked(path):
         with open(path, "ab+") as f:
             f.seek(0)
