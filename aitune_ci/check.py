@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from aitune_ci.backends.registry import fingerprint, get_backend
 from aitune_ci.config import RepoConfig
+from aitune_ci.cpu_load import CONTENDED_CORES
 from aitune_ci.engine import MIXED, PartChoice, remeasure, tune
 from aitune_ci.environment import environment_differences, hardware_key
 from aitune_ci.errors import AituneCIError, DataFileError
@@ -109,6 +110,24 @@ class BaseSide:
     spec: TuneSpec
     ref: str
     directory: Path | None = None
+
+
+def contended_update_warning(fixture: str, rows: Sequence[BackendResult]) -> str | None:
+    """The warning of an update that measured a backend while other processes took the CPU: it said
+    only NEW, and every stored check against it then read "not judged" until the next update."""
+    busy = sorted(
+        (row.backend, row.latency.cpu_contention)
+        for row in rows
+        if not row.module and row.latency is not None and (row.latency.cpu_contention or 0.0) > CONTENDED_CORES
+    )
+    if not busy:
+        return None
+    return (
+        f"{fixture}: warning: other processes took up to {max(c or 0.0 for _, c in busy):.2f} CPU cores while "
+        f"{', '.join(b for b, _ in busy)} {'was' if len(busy) == 1 else 'were'} measured, with no core idle; "
+        "stored checks against this baseline will not judge their latency until an update on a quiet machine "
+        "rewrites it"
+    )
 
 
 #: How a Git LFS pointer file starts (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md).
@@ -1132,6 +1151,9 @@ class FixtureCheck:
         )
         path = self.store.write(baseline)
         self.updated = True
+        warning = contended_update_warning(self.name, self.result.backends)
+        if warning:
+            self.progress(warning)
         if self.baseline_error is not None:
             self.progress(
                 f"{self.name}: replaced an unreadable baseline ({self.baseline_error.problem}); "

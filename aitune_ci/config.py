@@ -39,10 +39,11 @@ fixture's key, the metric table's own ``threshold``/``floor``/``enabled``, then 
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,30 @@ class RepoConfig:
             or fixture in self.warn_only
             or (backend is not None and check_id(fixture, backend) in self.warn_only)
         )
+
+    def keys_matching_nothing(self, checks: Collection[str], fixtures_only: bool = False) -> list[str]:
+        """One line per key of a per-check table that names no check in ``checks`` (ids such as
+        ``tune_a[eager]``; ``fixtures_only``: match keys on their fixture alone, as when
+        ``--aitune-backends`` left some checks out). A typo there used to be ignored in silence."""
+        fixtures = {c.split("[", 1)[0] for c in checks}
+        tables: list[tuple[str, Iterable[str]]] = [
+            ("thresholds", self.thresholds),
+            ("acknowledged", self.acknowledged),
+            ("quarantine", self.quarantine),
+            ("warn_only", self.warn_only),
+            *((f"metrics.{m}", [k for k in keys if k]) for m, keys in self.metric_overrides.items()),
+        ]
+        lines = []
+        for table, keys in tables:
+            for key in sorted(keys):
+                fixture = key.split("[", 1)[0]
+                if key in fixtures or (key in checks if not fixtures_only else fixture in fixtures):
+                    continue
+                close = difflib.get_close_matches(key, sorted({*checks, *fixtures}), n=1)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                where = f"[tool.aitune] {table}" if table in ("quarantine", "warn_only") else f"[tool.aitune.{table}]"
+                lines.append(f'{self.source}: {where}: "{key}" matches no check collected in this run{hint}')
+        return lines
 
     def metric_gate(self, metric: str, fixture: str, backend: str | None = None) -> MetricGate:
         """The gate of ``metric`` for one check: each field from the most specific key that sets it."""

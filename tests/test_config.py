@@ -114,3 +114,29 @@ def test_invalid_toml_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML") as info:
         RepoConfig.load(path)
     assert str(path) in str(info.value)
+
+
+def test_keys_naming_no_collected_check_are_listed_with_the_closest_name(tmp_path):
+    """A typo'd key in a per-check table was ignored in silence."""
+    path = tmp_path / "pyproject.toml"
+    path.write_text(
+        "[tool.aitune]\n"
+        'quarantine = ["tune_tiny[onxruntime]"]\n'
+        "[tool.aitune.thresholds]\n"
+        'tune_tiny = 0.5\n"tune_tinny[eager]" = 0.5\n'
+        "[tool.aitune.acknowledged]\n"
+        '"tune_tiny[eager]" = "known"\n'
+    )
+    config = RepoConfig.load(path)
+    checks = {"tune_tiny[eager]", "tune_tiny[onnxruntime]", "tune_tiny[selection]"}
+    assert config.keys_matching_nothing(checks) == [
+        f'{path}: [tool.aitune.thresholds]: "tune_tinny[eager]" matches no check collected in this run '
+        '(did you mean "tune_tiny[eager]"?)',
+        f'{path}: [tool.aitune] quarantine: "tune_tiny[onxruntime]" matches no check collected in this run '
+        '(did you mean "tune_tiny[onnxruntime]"?)',
+    ]
+    # --aitune-backends left checks out: a key is matched on its fixture alone
+    assert config.keys_matching_nothing({"tune_tiny[eager]"}, fixtures_only=True) == [
+        f'{path}: [tool.aitune.thresholds]: "tune_tinny[eager]" matches no check collected in this run '
+        '(did you mean "tune_tiny[eager]"?)'
+    ]

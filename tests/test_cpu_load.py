@@ -124,3 +124,15 @@ def test_pooled_pairs_keep_the_busiest_readings_contention():
     readings = [RatioEstimate(1.1, 1.05, 1.15, 10, cpu_contention=c) for c in (0.0, 0.6, None)]
     assert pool_paired(readings).cpu_contention == 0.6
     assert pool_paired([RatioEstimate(1.1, 1.05, 1.15, 10)]).cpu_contention is None
+
+
+def test_an_update_measured_beside_a_busy_neighbour_warns_that_stored_checks_will_not_judge_it():
+    from aitune_ci.check import contended_update_warning
+
+    rows = [_current(0.8), _current(0.0), _current(None)]
+    assert contended_update_warning("tune_x", rows) == (
+        "tune_x: warning: other processes took up to 0.80 CPU cores while eager was measured, with no core idle; "
+        "stored checks against this baseline will not judge their latency until an update on a quiet machine "
+        "rewrites it"
+    )
+    assert contended_update_warning("tune_x", [_current(0.05), _current(None)]) is None

@@ -262,6 +262,7 @@ def pytest_collection_modifyitems(
         if state.options.against:
             _load_base(state, state.options.against)
     _report_collected(session, generated)
+    _warn_of_keys_matching_nothing(config, state, generated)
     items.extend(generated)
     result = yield
     if state.options.fixtures:
@@ -299,6 +300,17 @@ def _keep_fixtures(config: pytest.Config, items: list[pytest.Item], names: list[
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if not (isinstance(item, AituneItem) and item.fixture not in wanted)]
+
+
+def _warn_of_keys_matching_nothing(config: pytest.Config, state: AituneSession, generated: list[Any]) -> None:
+    """A ``[tool.aitune]`` key naming no collected check (a typo'd threshold, acknowledgement or
+    quarantine) is said once per run: it used to be ignored in silence."""
+    worker = getattr(config, "workerinput", {}).get("workerid", "gw0")  # xdist: every worker collects all
+    if not generated or worker != "gw0":
+        return  # nothing collected here (another folder's run), or another worker says it
+    checks = {f"{item.fixture}[{item.check}]" for item in generated}
+    for line in state.repo_config.keys_matching_nothing(checks, fixtures_only=state.options.backends is not None):
+        state.progress(f"warning: {line}")
 
 
 def _report_collected(session: pytest.Session, items: list[pytest.Item]) -> None:

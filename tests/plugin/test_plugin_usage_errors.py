@@ -78,3 +78,19 @@ def test_aitune_options_in_the_ini_alone_leave_a_plain_run_alone(project):
 
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=1)
+
+
+def test_a_repo_config_key_naming_no_check_is_said_once(project):
+    project.add_fixture("tune_lin")
+    project.configure(aitune=project.AITUNE + '\n\n[tool.aitune.thresholds]\n"tune_lni[eager]" = 0.5\n')
+
+    result = project.tune("--aitune-update")
+
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            '*warning: *pyproject.toml: [[]tool.aitune.thresholds[]]: "tune_lni[[]eager[]]" matches no check collected '
+            'in this run (did you mean "tune_lin[[]eager[]]"?)*'
+        ]
+    )
+    assert result.stdout.str().count("matches no check collected") == 1

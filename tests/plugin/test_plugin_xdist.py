@@ -38,6 +38,7 @@ def _workers_by_fixture(result: pytest.RunResult) -> dict[str, set[str]]:
 def test_update_then_rerun_under_two_workers(two_fixtures):
     """Two xdist runs (each starts two workers that import torch, so keep it to two)."""
     project = two_fixtures
+    project.configure(aitune=project.AITUNE + '\n\n[tool.aitune.thresholds]\n"tune_c" = 0.5\n')
 
     update = project.tune("-n", "2", "-v", "--aitune-update", subprocess=True)
 
@@ -47,6 +48,8 @@ def test_update_then_rerun_under_two_workers(two_fixtures):
     assert set(workers) == {"tune_a", "tune_b"}
     assert all(len(w) == 1 for w in workers.values()), f"a fixture's items were split over workers: {workers}"
     assert project.count_line(update) == "aitune: 4 new"  # each check once: no fixture tuned twice
+    # every worker collects every check; one says that a config key matches none of them
+    assert sum('"tune_c" matches no check collected in this run' in line for line in update.errlines) == 1
     # progress from the workers reaches the terminal, naming the worker
     tuned = {
         m.group(2): m.group(1)
