@@ -347,6 +347,10 @@ class FixtureCheck:
             self.baseline = self.store.read(self.hardware, self.name)
         except DataFileError as exc:
             self.baseline_error = exc
+        if self.baseline_error is not None and not self.options.update:
+            # every item of the fixture fails on it (``outcome``): tuning first cost minutes on a GPU for nothing
+            self.progress(f"{self.name}: not tuned: its baseline cannot be read ({self.baseline_error.problem})")
+            return
         if not self.options.writes_baselines:
             self.artifact_problem = self._committed_artifact_problem()
             if self.artifact_problem:

@@ -36,6 +36,13 @@ def test_corrupt_baseline_fails_its_items_naming_the_file_and_the_command(corrup
         ]
     )
     assert "Traceback" not in result.stdout.str()
+    # not tuned: every item of the fixture fails on the baseline whatever a tune would measure
+    assert (
+        "tune_bad: not tuned: its baseline cannot be read (not valid JSON" in result.stderr.str() + result.stdout.str()
+    )
+    assert "tune_bad: tuned in" not in result.stderr.str() + result.stdout.str()
+    # the count line says so instead of "no checks"
+    result.stdout.fnmatch_lines(["aitune: 1 passed, 1 fixture failed before any verdict (tune_bad: *)"])
 
 
 def test_corrupt_baseline_is_left_untouched_without_update(corrupt):
