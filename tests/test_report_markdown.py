@@ -312,3 +312,20 @@ def test_the_parts_choices_are_shown_only_when_their_mixture_won(run: dict, winn
     shown = "(mixed: features=inductor, classifier=eager)" in text
     assert shown is (winner == "mixed"), text
     assert ("features → inductor" in html) is (winner == "mixed")
+
+
+def test_a_broken_fixture_makes_the_comment_report_and_outputs_fail(run: dict) -> None:
+    """A run whose fixture could not be checked read "✅ no regressions" everywhere but the terminal."""
+    from aitune_ci.report import render_report
+
+    broken = {
+        **copy.deepcopy(run),
+        "broken": [{"fixture": "tune_bert", "error": "tune_bert: baseline unreadable\nmore"}],
+    }
+    text = render_markdown(broken)
+    assert "no regressions" not in text and "## ❌ aitune-ci: 1 broken fixture" in text
+    assert "### Broken: no verdict for these fixtures\n\n- `tune_bert`: tune_bert: baseline unreadable" in text
+    html = render_report(broken, ".html")
+    assert 'id="broken"' in html and "<code>tune_bert</code>" in html
+    outputs = step_outputs(broken)
+    assert outputs["verdict"] == "failed" and outputs["failing"] is True and outputs["broken"] == 1

@@ -87,15 +87,18 @@ def step_outputs(run: Mapping[str, Any], reports: Mapping[str, str | Path] | Non
     ``verdict`` (``step_verdict``: pass, regressed, failed or none), ``verdict-kind`` (the most
     severe kind that counts: PASS, IMPROVED, REGRESSED, FAILED, NEW, SKIPPED, or NONE without
     checks), ``failing`` (true when CI should fail), a count per outcome (``passed``, ``improved``,
-    ``regressed``, ``failed``, ``new``, ``skipped``, ``quarantined``), ``total``, and a
+    ``regressed``, ``failed``, ``new``, ``skipped``, ``quarantined``), ``broken`` (fixtures that failed
+    before any verdict: they make the verdict ``failed``), ``total``, and a
     ``report-<kind>`` path per report given.
     """
     view = RunView.from_run(run)
+    verdict = step_verdict(view.verdicts)
     out: dict[str, Any] = {
-        "verdict": step_verdict(view.verdicts),
+        "verdict": "failed" if view.broken and verdict in ("pass", "none") else verdict,
         "verdict-kind": str(view.overall),
         "failing": view.failing,
         **view.counts,
+        "broken": len(view.broken),
         "total": len(view.verdicts),
     }
     for kind, path in (reports or {}).items():

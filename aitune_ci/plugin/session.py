@@ -84,8 +84,9 @@ class AituneSession:
         self.fixtures: dict[str, _FixtureState] = {}
         self.verdicts: list[Verdict] = []
         self.results: list[TuneResult] = []
-        #: fixtures whose items failed before any verdict (the fixture raised, returned no spec, its
-        #: tune raised, its baseline is unreadable): fixture -> why; the count line names them
+        #: broken fixtures: those whose items failed before any verdict (the fixture raised, returned
+        #: no spec, its tune raised, its baseline is unreadable) or whose committed artifact is not
+        #: the one its baseline pins: fixture -> why; the count line and the reports name them
         self.broken: dict[str, str] = {}
         #: warnings raised while evaluating and tuning fixtures (see ``aitune_ci.plugin.quiet``)
         self.warnings = WarningTally()
@@ -160,7 +161,8 @@ class AituneSession:
         checker = state.check or self._run(state)
         try:
             outcome = checker.outcome(check)
-            if outcome.outcome is Outcome.FAILED and not checker.verdicts and outcome.message:
+            unusable = not checker.verdicts or checker.artifact_problem is not None
+            if outcome.outcome is Outcome.FAILED and outcome.verdict is None and outcome.message and unusable:
                 self.broken.setdefault(fixture, outcome.message)
             if drift is not None and check == SELECTION:
                 outcome = drift.selection_outcome(outcome, {b: checker.outcome(b) for b in drift.added})
@@ -257,7 +259,7 @@ class AituneSession:
             names = sorted(self.broken)
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             line += f"{',' if self.verdicts else ''} {len(names)} fixture{'s' if len(names) != 1 else ''} "
-            line += f"failed before any verdict ({shown}: see the failures above)"
+            line += f"broken ({shown}: see the failures above)"
         lines.append(line)
         return lines
 

@@ -113,11 +113,29 @@ def _headline(view: RunView, title: str) -> str:
         return f"## {look.icon} {title}: {look.headline}"
     regressed, failed = (view.counts[presentation(k).count_label] for k in (VerdictKind.REGRESSED, VerdictKind.FAILED))
     n_bad = regressed + failed
-    what = f"{n_bad} {'regression' if failed == 0 else 'regression or failure'}"
-    what += "s" if n_bad != 1 else ""
+    parts = []
+    if n_bad:
+        what = f"{n_bad} {'regression' if failed == 0 else 'regression or failure'}"
+        parts.append(what + ("s" if n_bad != 1 else ""))
+    if view.broken:
+        parts.append(f"{len(view.broken)} broken fixture{'s' if len(view.broken) != 1 else ''}")
+    what = ", ".join(parts)
     if not view.failing:
         what += " (warn-only: not failing)"
     return f"## {look.icon} {title}: {what}"
+
+
+def _broken_part(view: RunView) -> str:
+    """The fixtures that failed before any verdict, each with why (cut to a line): the comment said
+    "no regressions" over a run whose fixture could not even be checked."""
+    if not view.broken:
+        return ""
+    lines = [
+        f"- `{_cell(name, 80)}`: {_cell(why.splitlines()[0] if why else '', 300)}" for name, why in view.broken[:20]
+    ]
+    if len(view.broken) > 20:
+        lines.append(f"- …and {len(view.broken) - 20} more: see the run's log")
+    return "### Broken: no verdict for these fixtures\n\n" + "\n".join(lines)
 
 
 def _summary_line(view: RunView, report_url: str | None) -> str:
@@ -430,8 +448,8 @@ def render_markdown(
     headline = _headline(view, _cell(title, 100))
     summary = _summary_line(view, report_url)
     return _Comment(
-        head=[marker, headline, summary, _env_line(view), *_mismatch_lines(view)],
-        short_head=[marker, headline, summary],
+        head=[marker, headline, summary, _broken_part(view), _env_line(view), *_mismatch_lines(view)],
+        short_head=[marker, headline, summary, _broken_part(view)],
         changed=[(_row(r), r.verdict) for r in changed],  # type: ignore[misc]
         unchanged=[(_row(r), r.verdict) for r in unchanged],  # type: ignore[misc]
         unchanged_summary=_unchanged_summary(unchanged),

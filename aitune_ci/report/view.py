@@ -210,6 +210,9 @@ class RunView:
     #: ``{field: (baseline value, this run's value)}`` over every verdict that compared with a baseline.
     env_mismatch: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     baseline_environment: Mapping[str, Any] | None = None
+    #: ``(fixture, why)`` of each fixture that failed before any verdict (its fixture raised, its tune
+    #: raised, its baseline or committed artifact is unusable): the run fails, whatever its verdicts say
+    broken: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_run(cls, run: Mapping[str, Any], baseline_environment: Mapping[str, Any] | None = None) -> RunView:
@@ -271,6 +274,7 @@ class RunView:
             environment_spread=spread,
             env_mismatch=dict(sorted(mismatch.items())),
             baseline_environment=baseline_environment,
+            broken=tuple((str(b["fixture"]), str(b["error"])) for b in run.get("broken", ())),
         )
 
     @property
@@ -280,7 +284,10 @@ class RunView:
 
     @property
     def overall(self) -> VerdictKind | str:
-        return overall_verdict(self.verdicts)
+        kind = overall_verdict(self.verdicts)
+        if self.broken and kind is not VerdictKind.REGRESSED:
+            return VerdictKind.FAILED  # a broken fixture fails the run as a failing backend does
+        return kind
 
     @property
     def overall_look(self) -> Presentation:
@@ -293,8 +300,8 @@ class RunView:
 
     @property
     def failing(self) -> bool:
-        """Whether this run fails CI (a regression or a new failure that is not quarantined)."""
-        return any(v.fails for v in self.verdicts)
+        """Whether this run fails CI (a regression or a new failure that is not quarantined, or a broken fixture)."""
+        return bool(self.broken) or any(v.fails for v in self.verdicts)
 
     @property
     def rows(self) -> list[BackendRow]:

@@ -27,7 +27,7 @@ def test_a_changed_artifact_fails_the_selection_naming_both_digests_and_the_fix(
     project, artifact = nightly
     artifact.write_bytes(artifact.read_bytes() + b"\0")
 
-    result = project.tune("-v")
+    result = project.tune("-v", "--aitune-report", "run.md")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines_random(["*tune_lin[[]selection[]] FAILED*", "*tune_lin[[]eager[]] PASSED*"])
@@ -38,6 +38,11 @@ def test_a_changed_artifact_fails_the_selection_naming_both_digests_and_the_fix(
             "tune_lin*"
         ]
     )
+    # the count line and the PR comment say it: they read "1 passed" and "no regressions"
+    result.stdout.fnmatch_lines(["aitune: 1 passed, 1 fixture broken (tune_lin: see the failures above)"])
+    comment = (project.path / "run.md").read_text()
+    assert "no regressions" not in comment and "1 broken fixture" in comment
+    assert "- `tune_lin`: tune_lin: the committed artifact" in comment
 
 
 def test_an_lfs_pointer_says_to_fetch_lfs_objects(nightly):

@@ -42,7 +42,7 @@ def test_corrupt_baseline_fails_its_items_naming_the_file_and_the_command(corrup
     )
     assert "tune_bad: tuned in" not in result.stderr.str() + result.stdout.str()
     # the count line says so instead of "no checks"
-    result.stdout.fnmatch_lines(["aitune: 1 passed, 1 fixture failed before any verdict (tune_bad: *)"])
+    result.stdout.fnmatch_lines(["aitune: 1 passed, 1 fixture broken (tune_bad: *)"])
 
 
 def test_corrupt_baseline_is_left_untouched_without_update(corrupt):

@@ -135,7 +135,7 @@ def test_the_count_line_counts_the_fixtures_that_failed_before_any_verdict(broke
     """It read "aitune: 1 new" beside pytest's "3 failed": the summary a user reads left them out."""
     broken.stdout.fnmatch_lines(
         [
-            "aitune: 1 new, 3 fixtures failed before any verdict "
+            "aitune: 1 new, 3 fixtures broken "
             "(tune_needs_fixture, tune_raises, tune_returns_model: see the failures above)"
         ]
     )
