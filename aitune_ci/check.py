@@ -577,10 +577,12 @@ class FixtureCheck:
                 try:
                     estimate = pair()
                 except Exception as exc:  # either side may fail on a re-run; the medians still judge
-                    self.progress(f"{self.name} · {row.backend}: paired base/head timing failed ({exc})")
+                    self.progress(f"{self.name} · {row.backend}: paired head/base timing failed ({exc})")
                     pair = None
                 else:
-                    self.progress(f"{self.name} · {row.backend}: paired base/head {_estimate_text(estimate)}")
+                    self.progress(
+                        f"{self.name} · {row.backend}: paired head/base {_estimate_text(estimate)} (base → head)"
+                    )
             verdict = self._judge_row(
                 row, {}, baseline=reference, paired=(estimate, pair) if estimate else None, relative=True
             )

@@ -3,7 +3,7 @@
 Policy lives in ``pyproject.toml`` (reviewed in PRs, next to the baselines) and never in code::
 
     [tool.aitune]
-    threshold = 0.05             # default latency tolerance: 5% slower still passes
+    threshold = 0.05             # default latency tolerance: 5% slower still passes ("5%" too; a bare 5 is refused)
     alpha = 0.05                 # false-alarm rate controlled over the whole run (Benjamini-Hochberg)
     sqnr_drop_db = 3.0           # an SQNR drop larger than this is an accuracy regression
     max_confirmations = 2        # re-measurements of a suspected latency regression before it fails
@@ -43,7 +43,7 @@ import difflib
 import math
 import re
 import sys
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -190,7 +190,7 @@ def _is_number(value: Any) -> bool:
 
 # Scalar keys of [tool.aitune] (each is the Policy field of that name) -> what a valid value is.
 _SCALARS: dict[str, str] = {
-    "threshold": "a number >= 0, e.g. 0.05 for 5%",
+    "threshold": 'a fraction below 1 such as 0.05, or a percentage such as "5%"',
     "alpha": "a number within (0, 1), e.g. 0.05",
     "sqnr_drop_db": "a number of dB >= 0, e.g. 3.0",
     "max_confirmations": "an integer >= 0, e.g. 2",
@@ -246,8 +246,18 @@ class RepoConfig:
             raise ConfigError(source, "(table)", f"expected a table, found {type(table).__name__}")
         unknown = sorted(set(table) - set(_SCALARS) - set(_TABLES))
         if unknown:
-            known = ", ".join(sorted([*_SCALARS, *_TABLES]))
-            raise ConfigError(source, unknown[0], f"unknown key; the known keys are: {known}")
+            known = sorted([*_SCALARS, *_TABLES])
+            each = "; ".join(
+                f"{key}{hint}" if (hint := _suggest(key, known)) else key for key in unknown
+            )  # every unknown key in one run, each with its closest known one
+            raise ConfigError(
+                source,
+                unknown[0],
+                f"unknown key{'s' if len(unknown) > 1 else ''} ({each}); the known keys are: " + ", ".join(known),
+            )
+        table = dict(table)
+        if "threshold" in table:
+            table["threshold"] = _latency_threshold(table["threshold"], source, "threshold")
         kwargs = {key: table[key] for key in _SCALARS if key in table}
         for key, value in kwargs.items():
             try:
@@ -284,10 +294,14 @@ class RepoConfig:
             or (backend is not None and check_id(fixture, backend) in self.warn_only)
         )
 
-    def keys_matching_nothing(self, checks: Collection[str], fixtures_only: bool = False) -> list[str]:
+    def keys_matching_nothing(
+        self, checks: Collection[str], fixtures_only: bool = False, some_fixtures: bool = False
+    ) -> list[str]:
         """One line per key of a per-check table that names no check in ``checks`` (ids such as
         ``tune_a[eager]``; ``fixtures_only``: match keys on their fixture alone, as when
-        ``--aitune-backends`` left some checks out). A typo there used to be ignored in silence."""
+        ``--aitune-backends`` left some checks out; ``some_fixtures``: the run collected only some of
+        the repo's fixtures, as from a path argument, so a key of a fixture not collected is left
+        alone). A typo there used to be ignored in silence."""
         fixtures = {c.split("[", 1)[0] for c in checks}
         tables: list[tuple[str, Iterable[str]]] = [
             ("thresholds", self.thresholds),
@@ -301,6 +315,8 @@ class RepoConfig:
             for key in sorted(keys):
                 fixture = key.split("[", 1)[0]
                 if key in fixtures or (key in checks if not fixtures_only else fixture in fixtures):
+                    continue
+                if some_fixtures and fixture not in fixtures:
                     continue
                 close = difflib.get_close_matches(key, sorted({*checks, *fixtures}), n=1)
                 hint = f' (did you mean "{close[0]}"?)' if close else ""
@@ -368,10 +384,45 @@ def _check_entries(value: Any, source: object, table: str, entry: str) -> Iterat
 def _parse_thresholds(value: Any, source: object) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, threshold in _check_entries(value, source, "thresholds", "number"):
-        if not _is_number(threshold) or threshold < 0 or not math.isfinite(threshold):
-            raise ConfigError(source, f"thresholds.{key}", f"expected a number >= 0 such as 0.05, found {threshold!r}")
-        out[key] = float(threshold)
+        out[key] = _latency_threshold(threshold, source, f"thresholds.{key}")
     return out
+
+
+def _latency_threshold(value: Any, source: object, where: str) -> Any:
+    """A latency threshold as ``--aitune-threshold`` takes it: a fraction below 1 (``0.05``) or a
+    percentage string (``"5%"``, ``"300%"``). A bare number of 1 or more is refused: ``threshold = 5``
+    meant 500%, under which a 4x slowdown passed (the command line refused "5" already).
+    A value that is no number is returned as is, for the caller's own message."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text[:-1]) / 100 if text.endswith("%") else math.nan
+        except ValueError:
+            number = math.nan
+        if not (number >= 0 and math.isfinite(number)):
+            raise ConfigError(
+                source, where, f'expected a fraction such as 0.05 or a percentage such as "5%", found {value!r}'
+            )
+        return number
+    if _is_number(value) and value >= 1 and math.isfinite(value):
+        raise ConfigError(
+            source,
+            where,
+            f'{value!r} reads as a fraction, {value:.0%}: write "{value:g}%" for {value:g} percent, or '
+            f'"{value:.0%}" if you mean it',
+        )
+    if _is_number(value) and not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(source, where, f"expected a number >= 0 such as 0.05, found {value!r}")
+    if not _is_number(value):
+        raise ConfigError(
+            source, where, f'expected a fraction such as 0.05 or a percentage such as "5%", found {value!r}'
+        )
+    return value
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _parse_acknowledged(value: Any, source: object) -> dict[str, Acknowledgement]:

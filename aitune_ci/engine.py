@@ -195,10 +195,17 @@ def _reference_output(model: torch.nn.Module, sample: Sample, index: int, device
             f"{s['path']}: {s['dtype']}{s['shape']}" if "shape" in s else f"{s['path']}: {s['type']}"
             for s in sample_signature(sample)
         )
+        args, kwargs = sample
+        hint = ""
+        if kwargs and not args and isinstance(exc, TypeError):
+            hint = (
+                ". A dict sample is passed as keyword arguments, model(**sample); for a forward() that "
+                "takes one dict, give the sample as a one-element tuple: ({...},)"
+            )
         raise SpecError(
             f"the eager model failed on samples[{index}] ({shapes or 'no arguments'}): {type(exc).__name__}: "
             f"{exc}. Check that each sample is what the model's forward() takes: a tensor, a tuple of "
-            "positional arguments, a dict of keyword arguments, or (args, kwargs)"
+            f"positional arguments, a dict of keyword arguments, or (args, kwargs){hint}"
         ) from exc
 
 
@@ -749,7 +756,22 @@ def _build_mixed(tuning: _Tuning, whole: _Target, module_rows: list[BackendResul
     build_s = sum(r.build_s or 0.0 for r in module_rows if r.selected) + (time.perf_counter() - t0)
     runtime.built[MIXED] = mixed
     tuning.say(f"{title} · mixed ({description}): {_accuracy_text(report)}{_scores_text(scores)}")
-    return _validated(base, report, build_s, scores)
+    state = _mixed_build_state([r for r in module_rows if r.selected])
+    return replace(_validated(base, report, build_s, scores), build_cache=state)
+
+
+def _mixed_build_state(parts: Sequence[BackendResult]) -> str | None:
+    """How the mixed model's build met the compile caches: as its parts' builds did. ``reused`` when
+    a part was loaded rather than built, ``cold`` when one generated code, else ``warm`` or ``none``;
+    None when a part's state is unknown. Its build time sums the parts', so without a state a loaded
+    mix read as compile-time drift beside a built one."""
+    states = {r.reused and "reused" or r.build_cache for r in parts}
+    if not states or None in states:
+        return None
+    for state in ("reused", "cold", "warm"):
+        if state in states:
+            return state
+    return "none"
 
 
 def _flag_implausible(tuning: _Tuning, rows: dict[str, BackendResult]) -> None:

@@ -245,6 +245,10 @@ def test_a_file_not_named_as_an_artifact_names_no_fixture(tiny_mlp, tmp_path):
         ArtifactError, match=r"\.aitune/artifacts/<hardware>/<fixture>\.ait.*--aitune-fixtures <fixture>"
     ):
         inspect_artifact(path)
+    run = tmp_path / "run.json"
+    run.write_text('{"schema_version": 1, "results": []}')
+    with pytest.raises(ArtifactError, match=r"run.json: a JSON file \(a run, baseline or history\?\), not a \.ait"):
+        inspect_artifact(run)
     with pytest.raises(ArtifactError, match=r"no such artifact; artifacts are"):
         load(tmp_path / "typo.ait", _fresh(tiny_mlp))
 
@@ -492,7 +496,7 @@ def test_inspect_returns_the_validated_manifest_and_format_prints_it(artifact):
     text = format_manifest(manifest, sha256=artifact.sha256, path=artifact.path)
     assert manifest["modules"][0]["backend"] == "eager"
     for expected in ("tune_tiny", artifact.sha256, "(whole model)", "eager", "args.0 float32[4, 16]", "dim 0=batch",
-                     f"torch={torch.__version__}", WEIGHTS_MEMBER, "1 files"):  # fmt: skip
+                     f"torch={torch.__version__}", WEIGHTS_MEMBER, "1 file,"):  # fmt: skip
         assert expected in text, expected
 
 

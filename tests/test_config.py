@@ -77,11 +77,13 @@ def test_missing_file_or_table_gives_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("table", "key", "problem"),
     [
-        ('threshold = "5%"', "threshold", "expected a number >= 0"),
-        ("threshold = true", "threshold", "expected a number >= 0"),
+        ('threshold = "5"', "threshold", 'expected a fraction such as 0.05 or a percentage such as "5%"'),
+        ("threshold = true", "threshold", "expected a fraction such as 0.05"),
+        ("threshold = 5", "threshold", 'reads as a fraction, 500%: write "5%" for 5 percent, or "500%" if you mean it'),
+        ("[tool.aitune.thresholds]\ntune_a = 1.5", "thresholds.tune_a", 'write "1.5%" for 1.5 percent'),
         ("alpha = 1.5", "alpha", "within (0, 1)"),
         ("max_confirmations = 1.5", "max_confirmations", "an integer"),
-        ("treshold = 0.05", "treshold", "unknown key; the known keys are"),
+        ("treshold = 0.05", "treshold", "unknown key (treshold (did you mean threshold?)); the known keys are"),
         ('quarantine = "tune_x[trt]"', "quarantine", "expected a list"),
         ('quarantine = ["tune x"]', "quarantine.tune x", "keys name a fixture or one check"),
         ("[tool.aitune.thresholds]\ntune_a = -1", "thresholds.tune_a", "expected a number >= 0"),
@@ -135,6 +137,8 @@ def test_keys_naming_no_collected_check_are_listed_with_the_closest_name(tmp_pat
         f'{path}: [tool.aitune] quarantine: "tune_tiny[onxruntime]" matches no check collected in this run '
         '(did you mean "tune_tiny[onnxruntime]"?)',
     ]
+    # a run of one folder's fixtures: keys of fixtures it did not collect are left alone
+    assert config.keys_matching_nothing({"tune_other[eager]"}, some_fixtures=True) == []
     # --aitune-backends left checks out: a key is matched on its fixture alone
     assert config.keys_matching_nothing({"tune_tiny[eager]"}, fixtures_only=True) == [
         f'{path}: [tool.aitune.thresholds]: "tune_tinny[eager]" matches no check collected in this run '

@@ -52,3 +52,38 @@ def test_a_sample_the_model_cannot_run_is_named_with_its_shapes():
         r"RuntimeError: mat1 and mat2 shapes cannot be multiplied.*what the model's forward\(\) takes",
     ):
         tune(spec, measure_config=FAST)
+
+
+def test_the_mixed_models_build_state_is_its_parts():
+    """Without one, compare read a mix loaded from the build cache beside a built one as compile drift."""
+    from aitune_ci.engine import _mixed_build_state
+    from aitune_ci.result import BackendResult
+
+    def part(state, reused=None):
+        return BackendResult(backend="eager", status="ok", build_cache=state, reused=reused)
+
+    assert _mixed_build_state([part("warm"), part("cold")]) == "cold"
+    assert _mixed_build_state([part("cold"), part("reused", reused="cache")]) == "reused"
+    assert _mixed_build_state([part("none"), part("warm")]) == "warm"
+    assert _mixed_build_state([part("none"), part("none")]) == "none"
+    assert _mixed_build_state([part("warm"), part(None)]) is None
+
+
+def test_a_dict_sample_for_a_forward_taking_one_dict_says_to_wrap_it():
+    import torch
+
+    from aitune_ci.errors import SpecError
+
+    class Ranker(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 1)
+
+        def forward(self, batch):
+            return self.linear(batch["dense"])
+
+    spec = ait.TuneSpec(
+        model=Ranker(), samples=[{"dense": torch.randn(2, 4)}], backends=["eager"], device="cpu", name="ranker"
+    )
+    with pytest.raises(SpecError, match=r"unexpected keyword argument 'dense'.*one-element tuple: \(\{\.\.\.\},\)"):
+        tune(spec, measure_config=FAST)

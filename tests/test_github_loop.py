@@ -48,7 +48,7 @@ aitune_backends = "eager"
 aitune_measure_seconds = "0.2"
 
 [tool.aitune]
-threshold = 3.0
+threshold = "300%"
 max_confirmations = 0
 """
 

@@ -37,7 +37,7 @@ def test_latency_on_another_share_of_the_cpu_is_not_judged_against_medians():
 
     assert v.kind is VerdictKind.PASS and v.delta is None
     assert (
-        "Latency not compared: this run may use 1 CPU cores (the baseline 2), 1 torch threads (the baseline 2)"
+        "Latency not compared: this run may use 1 CPU core (the baseline 2), 1 torch thread (the baseline 2)"
         in v.message
     )
     assert "Environment differs from the baseline (cpus_usable 2 -> 1, torch_threads 2 -> 1)" in v.message

@@ -128,8 +128,12 @@ def _refuse_hijacked_rootdir(config: pytest.Config) -> None:
 
 def _refuse_options_without_aitune(config: pytest.Config) -> None:
     """An ``--aitune-*`` option on the command line of a run without ``--aitune`` does nothing:
-    a nightly whose ``--aitune`` went missing would pass for months, writing nothing."""
-    given = [o.flag for o in OPTIONS if o.dest != "aitune" and config.getoption(o.dest) not in (None, False)]
+    a nightly whose ``--aitune`` went missing would pass for months, writing nothing. Only the
+    command line itself counts: ``addopts`` or ``PYTEST_ADDOPTS`` may carry such options for the
+    runs that add ``--aitune``, and every plain run would stop on them."""
+    flags = {o.flag for o in OPTIONS if o.dest != "aitune"}
+    typed = {str(arg).split("=", 1)[0] for arg in config.invocation_params.args}
+    given = [flag for flag in sorted(flags, key=[o.flag for o in OPTIONS].index) if flag in typed]
     if given:
         raise pytest.UsageError(
             f"aitune: {', '.join(given)} does nothing without --aitune (or aitune = true in the ini file): "
@@ -309,7 +313,10 @@ def _warn_of_keys_matching_nothing(config: pytest.Config, state: AituneSession, 
     if not generated or worker != "gw0":
         return  # nothing collected here (another folder's run), or another worker says it
     checks = {f"{item.fixture}[{item.check}]" for item in generated}
-    for line in state.repo_config.keys_matching_nothing(checks, fixtures_only=state.options.backends is not None):
+    some = config.args_source is pytest.Config.ArgsSource.ARGS  # paths given: other folders' fixtures not collected
+    for line in state.repo_config.keys_matching_nothing(
+        checks, fixtures_only=state.options.backends is not None, some_fixtures=some
+    ):
         state.progress(f"warning: {line}")
 
 

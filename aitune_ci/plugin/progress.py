@@ -14,8 +14,9 @@ import pytest
 
 __all__ = ["TerminalProgress"]
 
-#: Per-round timing lines: shown only with ``-v``.
+#: Per-round timing lines: shown only with ``-v`` (the base's too, in relative mode).
 _CHATTY = ("round ", "warm-up ", "iterations per round")
+_BASE = "base · "
 
 
 class TerminalProgress:
@@ -31,9 +32,10 @@ class TerminalProgress:
         # Both plugins register in their own pytest_configure, so look them up now.
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         capture = config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None or config.get_verbosity() < 0:
+        warning = "warning: " in message  # shown at any verbosity: -q is common in CI
+        if reporter is None or (config.get_verbosity() < 0 and not warning):
             return
-        if config.get_verbosity() < 1 and message.startswith(_CHATTY):
+        if config.get_verbosity() < 1 and message.removeprefix(_BASE).startswith(_CHATTY):
             return
         worker = getattr(config, "workerinput", {}).get("workerid")
         with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():

@@ -224,9 +224,27 @@ def _regressed_fixtures(view: RunView) -> list[str]:
 
 
 def _regressed_against_the_base(view: RunView) -> list[str]:
-    """Checks with a regression against the PR's base that fails CI: an update of the baseline does
-    not move the base, so what accepts them is an entry in ``[tool.aitune.acknowledged]``."""
-    return list(dict.fromkeys(v.check_id for v in _failing_regressions(view, relative=True)))
+    """The ``[tool.aitune.acknowledged]`` entry of each check with a regression against the PR's
+    base that fails CI: an update of the baseline does not move the base, so an entry is what
+    accepts it. A latency regression's entry is bounded by ``max_slowdown`` (``_max_slowdown``): an
+    entry without one accepts every later slowdown of that check, as a new user found with one."""
+    entries: dict[str, str] = {}
+    for v in _failing_regressions(view, relative=True):
+        bound = _max_slowdown(v) if LATENCY in v.reasons else None
+        value = '"why this change is expected"'
+        if bound is not None:
+            value = f'{{ reason = "why this change is expected", max_slowdown = {bound:g} }}'
+        entries.setdefault(v.check_id, f"{json.dumps(v.check_id)} = {value}")
+    return list(entries.values())
+
+
+def _max_slowdown(v: Verdict) -> float | None:
+    """The measured slowdown's CI upper bound, rounded up to the next 5%: what this change costs and
+    its noise, and no more."""
+    high = v.delta_ci[1] if v.delta_ci is not None else v.delta
+    if high is None or not math.isfinite(high) or high <= 0:
+        return None
+    return math.ceil(round(high * 20, 6)) / 20
 
 
 def _fence(text: str) -> str:
@@ -280,7 +298,9 @@ _ACCEPT = (
 )
 _ACKNOWLEDGE = (
     "If a regression against the base is expected, acknowledge it in pyproject.toml, saying why (a "
-    "baseline update does not change what the base measures):"
+    "baseline update does not change what the base measures). Add the lines to its "
+    "`[tool.aitune.acknowledged]` table, or the table if there is none; `max_slowdown` is what was "
+    "measured, and a larger slowdown fails again:"
 )
 
 
@@ -362,9 +382,7 @@ class _Comment:
                 f"{_ACKNOWLEDGE} `[tool.aitune.acknowledged]` takes one entry per check, for the {rest:,} checks "
                 f"regressed against the base (listed in {self.where()})."
             ]
-        table = "[tool.aitune.acknowledged]\n" + "\n".join(
-            f'{json.dumps(check)} = "why this change is expected"' for check in shown
-        )
+        table = "[tool.aitune.acknowledged]\n" + "\n".join(shown)
         fence = _fence(table)
         parts = [f"{_ACKNOWLEDGE}\n\n{fence}toml\n{table}\n{fence}"]
         if rest:

@@ -240,7 +240,10 @@ def _latency_test(
     if speed:
         return None, (
             f"{NOT_COMPARED}: this run may use "
-            + ", ".join(f"{new} {_SPEED_WORDS[k]} (the baseline {old})" for k, (old, new) in sorted(speed.items()))
+            + ", ".join(
+                f"{new} {_SPEED_WORDS[k].removesuffix('s') if new == 1 else _SPEED_WORDS[k]} (the baseline {old})"
+                for k, (old, new) in sorted(speed.items())
+            )
             + "; pytest -n splits the cores and OMP_NUM_THREADS/torch.set_num_threads set the threads, so judge it "
             "set up as the baseline was, or in relative mode (--aitune-against)"
         )

@@ -52,7 +52,7 @@ def tune_net():
 
 PYPROJECT = (
     '[tool.pytest.ini_options]\naitune_measure_seconds = "0.2"\naitune_cache_dir = "buildcache"\n'
-    "\n[tool.aitune]\nthreshold = 3.0\nmax_confirmations = 0\n"
+    '\n[tool.aitune]\nthreshold = "300%"\nmax_confirmations = 0\n'
 )
 
 

@@ -301,7 +301,7 @@ def test_the_base_takes_its_parts_from_the_nightlys_tune_of_the_same_work(repo: 
             "*base · tune_pair.spin: eager-bf16 — chosen by this runner's tune of the same work at *, not measured again",
             "*base · tune_pair.head: eager-bf16 — chosen by this runner's tune of the same work at *, not measured again",
             "*base · tune_pair · mixed (spin=eager-bf16, head=eager-bf16): accuracy ok*",
-            "*tune_pair · mixed: paired base/head *",  # the mixed models are still timed against each other
+            "*tune_pair · mixed: paired head/base *",  # the mixed models are still timed against each other
         ]
     )
     output = result.stdout.str()

@@ -40,7 +40,7 @@ def test_default_threshold_fails_the_edited_check(regressed):
 # tests/test_verdict.py's business; these tests check that the right one reaches it.
 @pytest.mark.parametrize("key", ['"tune_lin[eager]"', "tune_lin"], ids=["check", "fixture"])
 def test_per_check_or_per_fixture_threshold_is_the_one_applied(regressed, key):
-    regressed.configure(aitune=f"{regressed.AITUNE}\n\n[tool.aitune.thresholds]\n{key} = 9.0")
+    regressed.configure(aitune=f'{regressed.AITUNE}\n\n[tool.aitune.thresholds]\n{key} = "900%"')
 
     regressed.tune("--aitune-report", "run.json")
 
@@ -97,7 +97,11 @@ def test_invalid_repo_config_is_a_usage_error_naming_the_key(project):
     result = project.tune()
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*pyproject.toml: [[]tool.aitune[]] treshold: unknown key; the known keys are:*"])
+    result.stderr.fnmatch_lines(
+        [
+            "*pyproject.toml: [[]tool.aitune[]] treshold: unknown key (treshold (did you mean threshold?)); the known keys are:*"
+        ]
+    )
 
 
 def test_invalid_repo_config_is_ignored_without_aitune(project):

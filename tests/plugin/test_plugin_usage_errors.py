@@ -94,3 +94,15 @@ def test_a_repo_config_key_naming_no_check_is_said_once(project):
         ]
     )
     assert result.stdout.str().count("matches no check collected") == 1
+
+
+def test_aitune_options_in_addopts_leave_a_plain_run_alone(project):
+    """A repo may carry --aitune-* options in addopts (or PYTEST_ADDOPTS) for its --aitune runs."""
+    project.add_fixture("tune_lin")
+    project.configure(ini='addopts = "--aitune-measure-seconds=0.2 --aitune-report=run.json"')
+    project.write("test_unit.py", "def test_one():\n    assert True\n")
+
+    result = project.run()
+
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1)

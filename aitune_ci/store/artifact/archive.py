@@ -89,6 +89,13 @@ class Archive:
             self.zip = self._stack.enter_context(zipfile.ZipFile(fh))
             infos = self.zip.infolist()
         except zipfile.BadZipFile as exc:
+            fh.seek(0)
+            if fh.read(64).lstrip().startswith(b"{"):  # runs, baselines and history lines are objects
+                raise ArtifactError(
+                    f"{self.source}: a JSON file (a run, baseline or history?), not a .ait archive: `aitune-ci "
+                    "report` and `aitune-ci compare` read run files; artifacts are .aitune/artifacts/<hardware>/"
+                    "<fixture>.ait"
+                ) from None
             raise ArtifactError(
                 f"{self.source}: not a complete .ait archive ({exc}); the file is truncated or corrupt "
                 f"(an interrupted copy or a git LFS pointer?): {self.hint}"

@@ -557,6 +557,8 @@ def format_manifest(manifest: Mapping[str, Any], *, sha256: str | None = None, p
     shown = [f"{k}={env[k]}" for k in _reported_fields(env) if env.get(k) is not None]
     lines.append(f"  environment    {'  '.join(shown)}")
     total = sum(m["size"] for m in members.values())
-    lines.append(f"  members        {len(members)} files, {_size(total)} uncompressed, each with its sha256")
+    lines.append(
+        f"  members        {len(members)} file{'s' if len(members) != 1 else ''}, {_size(total)} uncompressed, each with its sha256"
+    )
     lines.append(f"  spec hash      {manifest.get('spec_hash') or '(none)'}")
     return "\n".join(lines)
