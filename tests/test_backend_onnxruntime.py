@@ -167,3 +167,19 @@ def test_the_exporters_first_use_in_a_process_is_paid_before_the_build_is_timed(
     lines.clear()
     ait.tune(spec, measure_config=fast, progress=lines.append)
     assert not [line for line in lines if "set up in" in line]  # once per process
+
+
+def test_the_exporters_op_registry_lines_stay_at_debug(tiny_mlp, tiny_input, tmp_path, caplog):
+    """Every export logged "torchvision is not installed. Skipping torchvision::..." (one per op)
+    into a failing item's captured log, where torchvision is absent."""
+    import importlib.util
+    import logging
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here: the exporter has nothing to skip")
+    ctx = BuildContext(device=torch.device("cpu"), dtype=torch.float32, workdir=tmp_path)
+    with caplog.at_level(logging.DEBUG):
+        OnnxRuntimeBackend().build(tiny_mlp, [((tiny_input,), {})], ctx)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING and "torchvision" in r.getMessage()]
+    assert not loud, loud[:3]
+    assert any("Skipping torchvision::" in r.getMessage() for r in caplog.records if r.name == "aitune_ci.setup_logs")

@@ -57,6 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "config",
         "task_metric_gates",
         "caught_warnings",
+        "setup_logs",
         "result",
         "status",
         "environment",

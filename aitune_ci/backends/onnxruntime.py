@@ -19,6 +19,7 @@ from aitune_ci.backends.base import Backend, BuildContext, Payload
 from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError, BackendUnavailable
 from aitune_ci.samples import Sample
+from aitune_ci.setup_logs import setup_logs_at_debug
 
 __all__ = ["OnnxRuntimeBackend", "OrtModule", "dynamic_shapes_for"]
 
@@ -31,6 +32,10 @@ _MODEL_FILE = "model.onnx"
 #: device types whose exporter and runtime this process has set up (``prepare_process``)
 _PREPARED: set[str] = set()
 _JSON_SCALARS = (bool, int, float, str)
+#: Every export builds torch's ONNX op registry, which logs "torchvision is not installed. Skipping
+#: torchvision::..." once per torchvision op where torchvision is absent (``aitune_ci.setup_logs``).
+#: The export's own failure is an exception, reported as the build's error.
+_EXPORT_LOGGERS = ("torch.onnx", "onnxscript")
 
 # torch dtypes IOBinding.bind_input takes as numpy types (every onnxruntime version accepts those);
 # bfloat16 has no numpy type and goes as its ONNX TensorProto number, which newer versions accept.
@@ -92,7 +97,8 @@ class OnnxRuntimeBackend(Backend):
             with tempfile.TemporaryDirectory(prefix="aitune-onnx-setup-") as tmp, torch.no_grad():
                 tiny, x = torch.nn.Linear(2, 2).eval().to(device), torch.ones(1, 2, device=device)
                 path = Path(tmp) / _MODEL_FILE
-                torch.onnx.export(tiny, (x,), str(path), dynamo=True, external_data=False, verbose=False)
+                with setup_logs_at_debug(*_EXPORT_LOGGERS):
+                    torch.onnx.export(tiny, (x,), str(path), dynamo=True, external_data=False, verbose=False)
                 OrtModule(path, _Signature.capture((x,), {}, tiny(x)), device)(x)
         except Exception:  # never fail a tune over its set-up; the build reports any real error
             return None
@@ -108,16 +114,17 @@ class OnnxRuntimeBackend(Backend):
         path = Path(ctx.workdir) / _MODEL_FILE
         shapes = dynamic_shapes_for(module, args, kwargs, ctx.dynamic_axes) if ctx.dynamic_axes else None
         try:
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                kwargs=kwargs,
-                dynamo=True,
-                dynamic_shapes=shapes,
-                external_data=False,
-                verbose=False,
-            )
+            with setup_logs_at_debug(*_EXPORT_LOGGERS):
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(path),
+                    kwargs=kwargs,
+                    dynamo=True,
+                    dynamic_shapes=shapes,
+                    external_data=False,
+                    verbose=False,
+                )
         except Exception as exc:
             raise BackendError(
                 f"torch.onnx.export could not export {type(module).__name__}: {_root_cause(exc)} "

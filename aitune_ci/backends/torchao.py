@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +25,7 @@ from aitune_ci.backends.registry import register_backend
 from aitune_ci.errors import BackendError, BackendNotApplicable, BackendUnavailable
 from aitune_ci.samples import Sample
 from aitune_ci.sanity import conversion_problem
-
-_log = logging.getLogger(__name__)
+from aitune_ci.setup_logs import setup_logs_at_debug
 
 __all__ = ["RECIPES", "Recipe", "TorchAOBackend", "TorchAOCompiled", "converted_linear_layers"]
 
@@ -72,39 +69,15 @@ RECIPES: dict[str, Recipe] = {
 
 
 #: Loggers torchao's first import warns through on every machine without its CUDA kernels (a CPU
-#: torch: "Failed to load .../_C_mxfp8...so") or with a newer torch (pytree's register_constant
-#: deprecation): noise in `aitune-ci backends` and every run's output, kept at debug level.
+#: torch) or with a newer torch (pytree's register_constant deprecation) (``aitune_ci.setup_logs``).
 _IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
-
-
-@contextlib.contextmanager
-def _import_log_at_debug() -> Iterator[None]:
-    """Records of ``_IMPORT_LOGGERS`` while torchao imports go to aitune-ci's log at debug level."""
-    records: list[logging.LogRecord] = []
-
-    class _Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    keep = _Keep()
-    loggers = [logging.getLogger(name) for name in _IMPORT_LOGGERS]
-    saved = [(lg.handlers, lg.propagate) for lg in loggers]
-    for lg in loggers:
-        lg.handlers, lg.propagate = [keep], False
-    try:
-        yield
-    finally:
-        for lg, (handlers, propagate) in zip(loggers, saved, strict=True):
-            lg.handlers, lg.propagate = handlers, propagate
-        for record in records:
-            _log.debug("torchao import: %s", record.getMessage())
 
 
 @functools.lru_cache(maxsize=1)
 def _torchao_import_error() -> str | None:
     """None when torchao imports, else why not (cached: the import takes about a second)."""
     try:
-        with _import_log_at_debug():
+        with setup_logs_at_debug(*_IMPORT_LOGGERS):
             import torchao.quantization  # noqa: F401
     except ModuleNotFoundError as exc:
         if exc.name is not None and exc.name.split(".")[0] == "torchao":
