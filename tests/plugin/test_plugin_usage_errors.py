@@ -68,10 +68,19 @@ def test_an_aitune_option_without_aitune_is_a_usage_error(project):
     )
 
 
-def test_aitune_options_in_the_ini_alone_leave_a_plain_run_alone(project):
-    """A repo configures aitune in its ini file and still runs its unit tests with plain pytest."""
+@pytest.mark.parametrize(
+    "ini",
+    [
+        'aitune_report = ["run.json"]\naitune_measure_seconds = "0.2"',
+        'addopts = "--aitune-measure-seconds=0.2 --aitune-report=run.json"',
+    ],
+    ids=["ini-keys", "addopts"],
+)
+def test_aitune_options_in_the_ini_or_addopts_leave_a_plain_run_alone(project, ini):
+    """A repo configures aitune in its ini file, or carries --aitune-* options in addopts (or
+    PYTEST_ADDOPTS) for its --aitune runs, and still runs its unit tests with plain pytest."""
     project.add_fixture("tune_lin")
-    project.configure(ini='aitune_report = ["run.json"]\naitune_measure_seconds = "0.2"')
+    project.configure(ini=ini)
     project.write("test_unit.py", "def test_one():\n    assert True\n")
 
     result = project.run()
@@ -94,15 +103,3 @@ def test_a_repo_config_key_naming_no_check_is_said_once(project):
         ]
     )
     assert result.stdout.str().count("matches no check collected") == 1
-
-
-def test_aitune_options_in_addopts_leave_a_plain_run_alone(project):
-    """A repo may carry --aitune-* options in addopts (or PYTEST_ADDOPTS) for its --aitune runs."""
-    project.add_fixture("tune_lin")
-    project.configure(ini='addopts = "--aitune-measure-seconds=0.2 --aitune-report=run.json"')
-    project.write("test_unit.py", "def test_one():\n    assert True\n")
-
-    result = project.run()
-
-    assert result.ret == pytest.ExitCode.OK
-    result.assert_outcomes(passed=1)
