@@ -282,11 +282,11 @@ def test_a_regression_against_the_base_is_accepted_by_an_acknowledgement_not_an_
     text = render_markdown(relative)
     assert "--aitune-update" not in text
     assert "acknowledge it in pyproject.toml" in text
-    # bounded: the slowdown's CI reached +53%, so at most +55% is accepted (an entry without a bound
+    # bounded: the slowdown's CI reached +53%, so at most +60% is accepted (an entry without a bound
     # accepted every later slowdown of the check)
     assert (
         '[tool.aitune.acknowledged]\n"tune_small_cnn[inductor]" = '
-        '{ reason = "why this change is expected", max_slowdown = 0.55 }'
+        '{ reason = "why this change is expected", max_slowdown = 0.6 }'
     ) in text
     stored = render_markdown(_regressed(run))
     assert "pytest --aitune --aitune-update --aitune-fixtures tune_small_cnn" in stored
