@@ -316,8 +316,8 @@ class RepoConfig:
                 fixture = key.split("[", 1)[0]
                 if key in fixtures or (key in checks if not fixtures_only else fixture in fixtures):
                     continue
-                if some_fixtures and fixture not in fixtures:
-                    continue
+                if some_fixtures and fixture not in fixtures and not _near_miss(fixture, fixtures):
+                    continue  # another folder's fixture, most likely; a near miss of a collected one is a typo
                 close = difflib.get_close_matches(key, sorted({*checks, *fixtures}), n=1)
                 hint = f' (did you mean "{close[0]}"?)' if close else ""
                 where = f"[tool.aitune] {table}" if table in ("quarantine", "warn_only") else f"[tool.aitune.{table}]"
@@ -420,6 +420,13 @@ def _latency_threshold(value: Any, source: object, where: str) -> Any:
     return value
 
 
+def _near_miss(fixture: str, fixtures: Collection[str]) -> bool:
+    """Whether ``fixture`` is a likely typo of one of ``fixtures``: compared without the ``tune_``
+    prefix they all share, which makes any two names look alike."""
+    stem = {f.removeprefix("tune_"): f for f in fixtures}
+    return bool(difflib.get_close_matches(fixture.removeprefix("tune_"), list(stem), n=1, cutoff=0.75))
+
+
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
@@ -444,12 +451,8 @@ def _parse_acknowledged(value: Any, source: object) -> dict[str, Acknowledgement
                 source, f"{where}.reason", "required: a non-empty string saying why the change is expected"
             )
         max_slowdown = entry.get("max_slowdown")
-        if max_slowdown is not None and (
-            not _is_number(max_slowdown) or max_slowdown < 0 or not math.isfinite(max_slowdown)
-        ):
-            raise ConfigError(
-                source, f"{where}.max_slowdown", f"expected a number >= 0 such as 0.1, found {max_slowdown!r}"
-            )
+        if max_slowdown is not None:  # read as a latency threshold is: 0.1 or "10%"; a bare 10 is refused
+            max_slowdown = _latency_threshold(max_slowdown, source, f"{where}.max_slowdown")
         out[key] = Acknowledgement(reason.strip(), None if max_slowdown is None else float(max_slowdown))
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as _dt
+import inspect
 import logging
 import sys
 import tempfile
@@ -197,7 +198,7 @@ def _reference_output(model: torch.nn.Module, sample: Sample, index: int, device
         )
         args, kwargs = sample
         hint = ""
-        if kwargs and not args and isinstance(exc, TypeError):
+        if kwargs and not args and isinstance(exc, TypeError) and not _binds(model, kwargs):
             hint = (
                 ". A dict sample is passed as keyword arguments, model(**sample); for a forward() that "
                 "takes one dict, give the sample as a one-element tuple: ({...},)"
@@ -207,6 +208,18 @@ def _reference_output(model: torch.nn.Module, sample: Sample, index: int, device
             f"{exc}. Check that each sample is what the model's forward() takes: a tensor, a tuple of "
             f"positional arguments, a dict of keyword arguments, or (args, kwargs){hint}"
         ) from exc
+
+
+def _binds(model: torch.nn.Module, kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``model.forward`` takes ``kwargs`` as keyword arguments (True when it cannot be told):
+    a TypeError from inside a forward that does take them is no sign of a dict meant whole."""
+    try:
+        inspect.signature(model.forward).bind(**kwargs)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
 
 
 def _fp64_reference(model: torch.nn.Module, samples: Sequence[Sample], device: torch.device) -> list[Any] | None:
@@ -762,16 +775,20 @@ def _build_mixed(tuning: _Tuning, whole: _Target, module_rows: list[BackendResul
 
 def _mixed_build_state(parts: Sequence[BackendResult]) -> str | None:
     """How the mixed model's build met the compile caches: as its parts' builds did. ``reused`` when
-    a part was loaded rather than built, ``cold`` when one generated code, else ``warm`` or ``none``;
-    None when a part's state is unknown. Its build time sums the parts', so without a state a loaded
-    mix read as compile-time drift beside a built one."""
+    a part was loaded rather than built; ``cold`` or ``warm`` when every part that met a compile cache
+    met it so (``none`` when none did); None when cold and warm parts mix, or a part's state is
+    unknown. Its build time sums the parts', so without a state a loaded mix read as compile-time
+    drift beside a built one, and with one state for a cold and a warm part a second cold part
+    would read as a build-time regression."""
     states = {r.reused and "reused" or r.build_cache for r in parts}
     if not states or None in states:
         return None
-    for state in ("reused", "cold", "warm"):
-        if state in states:
-            return state
-    return "none"
+    if "reused" in states:
+        return "reused"
+    built = states - {"none"}  # a part that touched no compile cache (eager) is like any other
+    if len(built) > 1:
+        return None  # cold and warm parts: the sum of their build times compares with no single state
+    return built.pop() if built else "none"
 
 
 def _flag_implausible(tuning: _Tuning, rows: dict[str, BackendResult]) -> None:

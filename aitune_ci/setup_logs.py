@@ -20,8 +20,11 @@ _log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def setup_logs_at_debug(*names: str) -> Iterator[None]:
-    """While the block runs, the records of loggers ``names`` (and their children) go to this
-    module's logger at debug level instead of their handlers and pytest's log capture."""
+    """While the block runs, the records of loggers ``names`` (and their children) below ERROR go to
+    this module's logger at debug level (with their traceback) instead of their handlers and
+    pytest's log capture. ERROR and above are handled as they would have been, after the block: a
+    "Failed to register ..." there can be why an export fails. Handlers a library adds during the
+    block are kept."""
     records: list[logging.LogRecord] = []
 
     class _Keep(logging.Handler):
@@ -30,13 +33,26 @@ def setup_logs_at_debug(*names: str) -> Iterator[None]:
 
     keep = _Keep()
     loggers = [logging.getLogger(name) for name in names]
-    saved = [(lg.handlers, lg.propagate) for lg in loggers]
+    saved = [(list(lg.handlers), lg.propagate) for lg in loggers]
     for lg in loggers:
         lg.handlers, lg.propagate = [keep], False
     try:
         yield
     finally:
         for lg, (handlers, propagate) in zip(loggers, saved, strict=True):
-            lg.handlers, lg.propagate = handlers, propagate
+            added = [h for h in lg.handlers if h is not keep and h not in handlers]
+            lg.handlers, lg.propagate = handlers + added, propagate
         for record in records:
-            _log.debug("%s: %s", record.name, record.getMessage())
+            _replay(record)
+
+
+def _replay(record: logging.LogRecord) -> None:
+    """One kept record: ERROR and above to its own logger's handlers, the rest at debug level here.
+    Never raises: a record whose arguments do not format must not replace the block's own error."""
+    try:
+        if record.levelno >= logging.ERROR:
+            logging.getLogger(record.name).handle(record)
+        else:
+            _log.debug("%s %s: %s", record.levelname, record.name, record.getMessage(), exc_info=record.exc_info)
+    except Exception:  # noqa: BLE001 (a third party's broken log call)
+        pass

@@ -91,9 +91,14 @@ def test_missing_file_or_table_gives_defaults(tmp_path):
         ("[tool.aitune.acknowledged]\ntune_a = 3", "acknowledged.tune_a", "expected a reason string"),
         ("[tool.aitune.acknowledged]\ntune_a = { max_slowdown = 0.1 }", "acknowledged.tune_a.reason", "required"),
         (
-            '[tool.aitune.acknowledged]\ntune_a = { reason = "x", max_slowdown = "10%" }',
+            '[tool.aitune.acknowledged]\ntune_a = { reason = "x", max_slowdown = "ten" }',
             "acknowledged.tune_a.max_slowdown",
-            "expected a number",
+            "expected a fraction such as 0.05",
+        ),
+        (
+            '[tool.aitune.acknowledged]\ntune_a = { reason = "x", max_slowdown = 10 }',
+            "acknowledged.tune_a.max_slowdown",
+            'reads as a fraction, 1000%: write "10%"',
         ),
         (
             '[tool.aitune.acknowledged]\ntune_a = { reason = "x", until = 3 }',
@@ -139,6 +144,12 @@ def test_keys_naming_no_collected_check_are_listed_with_the_closest_name(tmp_pat
     ]
     # a run of one folder's fixtures: keys of fixtures it did not collect are left alone
     assert config.keys_matching_nothing({"tune_other[eager]"}, some_fixtures=True) == []
+    # ... but a near miss of a collected fixture is a typo all the same
+    folder = RepoConfig.from_table({"thresholds": {"tune_resnt[aoti]": 0.1, "tune_other[eager]": 0.1}}, source="p")
+    assert folder.keys_matching_nothing({"tune_resnet[aoti]"}, some_fixtures=True) == [
+        'p: [tool.aitune.thresholds]: "tune_resnt[aoti]" matches no check collected in this run '
+        '(did you mean "tune_resnet[aoti]"?)'
+    ]
     # --aitune-backends left checks out: a key is matched on its fixture alone
     assert config.keys_matching_nothing({"tune_tiny[eager]"}, fixtures_only=True) == [
         f'{path}: [tool.aitune.thresholds]: "tune_tinny[eager]" matches no check collected in this run '

@@ -62,7 +62,8 @@ def test_the_mixed_models_build_state_is_its_parts():
     def part(state, reused=None):
         return BackendResult(backend="eager", status="ok", build_cache=state, reused=reused)
 
-    assert _mixed_build_state([part("warm"), part("cold")]) == "cold"
+    assert _mixed_build_state([part("warm"), part("cold")]) is None  # their summed time fits no one state
+    assert _mixed_build_state([part("cold"), part("none"), part("cold")]) == "cold"
     assert _mixed_build_state([part("cold"), part("reused", reused="cache")]) == "reused"
     assert _mixed_build_state([part("none"), part("warm")]) == "warm"
     assert _mixed_build_state([part("none"), part("none")]) == "none"

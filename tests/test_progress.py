@@ -30,8 +30,10 @@ def _shown(verbosity: int, *messages: str) -> list[str]:
 @pytest.mark.parametrize("verbosity", [0, -1])
 def test_warnings_show_at_any_verbosity(verbosity):
     """The typo'd-key and busy-update warnings vanished under -q, common in CI."""
-    lines = _shown(verbosity, "tune_a: tuned in 3.0 s", "warning: pyproject.toml: ... matches no check")
+    compiler = "tune_a · aoti: FAILED — g++ said: wrapper.cpp:12: warning: unused variable"
+    lines = _shown(verbosity, "tune_a: tuned in 3.0 s", "warning: pyproject.toml: ... matches no check", compiler)
     assert "[aitune] warning: pyproject.toml: ... matches no check" in lines
+    assert (f"[aitune] {compiler}" in lines) is (verbosity == 0)  # a compiler's warning is not ours
     assert ("[aitune] tune_a: tuned in 3.0 s" in lines) is (verbosity == 0)
 
 

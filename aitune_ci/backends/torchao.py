@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from collections.abc import Callable, Mapping, Sequence
@@ -68,8 +69,10 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-#: Loggers torchao's first import warns through on every machine without its CUDA kernels (a CPU
-#: torch) or with a newer torch (pytree's register_constant deprecation) (``aitune_ci.setup_logs``).
+#: Loggers torchao's first import warns through on a CPU torch, which cannot load its CUDA kernels
+#: ("Failed to load .../_C_mxfp8...so"), or with a newer torch (pytree's register_constant
+#: deprecation) (``aitune_ci.setup_logs``). Kept as they are on a CUDA torch, where a kernel that
+#: does not load is a torchao/torch mismatch worth seeing.
 _IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
@@ -77,7 +80,9 @@ _IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
 def _torchao_import_error() -> str | None:
     """None when torchao imports, else why not (cached: the import takes about a second)."""
     try:
-        with setup_logs_at_debug(*_IMPORT_LOGGERS):
+        # on a CPU torch its CUDA kernels cannot matter; on a CUDA one, failing to load them can
+        quiet = setup_logs_at_debug(*_IMPORT_LOGGERS) if torch.version.cuda is None else contextlib.nullcontext()
+        with quiet:
             import torchao.quantization  # noqa: F401
     except ModuleNotFoundError as exc:
         if exc.name is not None and exc.name.split(".")[0] == "torchao":

@@ -94,7 +94,7 @@ def step_outputs(run: Mapping[str, Any], reports: Mapping[str, str | Path] | Non
     view = RunView.from_run(run)
     verdict = step_verdict(view.verdicts)
     out: dict[str, Any] = {
-        "verdict": "failed" if view.broken and verdict in ("pass", "none") else verdict,
+        "verdict": "failed" if view.broken else verdict,  # "regressed" says nothing broke
         "verdict-kind": str(view.overall),
         "failing": view.failing,
         **view.counts,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 
 import pytest
@@ -17,6 +18,8 @@ __all__ = ["TerminalProgress"]
 #: Per-round timing lines: shown only with ``-v`` (the base's too, in relative mode).
 _CHATTY = ("round ", "warm-up ", "iterations per round")
 _BASE = "base · "
+#: Our own warnings: ``warning: ...`` or ``tune_x: warning: ...`` (not a compiler's, quoted in an error).
+_WARNING = re.compile(r"^(\S+: )?warning: ")
 
 
 class TerminalProgress:
@@ -32,7 +35,7 @@ class TerminalProgress:
         # Both plugins register in their own pytest_configure, so look them up now.
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         capture = config.pluginmanager.get_plugin("capturemanager")
-        warning = "warning: " in message  # shown at any verbosity: -q is common in CI
+        warning = _WARNING.match(message) is not None  # shown at any verbosity: -q is common in CI
         if reporter is None or (config.get_verbosity() < 0 and not warning):
             return
         if config.get_verbosity() < 1 and message.removeprefix(_BASE).startswith(_CHATTY):
