@@ -70,7 +70,7 @@ def test_acknowledged_slowdown_passes_and_the_reason_is_reported(regressed):
 def test_acknowledged_slowdown_beyond_its_max_still_fails(regressed):
     regressed.configure(
         aitune=regressed.AITUNE
-        + '\n\n[tool.aitune.acknowledged]\n"tune_lin[eager]" = { reason = "a bit slower", max_slowdown = 1.5 }'
+        + '\n\n[tool.aitune.acknowledged]\n"tune_lin[eager]" = { reason = "a bit slower", max_slowdown = \"150%\" }'
     )
 
     result = regressed.tune()
