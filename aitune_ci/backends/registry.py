@@ -31,6 +31,7 @@ __all__ = [
     "fingerprint",
     "get_backend",
     "register_backend",
+    "unknown_backend",
 ]
 
 ENTRY_POINT_GROUP = "aitune_ci.backends"
@@ -102,15 +103,21 @@ def backend_names() -> list[str]:
     return sorted(_registry, key=lambda name: rank.get(_registry[name][0].__module__, len(rank)))
 
 
+def unknown_backend(name: str) -> BackendError:
+    """The error for a backend name nothing registered: the closest name, then every known one."""
+    known = backend_names()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return BackendError(f"unknown backend {name!r}{hint}; known: {', '.join(known)}")
+
+
 def get_backend(name: str) -> Backend:
     """A fresh instance of the backend registered as ``name``."""
     _ensure_loaded()
     try:
         cls, options = _registry[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_registry), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise BackendError(f"unknown backend {name!r}{hint}; known: {', '.join(_registry)}") from None
+        raise unknown_backend(name) from None
     backend = cls(**options)
     backend.name = name  # variants share a class but keep their registered name
     return backend

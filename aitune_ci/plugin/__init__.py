@@ -7,7 +7,6 @@ Hook reference: https://docs.pytest.org/en/stable/reference/reference.html#hooks
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 import sys
@@ -143,15 +142,13 @@ def _refuse_options_without_aitune(config: pytest.Config) -> None:
 
 def _refuse_unknown_backends(names: list[str] | None) -> None:
     """``--aitune-backends`` with a name no backend has would silently drop that backend's checks."""
-    from aitune_ci.backends.registry import backend_names  # lazy: loads every backend module (torch)
+    from aitune_ci.backends.registry import backend_names, unknown_backend  # lazy: loads every backend (torch)
 
     known = backend_names()
     for name in names or []:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise pytest.UsageError(
-                f"aitune: --aitune-backends names an unknown backend {name!r}{hint}; known: {', '.join(known)}. "
+                f"aitune: --aitune-backends names an {unknown_backend(name)}. "
                 "Run aitune-ci backends to see which are available here."
             )
 
