@@ -40,15 +40,17 @@ fixture's key, the metric table's own ``threshold``/``floor``/``enabled``, then 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import sys
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from aitune_ci.errors import AituneCIError
+from aitune_ci.hints import did_you_mean
 from aitune_ci.task_metric_gates import parse_task_metric_gates
 
 __all__ = ["METRICS", "Acknowledgement", "ConfigError", "MetricGate", "MetricInfo", "Policy", "RepoConfig", "check_id"]
@@ -248,7 +250,7 @@ class RepoConfig:
         if unknown:
             known = sorted([*_SCALARS, *_TABLES])
             each = "; ".join(
-                f"{key}{hint}" if (hint := _suggest(key, known)) else key for key in unknown
+                f"{key}{hint}" if (hint := did_you_mean(key, known, quote=str)) else key for key in unknown
             )  # every unknown key in one run, each with its closest known one
             raise ConfigError(
                 source,
@@ -318,8 +320,7 @@ class RepoConfig:
                     continue
                 if some_fixtures and fixture not in fixtures and not _near_miss(fixture, fixtures):
                     continue  # another folder's fixture, most likely; a near miss of a collected one is a typo
-                close = difflib.get_close_matches(key, sorted({*checks, *fixtures}), n=1)
-                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                hint = did_you_mean(key, {*checks, *fixtures}, quote=json.dumps)
                 where = f"[tool.aitune] {table}" if table in ("quarantine", "warn_only") else f"[tool.aitune.{table}]"
                 lines.append(f'{self.source}: {where}: "{key}" matches no check collected in this run{hint}')
         return lines
@@ -425,11 +426,6 @@ def _near_miss(fixture: str, fixtures: Collection[str]) -> bool:
     prefix they all share, which makes any two names look alike."""
     stem = {f.removeprefix("tune_"): f for f in fixtures}
     return bool(difflib.get_close_matches(fixture.removeprefix("tune_"), list(stem), n=1, cutoff=0.75))
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _parse_acknowledged(value: Any, source: object) -> dict[str, Acknowledgement]:

@@ -5,7 +5,6 @@ It names backends, so it sits above the backend registry and checks the names ag
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
@@ -13,6 +12,7 @@ import torch
 
 from aitune_ci.backends.registry import backend_names
 from aitune_ci.errors import SpecError
+from aitune_ci.hints import did_you_mean
 from aitune_ci.samples import Sample, normalize_sample, sample_signature
 from aitune_ci.task_metrics import TaskMetric, normalize_metrics
 from aitune_ci.tolerance import Tolerance, ToleranceSpec
@@ -89,7 +89,7 @@ class TuneSpec:
         )
         if self.strategy not in STRATEGIES:
             raise SpecError(
-                f"TuneSpec.strategy {self.strategy!r} is unknown{_did_you_mean(str(self.strategy), STRATEGIES)}; "
+                f"TuneSpec.strategy {self.strategy!r} is unknown{did_you_mean(str(self.strategy), STRATEGIES)}; "
                 f"expected one of {', '.join(STRATEGIES)}"
             )
         if not isinstance(self.dtype, torch.dtype):
@@ -102,7 +102,7 @@ class TuneSpec:
             names = dict(self.model.named_modules())
             for m in self.modules:
                 if m not in names:
-                    hint = _did_you_mean(m, [n for n in names if n]) or _children(self.model)
+                    hint = did_you_mean(m, [n for n in names if n]) or _children(self.model)
                     raise SpecError(f"TuneSpec.modules: {type(self.model).__name__} has no submodule {m!r}{hint}")
         if not (self.tolerance is None or isinstance(self.tolerance, Tolerance)):
             if not isinstance(self.tolerance, Mapping) or not all(
@@ -153,7 +153,7 @@ class TuneSpec:
                 raise SpecError(f"TuneSpec.backends must hold backend names (strings), got {b!r}")
             if b not in known:
                 raise SpecError(
-                    f"TuneSpec.backends: unknown backend {b!r}{_did_you_mean(b, known)}. "
+                    f"TuneSpec.backends: unknown backend {b!r}{did_you_mean(b, known)}. "
                     "Run `aitune-ci backends` to list them."
                 )
         if len(set(self.backends)) != len(self.backends):
@@ -211,8 +211,3 @@ def _children(model: torch.nn.Module) -> str:
         return "; it has no submodules"
     shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
     return f"; its submodules are: {shown} (deeper ones by dotted path, e.g. {names[0]}.<child>)"
-
-
-def _did_you_mean(word: str, choices: Sequence[str] | set[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

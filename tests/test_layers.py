@@ -70,6 +70,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "formatting",
         "frame_stack",
         "gc_pause",
+        "hints",
         "store.baseline",
         "store.history",
         "store",

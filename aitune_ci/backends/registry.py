@@ -8,7 +8,6 @@ module, and nothing here lists it.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 import warnings
@@ -22,6 +21,7 @@ import torch
 from aitune_ci.backends.base import Backend
 from aitune_ci.environment import environment_fingerprint
 from aitune_ci.errors import BackendError
+from aitune_ci.hints import did_you_mean
 
 __all__ = [
     "BackendInfo",
@@ -106,9 +106,7 @@ def backend_names() -> list[str]:
 def unknown_backend(name: str) -> BackendError:
     """The error for a backend name nothing registered: the closest name, then every known one."""
     known = backend_names()
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return BackendError(f"unknown backend {name!r}{hint}; known: {', '.join(known)}")
+    return BackendError(f"unknown backend {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
 
 
 def get_backend(name: str) -> Backend:

@@ -34,6 +34,7 @@ from typing import Any
 from aitune_ci.atomic import atomic_write_text
 from aitune_ci.check import CheckOutcome, Outcome
 from aitune_ci.fixture import Declared
+from aitune_ci.hints import did_you_mean
 from aitune_ci.plugin.discovery import FixturePlan, call_fixture, filter_checks, spec_backends
 
 __all__ = [
@@ -79,13 +80,11 @@ class Plan:
 # -- sources (pure) ------------------------------------------------------------------------------
 def plan_from_declaration(name: str, declaration: Declared, known: set[str]) -> Plan | str:
     """The plan the decorator declares, or the error text when it names an unknown backend."""
-    from aitune_ci.spec import _did_you_mean  # lazy: spec imports torch; only a misspelt declaration needs it
-
     for backend in declaration.backends:
         if backend not in known:
             return (
                 f"{name}: @ait.tune_fixture(backends=...) names unknown backend {backend!r}"
-                f"{_did_you_mean(backend, known)}. Run `aitune-ci backends` to list them."
+                f"{did_you_mean(backend, known)}. Run `aitune-ci backends` to list them."
             )
     backends = list(declaration.backends)
     if "eager" not in backends:
