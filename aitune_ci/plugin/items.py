@@ -54,8 +54,11 @@ class AituneItem(pytest.Item):
         self.check = check
         self._location_hint = location_hint
         self.add_marker(pytest.mark.aitune)
-        # Groups a fixture's items under pytest-xdist's own loadgroup too (see fixture_scheduler).
-        self.add_marker(pytest.mark.xdist_group(name=f"aitune-{fixture}"))
+        # Groups a fixture's items under pytest-xdist's own loadgroup too (see fixture_scheduler). Only
+        # where xdist is loaded: it registers the mark, and without it an unknown mark warns on every
+        # run and is an error under --strict-markers.
+        if self.config.pluginmanager.hasplugin("xdist"):
+            self.add_marker(pytest.mark.xdist_group(name=f"aitune-{fixture}"))
 
     def runtest(self) -> None:
         outcome = self.config.stash[session_key].check(self.fixture, self.check)

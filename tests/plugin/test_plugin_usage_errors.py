@@ -103,3 +103,23 @@ def test_a_repo_config_key_naming_no_check_is_said_once(project):
         ]
     )
     assert result.stdout.str().count("matches no check collected") == 1
+
+
+def test_strict_markers_without_xdist_runs_and_warns_about_no_mark(project):
+    """Items carried pytest-xdist's ``xdist_group`` mark even where xdist is not loaded: every run
+    warned about an unknown mark, and ``--strict-markers`` (a common addopts) ended it in an
+    INTERNALERROR before anything was tuned."""
+    project.add_fixture("tune_lin")
+
+    result = project.tune(
+        "--aitune-update",
+        "-p",
+        "no:xdist",
+        "--strict-markers",
+        "-W",
+        "error::pytest.PytestUnknownMarkWarning",
+        subprocess=True,  # in-process, the xdist this suite runs under stays registered
+    )
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert "xdist_group" not in result.stdout.str() + result.stderr.str()
