@@ -366,6 +366,34 @@ def test_dry_run_lists_the_files_and_touches_nothing(
     assert not remote_has_branch(remote)
 
 
+def test_a_folder_that_does_not_exist_is_refused_not_reported_unchanged(
+    runner: FakeGitHub, repo: Path, remote: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nightly whose --aitune-dir names no folder (a typo, or the tune step's other aitune_dir)
+    used to print "baselines unchanged" and pass, night after night."""
+    nightly_files(repo)
+
+    rc, out, err = night(capsys, "--dry-run", "--aitune-dir", ".aitnue")
+
+    assert rc != 0 and "baselines unchanged" not in out
+    assert "--aitune-dir .aitnue:" in err and "does not exist and git tracks nothing there" in err
+    assert runner.requests == [] and not remote_has_branch(remote)
+
+
+def test_a_folder_whose_tracked_files_were_all_deleted_is_committed_as_deletions(
+    runner: FakeGitHub, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nightly_files(repo)
+    git(repo, "add", ".aitune")
+    git(repo, "commit", "-q", "-m", "baselines")
+    shutil.rmtree(repo / ".aitune")
+
+    rc, out, err = night(capsys, "--dry-run")
+
+    assert rc == 0, err
+    assert f"deleted  .aitune/baselines/{KEY}/tune_a.json" in out
+
+
 def test_base_branch_and_body_file_are_used(
     runner: FakeGitHub, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -282,6 +282,20 @@ def test_a_corrupt_file_is_named(runs, tmp_path, capsys):
     assert f"{broken}: not valid JSON" in err and "pytest --aitune --aitune-report run.json" in err
 
 
+def test_an_artifact_or_a_binary_file_is_named_not_a_traceback(runs, tmp_path, capsys):
+    """Both used to end in a UnicodeDecodeError traceback."""
+    artifact = tmp_path / "tune_lin.ait"
+    artifact.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xe8\x9c")
+    err = _error(capsys, artifact, runs[1])
+    assert f"{artifact}: a zip archive, not a run JSON: a .ait artifact is read with `aitune-ci inspect`" in err
+
+    binary = tmp_path / "run.json"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xe8\x00")
+    err = _error(capsys, runs[0], binary)
+    assert f"{binary}: not a text file (invalid start byte at byte 0)" in err
+    assert "Traceback" not in err
+
+
 def test_a_baseline_or_a_comparison_passed_for_a_run_is_called_what_it_is(runs, tmp_path, capsys):
     baseline = tmp_path / "tune_lin.json"
     baseline.write_text(json.dumps({"schema_version": 1, "fixture": "tune_lin", "backends": {}, "environment": {}}))

@@ -163,3 +163,5 @@ def _read_body(path: str | None) -> str | None:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise AituneCIError(f"--body-file {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise AituneCIError(f"--body-file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None

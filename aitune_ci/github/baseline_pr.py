@@ -376,6 +376,12 @@ def refresh_baseline_pr(
     top = git.toplevel()
     git = Git(top, secrets=git.secrets)
     pathspec = _pathspec(top, Path(cwd), options.aitune_dir)
+    if not (top / pathspec).is_dir() and not git.tracks_any(pathspec):
+        raise BaselinePRError(
+            f"--aitune-dir {options.aitune_dir}: {top / pathspec} does not exist and git tracks nothing there, so "
+            "there is nothing to commit. Point it at the folder the nightly's `pytest --aitune --aitune-update` "
+            "writes (its --aitune-dir, or the aitune_dir ini option; default .aitune)"
+        )
     git.check_branch_name(options.branch)
     try:
         head = git.rev_parse("HEAD")

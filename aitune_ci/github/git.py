@@ -162,6 +162,10 @@ class Git:
         """``git status --porcelain -z`` of ``pathspec``, untracked files listed one by one; ignored ones left out."""
         return self.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", pathspec).stdout
 
+    def tracks_any(self, pathspec: str) -> bool:
+        """Whether the index holds any file under ``pathspec``."""
+        return bool(self.run("ls-files", "-z", "--", pathspec).stdout)
+
     def lfs_version(self) -> str | None:
         """``git lfs version``'s line, or None when git-lfs is not installed."""
         done = self.run("lfs", "version", check=False)

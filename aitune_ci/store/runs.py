@@ -120,9 +120,17 @@ def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise DataFileError(path, f"cannot read it ({exc.strerror or exc})", _FIX) from None
+    if raw.startswith(b"PK\x03\x04"):
+        raise DataFileError(
+            path, "a zip archive, not a run JSON: a .ait artifact is read with `aitune-ci inspect`", _FIX
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(path, f"not a text file ({exc.reason} at byte {exc.start})", _FIX) from None
     try:
         data = json.loads(text)
     except ValueError as exc:
