@@ -312,6 +312,57 @@ def test_checks_whose_latency_was_not_judged_are_not_counted_as_unchanged(run: d
     assert "<summary>12 unchanged (6 passed, 6 skipped), 1 with latency not judged (1 passed)</summary>" in text
 
 
+def test_a_pass_that_could_not_judge_latency_gets_no_green_headline(run: dict) -> None:
+    """Two new users' busy runners: slowdowns of 15-51% passed "not judged", and the comment read
+    "✅ no regressions ... Nothing changed beyond the noise" with the reason folded away."""
+    from aitune_ci.report import render_report
+
+    busy = copy.deepcopy(run)
+    for v in busy["verdicts"]:
+        if v["kind"] == "IMPROVED":
+            v.update(kind="PASS", reasons=[])
+        if v["fixture"] == "tune_small_cnn" and v["backend"] == "eager":
+            v.update(delta=None, delta_ci=None, notes=["latency not judged: other processes took 0.91 CPU cores"])
+    text = render_markdown(busy)
+    assert "✅" not in text.split("\n\n")[1]
+    assert f"## ⚠️ aitune-ci: no regressions, but latency not judged for 1 of {len(busy['verdicts'])} checks" in text
+    assert (
+        "Nothing changed beyond the noise. Latency was not judged for 1 check, so it could not find a "
+        "slowdown: latency not judged: other processes took 0.91 CPU cores"
+    ) in text
+    assert step_outputs(busy)["not-judged"] == 1 and step_outputs(run)["not-judged"] == 0
+    html = render_report(busy, ".html")
+    assert 'id="not-judged"' in html and "other processes took 0.91 CPU cores" in html
+
+
+def test_a_check_doing_the_same_work_as_its_base_is_unchanged_not_unjudged(run: dict) -> None:
+    """Nothing could have changed in it: a PR that changes no model read "14 with latency not judged"."""
+    same = copy.deepcopy(run)
+    for v in same["verdicts"]:
+        if v["kind"] in ("PASS", "IMPROVED"):
+            v.update(kind="PASS", reasons=[], mode="relative", base_ref="main (1a2b3c4d5e6f)", identical_to_base=True)
+            v.update(
+                delta=None, delta_ci=None, paired=False, notes=["latency not compared: the base does the same work"]
+            )
+    text = render_markdown(same)
+    assert "## ✅ aitune-ci: no regressions" in text and "not judged" not in text
+    assert step_outputs(same)["not-judged"] == 0
+
+
+def test_a_merge_with_a_missing_shard_fails_the_comment_report_and_outputs(run: dict) -> None:
+    """`aitune-ci merge --allow-missing-shards` recorded the lost shard, and the comment read "✅ no regressions"."""
+    from aitune_ci.report import render_report
+
+    merged = {**copy.deepcopy(run), "missing_shards": [2]}
+    text = render_markdown(merged)
+    assert "no regressions" not in text and "## ❌ aitune-ci: 1 missing shard" in text
+    assert "### Missing shards: 2\n\nNo results came from shard 2 of this split" in text
+    html = render_report(merged, ".html")
+    assert 'id="missing-shards"' in html
+    outputs = step_outputs(merged)
+    assert outputs["verdict"] == "failed" and outputs["failing"] is True and outputs["missing-shards"] == 1
+
+
 @pytest.mark.parametrize("winner", ["eager", "mixed"])
 def test_the_parts_choices_are_shown_only_when_their_mixture_won(run: dict, winner: str) -> None:
     """A tune with modules=[...] records each part's choice whether or not the mixture won; a new

@@ -339,6 +339,18 @@ def test_count_line_lists_nonzero_outcomes_in_fixed_order():
     assert count_line([]) == "aitune: no checks"
 
 
+def test_count_line_says_how_many_passes_could_not_judge_their_latency():
+    """A new user's busy runner read "aitune: 5 passed" over slowdowns that were never judged."""
+    passed = check(baseline(), current())
+    unjudged = check(baseline(), current(factor=1.5, rounds=(10.0, 14.0, 9.0, 17.0, 10.0, 12.0)))
+    assert unjudged.kind is VerdictKind.PASS and unjudged.latency_unjudged is not None
+    same_work = replace(unjudged, identical_to_base=True)  # nothing could have changed: not counted
+    assert passed.latency_unjudged is None and same_work.latency_unjudged is None
+
+    assert count_line([passed, unjudged, same_work]) == "aitune: 3 passed (1 with latency not judged)"
+    assert count_line([passed, same_work]) == "aitune: 2 passed"
+
+
 def test_strict_missing_baseline_fails_and_is_counted_apart_from_new():
     new = require_baseline(check(None, current()))
     skipped = require_baseline(check(None, BackendResult(backend="tensorrt", status="unavailable", error="x")))

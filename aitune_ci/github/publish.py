@@ -88,17 +88,20 @@ def step_outputs(run: Mapping[str, Any], reports: Mapping[str, str | Path] | Non
     severe kind that counts: PASS, IMPROVED, REGRESSED, FAILED, NEW, SKIPPED, or NONE without
     checks), ``failing`` (true when CI should fail), a count per outcome (``passed``, ``improved``,
     ``regressed``, ``failed``, ``new``, ``skipped``, ``quarantined``), ``broken`` (fixtures that failed
-    before any verdict: they make the verdict ``failed``), ``total``, and a
-    ``report-<kind>`` path per report given.
+    before any verdict) and ``missing-shards`` (shards of a merged split that sent nothing), either of
+    which makes the verdict ``failed``, ``not-judged`` (passes whose latency could have changed but
+    was not judged), ``total``, and a ``report-<kind>`` path per report given.
     """
     view = RunView.from_run(run)
     verdict = step_verdict(view.verdicts)
     out: dict[str, Any] = {
-        "verdict": "failed" if view.broken else verdict,  # "regressed" says nothing broke
+        "verdict": "failed" if view.broken or view.missing_shards else verdict,  # "regressed" says nothing broke
         "verdict-kind": str(view.overall),
         "failing": view.failing,
         **view.counts,
         "broken": len(view.broken),
+        "missing-shards": len(view.missing_shards),
+        "not-judged": len(view.latency_unjudged),
         "total": len(view.verdicts),
     }
     for kind, path in (reports or {}).items():

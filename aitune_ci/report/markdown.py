@@ -110,6 +110,12 @@ def _headline(view: RunView, title: str) -> str:
     """``## 🔴 aitune-ci: 2 regressions``: the run's outcome, counted when it fails."""
     overall, look = view.overall, view.overall_look
     if overall not in (VerdictKind.REGRESSED, VerdictKind.FAILED):
+        if unjudged := view.latency_unjudged:
+            # A pass that could not look found nothing: no green tick over it.
+            return (
+                f"## ⚠️ {title}: {look.headline}, but latency not judged for {len(unjudged)} of "
+                f"{len(view.verdicts)} checks"
+            )
         return f"## {look.icon} {title}: {look.headline}"
     regressed, failed = (view.counts[presentation(k).count_label] for k in (VerdictKind.REGRESSED, VerdictKind.FAILED))
     n_bad = regressed + failed
@@ -119,23 +125,47 @@ def _headline(view: RunView, title: str) -> str:
         parts.append(what + ("s" if n_bad != 1 else ""))
     if view.broken:
         parts.append(f"{len(view.broken)} broken fixture{'s' if len(view.broken) != 1 else ''}")
+    if view.missing_shards:
+        parts.append(f"{len(view.missing_shards)} missing shard{'s' if len(view.missing_shards) != 1 else ''}")
     what = ", ".join(parts)
     if not view.failing:
         what += " (warn-only: not failing)"
     return f"## {look.icon} {title}: {what}"
 
 
+def _unjudged_note(view: RunView) -> str:
+    """`` Latency was not judged for 3 checks, so they found nothing: …`` (the first reason), or ""."""
+    unjudged = view.latency_unjudged
+    if not unjudged:
+        return ""
+    why = unjudged[0].latency_unjudged or ""
+    return (
+        f" Latency was not judged for {len(unjudged)} check{'s' if len(unjudged) != 1 else ''}, so "
+        f"{'they' if len(unjudged) != 1 else 'it'} could not find a slowdown: {_cell(why, 300)}"
+    )
+
+
 def _broken_part(view: RunView) -> str:
     """The fixtures that failed before any verdict, each with why (cut to a line): the comment said
-    "no regressions" over a run whose fixture could not even be checked."""
+    "no regressions" over a run whose fixture could not even be checked. Shards that sent no results
+    come first: none of their checks is in the report."""
+    shards = ""
+    if view.missing_shards:
+        which = ", ".join(str(i) for i in view.missing_shards)
+        shards = (
+            f"### Missing shards: {which}\n\nNo results came from shard{'s' if len(view.missing_shards) != 1 else ''} "
+            f"{which} of this split (its job failed, was cancelled, or uploaded nothing): none of its checks is in "
+            "this report. Re-run the failed jobs."
+        )
     if not view.broken:
-        return ""
+        return shards
     lines = [
         f"- `{_cell(name, 80)}`: {_cell(why.splitlines()[0] if why else '', 300)}" for name, why in view.broken[:20]
     ]
     if len(view.broken) > 20:
         lines.append(f"- …and {len(view.broken) - 20} more: see the run's log")
-    return "### Broken: no verdict for these fixtures\n\n" + "\n".join(lines)
+    broken = "### Broken: no verdict for these fixtures\n\n" + "\n".join(lines)
+    return "\n\n".join(p for p in (shards, broken) if p)
 
 
 def _summary_line(view: RunView, report_url: str | None) -> str:
@@ -270,7 +300,7 @@ def _checked_rows(view: RunView) -> tuple[list[BackendRow], list[BackendRow]]:
 def _unchanged_summary(rows: Sequence[BackendRow]) -> str:
     """``13 unchanged (7 passed, 6 skipped)``; rows whose latency was not judged are counted apart
     (``, 2 with latency not judged (2 passed)``): nothing found them unchanged."""
-    not_judged = [r.verdict is not None and latency_not_judged(r.verdict) is not None for r in rows]
+    not_judged = [r.verdict is not None and r.verdict.latency_unjudged is not None for r in rows]
     unjudged = [r for r, no in zip(rows, not_judged, strict=True) if no]
     judged = [r for r, no in zip(rows, not_judged, strict=True) if not no]
 
@@ -328,6 +358,7 @@ class _Comment:
     winners: Sequence[str]
     fixes: Sequence[str]
     acknowledgements: Sequence[str]
+    unjudged_note: str
     report_url: str | None
     max_chars: int
 
@@ -344,7 +375,7 @@ class _Comment:
         if changed:
             parts.append("### What changed\n\n" + _HEADER + "\n" + "\n".join(row for row, _ in changed))
         elif not self.changed and self.unchanged:
-            parts.append("Nothing changed beyond the noise.")
+            parts.append("Nothing changed beyond the noise." + self.unjudged_note)
         if unchanged:
             parts.append(
                 f"<details><summary>{self.unchanged_summary}</summary>\n\n"
@@ -482,6 +513,7 @@ def render_markdown(
         winners=_winner_items(view),
         fixes=_regressed_fixtures(view),
         acknowledgements=_regressed_against_the_base(view),
+        unjudged_note=_unjudged_note(view),
         report_url=report_url,
         max_chars=max_chars,
     ).fitted()

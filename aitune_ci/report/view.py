@@ -213,6 +213,9 @@ class RunView:
     #: ``(fixture, why)`` of each fixture that failed before any verdict (its fixture raised, its tune
     #: raised, its baseline or committed artifact is unusable): the run fails, whatever its verdicts say
     broken: tuple[tuple[str, str], ...] = ()
+    #: Shards of a split (``--aitune-shard i/n``) that sent no results to a merge (``aitune-ci merge
+    #: --allow-missing-shards``): their checks are not in the run, so it fails as a broken fixture does.
+    missing_shards: tuple[int, ...] = ()
 
     @classmethod
     def from_run(cls, run: Mapping[str, Any], baseline_environment: Mapping[str, Any] | None = None) -> RunView:
@@ -275,6 +278,7 @@ class RunView:
             env_mismatch=dict(sorted(mismatch.items())),
             baseline_environment=baseline_environment,
             broken=tuple((str(b["fixture"]), str(b["error"])) for b in run.get("broken", ())),
+            missing_shards=tuple(int(i) for i in run.get("missing_shards", ())),
         )
 
     @property
@@ -285,8 +289,8 @@ class RunView:
     @property
     def overall(self) -> VerdictKind | str:
         kind = overall_verdict(self.verdicts)
-        if self.broken and kind is not VerdictKind.REGRESSED:
-            return VerdictKind.FAILED  # a broken fixture fails the run as a failing backend does
+        if (self.broken or self.missing_shards) and kind is not VerdictKind.REGRESSED:
+            return VerdictKind.FAILED  # a broken fixture or a lost shard fails the run as a failing backend does
         return kind
 
     @property
@@ -300,8 +304,14 @@ class RunView:
 
     @property
     def failing(self) -> bool:
-        """Whether this run fails CI (a regression or a new failure that is not quarantined, or a broken fixture)."""
-        return bool(self.broken) or any(v.fails for v in self.verdicts)
+        """Whether this run fails CI (a regression or a new failure that is not quarantined, a broken
+        fixture, or a shard that sent no results)."""
+        return bool(self.broken or self.missing_shards) or any(v.fails for v in self.verdicts)
+
+    @property
+    def latency_unjudged(self) -> list[Verdict]:
+        """The passes whose latency could have changed but was not judged (``Verdict.latency_unjudged``)."""
+        return [v for v in self.verdicts if v.kind is VerdictKind.PASS and v.latency_unjudged is not None]
 
     @property
     def rows(self) -> list[BackendRow]:

@@ -90,7 +90,9 @@ def count_line(verdicts: Iterable[Verdict]) -> str:
     """``aitune: 12 passed, 1 regressed, 2 new, 3 skipped`` (outcomes with a zero count left out).
 
     Warn-only regressions count as regressed and say how many would fail without warn-only:
-    ``2 regressed (1 warn-only: would fail, not failing)``.
+    ``2 regressed (1 warn-only: would fail, not failing)``. Passes whose latency could have changed
+    but was not judged (a busy machine, a stored baseline not yet armed) say so:
+    ``5 passed (2 with latency not judged)``: they found nothing because they could not look.
     Checks failed by ``--aitune-strict`` for want of a baseline are counted apart, after ``failed``
     (``2 failed (no baseline, --aitune-strict)``), not as the ``new`` or ``skipped`` their verdict says.
     """
@@ -99,14 +101,17 @@ def count_line(verdicts: Iterable[Verdict]) -> str:
     counts = summary_counts([v for v in verdicts if not v.baseline_required])
     failed = PRESENTATION[VerdictKind.FAILED].count_label
     regressed = PRESENTATION[VerdictKind.REGRESSED].count_label
+    passed = PRESENTATION[VerdictKind.PASS].count_label
     warned = sum(v.would_fail for v in verdicts)
+    unjudged = sum(v.kind is VerdictKind.PASS and v.latency_unjudged is not None for v in verdicts)
+    notes = {
+        regressed: f" ({warned} warn-only: would fail, not failing)" if warned else "",
+        passed: f" ({unjudged} with latency not judged)" if unjudged else "",
+    }
     shown = []
     for label, n in counts.items():
         if n:
-            shown.append(
-                f"{n} {label}"
-                + (f" ({warned} warn-only: would fail, not failing)" if label == regressed and warned else "")
-            )
+            shown.append(f"{n} {label}{notes.get(label, '')}")
         if label == failed and required:
             shown.append(f"{len(required)} {STRICT_NO_BASELINE}")
     return "aitune: " + (", ".join(shown) if shown else "no checks")

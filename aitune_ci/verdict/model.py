@@ -163,6 +163,18 @@ class Verdict:
             and NOW_FAILING not in self.reasons
         )
 
+    @property
+    def latency_unjudged(self) -> str | None:
+        """Why a latency that could have changed was not judged (the note), or None.
+
+        None where it was judged, and where the check did the same work as what it is compared with
+        (``identical_to_base``): nothing there could have changed. A PASS with a reason here is a
+        check that found nothing because it could not look, and every report says so apart.
+        """
+        if self.identical_to_base or self.kind not in (VerdictKind.PASS, VerdictKind.IMPROVED):
+            return None
+        return next((n for n in self.notes if n.startswith((NOT_JUDGED, NOT_COMPARED))), None)
+
     def metric(self, name: str) -> MetricCheck | None:
         """The check of metric ``name`` (``build_time``, ``peak_memory``, ...), if it was compared."""
         return next((m for m in self.metrics if m.metric == name), None)

@@ -76,7 +76,8 @@ def test_update_then_rerun_under_two_workers(two_fixtures):
         "tune_b[eager]": "IMPROVED",
         "tune_b[eager-bf16]": "PASS",
     }
-    assert project.count_line(rerun) == "aitune: 3 passed, 1 improved"
+    # tune_a did the same work (untimed, unchanged); tune_b[eager-bf16] was not judged: a baseline of one run
+    assert project.count_line(rerun) == "aitune: 3 passed (1 with latency not judged), 1 improved"
     report = json.loads((project.path / "run.json").read_text())  # written by the controller
     assert sorted(r["name"] for r in report["results"]) == ["tune_a", "tune_b"]
     assert len(report["verdicts"]) == 4
