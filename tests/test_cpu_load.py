@@ -103,21 +103,18 @@ def test_a_pair_timed_while_other_processes_took_the_cpu_is_not_judged_and_says_
     )
 
 
-def test_a_contended_pair_far_beyond_what_a_neighbour_explains_is_judged_and_says_why():
-    """A new user's trial: a 2.77x [2.745, 2.784] slowdown passed as not judged beside another process.
-    Unchanged code beside a spinning core read at most 1.12 (reports/contended_pair_plugin.md)."""
-    slower = RatioEstimate(2.77, 2.745, 2.784, 10, 1.0, 2.77, cpu_contention=0.91)
-    v = compare_backend("tune_x", _baseline(0.0), _current(0.0), Policy(), paired=slower)
-    assert v.kind is VerdictKind.REGRESSED and v.paired, v
-    assert "other processes took 0.91 cpu cores" in v.message.lower() and "judged all the same" in v.message
-    faster = RatioEstimate(0.3, 0.28, 0.33, 10, 1.0, 0.3, cpu_contention=0.91)
-    assert (
-        compare_backend("tune_x", _baseline(0.0), _current(0.0), Policy(), paired=faster).kind is VerdictKind.IMPROVED
-    )
-    # a CI that reaches back within the bound stays not judged, however far its middle is
-    wide = RatioEstimate(1.8, 1.45, 2.2, 10, 1.0, 1.8, cpu_contention=0.91)
-    v = compare_backend("tune_x", _baseline(0.0), _current(0.0), Policy(), paired=wide)
-    assert v.kind is VerdictKind.PASS and v.delta is None, v
+def test_a_contended_pair_is_not_judged_however_far_it_lies():
+    """A bound was tried: a contended pair whose whole CI lay past 1.5x was judged (a new user's
+    2.77x [2.745, 2.784] slowdown had passed, not judged). Unchanged code beside another trial's
+    compiles then read 0.594x-0.613x, IMPROVED: a neighbour's load can move a pair that far, and
+    no bound measured on a steady neighbour says how far. Every report counts these apart instead."""
+    for ratio in (
+        RatioEstimate(0.601, 0.594, 0.613, 18, 1.0, 0.601, cpu_contention=0.26),  # the unchanged code
+        RatioEstimate(2.77, 2.745, 2.784, 10, 1.0, 2.77, cpu_contention=0.91),
+    ):
+        v = compare_backend("tune_x", _baseline(0.0), _current(0.0), Policy(), paired=ratio)
+        assert v.kind is VerdictKind.PASS and v.delta is None and not v.paired, v
+        assert v.latency_unjudged is not None and "while the A/B pair was timed" in v.latency_unjudged
 
 
 def test_pooled_pairs_keep_the_busiest_readings_contention():
