@@ -393,3 +393,20 @@ def test_a_broken_fixture_makes_the_comment_report_and_outputs_fail(run: dict) -
     assert 'id="broken"' in html and "<code>tune_bert</code>" in html
     outputs = step_outputs(broken)
     assert outputs["verdict"] == "failed" and outputs["failing"] is True and outputs["broken"] == 1
+
+
+def test_a_backend_that_stopped_working_gets_no_acknowledgement_or_update_to_copy(run: dict) -> None:
+    """A new user pasted the comment's acknowledgement for a backend now failing its accuracy gate,
+    and the check failed on, the comment now telling them to raise a max_slowdown."""
+    broken = copy.deepcopy(run)
+    for v in broken["verdicts"]:
+        if v["fixture"] == "tune_small_cnn" and v["backend"] == "inductor":
+            v.update(kind="REGRESSED", reasons=["accuracy", "now-failing"], delta=None, delta_ci=None)
+    for mode in ("relative", "stored"):
+        for v in broken["verdicts"]:
+            v.update(mode=mode, base_ref="main (1a2b3c4d5e6f)" if mode == "relative" else None)
+        text = render_markdown(broken)
+        assert "## 🔴 aitune-ci: 1 regression" in text
+        assert (
+            "[tool.aitune.acknowledged]" not in text and "--aitune-update --aitune-fixtures tune_small_cnn" not in text
+        )

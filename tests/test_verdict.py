@@ -10,6 +10,7 @@ from synthetic_latency import ROUNDS, stats
 
 from aitune_ci.config import Acknowledgement, Policy
 from aitune_ci.result import AccuracyReport, BackendResult, LeafMetrics, TuneResult
+from aitune_ci.status import VerdictMode
 from aitune_ci.store.baseline import AccuracySummary, BackendBaseline, Baseline, LatencySummary
 from aitune_ci.verdict import (
     ACCURACY,
@@ -27,6 +28,7 @@ from aitune_ci.verdict import (
     summary_counts,
     winner_change,
 )
+from aitune_ci.verdict.text import with_message
 
 
 def accuracy(sqnr_db: float = 60.0, passed: bool = True) -> AccuracyReport:
@@ -224,6 +226,24 @@ def test_ok_to_inaccurate_is_accuracy_and_now_failing_regression():
     v = check(baseline(), cur)
     assert v.reasons == (ACCURACY, NOW_FAILING)
     assert "Fails its accuracy gate" in v.message
+
+
+@pytest.mark.parametrize("mode", ["stored", "relative"])
+def test_a_backend_that_stopped_working_is_to_be_fixed_not_accepted(mode: str):
+    """New users followed the advice: an acknowledgement left the check failing, and an update only
+    recorded the failure as known, reported as FAILED on every run after."""
+    inaccurate = check(
+        baseline(), BackendResult(backend="inductor", status="inaccurate", accuracy=accuracy(10.0, passed=False))
+    )
+    crashed = check(
+        baseline(), BackendResult(backend="inductor", status="failed", error="RuntimeError: triton crashed")
+    )
+    for v in (inaccurate, crashed):
+        if mode == "relative":
+            v = with_message(replace(v, mode=VerdictMode.RELATIVE, base_ref="main (1a2b3c4d5e6f)"))
+        assert "[tool.aitune.acknowledged]" not in v.message and "--aitune-update" not in v.message
+        assert 'drop it from the spec\'s backends, or quarantine "tune_resnet[inductor]" in [tool.aitune]' in v.message
+    assert "widen its TuneSpec(tolerance=...)" in inaccurate.message and "tolerance" not in crashed.message
 
 
 def test_unavailable_is_skipped_and_says_it_used_to_work():

@@ -256,7 +256,9 @@ def _judge_shard(shard: ShardResult) -> tuple[list[str], list[str], list[str]]:
     reasons = []
     if broken:
         shown = ", ".join(broken[:10]) + (f" and {len(broken) - 10} more" if len(broken) > 10 else "")
-        reasons.append(f"{shard.name}: {len(broken)} failed item(s) that are not regressions (a crash, a backend now failing, a broken fixture): {shown}")
+        reasons.append(
+            f"{shard.name}: {len(broken)} failed item(s) that are not slowdowns (a backend that now fails to build, run or stay accurate, a crash, a broken fixture): {shown}"
+        )
     return regressed, broken, reasons
 
 

@@ -241,6 +241,7 @@ def _failing_regressions(view: RunView, relative: bool) -> list[Verdict]:
             for v in view.verdicts
             if (v.fails or v.would_fail)
             and v.kind is VerdictKind.REGRESSED
+            and NOW_FAILING not in v.reasons  # a backend that stopped working is fixed, not accepted
             and (v.mode is VerdictMode.RELATIVE) == relative
         ),
         key=severity_key,

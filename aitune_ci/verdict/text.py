@@ -7,7 +7,7 @@ from dataclasses import replace
 from aitune_ci.formatting import fmt_p, fmt_pct
 from aitune_ci.status import VerdictKind, VerdictMode
 from aitune_ci.store.baseline import update_command
-from aitune_ci.verdict.model import LATENCY, Verdict
+from aitune_ci.verdict.model import ACCURACY, LATENCY, NOW_FAILING, Verdict
 
 __all__ = ["with_message"]
 
@@ -66,6 +66,14 @@ def _what_to_do(v: Verdict) -> str | None:
         return (
             "no baseline for this hardware and --aitune-strict requires one: this check fails; "
             f"create it with `{update_command(v.fixture, new_only=True)}`"
+        )
+    if v.kind is VerdictKind.REGRESSED and NOW_FAILING in v.reasons:
+        # Neither an acknowledgement nor an update accepts a backend that stopped working: an update
+        # would only record it as a known failure, reported on every run.
+        widen = " (or, if the drop is expected, widen its TuneSpec(tolerance=...))" if ACCURACY in v.reasons else ""
+        return (
+            f"fix the backend{widen}, drop it from the spec's backends, or quarantine "
+            f'"{v.check_id}" in [tool.aitune] of pyproject.toml while it is fixed'
         )
     if v.kind is VerdictKind.REGRESSED and v.acknowledged and v.reasons == (LATENCY,):
         return (
