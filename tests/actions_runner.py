@@ -233,7 +233,12 @@ def _eval(node: tuple, contexts: Mapping[str, Any], status: str) -> Any:
         if name in _STATUS_FUNCTIONS:
             if args:
                 raise ExpressionError(f"{name}() takes no argument")
-            return {"always": True, "success": status == "success", "failure": status == "failure"}.get(name, False)
+            return {
+                "always": True,
+                "success": status == "success",
+                "failure": status == "failure",
+                "cancelled": status == "cancelled",
+            }[name]
         if name == "fromJSON":
             (text,) = args
             return json.loads(text)

@@ -232,6 +232,31 @@ def test_every_expression_in_the_action_and_the_written_workflows_is_one_the_run
 
 
 @pytest.mark.parametrize(
+    ("event", "cache_save", "status", "saved"),
+    [
+        ("schedule", "auto", "success", True),  # the nightly fills the cache every PR restores
+        ("workflow_dispatch", "auto", "failure", True),  # builds made before a failing check are still good
+        ("pull_request", "auto", "success", False),  # scoped to the PR's ref: it evicts the nightly's
+        ("pull_request_target", "auto", "success", False),
+        ("pull_request", "true", "success", True),
+        ("schedule", "false", "success", False),
+        ("schedule", "auto", "cancelled", False),
+    ],
+)
+def test_the_compile_cache_is_saved_by_the_nightly_not_by_pull_requests(event, cache_save, status, saved):
+    """A new user's review: every PR push saved up to 6 GB under its own key, which other PRs cannot
+    restore and which evicts the nightly's cache from the repository's 10 GB."""
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    step = next(s for s in action["runs"]["steps"] if s.get("name") == "Save the compile cache")
+    contexts = {
+        "github": {"event_name": event},
+        "inputs": {"cache-save": cache_save},
+        "steps": {"compile-key": {"outputs": {"key": "k"}}, "compile-cache": {"outputs": {"cache-hit": "false"}}},
+    }
+    assert condition(step["if"], contexts, status) is saved
+
+
+@pytest.mark.parametrize(
     "expression",
     [
         "startsWith(github.ref, 'refs/tags/')",
