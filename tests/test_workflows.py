@@ -472,6 +472,31 @@ def test_the_fork_comment_job_posts_to_the_pr_the_api_names(github_server, tmp_p
     assert result.returncode == 0 and "no aitune-report/run.json" in result.stdout
 
 
+def test_a_github_app_token_updates_its_one_comment_given_bot_login(github_server, tmp_path):
+    """An App's installation token cannot read its own login (GET /user is 403), so the comment step
+    took github-actions[bot] as the author to update and posted a new comment on every run."""
+    github_server.bot_login = "acme-ci[bot]"
+    github_server.comments.setdefault(3, [])
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"number": 3, "pull_request": {"number": 3}}))
+    (tmp_path / "aitune-report").mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "report_run.json", tmp_path / "aitune-report" / "run.json")
+    env = _publish_env(tmp_path, "check", GITHUB_TOKEN=github_server.token, AITUNE_COMMENT="true")
+    env |= {"GITHUB_REPOSITORY": github_server.repository, "GITHUB_API_URL": github_server.url}
+    env |= {"GITHUB_EVENT_PATH": str(event), "GITHUB_EVENT_NAME": "pull_request"}
+    for _ in range(2):
+        result, _ = run_step("publish", tmp_path, tmp_path, **env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert len(github_server.comments[3]) == 2  # without bot-login: a second comment, as the user saw
+
+    github_server.comments[3] = []
+    env["AITUNE_BOT_LOGIN"] = "acme-ci[bot]"
+    for _ in range(3):
+        result, _ = run_step("publish", tmp_path, tmp_path, **env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert len(github_server.comments[3]) == 1
+
+
 def test_a_test_path_that_does_not_exist_breaks_the_run_even_warn_only(tmp_path):
     repo = tmp_path / "repo"
     _git_repo(repo)
