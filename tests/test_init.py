@@ -73,7 +73,38 @@ def test_init_again_changes_nothing(repo, capsys):
     assert _init(repo, "--runner-labels", "self-hosted,gpu-h100", "--path", "perf") == 0
     out = capsys.readouterr().out
     assert _files(repo) == before
-    assert "wrote" not in out and out.count("unchanged ") == 6
+    assert "wrote" not in out and out.count("unchanged ") == 7  # with .github/actionlint.yaml
+
+
+def test_init_declares_the_runners_labels_to_actionlint(repo, capsys):
+    """actionlint failed the written workflows out of the box: label "gpu" is unknown."""
+    assert _init(repo, "--runner-labels", "self-hosted,linux,gpu-h100,x64") == 0
+    assert "wrote .github/actionlint.yaml" in capsys.readouterr().out
+    config = yaml.safe_load((repo / ".github" / "actionlint.yaml").read_text())
+    assert config == {"self-hosted-runner": {"labels": ["gpu-h100"]}}
+    lint = subprocess.run(
+        [_tool("actionlint"), *(str(repo / n) for n in WORKFLOWS)], cwd=repo, capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    # a config of the user's own is left alone; what it lacks is named
+    (repo / ".github" / "actionlint.yaml").write_text("self-hosted-runner:\n  labels:\n    - cpu-big\n")
+    assert _init(repo, "--runner-labels", "self-hosted,gpu-h100,cpu-big", "--force") == 0
+    out = capsys.readouterr().out
+    assert "add the runner label(s) gpu-h100 under self-hosted-runner" in out
+    assert (repo / ".github" / "actionlint.yaml").read_text() == "self-hosted-runner:\n  labels:\n    - cpu-big\n"
+
+
+def test_init_writes_no_starter_fixture_into_a_repo_that_has_its_own(repo, capsys):
+    """A user's repo with tune_* fixtures got the toy MLP too, tuned (inductor, ~30 s) by every PR check."""
+    own = repo / "tests" / "perf" / "conftest.py"
+    own.parent.mkdir(parents=True)
+    own.write_text("import aitune_ci as ait\n\n@ait.tune_fixture\ndef tune_ranker():\n    ...\n")
+    assert _init(repo) == 0
+    out = capsys.readouterr().out
+    assert not (repo / "tests" / "aitune" / "conftest.py").exists()
+    assert "kept out the starter tests/aitune/conftest.py: this repository declares tune_* fixtures already" in out
+    assert "tests/perf/conftest.py" in out
+    assert "re-run with `--path tests/perf --force` to point them at yours" in out
 
 
 def test_init_refuses_to_overwrite_a_changed_file_and_writes_nothing(repo, capsys):

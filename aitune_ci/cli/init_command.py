@@ -9,6 +9,7 @@ existing file is never overwritten without ``--force``, and the two line files a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import shlex
@@ -263,6 +264,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"aitune-ci init: {exc}")
         return 2
     root = Path(args.root)
+    kept_out = _existing_tune_fixtures(root, options) if options.conftest else []
+    if kept_out:
+        options = dataclasses.replace(options, conftest=False)
     files = render_files(options)
     conflicts = [
         name
@@ -292,13 +296,79 @@ def cmd_init(args: argparse.Namespace) -> int:
         else:
             atomic_write_text(target, merged)
             written.append(f"{name} (lines added)")
+    lint_hint = _write_actionlint_config(root, options, written, unchanged)
     for name in written:
         print(f"wrote {name}")
     for name in unchanged:
         print(f"unchanged {name}")
+    if kept_out:
+        print(
+            f"kept out the starter {options.path}/conftest.py: this repository declares tune_* fixtures already "
+            f"({', '.join(str(p) for p in kept_out[:3])}{' …' if len(kept_out) > 3 else ''})"
+        )
+        if not any(PurePosixPath(p.as_posix()).is_relative_to(options.path) for p in kept_out):
+            print(
+                f"the workflows run the tests in {options.path}, which holds none of them: re-run with "
+                f"`--path {kept_out[0].parent.as_posix()} --force` to point them at yours"
+            )
+    if lint_hint:
+        print(lint_hint)
     committed = sorted((root / options.aitune_dir).rglob("*.ait")) if (root / options.aitune_dir).is_dir() else []
     print(_next_steps(options, existing_artifacts=len(committed)))
     return 0
+
+
+#: Runner labels actionlint knows without being told (GitHub's own and a self-hosted runner's defaults).
+_KNOWN_LABELS = {"self-hosted", "linux", "windows", "macos", "x64", "arm", "arm64"}
+_ACTIONLINT = ".github/actionlint.yaml"
+
+
+def _write_actionlint_config(root: Path, options: InitOptions, written: list[str], unchanged: list[str]) -> str:
+    """Declare the self-hosted runner's own labels to actionlint, which fails the workflows otherwise
+    (``label "gpu" is unknown``); an existing config is left alone, and a hint names what it lacks."""
+    labels = [label for label in options.runner_labels if label.lower() not in _KNOWN_LABELS]
+    if not labels:
+        return ""
+    target = root / _ACTIONLINT
+    if target.exists():
+        text = target.read_text(encoding="utf-8", errors="replace")
+        missing = [
+            label for label in labels if not re.search(rf"^\s*-\s*['\"]?{re.escape(label)}['\"]?\s*$", text, re.M)
+        ]
+        if not missing:
+            unchanged.append(_ACTIONLINT)
+            return ""
+        return (
+            f"{_ACTIONLINT} exists: add the runner label(s) {', '.join(missing)} under self-hosted-runner: labels:, "
+            "or actionlint reports them as unknown"
+        )
+    body = "".join(f"    - {label}\n" for label in labels)
+    atomic_write_text(
+        target,
+        "# actionlint (https://github.com/rhysd/actionlint) reads your self-hosted runners' own labels here.\n"
+        f"self-hosted-runner:\n  labels:\n{body}",
+    )
+    written.append(_ACTIONLINT)
+    return ""
+
+
+def _existing_tune_fixtures(root: Path, options: InitOptions) -> list[Path]:
+    """Files of this repository, other than the starter's own, that declare a ``tune_*`` fixture: the
+    starter's toy model would be collected beside the user's own and tuned by every PR check."""
+    starter = (root / options.path / "conftest.py").resolve()
+    pattern = re.compile(rb"^\s*def tune_\w+\s*\(", re.M)
+    found: list[Path] = []
+    skip = {".git", ".venv", "venv", "node_modules", "site-packages", "__pycache__", ".tox", ".aitune"}
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if any(part in skip or part.startswith(".") for part in relative.parts[:-1]) or path.resolve() == starter:
+            continue
+        try:
+            if pattern.search(path.read_bytes()):
+                found.append(relative)
+        except OSError:
+            continue
+    return found
 
 
 def _next_steps(options: InitOptions, existing_artifacts: int = 0) -> str:
@@ -316,12 +386,14 @@ def _next_steps(options: InitOptions, existing_artifacts: int = 0) -> str:
         ]
     steps += [
         f"  2. Register a self-hosted runner with the labels {labels} on a GPU machine with Python 3.10+",
-        "     (and python3-venv).",
+        "     (and python3-venv), and git-lfs (the checkout fetches the .ait artifacts through it).",
         f"  3. Write the first baselines on that machine and commit them: pytest --aitune --aitune-update {options.path}",
         f"     then `git add .gitattributes {options.aitune_dir}` (the nightly keeps them fresh afterwards).",
         "  4. Secrets: the nightly opens its PR with GITHUB_TOKEN, and such a PR triggers no checks. Store a",
         "     GitHub App installation token or a fine-grained PAT (contents: write, pull-requests: write) as",
-        "     the secret AITUNE_PR_TOKEN to have them run.",
+        "     the secret AITUNE_PR_TOKEN to have them run. With GITHUB_TOKEN alone, allow it to open PRs:",
+        '     Settings > Actions > General > Workflow permissions > "Allow GitHub Actions to create and',
+        '     approve pull requests".',
         "  5. Create the label aitune:run-fork: applying it to a fork's PR runs that PR's code on your GPU",
         "     runner once (read the change first). Forks never run there otherwise.",
     ]
