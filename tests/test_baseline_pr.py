@@ -422,6 +422,8 @@ def test_github_refusing_the_pr_says_which_setting_to_change(
     assert "not permitted to create or approve pull requests" in err
     assert "Allow GitHub Actions to create and approve pull requests" in err
     assert "pull-requests: write" in err
+    # the first words are about pull requests: a new user read "cannot write PR comments" here
+    assert "403 Forbidden: the token cannot open or update pull requests" in err and "PR comments" not in err
 
 
 def test_missing_token_is_a_clear_error(

@@ -235,8 +235,16 @@ class GitHubClient:
         status = response.status_code
         if status == 401:
             hint = (
-                "401 Unauthorized: GitHub rejected the token (missing, expired or malformed); "
-                "pass it to the step as `env: GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}`"
+                "401 Unauthorized: GitHub rejected the token (missing, expired or malformed); pass it as "
+                "GITHUB_TOKEN: the action's `github-token` input, or `env: GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}` "
+                "on a step of your own"
+            )
+        elif status == 403 and "/pulls" in what:
+            hint = (
+                "403 Forbidden: the token cannot open or update pull requests; give the workflow `permissions: "
+                "contents: write, pull-requests: write`, and for GITHUB_TOKEN allow it in the repository's Settings > "
+                'Actions > General > Workflow permissions > "Allow GitHub Actions to create and approve pull '
+                'requests" (or pass a GitHub App token or a fine-grained PAT as AITUNE_PR_TOKEN)'
             )
         elif status == 403:
             hint = (
