@@ -346,6 +346,7 @@ def test_a_check_doing_the_same_work_as_its_base_is_unchanged_not_unjudged(run: 
             )
     text = render_markdown(same)
     assert "## ✅ aitune-ci: no regressions" in text and "not judged" not in text
+    assert "| same work |" in text  # not an older reading of the same work beside "identical"
     assert step_outputs(same)["not-judged"] == 0
 
 

@@ -103,7 +103,8 @@ def _row(row: BackendRow) -> str:
         label += f" ({', '.join(v.reasons)})"
     check = f"`{_cell(row.fixture, 80)}[{_cell(row.backend, 60)}]`"
     now = v.current_median_ms if v is not None and v.current_median_ms is not None else row.median_ms
-    return f"| {check} | {label} | {fmt_ms(row.baseline_ms)} | {fmt_ms(now)} | {_delta(v)} | {_cell(_note(row))} |"
+    shown = "same work" if v is not None and v.identical_to_base else fmt_ms(now)
+    return f"| {check} | {label} | {fmt_ms(row.baseline_ms)} | {shown} | {_delta(v)} | {_cell(_note(row))} |"
 
 
 def _headline(view: RunView, title: str) -> str:

@@ -90,7 +90,8 @@ def format_verdict_table(verdicts: Sequence[Any]) -> str:
         rows.append(
             [
                 f"{v.fixture}[{v.backend}]",
-                f"{fmt_ms(v.baseline_median_ms)} → {fmt_ms(v.current_median_ms)}",
+                # the same work is not timed again: a "now" beside "identical" was an older, other reading
+                f"{fmt_ms(v.baseline_median_ms)} → {'same work' if v.identical_to_base else fmt_ms(v.current_median_ms)}",
                 "identical" if v.identical_to_base else "not judged" if why is not None else fmt_pct(v.delta),
                 ci,
                 f"±{v.mde * 100:.1f}%" if v.mde is not None else "-",

@@ -73,7 +73,7 @@ def test_the_work_the_nightly_tuned_passes_untimed_from_its_stored_result_and_a_
     output = result.stdout.str()
     assert "tune_spin: the baseline's latest update (" in output and "did the same work" in output
     assert "tune_spin: tuned in" not in output and "artifact loads in" not in output  # nothing tuned or timed
-    result.stdout.fnmatch_lines(["*tune_spin[[]eager[]]* → *identical*baseline, identical*PASS*"])
+    result.stdout.fnmatch_lines(["*tune_spin[[]eager[]]* → same work *identical*baseline, identical*PASS*"])
     assert verdict["baseline_median_ms"] == pytest.approx(baseline["backends"]["eager"]["latency"]["median_ms"])
     run = json.loads((repo.path / "run.json").read_text())
     assert [r["result_reused"] for r in run["results"]] == [True]
