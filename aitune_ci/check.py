@@ -1247,6 +1247,13 @@ class FixtureCheck:
             )
         return None
 
+    @property
+    def winner_change(self) -> str | None:
+        """``winner changed: onnxruntime -> eager (…)`` against the baseline, or None (every report shows it)."""
+        if self.result is None or self.baseline is None:
+            return None
+        return winner_change(self.baseline, self.result)
+
     def _selection_outcome(self) -> CheckOutcome:
         result = self.result
         assert result is not None
@@ -1255,7 +1262,7 @@ class FixtureCheck:
         if result.winner is None:
             return CheckOutcome(Outcome.FAILED, f"{self.name}: no backend could be selected — {result.winner_reason}")
         text = f"{self.name}: winner {result.winner} ({result.winner_reason})"
-        changed = winner_change(self.baseline, result) if self.baseline is not None else None
+        changed = self.winner_change
         if changed:
             text += f"; {changed}"
         return CheckOutcome(Outcome.PASSED, text)

@@ -97,6 +97,16 @@ def test_a_malformed_shard_record_names_the_file(shards: list[dict]) -> None:
         merge_runs([bad, shards[1]], sources=["a.json", "b.json"])
 
 
+def test_winner_changes_travel_through_a_merge_and_are_checked(shards: list[dict]) -> None:
+    first, second = copy.deepcopy(shards[0]), copy.deepcopy(shards[1])
+    first["winner_changes"] = {"tune_a": "winner changed: onnxruntime -> eager (lowest median latency)"}
+    assert merge_runs([first, second])["winner_changes"] == first["winner_changes"]
+    assert "winner_changes" not in merge_runs(shards)
+    second["winner_changes"] = ["tune_b"]
+    with pytest.raises(DataFileError, match="'winner_changes' must map fixture names to text"):
+        merge_runs([first, second], sources=["a.json", "b.json"])
+
+
 def test_load_run_rejects_bad_files_naming_them(tmp_path: Path) -> None:
     cases = {
         "missing.json": None,

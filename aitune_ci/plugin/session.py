@@ -88,6 +88,8 @@ class AituneSession:
         #: no spec, its tune raised, its baseline is unreadable) or whose committed artifact is not
         #: the one its baseline pins: fixture -> why; the count line and the reports name them
         self.broken: dict[str, str] = {}
+        #: ``{fixture: "winner changed: a -> b (…)"}``: a passing [selection] item's text is never shown
+        self.winner_changes: dict[str, str] = {}
         #: warnings raised while evaluating and tuning fixtures (see ``aitune_ci.plugin.quiet``)
         self.warnings = WarningTally()
         self.started = time.time()
@@ -206,6 +208,8 @@ class AituneSession:
         checker.run()
         if checker.result is not None:
             self.results.append(checker.result)
+        if change := checker.winner_change:
+            self.winner_changes[plan.name] = change
         self.verdicts.extend(checker.verdicts.values())
         return checker
 
@@ -238,6 +242,8 @@ class AituneSession:
         }
         if self.broken:
             run["broken"] = [{"fixture": name, "error": why} for name, why in self.broken.items()]
+        if self.winner_changes:
+            run["winner_changes"] = dict(sorted(self.winner_changes.items()))
         if self.options.shard is not None:  # so that a merge can tell a shard missing or passed twice
             run["shard"] = {"index": self.options.shard.index, "count": self.options.shard.count}
         return run
@@ -249,11 +255,13 @@ class AituneSession:
         self.warnings.absorb(warnings_from_json(data.get("warnings")))
         for entry in data.get("broken", ()):
             self.broken.setdefault(str(entry["fixture"]), str(entry["error"]))
+        self.winner_changes.update(data.get("winner_changes", {}))
 
     def summary_lines(self) -> list[str]:
         if not self.verdicts and not self.results and not self.broken:
             return []
         lines = [format_verdict_table(self.verdicts)] if self.verdicts else []
+        lines += [f"{name}: {change}" for name, change in sorted(self.winner_changes.items())]
         line = count_line(self.verdicts) if self.verdicts or not self.broken else "aitune:"
         if self.broken:
             names = sorted(self.broken)

@@ -230,6 +230,8 @@ def _winner_items(view: RunView) -> list[str]:
             # the parts' choices are recorded whether or not their mixture won; shown only when it did
             mixed = ", ".join(f"{m}={b}" for m, b in f.result.module_choice.items())
             text += f" (mixed: {_cell(mixed, 300)})"
+        if change := view.winner_changes.get(f.name):
+            text += f": {_cell(change, 300)}"
         items.append(text)
     return items
 

@@ -216,6 +216,8 @@ class RunView:
     #: Shards of a split (``--aitune-shard i/n``) that sent no results to a merge (``aitune-ci merge
     #: --allow-missing-shards``): their checks are not in the run, so it fails as a broken fixture does.
     missing_shards: tuple[int, ...] = ()
+    #: ``{fixture: "winner changed: a -> b (…)"}`` against the baseline.
+    winner_changes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_run(cls, run: Mapping[str, Any], baseline_environment: Mapping[str, Any] | None = None) -> RunView:
@@ -279,6 +281,7 @@ class RunView:
             baseline_environment=baseline_environment,
             broken=tuple((str(b["fixture"]), str(b["error"])) for b in run.get("broken", ())),
             missing_shards=tuple(int(i) for i in run.get("missing_shards", ())),
+            winner_changes=dict(run.get("winner_changes", {})),
         )
 
     @property

@@ -116,3 +116,23 @@ def test_update_with_a_backend_filter_keeps_the_other_backends_entries(project):
     data = project.load_baseline("tune_lin")
     assert data["backends"]["eager-bf16"] == bf16
     assert len(data["backends"]["eager"]["noise_history"]) == 2  # eager was re-measured and merged
+
+
+def test_a_changed_winner_is_shown_in_the_summary_and_every_report(project):
+    """The [selection] item names a winner change, but a passing item's text is never printed: a new
+    user's winner flipped from onnxruntime to eager and no report said it had been anything else."""
+    project.add_fixture("tune_lin", backends=("eager", "eager-bf16"))
+    project.tune("--aitune-update").assert_outcomes(passed=3)
+    baseline = project.load_baseline("tune_lin")
+    old = next(b for b in baseline["backends"] if b != baseline["winner"])
+    now = baseline["winner"]
+    baseline["winner"] = old
+    project.save_baseline("tune_lin", baseline)
+
+    result = project.tune("--aitune-report", "run.json", "--aitune-report", "run.md")
+
+    result.stdout.fnmatch_lines([f"tune_lin: winner changed: {old} -> {now} (*)"])
+    run = json.loads((project.path / "run.json").read_text())
+    assert run["winner_changes"]["tune_lin"].startswith(f"winner changed: {old} -> {now}")
+    assert f"`tune_lin` → **{now}**" in (project.path / "run.md").read_text()
+    assert f": winner changed: {old} -> {now}" in (project.path / "run.md").read_text()
