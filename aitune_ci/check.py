@@ -355,6 +355,8 @@ class FixtureCheck:
             self.artifact_problem = self._committed_artifact_problem()
             if self.artifact_problem:
                 self.progress(f"{self.name}: {self.artifact_problem}")
+            elif missing := self._missing_artifact_note():
+                self.progress(f"{self.name}: {missing}")
         backends = [b for b in self.backends if b in self.selected or b == "eager"]
         base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines
         if base is not None:
@@ -1253,6 +1255,18 @@ class FixtureCheck:
         if self.result is None or self.baseline is None:
             return None
         return winner_change(self.baseline, self.result)
+
+    def _missing_artifact_note(self) -> str | None:
+        """What is lost when the artifact the baseline pins is not there (not a failure: a repo may
+        commit baselines without their binaries), or None. A deleted file used to pass unmentioned."""
+        path, baseline = self.artifact_path(), self.baseline
+        if baseline is None or not baseline.artifact_sha256 or path.exists():
+            return None
+        return (
+            f"note: the baseline pins the artifact {path} (sha256 {baseline.artifact_sha256[:12]}…), which is not "
+            "there, so nothing is timed against it and nothing loads from it. Restore it (`git checkout -- "
+            f"{path}`, or `git lfs pull`), or rebuild it with `{update_command(self.name)}`"
+        )
 
     def _selection_outcome(self) -> CheckOutcome:
         result = self.result
