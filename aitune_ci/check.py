@@ -32,7 +32,7 @@ from aitune_ci.sanity import SanityConfig
 from aitune_ci.spec import TuneSpec
 from aitune_ci.status import BackendStatus, VerdictKind, VerdictMode
 from aitune_ci.store.artifact import inspect_artifact, load, module_backends, save, spec_hash
-from aitune_ci.store.artifact.archive import file_sha256
+from aitune_ci.store.artifact.archive import LFS_POINTER_PREFIX, file_sha256
 from aitune_ci.store.artifact.hashing import BuildKeys, work_key
 from aitune_ci.store.artifact.safety import sha256_json
 from aitune_ci.store.artifact.saving import save_for_load_timing
@@ -128,10 +128,6 @@ def contended_update_warning(fixture: str, rows: Sequence[BackendResult]) -> str
         "stored checks against this baseline will not judge their latency until an update on a quiet machine "
         "rewrites it"
     )
-
-
-#: How a Git LFS pointer file starts (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md).
-_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
 
 @dataclass(frozen=True)
@@ -1231,12 +1227,12 @@ class FixtureCheck:
         fix = f"restore it (`git checkout -- {path}`), or rebuild it with `{update_command(self.name)}`"
         try:
             with path.open("rb") as fh:
-                head = fh.read(len(_LFS_POINTER))
+                head = fh.read(len(LFS_POINTER_PREFIX))
                 fh.seek(0)
                 found = file_sha256(fh)
         except OSError as exc:
             return f"the committed artifact {path} cannot be read ({exc}): {fix}"
-        if head == _LFS_POINTER:
+        if head == LFS_POINTER_PREFIX:
             return (
                 f"the committed artifact {path} is a Git LFS pointer, not the artifact: fetch LFS objects on this "
                 "runner (`lfs: true` in actions/checkout, or `git lfs pull`)"

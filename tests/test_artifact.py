@@ -232,6 +232,25 @@ def test_a_truncated_file_is_a_clear_error(artifact, tiny_mlp, tmp_path, keep):
         load(path, _fresh(tiny_mlp))
 
 
+@pytest.mark.parametrize("pinned", [False, True])
+def test_an_lfs_pointer_or_a_folder_is_called_what_it_is(artifact, tiny_mlp, tmp_path, pinned):
+    """Both read "truncated or corrupt" (and a pinned pointer, "changed or replaced"), with no fix."""
+    pointer = tmp_path / "tune_tiny.ait"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 1234\n")
+    pin = artifact.sha256 if pinned else None
+    with pytest.raises(ArtifactError, match=r"a Git LFS pointer, not the artifact: .*git lfs pull"):
+        load(pointer, _fresh(tiny_mlp), expected_sha256=pin)
+    with pytest.raises(ArtifactError, match=r"a folder, not a \.ait file"):
+        load(tmp_path, _fresh(tiny_mlp))
+
+
+def test_an_artifact_saved_from_code_is_not_rebuilt_as_a_fixture():
+    from aitune_ci.store.artifact.safety import rebuild_hint
+
+    assert rebuild_hint("tune_tiny") == "rebuild it with `pytest --aitune --aitune-update --aitune-fixtures tune_tiny`"
+    assert "--aitune-fixtures" not in rebuild_hint("MLP") and "ait.save(ait.tune(...), path)" in rebuild_hint("MLP")
+
+
 def test_a_missing_file_says_how_to_rebuild_it(tiny_mlp, tmp_path):
     with pytest.raises(ArtifactError, match="no such artifact.*--aitune-update --aitune-fixtures tune_gone"):
         load(tmp_path / "tune_gone.ait", _fresh(tiny_mlp))
@@ -419,8 +438,9 @@ def test_a_device_specific_payload_from_another_gpu_and_torch_is_refused_with_bo
     text = str(err.value)
     assert "'aoti'" in text and "compiled for one device" in text
     assert "NVIDIA-H100-80GB-HBM3" in text and torch.__version__ in text and "2.11.0+cu130" in text
-    assert "Artifact environment:" in text and "This environment:" in text
+    assert f"`aitune-ci inspect {path}` shows the environment it was built in" in text
     assert "--aitune-update --aitune-fixtures tune_tiny" in text
+    assert len(text) < 800, text  # the differences and the fix, not two whole environments (1,341 characters)
 
 
 def test_a_cpu_package_built_for_features_this_cpu_lacks_is_refused_before_it_runs(artifact, tiny_mlp, tmp_path):

@@ -22,12 +22,25 @@ from aitune_ci.store.artifact.safety import (
     validate_manifest,
 )
 
-__all__ = ["CHUNK", "WEIGHTS_MEMBER", "Archive", "artifact_sha256", "file_sha256", "inspect_artifact"]
+__all__ = [
+    "CHUNK",
+    "LFS_POINTER_PREFIX",
+    "WEIGHTS_MEMBER",
+    "Archive",
+    "artifact_sha256",
+    "file_sha256",
+    "inspect_artifact",
+]
 
 #: Where the model's state_dict lives inside the archive.
 WEIGHTS_MEMBER = "weights/model.safetensors"
 #: Bytes read or written at a time: members are streamed, never held whole in memory.
 CHUNK = 1 << 20
+
+
+#: How a Git LFS pointer file begins (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md):
+#: what a checkout without LFS objects holds instead of the artifact.
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 
 
 def _fixture_of(path: Path) -> str | None:
@@ -121,6 +134,10 @@ class Archive:
             size = os.fstat(fh.fileno()).st_size
         except FileNotFoundError:
             raise ArtifactError(f"{self.source}: no such artifact; {self.hint}") from None
+        except IsADirectoryError:
+            raise ArtifactError(
+                f"{self.source}: a folder, not a .ait file: artifacts are .aitune/artifacts/<hardware>/<fixture>.ait"
+            ) from None
         except OSError as exc:
             raise ArtifactError(f"{self.source}: cannot read the artifact ({exc})") from None
         if size > self.limits.max_archive_bytes:
@@ -129,6 +146,12 @@ class Archive:
                 "(ArtifactLimits.max_archive_bytes); refusing it"
             )
         self.size = size
+        if fh.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX:
+            raise ArtifactError(
+                f"{self.source}: a Git LFS pointer, not the artifact: fetch LFS objects here (`git lfs pull`, or "
+                "`lfs: true` in actions/checkout)"
+            )
+        fh.seek(0)
         self.sha256 = file_sha256(fh)
         if expected_sha256 is not None and self.sha256 != expected_sha256.strip().lower():
             raise ArtifactError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -243,12 +242,13 @@ def _refuse_non_portable(
         return
     lacking = missing_cpu_features(*blocking["cpu_features"]) if "cpu_features" in blocking else []
     why = f"; this CPU lacks {', '.join(lacking)}, so its code would die of an illegal instruction" if lacking else ""
+    others = {k: v for k, v in differences.items() if k not in blocking}
+    also = f" It differs too in {describe_differences(others)}." if others else ""
     raise ArtifactError(
         f"{archive.source}: {entry['module'] or 'the whole model'} uses backend {entry['backend']!r}, whose payload "
         f"is compiled for one device and library build, and this artifact comes from another environment "
-        f"({describe_differences(blocking)}{why}). "
-        f"Artifact environment: {json.dumps(archive.manifest['environment'], sort_keys=True)}. "
-        f"This environment: {json.dumps(jsonable(here), sort_keys=True)}. Rebuild it here: {archive.hint}"
+        f"({describe_differences(blocking)}{why}).{also} Rebuild it here: {archive.hint} "
+        f"(`aitune-ci inspect {archive.source}` shows the environment it was built in)"
     )
 
 

@@ -90,6 +90,8 @@ def rebuild_hint(fixture: str | None) -> str:
             "artifacts are .aitune/artifacts/<hardware>/<fixture>.ait; rebuild one with "
             "`pytest --aitune --aitune-update --aitune-fixtures <fixture>`"
         )
+    if not fixture.startswith("tune_"):  # saved from code (ait.save): its name is the result's, not a fixture's
+        return f"rebuild it as it was made: `ait.save(ait.tune(...), path)` for {fixture!r}, on this machine"
     return f"rebuild it with `pytest --aitune --aitune-update --aitune-fixtures {fixture}`"
 
 
