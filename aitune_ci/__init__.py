@@ -19,6 +19,7 @@ _EXPORTS = {
     "tune": "aitune_ci.engine",
     "save": "aitune_ci.store.artifact",
     "load": "aitune_ci.store.artifact",
+    "load_committed": "aitune_ci.store.artifact",
     "jit": "aitune_ci.jit",
     "tune_fixture": "aitune_ci.fixture",
     "AituneCIError": "aitune_ci.errors",
@@ -50,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aitune_ci.jit import jit
     from aitune_ci.result import BackendResult, TuneResult
     from aitune_ci.spec import TuneSpec
-    from aitune_ci.store.artifact import load, save
+    from aitune_ci.store.artifact import load, load_committed, save
     from aitune_ci.task_metrics import TaskMetric, kl_divergence, psnr, top1_agreement
     from aitune_ci.tolerance import Tolerance
 

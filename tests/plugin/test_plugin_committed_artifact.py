@@ -87,3 +87,25 @@ def test_a_fixture_with_baselines_only_for_other_hardware_says_which(nightly):
     result.stdout.fnmatch_lines([f"*tune_lin: no baseline for {mine.name}; there are for NVIDIA-H100-80GB-HBM3*"])
     (verdict,) = json.loads((project.path / "run.json").read_text())["verdicts"]
     assert "baselines of tune_lin exist for NVIDIA-H100-80GB-HBM3" in verdict["message"]
+
+
+def test_a_serving_process_loads_the_committed_artifact_pinned_by_its_baseline(nightly):
+    """A new user had to copy the sha256 out of the baseline JSON, and find the <hardware> folder, by hand."""
+    import torch
+
+    import aitune_ci as ait
+
+    project, artifact = nightly
+    skeleton, x = torch.nn.Linear(8, 4), torch.randn(3, 8)
+    untrained = skeleton(x).detach().clone()
+    served = ait.load_committed("tune_lin", skeleton, aitune_dir=project.path / ".aitune", device="cpu")
+    with torch.no_grad():
+        out = served(x)
+    assert out.shape == (3, 4) and not torch.allclose(out, untrained)  # the artifact's weights, not the skeleton's
+
+    with pytest.raises(ait.ArtifactError, match=r"no baseline of tune_gone for this hardware .*on this machine"):
+        ait.load_committed("tune_gone", torch.nn.Linear(8, 4), aitune_dir=project.path / ".aitune")
+    # the artifact pinned by its baseline: a replaced file is refused
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    with pytest.raises(ait.ArtifactError, match="the committed baseline records"):
+        ait.load_committed("tune_lin", torch.nn.Linear(8, 4), aitune_dir=project.path / ".aitune", device="cpu")

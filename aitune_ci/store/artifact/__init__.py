@@ -16,12 +16,13 @@ skipped otherwise, so the first call compiles from scratch, with a warning).
 
 The modules, in the order a newcomer reads them: ``safety`` (the pure rules an archive must pass),
 ``hashing`` (what identifies a model and a tune), ``archive`` (reading and verifying a zip),
-``saving`` and ``loading``.
+``saving``, ``loading`` and ``committed`` (a serving process loading what a repository committed).
 """
 
 from __future__ import annotations
 
 from aitune_ci.store.artifact.archive import WEIGHTS_MEMBER, artifact_sha256, inspect_artifact, module_backends
+from aitune_ci.store.artifact.committed import load_committed
 from aitune_ci.store.artifact.hashing import spec_hash
 from aitune_ci.store.artifact.loading import ArtifactWarning, LoadedArtifact, load
 from aitune_ci.store.artifact.safety import ArtifactLimits, format_manifest
@@ -38,6 +39,7 @@ __all__ = [
     "inspect_artifact",
     "module_backends",
     "load",
+    "load_committed",
     "save",
     "spec_hash",
 ]
