@@ -125,7 +125,9 @@ class AituneSession:
         self._base_checkout = checkout
         files = sorted({self.options.root / state.plan.source for state in self.fixtures.values()})
         self._base_fixtures = checkout.fixtures(files, lambda name, func, file: (func, file))
-        self._base_label = label = f"{ref} ({checkout.sha[:12]})"
+        # a ref that is the commit itself (the action passes the PR base's sha) is shown once, short
+        is_sha = checkout.sha.startswith(ref.lower()) and len(ref) >= 7
+        self._base_label = label = checkout.sha[:12] if is_sha else f"{ref} ({checkout.sha[:12]})"
         missing = sorted(name for name in self.fixtures if name not in self._base_fixtures)
         if missing:
             self.progress(f"no base version at {label} of {', '.join(missing)}: judged against the stored baselines")

@@ -106,6 +106,18 @@ def _run(repo: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str,
     return result, {f"{v['fixture']}[{v['backend']}]": v for v in run["verdicts"]}
 
 
+def test_a_base_given_as_its_sha_is_named_once(repo: pytest.Pytester) -> None:
+    """The action passes the PR base's full sha: it read "base 9ce4bc686335def5…d72d (9ce4bc686335)"."""
+    _commit_head(repo, spin=0.001)
+    sha = _git(repo.path, "rev-parse", "HEAD~1")
+
+    result, verdicts = _run(repo, "--aitune-against", sha, "-s")
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert verdicts["tune_spin[eager]"]["base_ref"] == sha[:12]
+    assert sha not in result.stdout.str()
+
+
 def test_unchanged_code_passes_untimed_because_the_base_does_the_same_work(repo: pytest.Pytester) -> None:
     _commit_head(repo, spin=0.001)
 
