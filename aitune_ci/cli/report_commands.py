@@ -139,8 +139,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     run = _load_runs(args.runs)
     commit = args.commit or current_commit()
     if args.append_history:
-        for path in append_run_history(args.append_history, run, commit):
-            print(f"appended to {path}")
+        for path, lines in append_run_history(args.append_history, run, commit).items():
+            print(
+                f"appended {lines} line(s) to {path}" if lines else f"{path} holds this run already: nothing appended"
+            )
     options = {"history": _history(args, run), "title": args.title, "report_url": args.report_url, "commit": commit}
     asked = {suffix: getattr(args, _dest(fmt.flag)) or [] for suffix, fmt in REPORT_FORMATS.items()}
     if not any(asked.values()):

@@ -151,6 +151,13 @@ def append_history(
         commit: the commit measured; None looks it up (``current_commit``).
         date: ISO-8601 time of the run; defaults to the result's ``created_at``, else now.
     """
+    return _append(directory, result, commit, date)[0]
+
+
+def _append(
+    directory: str | os.PathLike[str], result: TuneResult, commit: str | None, date: str | None
+) -> tuple[Path, bool]:
+    """``append_history``, and whether a line was appended (False: the file held this run already)."""
     hardware = result.environment.get("hardware_key")
     if not isinstance(hardware, str) or not hardware:
         raise ValueError(f"result {result.name!r} has no environment['hardware_key']; cannot place its history")
@@ -163,7 +170,7 @@ def append_history(
         with open(path, "ab+") as f:
             f.seek(0)
             if any(_same_run(line, record) for line in f):
-                return path
+                return path, False
             f.seek(0, os.SEEK_END)
             if f.tell() > 0:
                 f.seek(-1, os.SEEK_END)
@@ -172,7 +179,7 @@ def append_history(
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    return path
+    return path, True
 
 
 def _same_run(line: bytes, record: Mapping[str, Any]) -> bool:
@@ -186,15 +193,14 @@ def _same_run(line: bytes, record: Mapping[str, Any]) -> bool:
 
 def append_run_history(
     directory: str | os.PathLike[str], run: Mapping[str, Any], commit: str | None = None
-) -> list[Path]:
-    """``append_history`` for every result of a run JSON; returns the files written (deduplicated)."""
+) -> dict[Path, int]:
+    """``append_history`` for every result of a run JSON; the lines appended to each file (0: it held them)."""
     commit = commit if commit is not None else current_commit()
-    paths: list[Path] = []
+    appended: dict[Path, int] = {}
     for data in run.get("results", ()):
-        path = append_history(directory, TuneResult.from_json(data, source="run JSON"), commit)
-        if path not in paths:
-            paths.append(path)
-    return paths
+        path, added = _append(directory, TuneResult.from_json(data, source="run JSON"), commit, None)
+        appended[path] = appended.get(path, 0) + added
+    return appended
 
 
 def _number(x: Any) -> float:
