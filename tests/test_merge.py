@@ -78,8 +78,12 @@ def test_a_missing_shard_is_named_not_merged_into_a_passing_run(shards: list[dic
     """A merge of shard 1 of 2 alone (or passed twice) used to read as a whole run with no regression."""
     first = _as_shard(shards[0], 1, 2)
     for runs in ([first], [first, first]):
-        with pytest.raises(MissingShards, match=r"shard 2/2 is missing: .*--allow-missing-shards"):
+        with pytest.raises(MissingShards, match=r"shard 2/2 is missing.*: merged, .*--allow-missing-shards"):
             merge_runs(runs)
+    with pytest.raises(
+        MissingShards, match=r"shard 2/2 is missing \(and shard 1/2 is in both a.json and b.json: a file"
+    ):
+        merge_runs([first, first], sources=["a.json", "b.json"])
     partial = merge_runs([first], allow_missing_shards=True)
     assert partial["missing_shards"] == [2] and _checks(partial) == _checks(shards[0])
     whole = merge_runs([first, _as_shard(shards[1], 2, 2)])

@@ -64,11 +64,19 @@ def _check_shards(runs: Sequence[Mapping[str, Any]], names: Sequence[object], al
     count = counts.pop()
     missing = sorted(set(range(1, count + 1)) - {i for i, _ in shards.values()})
     if missing and not allow_missing:
+        by_index: dict[int, list[str]] = {}
+        for run, name in zip(runs, names, strict=True):
+            if shard := _shard_of(run, name):
+                by_index.setdefault(shard[0], []).append(str(name))
+        twice = [
+            f"{i}/{count} is in both {' and '.join(files)}" for i, files in sorted(by_index.items()) if len(files) > 1
+        ]
         raise MissingShards(
             f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{i}/{count}' for i in missing)} "
-            f"{'are' if len(missing) > 1 else 'is'} missing: merged, the run would pass the checks of "
-            "those shards unseen. Pass one run file per shard (each --aitune-shard i/n writes its own), "
-            "or --allow-missing-shards to merge what there is"
+            f"{'are' if len(missing) > 1 else 'is'} missing"
+            + (f" (and shard {'; '.join(twice)}: a file passed twice?)" if twice else "")
+            + ": merged, the run would pass the checks of those shards unseen. Pass one run file per shard "
+            "(each --aitune-shard i/n writes its own), or --allow-missing-shards to merge what there is"
         )
     return missing
 
