@@ -52,6 +52,15 @@ def test_everything_after_run_goes_to_pytest_untouched():
     assert split_pytest_args(["--help"]) == (["--help"], [])
 
 
+def test_run_help_says_what_run_is_before_pytests_help(tmp_path, monkeypatch, capfd):
+    """`aitune-ci run --help` printed pytest's help alone: a new user could not tell what run does."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--help"]) == 0
+    out = capfd.readouterr().out
+    assert out.startswith("aitune-ci run [PYTEST ARGS]: runs `pytest --aitune PYTEST ARGS` here")
+    assert "--aitune-update" in out  # pytest's help, with the plugin's section
+
+
 def test_run_tunes_a_project_with_pytest_and_returns_its_exit_status(tmp_path, monkeypatch, capfd):
     (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n\n[tool.aitune]\nmax_confirmations = 0\n")
     (tmp_path / "conftest.py").write_text(_PROJECT_CONFTEST)

@@ -45,6 +45,12 @@ def split_pytest_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run pytest with ``--aitune`` in a child Python (exactly ``python -m pytest``); return its exit status."""
     command = [sys.executable, "-m", "pytest", "--aitune", *args.pytest_args]
+    if any(a in ("-h", "--help") for a in args.pytest_args):
+        print(
+            "aitune-ci run [PYTEST ARGS]: runs `pytest --aitune PYTEST ARGS` here. pytest's help follows; "
+            "aitune-ci's own options are in its 'aitune' section.\n",
+            flush=True,
+        )
     log.debug("aitune-ci run: %s", shlex.join(command))
     with subprocess.Popen(command) as pytest:
         try:
