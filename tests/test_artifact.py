@@ -251,6 +251,20 @@ def test_an_artifact_saved_from_code_is_not_rebuilt_as_a_fixture():
     assert "--aitune-fixtures" not in rebuild_hint("MLP") and "ait.save(ait.tune(...), path)" in rebuild_hint("MLP")
 
 
+def test_a_call_the_backend_refuses_says_what_the_artifact_was_built_for(artifact, tiny_mlp, tiny_input):
+    """Backends answer a wrong input in their own words (onnxruntime's "Unexpected input data type", a
+    C++ frame from a package); the error keeps its type and gains what the artifact expects."""
+    served = load(artifact.path, _fresh(tiny_mlp))
+    wrong = torch.zeros(*tiny_input.shape[:-1], tiny_input.shape[-1] + 3)
+    with pytest.raises(RuntimeError) as err:
+        served(wrong)
+    note = "\n".join(getattr(err.value, "__notes__", []))
+    assert "aitune-ci: this artifact (tune_tiny [(whole model): eager]" in note
+    assert "sample 0: " in note and f"float32{list(tiny_input.shape)}" in note, note
+    assert "a call with another dtype, rank, device or keyword fails in the backend" in note
+    assert torch.equal(served(tiny_input), served(tiny_input))  # a good call is untouched
+
+
 def test_a_missing_file_says_how_to_rebuild_it(tiny_mlp, tmp_path):
     with pytest.raises(ArtifactError, match="no such artifact.*--aitune-update --aitune-fixtures tune_gone"):
         load(tmp_path / "tune_gone.ait", _fresh(tiny_mlp))

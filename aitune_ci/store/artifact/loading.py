@@ -24,6 +24,7 @@ from aitune_ci.store.artifact.safety import (
     ArtifactLimits,
     describe_differences,
     environment_differences,
+    input_lines,
     missing_cpu_features,
     non_portable_differences,
     payload_executes_code,
@@ -79,8 +80,24 @@ class LoadedArtifact(torch.nn.Module):
         return self.__dict__["_run"]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with torch.inference_mode():
-            return self.__dict__["_run"](*args, **kwargs)
+        try:
+            with torch.inference_mode():
+                return self.__dict__["_run"](*args, **kwargs)
+        except Exception as exc:
+            # A backend's own error (onnxruntime's "Unexpected input data type", a C++ frame from a
+            # package) never says what it expected; the exception keeps its type for callers.
+            if hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note(self._inputs_note())
+            raise
+
+    def _inputs_note(self) -> str:
+        m = self.manifest
+        axes = "; ".join(f"{p} dim {d}" for p, dims in m["dynamic_axes"].items() for d in dims) or "none"
+        return (
+            f"aitune-ci: this artifact ({self.extra_repr()}) was built and validated on {m['dtype']} inputs on "
+            f"{m['device']} like {'; '.join(input_lines(m))} (dynamic axes: {axes}); a call with another dtype, "
+            "rank, device or keyword fails in the backend"
+        )
 
     def extra_repr(self) -> str:
         mix = ", ".join(f"{m or '(whole model)'}: {b}" for m, b in self.backends.items())

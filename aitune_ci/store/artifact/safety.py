@@ -505,6 +505,20 @@ def _size(n: int) -> str:
     return f"{n / 1024**exp:.1f} {'BKMGT'[exp]}{'iB' if exp else ''}"
 
 
+def input_lines(manifest: Mapping[str, Any]) -> list[str]:
+    """``sample 0: x float32[2, 8]`` per sample the artifact was validated on (``inspect`` and call errors show them)."""
+    lines = []
+    for i, signature in enumerate(manifest["input_signature"]):
+        parts = []
+        for leaf in signature if isinstance(signature, list) else []:
+            if isinstance(leaf, dict) and "shape" in leaf:
+                parts.append(f"{leaf.get('path')} {leaf.get('dtype')}{list(leaf['shape'])}")
+            elif isinstance(leaf, dict):
+                parts.append(f"{leaf.get('path')} {leaf.get('type')}={leaf.get('value')}")
+        lines.append(f"sample {i}: {', '.join(parts) or '(none)'}")
+    return lines
+
+
 def format_manifest(manifest: Mapping[str, Any], *, sha256: str | None = None, path: object = None) -> str:
     """A validated manifest as readable text, for ``aitune-ci inspect FILE.ait``."""
     lines: list[str] = []
@@ -520,14 +534,8 @@ def format_manifest(manifest: Mapping[str, Any], *, sha256: str | None = None, p
     lines.append(
         f"  model          {model['class']}  ({len(model['state'])} tensors, {manifest['dtype']} on {manifest['device']})"
     )
-    for i, signature in enumerate(manifest["input_signature"]):
-        parts = []
-        for leaf in signature if isinstance(signature, list) else []:
-            if isinstance(leaf, dict) and "shape" in leaf:
-                parts.append(f"{leaf.get('path')} {leaf.get('dtype')}{list(leaf['shape'])}")
-            elif isinstance(leaf, dict):
-                parts.append(f"{leaf.get('path')} {leaf.get('type')}={leaf.get('value')}")
-        lines.append(f"  {'inputs' if i == 0 else '':<14} sample {i}: {', '.join(parts) or '(none)'}")
+    for i, text in enumerate(input_lines(manifest)):
+        lines.append(f"  {'inputs' if i == 0 else '':<14} {text}")
     axes = manifest["dynamic_axes"]
     if axes:
         text = "; ".join(f"{p} dim {d}={n}" for p, dims in axes.items() for d, n in dims.items())
