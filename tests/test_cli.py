@@ -116,4 +116,8 @@ def test_inspect_of_a_file_that_is_not_an_artifact_is_a_clear_error(tmp_path, ca
     bogus.write_text("version https://git-lfs.github.com/spec/v1\n")
     assert main(["inspect", str(bogus)]) == 2
     err = capsys.readouterr().err
+    assert "model.ait: a Git LFS pointer, not the artifact" in err and "git lfs pull" in err
+    bogus.write_bytes(b"PK\x03\x04 cut short")
+    assert main(["inspect", str(bogus)]) == 2
+    err = capsys.readouterr().err
     assert "model.ait" in err and "not a complete .ait archive" in err
