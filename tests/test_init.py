@@ -104,7 +104,23 @@ def test_init_writes_no_starter_fixture_into_a_repo_that_has_its_own(repo, capsy
     assert not (repo / "tests" / "aitune" / "conftest.py").exists()
     assert "kept out the starter tests/aitune/conftest.py: this repository declares tune_* fixtures already" in out
     assert "tests/perf/conftest.py" in out
-    assert "re-run with `--path tests/perf --force` to point them at yours" in out
+    assert "re-run with `--path tests/perf --no-conftest --force` to point them at yours" in out
+
+
+def test_force_never_replaces_a_conftest_of_the_users_own_fixtures(repo, capsys):
+    """Following init's advice (`--path tests --force`) replaced a new user's fixtures with the toy one."""
+    own = repo / "tests" / "conftest.py"
+    own.parent.mkdir(parents=True)
+    text = "import aitune_ci as ait\n\n@ait.tune_fixture\ndef tune_ranker():\n    ...\n"
+    own.write_text(text)
+    assert _init(repo, "--path", "tests", "--force") == 0
+    assert own.read_text() == text
+    assert "kept out the starter tests/conftest.py" in capsys.readouterr().out
+    # init's own starter, unchanged, is still rewritten by --force (and left alone without it)
+    starter_repo = repo / "other"
+    starter_repo.mkdir()
+    assert _init(starter_repo) == 0 and _init(starter_repo, "--force") == 0
+    assert "kept out" not in capsys.readouterr().out
 
 
 def test_init_refuses_to_overwrite_a_changed_file_and_writes_nothing(repo, capsys):

@@ -264,7 +264,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"aitune-ci init: {exc}")
         return 2
     root = Path(args.root)
-    kept_out = _existing_tune_fixtures(root, options) if options.conftest else []
+    kept_out = _existing_tune_fixtures(root, options, include_starter_path=args.force) if options.conftest else []
     if kept_out:
         options = dataclasses.replace(options, conftest=False)
     files = render_files(options)
@@ -309,7 +309,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         if not any(PurePosixPath(p.as_posix()).is_relative_to(options.path) for p in kept_out):
             print(
                 f"the workflows run the tests in {options.path}, which holds none of them: re-run with "
-                f"`--path {kept_out[0].parent.as_posix()} --force` to point them at yours"
+                f"`--path {kept_out[0].parent.as_posix()} --no-conftest --force` to point them at yours"
             )
     if lint_hint:
         print(lint_hint)
@@ -352,16 +352,33 @@ def _write_actionlint_config(root: Path, options: InitOptions, written: list[str
     return ""
 
 
-def _existing_tune_fixtures(root: Path, options: InitOptions) -> list[Path]:
+def _existing_tune_fixtures(root: Path, options: InitOptions, *, include_starter_path: bool = False) -> list[Path]:
     """Files of this repository, other than the starter's own, that declare a ``tune_*`` fixture: the
-    starter's toy model would be collected beside the user's own and tuned by every PR check."""
+    starter's toy model would be collected beside the user's own and tuned by every PR check.
+
+    With ``include_starter_path`` (``--force``) a file at the starter's path counts too, unless it is
+    the starter itself: ``--force`` replaced a user's own conftest of fixtures with the toy one.
+    """
     starter = (root / options.path / "conftest.py").resolve()
+    if (
+        include_starter_path
+        and starter.is_file()
+        and starter.read_text(encoding="utf-8", errors="replace")
+        == (
+            render_files(dataclasses.replace(options, conftest=True)).get(
+                str(PurePosixPath(options.path) / "conftest.py")
+            )
+        )
+    ):
+        include_starter_path = False  # init's own starter, unchanged: --force may rewrite it
     pattern = re.compile(rb"^\s*def tune_\w+\s*\(", re.M)
     found: list[Path] = []
     skip = {".git", ".venv", "venv", "node_modules", "site-packages", "__pycache__", ".tox", ".aitune"}
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root)
-        if any(part in skip or part.startswith(".") for part in relative.parts[:-1]) or path.resolve() == starter:
+        if any(part in skip or part.startswith(".") for part in relative.parts[:-1]):
+            continue
+        if path.resolve() == starter and not include_starter_path:
             continue
         try:
             if pattern.search(path.read_bytes()):
