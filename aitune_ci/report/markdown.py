@@ -134,6 +134,26 @@ def _headline(view: RunView, title: str) -> str:
     return f"## {look.icon} {title}: {what}"
 
 
+def _stopped_working(view: RunView) -> list[Verdict]:
+    """Checks failing CI because their backend stopped working (``now-failing``), most severe first."""
+    return sorted(
+        (v for v in view.verdicts if (v.fails or v.would_fail) and NOW_FAILING in v.reasons), key=severity_key
+    )
+
+
+def _stopped_fix(v: Verdict) -> str:
+    widen = (
+        " if the drop is expected, widen the spec's tolerance (`TuneSpec(tolerance=...)`, which every backend of "
+        "the fixture shares) or set a task metric;"
+        if ACCURACY in v.reasons
+        else ""
+    )
+    return (
+        f"fix the backend;{widen} or drop it from the spec's backends, or quarantine it in `[tool.aitune]` "
+        "while it is fixed"
+    )
+
+
 def _unjudged_note(view: RunView) -> str:
     """`` Latency was not judged for 3 checks, so they found nothing: …`` (the first reason), or ""."""
     unjudged = view.latency_unjudged
@@ -362,6 +382,7 @@ class _Comment:
     winners: Sequence[str]
     fixes: Sequence[str]
     acknowledgements: Sequence[str]
+    stopped: Sequence[Verdict]
     unjudged_note: str
     report_url: str | None
     max_chars: int
@@ -379,7 +400,8 @@ class _Comment:
         if changed:
             parts.append("### What changed\n\n" + _HEADER + "\n" + "\n".join(row for row, _ in changed))
         elif not self.changed and self.unchanged:
-            parts.append("Nothing changed beyond the noise." + self.unjudged_note)
+            judged = "in the checks that were judged" if self.unjudged_note else ""
+            parts.append(f"Nothing changed beyond the noise{' ' + judged if judged else ''}." + self.unjudged_note)
         if unchanged:
             parts.append(
                 f"<details><summary>{self.unchanged_summary}</summary>\n\n"
@@ -413,7 +435,20 @@ class _Comment:
         return "**Winners:** " + " · ".join(parts)
 
     def _fix_parts(self, keep: int) -> list[str]:
-        return self._update_parts(keep) + self._acknowledge_parts(keep)
+        return self._stopped_parts(keep) + self._update_parts(keep) + self._acknowledge_parts(keep)
+
+    def _stopped_parts(self, keep: int) -> list[str]:
+        """What resolves a backend that stopped working: no acknowledgement or update accepts one."""
+        if not self.stopped:
+            return []
+        shown, rest = self.stopped[:keep], len(self.stopped) - min(keep, len(self.stopped))
+        lines = [f"- `{_cell(v.check_id, 140)}`: {_cell(_stopped_fix(v), 400)}" for v in shown]
+        if rest:
+            lines.append(f"- …and {rest:,} more (listed in {self.where()})")
+        return [
+            "A backend that stopped working (it no longer builds, runs or passes its accuracy gate) is fixed, "
+            "not accepted:\n\n" + "\n".join(lines)
+        ]
 
     def _acknowledge_parts(self, keep: int) -> list[str]:
         """A ``[tool.aitune.acknowledged]`` table of the first ``keep`` checks regressed against the base."""
@@ -459,7 +494,7 @@ class _Comment:
         environment lines. A body that still does not fit (a huge title or marker) raises.
         """
         total, n_winners = len(self.changed) + len(self.unchanged), len(self.winners)
-        n_fixes = max(len(self.fixes), len(self.acknowledgements))
+        n_fixes = max(len(self.fixes), len(self.acknowledgements), len(self.stopped))
         text = self.text(total, n_winners, n_fixes)
         if len(text) <= self.max_chars:
             return text
@@ -517,6 +552,7 @@ def render_markdown(
         winners=_winner_items(view),
         fixes=_regressed_fixtures(view),
         acknowledgements=_regressed_against_the_base(view),
+        stopped=_stopped_working(view),
         unjudged_note=_unjudged_note(view),
         report_url=report_url,
         max_chars=max_chars,

@@ -70,7 +70,12 @@ def _what_to_do(v: Verdict) -> str | None:
     if v.kind is VerdictKind.REGRESSED and NOW_FAILING in v.reasons:
         # Neither an acknowledgement nor an update accepts a backend that stopped working: an update
         # would only record it as a known failure, reported on every run.
-        widen = " (or, if the drop is expected, widen its TuneSpec(tolerance=...))" if ACCURACY in v.reasons else ""
+        widen = (
+            " (or, if the drop is expected, widen the spec's TuneSpec(tolerance=...), which every backend of the "
+            "fixture shares)"
+            if ACCURACY in v.reasons
+            else ""
+        )
         return (
             f"fix the backend{widen}, drop it from the spec's backends, or quarantine "
             f'"{v.check_id}" in [tool.aitune] of pyproject.toml while it is fixed'
