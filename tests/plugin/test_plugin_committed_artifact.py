@@ -103,8 +103,19 @@ def test_a_serving_process_loads_the_committed_artifact_pinned_by_its_baseline(n
         out = served(x)
     assert out.shape == (3, 4) and not torch.allclose(out, untrained)  # the artifact's weights, not the skeleton's
 
-    with pytest.raises(ait.ArtifactError, match=r"no baseline of tune_gone for this hardware .*on this machine"):
-        ait.load_committed("tune_gone", torch.nn.Linear(8, 4), aitune_dir=project.path / ".aitune")
+    with pytest.raises(
+        ait.ArtifactError,
+        match=r"no baseline of 'tune_lni' for any hardware \(did you mean 'tune_lin'\?\); its baselines are: tune_lin",
+    ):
+        ait.load_committed("tune_lni", torch.nn.Linear(8, 4), aitune_dir=project.path / ".aitune")
+    # baselines of another machine only: named, with how to build one here
+    (hardware,) = [p for p in (project.path / ".aitune" / "baselines").iterdir() if p.is_dir()]
+    moved = hardware.rename(hardware.with_name("NVIDIA-H100-80GB-HBM3"))
+    with pytest.raises(
+        ait.ArtifactError, match=r"no baseline of tune_lin for this hardware .*; it has one for NVIDIA-H100"
+    ):
+        ait.load_committed("tune_lin", torch.nn.Linear(8, 4), aitune_dir=project.path / ".aitune", device="cpu")
+    moved.rename(hardware)
     # the artifact pinned by its baseline: a replaced file is refused
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     with pytest.raises(ait.ArtifactError, match="the committed baseline records"):

@@ -15,6 +15,7 @@ import torch
 
 from aitune_ci.environment import hardware_key
 from aitune_ci.errors import ArtifactError, DataFileError
+from aitune_ci.hints import did_you_mean
 from aitune_ci.store.artifact.loading import LoadedArtifact, load
 from aitune_ci.store.baseline import BaselineStore
 
@@ -50,6 +51,13 @@ def load_committed(
         raise ArtifactError(str(exc)) from None
     if baseline is None:
         elsewhere = sorted(p.parent.name for p in (root / "baselines").glob(f"*/{fixture}.json"))
+        known = sorted({p.stem for p in (root / "baselines").glob("*/*.json")})
+        if not elsewhere and fixture not in known:
+            listed = ", ".join(known[:20]) + (" …" if len(known) > 20 else "") if known else "none"
+            raise ArtifactError(
+                f"{root}: no baseline of {fixture!r} for any hardware{did_you_mean(fixture, known)}; its "
+                f"baselines are: {listed}"
+            )
         where = f"; it has one for {', '.join(elsewhere)}" if elsewhere else ""
         raise ArtifactError(
             f"{store.path(hardware, fixture)}: no baseline of {fixture} for this hardware ({hardware}) in "
