@@ -296,6 +296,23 @@ def test_an_artifact_or_a_binary_file_is_named_not_a_traceback(runs, tmp_path, c
     assert "Traceback" not in err
 
 
+def test_report_and_merge_call_a_baseline_or_a_history_file_what_it_is(tmp_path):
+    """`compare` named a baseline; `report` said "'results' and 'verdicts' must be lists", and a history
+    file read "not valid JSON (Extra data...)" (a new user's re-trial)."""
+    from aitune_ci.errors import DataFileError
+    from aitune_ci.store.runs import load_run
+
+    baseline = tmp_path / "tune_lin.json"
+    baseline.write_text(json.dumps({"schema_version": 1, "fixture": "tune_lin", "backends": {}, "environment": {}}))
+    with pytest.raises(DataFileError, match="it looks like a committed baseline"):
+        load_run(baseline)
+    history = tmp_path / "cpu-x86_64.jsonl"
+    line = {"schema_version": 1, "fixture": "tune_lin", "date": "2026-12-05T00:00:00+00:00", "commit": "a" * 40}
+    history.write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(DataFileError, match=r"a history file \(.aitune/history/<hardware>.jsonl"):
+        load_run(history)
+
+
 def test_a_baseline_or_a_comparison_passed_for_a_run_is_called_what_it_is(runs, tmp_path, capsys):
     baseline = tmp_path / "tune_lin.json"
     baseline.write_text(json.dumps({"schema_version": 1, "fixture": "tune_lin", "backends": {}, "environment": {}}))

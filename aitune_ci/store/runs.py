@@ -145,8 +145,31 @@ def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError as exc:
+        if _is_history_line(text.split("\n", 1)[0]):
+            raise DataFileError(
+                path,
+                "a history file (.aitune/history/<hardware>.jsonl: one line per tuned fixture), not a run JSON",
+                _FIX,
+            ) from None
         raise DataFileError(path, f"not valid JSON ({exc})", _FIX) from None
+    if (
+        isinstance(data, dict)
+        and "results" not in data
+        and isinstance(data.get("fixture"), str)
+        and isinstance(data.get("backends"), dict)
+    ):
+        raise DataFileError(
+            path, "not an aitune-ci run file: it looks like a committed baseline (.aitune/baselines/...)", _FIX
+        )
     return _check_run(data, path)
+
+
+def _is_history_line(line: str) -> bool:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and {"fixture", "date", "commit"} <= set(data)
 
 
 def _canonical(data: Any) -> str:
