@@ -1261,7 +1261,9 @@ class FixtureCheck:
         return (
             f"note: the baseline pins the artifact {path} (sha256 {baseline.artifact_sha256[:12]}…), which is not "
             "there, so nothing is timed against it and nothing loads from it. Restore it (`git checkout -- "
-            f"{path}`, or `git lfs pull`), or rebuild it with `{update_command(self.name)}`"
+            f"{path}` if only the working tree lost it, `git checkout $(git rev-list -n 1 HEAD -- {path})~1 -- "
+            f"{path}` if a commit deleted it, `git lfs pull` if LFS objects were not fetched), or rebuild it with "
+            f"`{update_command(self.name)}`"
         )
 
     def _selection_outcome(self) -> CheckOutcome:
