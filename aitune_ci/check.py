@@ -307,6 +307,8 @@ class FixtureCheck:
         self.baseline_error: DataFileError | None = None
         #: why the committed artifact is not the one the baseline pins (None: it is, or there is none)
         self.artifact_problem: str | None = None
+        #: the note when the artifact the baseline pins is missing (every report shows it)
+        self.missing_artifact: str | None = None
         self.error: str | None = None
         self.verdicts: dict[str, Verdict] = {}
         self.updated = False
@@ -352,6 +354,7 @@ class FixtureCheck:
             if self.artifact_problem:
                 self.progress(f"{self.name}: {self.artifact_problem}")
             elif missing := self._missing_artifact_note():
+                self.missing_artifact = missing
                 self.progress(f"{self.name}: {missing}")
         backends = [b for b in self.backends if b in self.selected or b == "eager"]
         base = None if self.options.writes_baselines else self.base  # relative mode never writes baselines

@@ -90,6 +90,8 @@ class AituneSession:
         self.broken: dict[str, str] = {}
         #: ``{fixture: "winner changed: a -> b (…)"}``: a passing [selection] item's text is never shown
         self.winner_changes: dict[str, str] = {}
+        #: ``{fixture: note}`` for an artifact its baseline pins that is not there (a progress line alone hid it)
+        self.missing_artifacts: dict[str, str] = {}
         #: warnings raised while evaluating and tuning fixtures (see ``aitune_ci.plugin.quiet``)
         self.warnings = WarningTally()
         self.started = time.time()
@@ -212,6 +214,8 @@ class AituneSession:
             self.results.append(checker.result)
         if change := checker.winner_change:
             self.winner_changes[plan.name] = change
+        if checker.missing_artifact:
+            self.missing_artifacts[plan.name] = checker.missing_artifact
         self.verdicts.extend(checker.verdicts.values())
         return checker
 
@@ -246,6 +250,8 @@ class AituneSession:
             run["broken"] = [{"fixture": name, "error": why} for name, why in self.broken.items()]
         if self.winner_changes:
             run["winner_changes"] = dict(sorted(self.winner_changes.items()))
+        if self.missing_artifacts:
+            run["missing_artifacts"] = dict(sorted(self.missing_artifacts.items()))
         if self.options.shard is not None:  # so that a merge can tell a shard missing or passed twice
             run["shard"] = {"index": self.options.shard.index, "count": self.options.shard.count}
         return run
@@ -258,12 +264,14 @@ class AituneSession:
         for entry in data.get("broken", ()):
             self.broken.setdefault(str(entry["fixture"]), str(entry["error"]))
         self.winner_changes.update(data.get("winner_changes", {}))
+        self.missing_artifacts.update(data.get("missing_artifacts", {}))
 
     def summary_lines(self) -> list[str]:
         if not self.verdicts and not self.results and not self.broken:
             return []
         lines = [format_verdict_table(self.verdicts)] if self.verdicts else []
         lines += [f"{name}: {change}" for name, change in sorted(self.winner_changes.items())]
+        lines += [f"{name}: {note}" for name, note in sorted(self.missing_artifacts.items())]
         line = count_line(self.verdicts) if self.verdicts or not self.broken else "aitune:"
         if self.broken:
             names = sorted(self.broken)

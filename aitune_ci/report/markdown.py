@@ -544,7 +544,15 @@ def render_markdown(
     headline = _headline(view, _cell(title, 100))
     summary = _summary_line(view, report_url)
     return _Comment(
-        head=[marker, headline, summary, _broken_part(view), _env_line(view), *_mismatch_lines(view)],
+        head=[
+            marker,
+            headline,
+            summary,
+            _broken_part(view),
+            _env_line(view),
+            *_mismatch_lines(view),
+            *(f"⚠️ `{_cell(name, 80)}`: {_cell(note, 600)}" for name, note in view.missing_artifacts.items()),
+        ],
         short_head=[marker, headline, summary, _broken_part(view)],
         changed=[(_row(r), r.verdict) for r in changed],  # type: ignore[misc]
         unchanged=[(_row(r), r.verdict) for r in unchanged],  # type: ignore[misc]

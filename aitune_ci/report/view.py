@@ -218,6 +218,8 @@ class RunView:
     missing_shards: tuple[int, ...] = ()
     #: ``{fixture: "winner changed: a -> b (…)"}`` against the baseline.
     winner_changes: Mapping[str, str] = field(default_factory=dict)
+    #: ``{fixture: note}``: the artifact its baseline pins is not there, so nothing was timed against it.
+    missing_artifacts: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_run(cls, run: Mapping[str, Any], baseline_environment: Mapping[str, Any] | None = None) -> RunView:
@@ -282,6 +284,7 @@ class RunView:
             broken=tuple((str(b["fixture"]), str(b["error"])) for b in run.get("broken", ())),
             missing_shards=tuple(int(i) for i in run.get("missing_shards", ())),
             winner_changes=dict(run.get("winner_changes", {})),
+            missing_artifacts=dict(run.get("missing_artifacts", {})),
         )
 
     @property

@@ -112,9 +112,10 @@ def _check_run(data: Any, source: object) -> dict[str, Any]:
         isinstance(b, dict) and isinstance(b.get("fixture"), str) and isinstance(b.get("error"), str) for b in broken
     ):
         raise DataFileError(source, "'broken' must be a list of {'fixture': ..., 'error': ...}", _FIX)
-    changes = data.get("winner_changes", {})  # optional: {fixture: text}
-    if not isinstance(changes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in changes.items()):
-        raise DataFileError(source, "'winner_changes' must map fixture names to text", _FIX)
+    for key in ("winner_changes", "missing_artifacts"):  # optional: {fixture: text}
+        notes = data.get(key, {})
+        if not isinstance(notes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in notes.items()):
+            raise DataFileError(source, f"'{key}' must map fixture names to text", _FIX)
     try:
         warnings_from_json(data.get("warnings"))  # optional: runs written before warnings were kept have none
     except ValueError as exc:
@@ -261,9 +262,10 @@ def merge_runs(
     broken = {b["fixture"]: b for run in checked for b in run.get("broken", ())}
     if broken:
         merged["broken"] = list(broken.values())
-    changes = {k: v for run in checked for k, v in run.get("winner_changes", {}).items()}
-    if changes:
-        merged["winner_changes"] = dict(sorted(changes.items()))
+    for key in ("winner_changes", "missing_artifacts"):
+        notes = {k: v for run in checked for k, v in run.get(key, {}).items()}
+        if notes:
+            merged[key] = dict(sorted(notes.items()))
     if missing:
         merged["missing_shards"] = missing
     return merged

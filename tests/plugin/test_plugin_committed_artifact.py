@@ -20,8 +20,12 @@ def test_an_untouched_or_uncommitted_artifact_passes_and_a_missing_one_is_mentio
     project, artifact = nightly
     assert project.tune().ret == pytest.ExitCode.OK
     artifact.unlink()  # a repo may commit baselines without their binaries: not a failure...
-    result = project.tune()
+    result = project.tune("-q", "--aitune-report", "run.json", "--aitune-report", "run.md")
     assert result.ret == pytest.ExitCode.OK
+    # in the summary (shown under -q too) and in the reports, not only in a progress line
+    result.stdout.fnmatch_lines(["tune_lin: note: the baseline pins the artifact *which is not there*"])
+    assert "which is not there" in json.loads((project.path / "run.json").read_text())["missing_artifacts"]["tune_lin"]
+    assert "⚠️ `tune_lin`: note: the baseline pins the artifact" in (project.path / "run.md").read_text()
     # ...but what it costs is said (a deleted .ait passed unmentioned, its A/B silently gone)
     pytest.LineMatcher(result.outlines + result.errlines).fnmatch_lines(
         [
