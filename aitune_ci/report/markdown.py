@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aitune_ci.formatting import fmt_ms, fmt_pct
-from aitune_ci.report.view import BackendRow, RunView, judged_against, latency_not_judged
+from aitune_ci.report.view import BackendRow, RunView, judged_against
 from aitune_ci.result import MIXED
 from aitune_ci.status import NO_CHECKS, VerdictKind, VerdictMode, presentation
 from aitune_ci.store.baseline import update_command
@@ -79,7 +79,7 @@ def _note(row: BackendRow) -> str:
     elif kind is VerdictKind.IMPROVED:
         parts.append(f"faster beyond threshold {fmt_pct(v.threshold)[1:]}")
     elif kind is VerdictKind.PASS:
-        if (why := latency_not_judged(v)) is not None:
+        if (why := v.latency_note) is not None:
             parts.append(why)
         elif v.mde is not None:
             parts.append(f"within noise; smallest detectable slowdown {fmt_pct(v.mde)[1:]}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from aitune_ci.formatting import fmt_ms, fmt_pct
-from aitune_ci.report.view import judged_against, latency_not_judged
+from aitune_ci.report.view import judged_against
 from aitune_ci.result import BackendResult, TuneResult
 from aitune_ci.status import BackendStatus, VerdictKind, presentation
 
@@ -77,7 +77,7 @@ def format_verdict_table(verdicts: Sequence[Any]) -> str:
     unjudged: dict[str, list[str]] = {}
     moved: list[str] = []  # metrics beyond latency that regressed or improved: one line each
     for v in sorted(verdicts, key=lambda v: (presentation(v.kind).severity, v.fixture, v.backend)):
-        why = latency_not_judged(v)
+        why = v.latency_note
         if why is not None:
             unjudged.setdefault(why, []).append(v.check_id)
         ci = f"[{fmt_pct(v.delta_ci[0])}, {fmt_pct(v.delta_ci[1])}]" if v.delta_ci else "-"

@@ -23,7 +23,7 @@ from aitune_ci.status import (
     VerdictMode,
     presentation,
 )
-from aitune_ci.verdict import NOT_COMPARED, NOT_JUDGED, Verdict, summary_counts
+from aitune_ci.verdict import Verdict, summary_counts
 
 __all__ = [
     "NO_VERDICT",
@@ -31,7 +31,6 @@ __all__ = [
     "FixtureView",
     "RunView",
     "judged_against",
-    "latency_not_judged",
     "overall_verdict",
 ]
 
@@ -43,11 +42,6 @@ HARDWARE_FIELDS = (
     "hardware_key", "gpu", "gpu_memory_gb", "compute_capability", "cpu", "cpu_capability", "cpu_features", "cpu_count",
     "platform",
 )  # fmt: skip
-
-
-def latency_not_judged(v: Verdict) -> str | None:
-    """Why this check's latency was not compared with its stored baseline, or None when it was."""
-    return next((n for n in v.notes if n.startswith((NOT_JUDGED, NOT_COMPARED))), None)
 
 
 def judged_against(v: Verdict) -> str:
@@ -317,7 +311,7 @@ class RunView:
     @property
     def latency_unjudged(self) -> list[Verdict]:
         """The passes whose latency could have changed but was not judged (``Verdict.latency_unjudged``)."""
-        return [v for v in self.verdicts if v.kind is VerdictKind.PASS and v.latency_unjudged is not None]
+        return [v for v in self.verdicts if v.latency_unjudged is not None]
 
     @property
     def rows(self) -> list[BackendRow]:

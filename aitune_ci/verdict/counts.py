@@ -103,7 +103,7 @@ def count_line(verdicts: Iterable[Verdict]) -> str:
     regressed = PRESENTATION[VerdictKind.REGRESSED].count_label
     passed = PRESENTATION[VerdictKind.PASS].count_label
     warned = sum(v.would_fail for v in verdicts)
-    unjudged = sum(v.kind is VerdictKind.PASS and v.latency_unjudged is not None for v in verdicts)
+    unjudged = sum(v.latency_unjudged is not None for v in verdicts)
     notes = {
         regressed: f" ({warned} warn-only: would fail, not failing)" if warned else "",
         passed: f" ({unjudged} with latency not judged)" if unjudged else "",

@@ -164,16 +164,21 @@ class Verdict:
         )
 
     @property
-    def latency_unjudged(self) -> str | None:
-        """Why a latency that could have changed was not judged (the note), or None.
-
-        None where it was judged, and where the check did the same work as what it is compared with
-        (``identical_to_base``): nothing there could have changed. A PASS with a reason here is a
-        check that found nothing because it could not look, and every report says so apart.
-        """
-        if self.identical_to_base or self.kind not in (VerdictKind.PASS, VerdictKind.IMPROVED):
-            return None
+    def latency_note(self) -> str | None:
+        """Why this check's latency was not compared with what it is judged against, or None when it was."""
         return next((n for n in self.notes if n.startswith((NOT_JUDGED, NOT_COMPARED))), None)
+
+    @property
+    def latency_unjudged(self) -> str | None:
+        """Why a PASS whose latency could have changed did not judge it (``latency_note``), or None.
+
+        None where it was judged, where the verdict is not a PASS, and where the check did the same
+        work as what it is compared with (``identical_to_base``): nothing there could have changed.
+        A PASS with a reason here found nothing because it could not look, and every report says so apart.
+        """
+        if self.identical_to_base or self.kind is not VerdictKind.PASS:
+            return None
+        return self.latency_note
 
     def metric(self, name: str) -> MetricCheck | None:
         """The check of metric ``name`` (``build_time``, ``peak_memory``, ...), if it was compared."""
