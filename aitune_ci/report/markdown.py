@@ -21,6 +21,7 @@ from aitune_ci.result import MIXED
 from aitune_ci.status import NO_CHECKS, VerdictKind, VerdictMode, presentation
 from aitune_ci.store.baseline import update_command
 from aitune_ci.verdict import ACCURACY, LATENCY, NOW_FAILING, TASK_METRIC, Verdict, summary_counts
+from aitune_ci.verdict.text import stopped_backend_fix
 
 __all__ = ["DEFAULT_MARKER", "MAX_COMMENT_CHARS", "render_markdown", "severity_key"]
 
@@ -138,19 +139,6 @@ def _stopped_working(view: RunView) -> list[Verdict]:
     """Checks failing CI because their backend stopped working (``now-failing``), most severe first."""
     return sorted(
         (v for v in view.verdicts if (v.fails or v.would_fail) and NOW_FAILING in v.reasons), key=severity_key
-    )
-
-
-def _stopped_fix(v: Verdict) -> str:
-    widen = (
-        " if the drop is expected, widen the spec's tolerance (`TuneSpec(tolerance=...)`, which every backend of "
-        "the fixture shares) or set a task metric;"
-        if ACCURACY in v.reasons
-        else ""
-    )
-    return (
-        f"fix the backend;{widen} or drop it from the spec's backends, or quarantine it in `[tool.aitune]` "
-        "while it is fixed"
     )
 
 
@@ -400,8 +388,8 @@ class _Comment:
         if changed:
             parts.append("### What changed\n\n" + _HEADER + "\n" + "\n".join(row for row, _ in changed))
         elif not self.changed and self.unchanged:
-            judged = "in the checks that were judged" if self.unjudged_note else ""
-            parts.append(f"Nothing changed beyond the noise{' ' + judged if judged else ''}." + self.unjudged_note)
+            judged = " in the checks that were judged" if self.unjudged_note else ""
+            parts.append(f"Nothing changed beyond the noise{judged}.{self.unjudged_note}")
         if unchanged:
             parts.append(
                 f"<details><summary>{self.unchanged_summary}</summary>\n\n"
@@ -442,7 +430,7 @@ class _Comment:
         if not self.stopped:
             return []
         shown, rest = self.stopped[:keep], len(self.stopped) - min(keep, len(self.stopped))
-        lines = [f"- `{_cell(v.check_id, 140)}`: {_cell(_stopped_fix(v), 400)}" for v in shown]
+        lines = [f"- `{_cell(v.check_id, 140)}`: {_cell(stopped_backend_fix(v), 400)}" for v in shown]
         if rest:
             lines.append(f"- …and {rest:,} more (listed in {self.where()})")
         return [

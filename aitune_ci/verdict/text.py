@@ -9,7 +9,7 @@ from aitune_ci.status import VerdictKind, VerdictMode
 from aitune_ci.store.baseline import update_command
 from aitune_ci.verdict.model import ACCURACY, LATENCY, NOW_FAILING, Verdict
 
-__all__ = ["with_message"]
+__all__ = ["stopped_backend_fix", "with_message"]
 
 
 def _latency_text(v: Verdict) -> str | None:
@@ -59,6 +59,24 @@ def _standing(v: Verdict) -> list[str]:
     return parts
 
 
+def stopped_backend_fix(v: Verdict) -> str:
+    """What resolves a backend that stopped working (``now-failing``): the message and the PR comment say it.
+
+    Neither an acknowledgement nor an update accepts one: an update would only record it as a known
+    failure, reported on every run.
+    """
+    widen = (
+        " (or, if the drop is expected, widen the spec's TuneSpec(tolerance=...), which every backend of the "
+        "fixture shares)"
+        if ACCURACY in v.reasons
+        else ""
+    )
+    return (
+        f"fix the backend{widen}, drop it from the spec's backends, or quarantine "
+        f'"{v.check_id}" in [tool.aitune] of pyproject.toml while it is fixed'
+    )
+
+
 def _what_to_do(v: Verdict) -> str | None:
     """The command or setting that resolves this verdict, if it needs one."""
     command = update_command(v.fixture)
@@ -68,18 +86,7 @@ def _what_to_do(v: Verdict) -> str | None:
             f"create it with `{update_command(v.fixture, new_only=True)}`"
         )
     if v.kind is VerdictKind.REGRESSED and NOW_FAILING in v.reasons:
-        # Neither an acknowledgement nor an update accepts a backend that stopped working: an update
-        # would only record it as a known failure, reported on every run.
-        widen = (
-            " (or, if the drop is expected, widen the spec's TuneSpec(tolerance=...), which every backend of the "
-            "fixture shares)"
-            if ACCURACY in v.reasons
-            else ""
-        )
-        return (
-            f"fix the backend{widen}, drop it from the spec's backends, or quarantine "
-            f'"{v.check_id}" in [tool.aitune] of pyproject.toml while it is fixed'
-        )
+        return stopped_backend_fix(v)
     if v.kind is VerdictKind.REGRESSED and v.acknowledged and v.reasons == (LATENCY,):
         return (
             f'if this larger slowdown is expected too, raise the max_slowdown of "{v.check_id}" in '
