@@ -54,7 +54,8 @@ def _check_shards(runs: Sequence[Mapping[str, Any]], names: Sequence[object], al
         MergeConflict: shards of different splits (1/2 and 1/3).
         MissingShards: a shard of the split is missing, unless ``allow_missing``.
     """
-    shards = {name: shard for run, name in zip(runs, names, strict=True) if (shard := _shard_of(run, name))}
+    found = [(str(name), shard) for run, name in zip(runs, names, strict=True) if (shard := _shard_of(run, name))]
+    shards = dict(found)  # one entry per file: the same file passed twice counts once
     if not shards:
         return []
     counts = {count for _, count in shards.values()}
@@ -65,9 +66,8 @@ def _check_shards(runs: Sequence[Mapping[str, Any]], names: Sequence[object], al
     missing = sorted(set(range(1, count + 1)) - {i for i, _ in shards.values()})
     if missing and not allow_missing:
         by_index: dict[int, list[str]] = {}
-        for run, name in zip(runs, names, strict=True):
-            if shard := _shard_of(run, name):
-                by_index.setdefault(shard[0], []).append(str(name))
+        for name, (index, _) in found:
+            by_index.setdefault(index, []).append(name)
         twice = [
             f"{i}/{count} is in both {' and '.join(files)}" for i, files in sorted(by_index.items()) if len(files) > 1
         ]
