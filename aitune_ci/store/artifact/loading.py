@@ -208,7 +208,7 @@ def _plan_entries(
     warned_env = False
     for entry in archive.manifest["modules"]:
         backend = _backend_here(entry, device, archive)
-        _refuse_non_portable(entry, backend, differences, here, archive)
+        _refuse_non_portable(entry, backend, differences, archive)
         if differences and not warned_env:
             warned_env = True
             warnings.warn(
@@ -249,10 +249,9 @@ def _refuse_non_portable(
     entry: Mapping[str, Any],
     backend: Backend,
     differences: Mapping[str, tuple[Any, Any]],
-    here: Mapping[str, Any],
     archive: Archive,
 ) -> None:
-    """A device-specific payload from an environment it cannot survive is refused, with both environments."""
+    """A device-specific payload from an environment it cannot survive is refused, with how they differ."""
     device_specific = entry["payload_is_device_specific"] or backend.payload_is_device_specific
     blocking = non_portable_differences(differences)
     if not (device_specific and entry["files"] and blocking):
